@@ -1,0 +1,3 @@
+from kbert_tui.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,193 @@
+"""Events to strict-JSON lines and back; any Python value becomes something JSON can hold."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import math
+import traceback
+from datetime import date, datetime, time, timedelta, timezone
+from pathlib import PurePath
+from typing import Any
+
+from ._event import Event, new_event_id
+
+_MAX_ARRAY_ITEMS = 1024
+_MAX_DEPTH = 32
+
+
+def _default(value: Any) -> Any:
+    """Conversion for values the C encoder can't write (called only for those)."""
+    if isinstance(value, (set, frozenset)):
+        items = list(value)
+        try:
+            items.sort()
+        except TypeError:
+            pass
+        return items
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, (date, time)):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, BaseException):
+        return {
+            "type": type(value).__name__,
+            "message": str(value),
+            "traceback": "".join(traceback.format_exception(value)) if value.__traceback__ else None,
+        }
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "backslashreplace")
+    # numpy and MLX scalars/arrays: both offer .item() / .tolist() and a .size.
+    size = getattr(value, "size", None)
+    if isinstance(size, int) and hasattr(value, "tolist"):
+        if size == 1 and hasattr(value, "item"):
+            try:
+                return value.item()
+            except Exception:
+                pass
+        if size <= _MAX_ARRAY_ITEMS:
+            try:
+                return value.tolist()
+            except Exception:
+                pass
+        shape = getattr(value, "shape", None)
+        return {"type": type(value).__name__, "shape": list(shape) if shape is not None else None,
+                "dtype": str(getattr(value, "dtype", "")), "size": size}
+    if hasattr(value, "model_dump") and callable(value.model_dump):  # pydantic-style models
+        try:
+            return value.model_dump()
+        except Exception:
+            pass
+    return repr(value)
+
+
+_fast_encoder = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_default
+)
+
+
+def _sanitize(value: Any, depth: int = 0, seen: frozenset[int] = frozenset()) -> Any:
+    """Slow path: a deep copy made only of JSON-safe values (NaN → "NaN", odd keys → str)."""
+    if depth > _MAX_DEPTH:
+        return repr(value)
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "Infinity" if value > 0 else "-Infinity"
+        return float(value)
+    if id(value) in seen:
+        return f"<circular {type(value).__name__}>"
+    inner = seen | {id(value)}
+    if isinstance(value, dict):
+        return {_key(k): _sanitize(v, depth + 1, inner) for k, v in list(value.items())}
+    if isinstance(value, (list, tuple)):
+        return [_sanitize(v, depth + 1, inner) for v in list(value)]
+    try:
+        converted = _default(value)
+    except Exception:
+        return _safe_repr(value)
+    if converted is value or isinstance(converted, str):
+        return converted
+    return _sanitize(converted, depth + 1, inner)
+
+
+def _key(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    if isinstance(key, enum.Enum):
+        return str(key.value)
+    return str(key)
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception:
+        return f"<unrepresentable {type(value).__name__}>"
+
+
+def to_json(value: Any) -> str:
+    """Encode `value` as compact strict JSON; never fails."""
+    try:
+        return _fast_encoder.encode(value)
+    except Exception:
+        # NaN/inf, non-string keys, circular refs, a failing __repr__, a dict mutated mid-encode...
+        return _fast_encoder.encode(_sanitize(value))
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-safe copy of `value` (what a reader gets back after a round trip)."""
+    return json.loads(to_json(value))
+
+
+def encode_event(event: Event) -> str:
+    """One JSONL line for `event`, with the trailing newline."""
+    return to_json({
+        "id": event.id,
+        "name": event.name,
+        "timestamp": event.timestamp.isoformat(),
+        "source": event.source,
+        "correlation_id": event.correlation_id,
+        "data": event.data,
+        "metadata": event.metadata,
+    }) + "\n"
+
+
+class MalformedLine(ValueError):
+    """A line that isn't a readable event."""
+
+
+def decode_event(line: str | bytes) -> Event:
+    """Parse one JSONL line; accepts minimal lines holding only name, timestamp and data."""
+    try:
+        raw = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedLine(f"not JSON: {exc}") from None
+    return event_from_dict(raw)
+
+
+def event_from_dict(raw: Any) -> Event:
+    if not isinstance(raw, dict):
+        raise MalformedLine("not a JSON object")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise MalformedLine("missing or empty 'name'")
+    stamp = raw.get("timestamp")
+    if not isinstance(stamp, str):
+        raise MalformedLine("missing 'timestamp'")
+    try:
+        timestamp = datetime.fromisoformat(stamp)
+    except ValueError:
+        raise MalformedLine(f"bad timestamp {stamp!r}") from None
+    if timestamp.tzinfo is None:
+        timestamp = timestamp.replace(tzinfo=timezone.utc)
+    data = raw.get("data", {})
+    if not isinstance(data, dict):
+        raise MalformedLine("'data' is not an object")
+    metadata = raw.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        metadata = {"value": metadata}
+    source = raw.get("source")
+    corr = raw.get("correlation_id")
+    event_id = raw.get("id")
+    return Event(
+        name=name,
+        data=data,
+        timestamp=timestamp,
+        source=source if isinstance(source, str) else "unknown",
+        correlation_id=corr if isinstance(corr, str) else (None if corr is None else str(corr)),
+        metadata=metadata,
+        id=event_id if isinstance(event_id, str) and event_id else new_event_id(),
+    )

@@ -1,0 +1,172 @@
+"""EventQuery: a chainable description of which events to find in history or the log."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+from ._codec import MalformedLine, decode_event
+from ._event import Event
+from ._patterns import compile_pattern, validate_pattern
+
+
+def contains(actual: Any, expected: Any) -> bool:
+    """Nested subset match: every key of `expected` is in `actual` with a containing value."""
+    if isinstance(expected, dict):
+        if not isinstance(actual, dict):
+            return False
+        for key, value in expected.items():
+            if key not in actual or not contains(actual[key], value):
+                return False
+        return True
+    if isinstance(expected, (list, tuple)) and isinstance(actual, (list, tuple)):
+        return len(expected) == len(actual) and all(contains(a, e) for a, e in zip(actual, expected))
+    return bool(actual == expected)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    # Naive datetimes mean local time, as `datetime.now()` gives.
+    if moment is None:
+        return None
+    return moment if moment.tzinfo is not None else moment.astimezone()
+
+
+def _needles(expected: Any) -> list[bytes]:
+    """Byte strings that any compact or spaced JSON line holding `expected` must contain."""
+    found: list[bytes] = []
+    if isinstance(expected, dict):
+        for key, value in expected.items():
+            if isinstance(key, str):
+                found.append(json.dumps(key, ensure_ascii=False).encode())
+            found.extend(_needles(value))
+    elif isinstance(expected, bool) or expected is None:
+        found.append(json.dumps(expected).encode())
+    elif isinstance(expected, str):
+        found.append(json.dumps(expected, ensure_ascii=False).encode())
+    # Numbers may be written as 5, 5.0 or 5e0: no safe needle.
+    return found
+
+
+class EventQuery:
+    """Find events by name glob, time range, data subset, source and correlation id."""
+
+    def __init__(self) -> None:
+        self._patterns: list[str] = []
+        self._start: datetime | None = None
+        self._end: datetime | None = None
+        self._data: dict[str, Any] = {}
+        self._sources: set[str] | None = None
+        self._correlation_id: str | None = None
+        self._limit: int | None = None
+
+    def event_name_pattern(self, pattern: str) -> EventQuery:
+        self._patterns.append(validate_pattern(pattern))
+        return self
+
+    def time_range(self, start: datetime | None = None, end: datetime | None = None) -> EventQuery:
+        self._start, self._end = _aware(start), _aware(end)
+        return self
+
+    def data_contains(self, subset: dict[str, Any]) -> EventQuery:
+        if not isinstance(subset, dict):
+            raise ValueError("data_contains expects a dict")
+        self._data.update(subset)
+        return self
+
+    def source(self, *sources: str) -> EventQuery:
+        self._sources = set(sources)
+        return self
+
+    def correlation_id(self, correlation_id: str) -> EventQuery:
+        self._correlation_id = correlation_id
+        return self
+
+    def limit(self, n: int) -> EventQuery:
+        if n < 0:
+            raise ValueError("limit must be >= 0")
+        self._limit = n
+        return self
+
+    @property
+    def max_results(self) -> int | None:
+        return self._limit
+
+    def matches(self, event: Event) -> bool:
+        if self._patterns and not any(compile_pattern(p)(event.name) for p in self._patterns):
+            return False
+        if self._start is not None and event.timestamp < self._start:
+            return False
+        if self._end is not None and event.timestamp > self._end:
+            return False
+        if self._sources is not None and event.source not in self._sources:
+            return False
+        if self._correlation_id is not None and event.correlation_id != self._correlation_id:
+            return False
+        return not self._data or contains(event.data, self._data)
+
+    def _line_prefilter(self) -> Callable[[bytes], bool]:
+        needles = _needles(self._data)
+        if self._correlation_id is not None:
+            needles.append(self._correlation_id.encode())
+        if self._sources is not None and len(self._sources) == 1:
+            needles.append(json.dumps(next(iter(self._sources)), ensure_ascii=False).encode())
+        name_checks = [compile_pattern(p) for p in self._patterns]
+
+        def keep(line: bytes) -> bool:
+            for needle in needles:
+                if needle not in line:
+                    return False
+            if name_checks:
+                name = _peek_name(line)
+                if name is not None and not any(check(name) for check in name_checks):
+                    return False
+            return True
+
+        return keep
+
+    def run(self, lines: Iterable[bytes], on_malformed: Callable[[str], None] | None = None) -> list[Event]:
+        """Evaluate against raw JSONL lines; results in time order, at most `limit`."""
+        keep = self._line_prefilter()
+        found: list[Event] = []
+        for line in lines:
+            if not keep(line):
+                continue
+            try:
+                event = decode_event(line)
+            except MalformedLine as exc:
+                if on_malformed:
+                    on_malformed(str(exc))
+                continue
+            if self.matches(event):
+                found.append(event)
+                if self._limit is not None and len(found) >= self._limit:
+                    break
+        found.sort(key=lambda e: e.timestamp)
+        return found
+
+    def run_events(self, events: Iterable[Event]) -> list[Event]:
+        found = [e for e in events if self.matches(e)]
+        found.sort(key=lambda e: e.timestamp)
+        return found if self._limit is None else found[: self._limit]
+
+
+_NAME_KEY = b'"name":"'
+
+
+def _peek_name(line: bytes) -> str | None:
+    """The event name of a compact line without parsing it all (None if it can't be read cheaply)."""
+    if not line.startswith(b'{"id":'):
+        return None  # not written by JsonlStore: parse it fully
+    start = line.find(_NAME_KEY)
+    if start < 0:
+        return None
+    start += len(_NAME_KEY)
+    end = line.find(b'"', start)
+    if end < 0:
+        return None
+    raw = line[start:end]
+    if b"\\" in raw:
+        return None
+    return raw.decode("utf-8", "replace")
