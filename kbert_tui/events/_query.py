@@ -38,15 +38,20 @@ def _needles(expected: Any) -> list[bytes]:
     found: list[bytes] = []
     if isinstance(expected, dict):
         for key, value in expected.items():
-            if isinstance(key, str):
-                found.append(json.dumps(key, ensure_ascii=False).encode())
+            if _plain(key):
+                found.append(b'"%s"' % key.encode())
             found.extend(_needles(value))
     elif isinstance(expected, bool) or expected is None:
         found.append(json.dumps(expected).encode())
-    elif isinstance(expected, str):
-        found.append(json.dumps(expected, ensure_ascii=False).encode())
+    elif _plain(expected):
+        found.append(b'"%s"' % expected.encode())
     # Numbers may be written as 5, 5.0 or 5e0: no safe needle.
     return found
+
+
+def _plain(text: Any) -> bool:
+    """True for strings every JSON writer spells the same way (ASCII, nothing to escape)."""
+    return isinstance(text, str) and text.isascii() and text.isprintable() and not any(c in text for c in '"\\/')
 
 
 class EventQuery:
@@ -108,10 +113,10 @@ class EventQuery:
 
     def _line_prefilter(self) -> Callable[[bytes], bool]:
         needles = _needles(self._data)
-        if self._correlation_id is not None:
-            needles.append(self._correlation_id.encode())
-        if self._sources is not None and len(self._sources) == 1:
-            needles.append(json.dumps(next(iter(self._sources)), ensure_ascii=False).encode())
+        if _plain(self._correlation_id):
+            needles.append(b'"%s"' % self._correlation_id.encode())  # type: ignore[union-attr]
+        if self._sources is not None and len(self._sources) == 1 and _plain(source := next(iter(self._sources))):
+            needles.append(b'"%s"' % source.encode())
         name_checks = [compile_pattern(p) for p in self._patterns]
 
         def keep(line: bytes) -> bool:

@@ -517,11 +517,8 @@ class EventBus:
             reader = read_events(self._store.path) if self._store.path.exists() else None
             if reader is None:
                 return []
-            needle = correlation_id.encode()
             query = EventQuery().correlation_id(correlation_id)
-            return await asyncio.to_thread(
-                lambda: [e for e in query.run((ln for ln in reader.raw_lines() if needle in ln))]
-            )
+            return await asyncio.to_thread(query.run, reader.raw_lines(), reader.skip)
         return [e for e in self._history if e.correlation_id == correlation_id]
 
     async def query_events(self, query: EventQuery) -> list[Event]:

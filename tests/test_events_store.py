@@ -1,0 +1,254 @@
+"""The JSONL log: format, value conversion, rotation, reopening, tolerant reading and queries."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kbert_tui.events import Event, EventBus, EventQuery
+from kbert_tui.events._codec import decode_event, encode_event, to_json
+from kbert_tui.events.store import JsonlStore, read_events, segment_paths
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: float
+
+
+class Opaque:
+    def __repr__(self) -> str:
+        return "<Opaque thing>"
+
+
+class BadRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+async def test_line_format_and_round_trip(tmp_path):
+    path = tmp_path / "events.jsonl"
+    bus = EventBus(enable_persistence=True, persistence_path=path)
+    await bus.emit("training.started", {"run_id": "r", "ünïcode": "✓"}, source="trainer",
+                   correlation_id="r", metadata={"host": "h"})
+    await bus.shutdown()
+    raw = path.read_bytes()
+    assert raw.endswith(b"\n") and raw.count(b"\n") == 1
+    record = json.loads(raw)
+    assert list(record) == ["id", "name", "timestamp", "source", "correlation_id", "data", "metadata"]
+    assert datetime.fromisoformat(record["timestamp"]).utcoffset() == timedelta(0)
+    assert record["data"]["ünïcode"] == "✓"
+    (event,) = list(read_events(path))
+    assert event.name == "training.started" and event.correlation_id == "r" and event.metadata == {"host": "h"}
+
+
+def test_values_json_cannot_hold_are_converted():
+    import mlx.core as mx
+
+    error = ValueError("bad thing")
+    data = {
+        "tuple": (1, 2),
+        "set": {3, 1, 2},
+        "when": datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+        "path": Path("/tmp/x"),
+        "enum": Colour.RED,
+        "dc": Point(1, 2.5),
+        "np_scalar": np.float32(1.5),
+        "np_int": np.int64(7),
+        "np_array": np.arange(3),
+        "mx_scalar": mx.array(2.0),
+        "mx_array": mx.array([1, 2, 3]),
+        "big_array": np.zeros((100, 100)),
+        "error": error,
+        "opaque": Opaque(),
+        "bad_repr": BadRepr(),
+        "nan": float("nan"),
+        "inf": float("inf"),
+        "ninf": -float("inf"),
+        "nested": {1: [float("nan")]},
+        "bytes": b"abc",
+    }
+    out = json.loads(to_json(data))
+    assert out["tuple"] == [1, 2] and out["set"] == [1, 2, 3]
+    assert out["when"] == "2026-01-02T03:04:05+00:00"
+    assert out["path"] == "/tmp/x" and out["enum"] == "red" and out["dc"] == {"x": 1, "y": 2.5}
+    assert out["np_scalar"] == 1.5 and out["np_int"] == 7 and out["np_array"] == [0, 1, 2]
+    assert out["mx_scalar"] == 2.0 and out["mx_array"] == [1, 2, 3]
+    assert out["big_array"]["shape"] == [100, 100] and out["big_array"]["size"] == 10000
+    assert out["error"]["type"] == "ValueError" and out["error"]["message"] == "bad thing"
+    assert out["opaque"] == "<Opaque thing>"
+    assert "BadRepr" in out["bad_repr"]
+    assert (out["nan"], out["inf"], out["ninf"]) == ("NaN", "Infinity", "-Infinity")
+    assert out["nested"] == {"1": ["NaN"]}
+    assert out["bytes"] == "abc"
+
+
+def test_lines_are_strict_json():
+    line = encode_event(Event("x", {"v": float("nan")}))
+    json.loads(line, parse_constant=lambda c: pytest.fail(f"non-strict constant {c}"))
+
+
+def test_circular_data_does_not_break_emission():
+    data: dict = {"a": 1}
+    data["self"] = data
+    out = json.loads(to_json(data))
+    assert out["a"] == 1 and out["self"] == "<circular dict>"
+
+
+async def test_emit_never_fails_on_data(tmp_path):
+    path = tmp_path / "e.jsonl"
+    bus = EventBus(enable_persistence=True, persistence_path=path)
+    await bus.emit("weird", {"obj": object(), "fn": print, "bad": BadRepr()})
+    await bus.shutdown()
+    assert json.loads(path.read_text())["name"] == "weird"
+
+
+async def test_rotation_keeps_lines_whole_and_orders_segments(tmp_path):
+    path = tmp_path / "events.jsonl"
+    bus = EventBus(enable_persistence=True, persistence_path=path, max_file_size_mb=0.01)  # ~10 KB
+    for i in range(500):
+        await bus.emit("tick", {"i": i, "pad": "x" * 50})
+    await bus.shutdown()
+    files = segment_paths(path)
+    assert len(files) > 3
+    assert files[0].name == "events.1.jsonl" and files[-1] == path
+    limit = int(0.01 * 1024 * 1024)
+    seen: list[int] = []
+    for file in files:
+        raw = file.read_bytes()
+        assert len(raw) <= limit and raw.endswith(b"\n")
+        seen.extend(json.loads(line)["data"]["i"] for line in raw.splitlines())
+    assert seen == list(range(500))
+    assert [e.data["i"] for e in read_events(path)] == list(range(500))
+
+
+def test_segment_numbers_sort_numerically(tmp_path):
+    for n in (1, 2, 10):
+        (tmp_path / f"events.{n}.jsonl").write_text("")
+    (tmp_path / "events.jsonl").write_text("")
+    (tmp_path / "events.x.jsonl").write_text("")
+    assert [p.name for p in segment_paths(tmp_path / "events.jsonl")] == [
+        "events.1.jsonl", "events.2.jsonl", "events.10.jsonl", "events.jsonl"]
+
+
+async def test_reopening_appends_and_repairs_a_torn_last_line(tmp_path):
+    path = tmp_path / "events.jsonl"
+    bus = EventBus(enable_persistence=True, persistence_path=path)
+    await bus.emit("first", {})
+    await bus.shutdown()
+    with open(path, "ab") as fh:
+        fh.write(b'{"id":"torn","name":"half')  # a writer died mid-line
+    bus = EventBus(enable_persistence=True, persistence_path=path)
+    await bus.emit("second", {})
+    await bus.shutdown()
+    reader = read_events(path)
+    assert [e.name for e in reader] == ["first", "second"]
+    assert reader.malformed == 1
+
+
+async def test_reopening_continues_segment_numbering(tmp_path):
+    path = tmp_path / "events.jsonl"
+    for _ in range(2):
+        bus = EventBus(enable_persistence=True, persistence_path=path, max_file_size_mb=0.001)
+        for i in range(40):
+            await bus.emit("tick", {"i": i})
+        await bus.shutdown()
+    numbers = [int(p.suffixes[-2][1:]) for p in segment_paths(path)[:-1]]
+    assert numbers == list(range(1, len(numbers) + 1))
+    assert sum(1 for _ in read_events(path)) == 80
+
+
+def test_reader_skips_and_counts_malformed_lines(tmp_path):
+    path = tmp_path / "events.jsonl"
+    good = encode_event(Event("ok", {"n": 1}))
+    path.write_text(
+        good
+        + "not json\n"
+        + "[1, 2]\n"
+        + '{"name": "", "timestamp": "2026-01-01T00:00:00+00:00", "data": {}}\n'
+        + '{"name": "no.time", "data": {}}\n'
+        + '{"name": "bad.time", "timestamp": "yesterday", "data": {}}\n'
+        + '{"name": "bad.data", "timestamp": "2026-01-01T00:00:00+00:00", "data": 3}\n'
+        + "\n"
+        + '{"name": "minimal", "timestamp": "2026-01-01T00:00:00Z", "data": {"k": 1}}\n'
+        + '{"name": "trunc'
+    )
+    reader = read_events(path)
+    events = list(reader)
+    assert [e.name for e in events] == ["ok", "minimal"]
+    assert reader.malformed == 7
+    assert "events.jsonl:2" in (reader.first_error or "")
+    minimal = events[1]
+    assert minimal.source == "unknown" and minimal.correlation_id is None and minimal.id
+    assert minimal.timestamp.tzinfo is not None
+
+
+def test_read_events_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such events file"):
+        read_events(tmp_path / "missing.jsonl")
+
+
+def test_decode_accepts_naive_timestamps_as_utc():
+    event = decode_event('{"name":"x","timestamp":"2026-01-01T00:00:00","data":{}}')
+    assert event.timestamp == datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+async def test_query_over_segments_with_every_criterion(tmp_path):
+    path = tmp_path / "events.jsonl"
+    bus = EventBus(enable_persistence=True, persistence_path=path, max_file_size_mb=0.005)
+    for epoch in range(1, 11):
+        await bus.emit("training.epoch_completed", {"epoch": epoch, "metrics": {"val": {"acc": epoch / 10}}},
+                       source="trainer", correlation_id="run-a" if epoch <= 5 else "run-b")
+        for i in range(20):
+            await bus.emit("system.cpu_usage", {"percent": float(i), "epoch": epoch}, source="system")
+    await bus.flush()
+    assert len(segment_paths(path)) > 2
+
+    q = EventQuery().event_name_pattern("training.*").data_contains({"epoch": 5})
+    assert [e.data["epoch"] for e in await bus.query_events(q)] == [5]
+
+    q = EventQuery().data_contains({"metrics": {"val": {"acc": 0.3}}})
+    assert [e.data["epoch"] for e in await bus.query_events(q)] == [3]
+
+    q = EventQuery().source("trainer").correlation_id("run-b").limit(2)
+    assert [e.data["epoch"] for e in await bus.query_events(q)] == [6, 7]
+
+    everything = await bus.query_events(EventQuery())
+    assert len(everything) == 210
+    middle = everything[100].timestamp
+    q = EventQuery().event_name_pattern("system.*").time_range(start=middle)
+    later = await bus.query_events(q)
+    assert later and all(e.timestamp >= middle for e in later)
+
+    # naive datetimes mean local time, as in the seed's datetime.now() - timedelta(hours=1)
+    q = EventQuery().event_name_pattern("training.*").time_range(start=datetime.now() - timedelta(hours=1))
+    assert len(await bus.query_events(q)) == 10
+    q = EventQuery().time_range(end=datetime.now() - timedelta(hours=1))
+    assert await bus.query_events(q) == []
+    await bus.shutdown()
+
+
+def test_query_prefilter_does_not_miss_foreign_lines(tmp_path):
+    path = tmp_path / "events.jsonl"
+    # written by another tool: spaced separators, escaped unicode, data before name
+    path.write_text(
+        '{"data": {"epoch": 5.0, "who": "\\u00e9"}, "name": "training.x", "timestamp": "2026-01-01T00:00:00Z"}\n'
+    )
+    reader = read_events(path)
+    q = EventQuery().event_name_pattern("training.*").data_contains({"epoch": 5, "who": "é"})
+    assert [e.name for e in q.run(reader.raw_lines())] == ["training.x"]
+
+
+def test_store_rejects_nonpositive_size(tmp_path):
+    with pytest.raises(ValueError):
+        JsonlStore(tmp_path / "x.jsonl", max_file_size_mb=0)
