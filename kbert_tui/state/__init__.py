@@ -1,0 +1,28 @@
+"""Pure reducers and indexes behind the monitor: events in, what the panes show out (no Textual here)."""
+
+from .filter import FILTER_HELP, EventMatcher, FilterSyntaxError, event_text, parse_filter
+from .log_index import DEFAULT_CAPACITY, EventLog
+from .run_state import Notice, PluginInfo, PluginsState, RunState, Series, SystemState, TrainingState
+from .summary import KINDS, event_kind, format_number, printable, summarize
+
+__all__ = [
+    "DEFAULT_CAPACITY",
+    "FILTER_HELP",
+    "KINDS",
+    "EventLog",
+    "EventMatcher",
+    "FilterSyntaxError",
+    "Notice",
+    "PluginInfo",
+    "PluginsState",
+    "RunState",
+    "Series",
+    "SystemState",
+    "TrainingState",
+    "event_kind",
+    "event_text",
+    "format_number",
+    "parse_filter",
+    "printable",
+    "summarize",
+]

@@ -1,0 +1,278 @@
+"""The event-log filter language: parse a query once, then match events quickly.
+
+Terms are separated by spaces and AND together; `!term` negates one. A term is one of:
+
+    training.*          a name glob (a term holding * ? or [ is a glob over the event name)
+    name:GLOB           the same, explicitly
+    source:NAME         the event's source (a glob: source:plugin:*)
+    corr:ID             the correlation id (a glob; `corr:run-1` or `corr:run-*`)
+    key=value           a data field equals value (dotted path: metrics.grad_norm=0.5; value may be a glob)
+    key!=value          a data field differs from value (or is missing)
+    key>num  key<num    numeric comparison on a data field (also >= and <=)
+    text  "two words"   free text, case-insensitive, over name, source and data
+
+`AND` between terms is allowed and changes nothing. Bad syntax raises `FilterSyntaxError` whose
+`position` is the 0-based column of the problem.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kbert_tui.events import Event
+
+__all__ = ["EventMatcher", "FilterSyntaxError", "parse_filter", "event_text", "FILTER_HELP"]
+
+FILTER_HELP = """\
+training.*        name glob (* ? [..])       name:GLOB        explicit name glob
+source:NAME       source (glob)              corr:ID          correlation id (glob)
+key=value         data field equals          key!=value       differs or missing
+key>num key<num   numeric (also >= <=)       metrics.loss<0.3 dotted paths into data
+free text         anywhere, any case         "two words"      quoted text
+!term             negation                   a b              terms AND together"""
+
+_GLOB_CHARS = set("*?[")
+_OPERATORS = ("!=", ">=", "<=", "=", ">", "<")
+_MISSING = object()
+
+
+class FilterSyntaxError(ValueError):
+    """A filter that can't be parsed; `position` is the 0-based column where the problem is."""
+
+    def __init__(self, message: str, position: int) -> None:
+        super().__init__(f"{message} (at column {position + 1})")
+        self.message = message
+        self.position = position
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    text: str
+    position: int
+    quoted: bool
+
+
+def _tokenize(query: str) -> list[_Token]:
+    tokens: list[_Token] = []
+    i, n = 0, len(query)
+    while i < n:
+        if query[i].isspace():
+            i += 1
+            continue
+        start = i
+        buf: list[str] = []
+        parts = 0
+        quoted_parts = 0
+        while i < n and not query[i].isspace():
+            ch = query[i]
+            parts += 1
+            if ch in "\"'":
+                quoted_parts += 1
+                close = query.find(ch, i + 1)
+                if close < 0:
+                    raise FilterSyntaxError(f"unclosed quote {ch}", i)
+                buf.append(query[i + 1:close])
+                i = close + 1
+            else:
+                buf.append(ch)
+                i += 1
+        text = "".join(buf)
+        negated_quote = quoted_parts == 1 and parts == 2 and query[start] == "!"
+        if negated_quote:
+            tokens.append(_Token("!", start, False))
+            tokens.append(_Token(text[1:], start + 1, True))
+        else:
+            tokens.append(_Token(text, start, quoted_parts == 1 and parts == 1))
+    return tokens
+
+
+def _glob(pattern: str) -> Callable[[str], bool]:
+    regex = re.compile(fnmatch.translate(pattern), re.DOTALL)
+    cache: dict[str, bool] = {}
+
+    def match(value: str) -> bool:
+        hit = cache.get(value)
+        if hit is None:
+            hit = regex.match(value) is not None
+            if len(cache) < 10_000:
+                cache[value] = hit
+        return hit
+
+    return match
+
+
+def _resolve(event: Event, path: tuple[str, ...]) -> Any:
+    value: Any = event.data
+    for part in path:
+        if isinstance(value, dict):
+            value = value.get(part, _MISSING)
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return _MISSING
+        if value is _MISSING:
+            break
+    if value is _MISSING and len(path) == 1:
+        attr = {"name": "name", "source": "source", "corr": "correlation_id",
+                "correlation_id": "correlation_id", "id": "id"}.get(path[0])
+        if attr is not None:
+            return getattr(event, attr)
+    return value
+
+
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _equals(expected: str) -> Callable[[Any], bool]:
+    number = _as_number(expected)
+    lowered = expected.lower()
+    glob = _glob(expected) if _GLOB_CHARS & set(expected) else None
+
+    def check(value: Any) -> bool:
+        if value is _MISSING:
+            return False
+        if value is None:
+            return lowered in ("null", "none")
+        if isinstance(value, bool):
+            return lowered == ("true" if value else "false")
+        if isinstance(value, (int, float)):
+            return number is not None and float(value) == number
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+        return glob(text) if glob is not None else text == expected
+
+    return check
+
+
+def event_text(event: Event) -> str:
+    """The lower-cased text free-text terms search: name, source, correlation id and the data as JSON."""
+    try:
+        data = json.dumps(event.data, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        data = repr(event.data)
+    return f"{event.name} {event.source} {event.correlation_id or ''} {data}".lower()
+
+
+Predicate = Callable[[Event, Callable[[], str]], bool]
+
+
+class EventMatcher:
+    """A parsed filter. `matches(event, text)` where `text()` returns `event_text(event)` (maybe cached)."""
+
+    def __init__(self, query: str, predicates: list[Predicate], uses_text: bool) -> None:
+        self.query = query
+        self._predicates = predicates
+        self.uses_text = uses_text
+
+    def __bool__(self) -> bool:
+        return bool(self._predicates)
+
+    def matches(self, event: Event, text: Callable[[], str] | None = None) -> bool:
+        get_text = text if text is not None else (lambda: event_text(event))
+        for predicate in self._predicates:
+            if not predicate(event, get_text):
+                return False
+        return True
+
+
+def _term(token: _Token) -> tuple[Predicate, bool]:
+    raw, pos = token.text, token.position
+    if token.quoted:
+        needle = raw.lower()
+        return (lambda e, t: needle in t()), True
+    lowered = raw.lower()
+    for prefix, attr in (("source:", "source"), ("corr:", "correlation_id"), ("name:", "name")):
+        if lowered.startswith(prefix):
+            value = raw[len(prefix):]
+            if not value:
+                raise FilterSyntaxError(f"'{prefix}' needs a value, e.g. {prefix}{_EXAMPLES[prefix]}", pos)
+            glob = _glob(value)
+            return (lambda e, t, a=attr, g=glob: g(getattr(e, a) or "")), False
+    for op in _OPERATORS:
+        at = raw.find(op)
+        if at < 0:
+            continue
+        # the first operator character in the term decides (so `a>=1` is >= and not >)
+        first = min((raw.find(o) for o in _OPERATORS if raw.find(o) >= 0))
+        if at != first:
+            continue
+        key, value = raw[:at], raw[at + len(op):]
+        if not key:
+            raise FilterSyntaxError(f"'{op}' needs a field name before it, e.g. loss{op}0.5", pos)
+        if not value and op not in ("=", "!="):
+            raise FilterSyntaxError(f"'{key}{op}' needs a number after it", pos + at + len(op))
+        path = tuple(key.split("."))
+        if any(not part for part in path):
+            raise FilterSyntaxError(f"bad field path '{key}'", pos)
+        if op in ("=", "!="):
+            check = _equals(value)
+            if op == "=":
+                return (lambda e, t: check(_resolve(e, path))), False
+            return (lambda e, t: not check(_resolve(e, path))), False
+        number = _as_number(value)
+        if number is None:
+            raise FilterSyntaxError(f"'{value}' is not a number (after {key}{op})", pos + at + len(op))
+        compare = {">": float.__gt__, "<": float.__lt__, ">=": float.__ge__, "<=": float.__le__}[op]
+
+        def numeric(e: Event, t: Callable[[], str], path: tuple[str, ...] = path) -> bool:
+            got = _as_number(_resolve(e, path))
+            return got is not None and compare(got, number)
+
+        return numeric, False
+    if _GLOB_CHARS & set(raw):
+        if raw.count("[") > raw.count("]"):
+            raise FilterSyntaxError("unclosed '[' in name glob", pos + raw.index("["))
+        glob = _glob(raw)
+        return (lambda e, t: glob(e.name)), False
+    needle = lowered
+    return (lambda e, t: needle in t()), True
+
+
+_EXAMPLES = {"source:": "trainer", "corr:": "run-1", "name:": "training.*"}
+
+
+def parse_filter(query: str) -> EventMatcher:
+    """Parse `query` into a matcher; an empty query matches everything."""
+    predicates: list[Predicate] = []
+    uses_text = False
+    tokens = _tokenize(query)
+    pending_not: _Token | None = None
+    for i, token in enumerate(tokens):
+        if not token.quoted and token.text == "AND":
+            continue
+        if not token.quoted and token.text in ("OR", "||", "|"):
+            raise FilterSyntaxError("OR is not supported: terms AND together (use a glob like "
+                                    "'training.*' to match several names)", token.position)
+        if pending_not is None and not token.quoted and token.text == "!" and i + 1 < len(tokens) \
+                and tokens[i + 1].position == token.position + 1:
+            pending_not = token  # `!"quoted text"`
+            continue
+        negate = pending_not is not None
+        pending_not = None
+        if not negate and not token.quoted and token.text.startswith("!") and not token.text.startswith("!="):
+            negate = True
+            stripped = token.text[1:]
+            if not stripped:
+                raise FilterSyntaxError("'!' needs a term after it, e.g. !system.*", token.position)
+            token = _Token(stripped, token.position + 1, False)
+        predicate, text = _term(token)
+        uses_text = uses_text or text
+        if negate:
+            predicates.append(lambda e, t, p=predicate: not p(e, t))
+        else:
+            predicates.append(predicate)
+    return EventMatcher(query, predicates, uses_text)

@@ -1,0 +1,202 @@
+"""The event log behind the log pane: a bounded in-memory window of events plus a filtered index.
+
+Every event gets a sequence number (0, 1, 2, … in arrival order). The window keeps the newest
+`capacity` events in a ring; older ones are counted (`evicted`) and stay in the events file on disk.
+With a filter set, an index of matching sequence numbers is kept up to date as events arrive, so the
+view is always "row i of the visible rows" in O(1).
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
+
+from kbert_tui.events import Event
+
+from .filter import EventMatcher, event_text
+from .summary import event_kind
+
+__all__ = ["EventLog", "DEFAULT_CAPACITY"]
+
+DEFAULT_CAPACITY = 100_000
+
+
+class EventLog:
+    """Arrived events (newest `capacity` of them) and the rows the current filter shows."""
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self._ring: list[Event | None] = [None] * capacity
+        self._text: list[str | None] = [None] * capacity
+        self.total = 0  # events ever appended (the next sequence number)
+        self.matcher: EventMatcher | None = None
+        self._matches = array("q")  # sequence numbers of matching events, ascending
+        self._mstart = 0  # _matches[:_mstart] have been evicted
+        self._problems = array("q")  # sequence numbers of error/warning events, ascending
+        self._pstart = 0
+
+    # -- window ------------------------------------------------------------------------------------
+    @property
+    def base(self) -> int:
+        """The sequence number of the oldest event still in memory."""
+        return max(0, self.total - self.capacity)
+
+    @property
+    def evicted(self) -> int:
+        """How many events fell out of the window (they remain in the events file)."""
+        return self.base
+
+    @property
+    def in_memory(self) -> int:
+        return self.total - self.base
+
+    def get(self, seq: int) -> Event:
+        """The event with sequence number `seq` (must be in the window)."""
+        if not self.base <= seq < self.total:
+            raise IndexError(f"event #{seq} is not in memory (window {self.base}..{self.total - 1})")
+        event = self._ring[seq % self.capacity]
+        assert event is not None
+        return event
+
+    def text(self, seq: int) -> str:
+        """The cached free-text haystack of event `seq`."""
+        slot = seq % self.capacity
+        cached = self._text[slot]
+        if cached is None:
+            cached = event_text(self.get(seq))
+            self._text[slot] = cached
+        return cached
+
+    def append(self, event: Event) -> int:
+        """Add one event; return its sequence number."""
+        seq = self.total
+        slot = seq % self.capacity
+        self._ring[slot] = event
+        self._text[slot] = None
+        self.total = seq + 1
+        if event_kind(event) in ("error", "warning"):
+            self._problems.append(seq)
+        matcher = self.matcher
+        if matcher is not None and matcher.matches(event, lambda: self.text(seq)):
+            self._matches.append(seq)
+        if seq >= self.capacity:
+            self._trim()
+        return seq
+
+    def extend(self, events: Iterable[Event]) -> None:
+        for event in events:
+            self.append(event)
+
+    def _trim(self) -> None:
+        base = self.base
+        self._mstart = _advance(self._matches, self._mstart, base)
+        self._pstart = _advance(self._problems, self._pstart, base)
+        if self._mstart > 4096 and self._mstart * 2 > len(self._matches):
+            del self._matches[: self._mstart]
+            self._mstart = 0
+        if self._pstart > 4096 and self._pstart * 2 > len(self._problems):
+            del self._problems[: self._pstart]
+            self._pstart = 0
+
+    # -- filter ------------------------------------------------------------------------------------
+    def set_filter(self, matcher: EventMatcher | None) -> None:
+        """Show only events `matcher` accepts (None or an empty matcher shows all); re-scans the window."""
+        self.matcher = matcher if matcher else None
+        self._matches = array("q")
+        self._mstart = 0
+        if self.matcher is None:
+            return
+        matches = self.matcher.matches
+        ring, cap = self._ring, self.capacity
+        out = self._matches
+        if self.matcher.uses_text:
+            for seq in range(self.base, self.total):
+                if matches(ring[seq % cap], lambda s=seq: self.text(s)):  # type: ignore[arg-type]
+                    out.append(seq)
+        else:
+            for seq in range(self.base, self.total):
+                if matches(ring[seq % cap], _no_text):  # type: ignore[arg-type]
+                    out.append(seq)
+
+    @property
+    def filtered(self) -> bool:
+        return self.matcher is not None
+
+    # -- visible rows ------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        """How many rows are visible (the filtered count, or every event in memory)."""
+        if self.matcher is None:
+            return self.in_memory
+        return len(self._matches) - self._mstart
+
+    def rows_before(self, seq_limit: int) -> int:
+        """How many visible rows have a sequence number below `seq_limit` (to freeze a paused view)."""
+        if self.matcher is None:
+            return max(0, min(seq_limit, self.total) - self.base)
+        return bisect_left(self._matches, seq_limit, self._mstart) - self._mstart
+
+    def seq_at(self, row: int) -> int:
+        """The sequence number shown at visible row `row`."""
+        if row < 0 or row >= len(self):
+            raise IndexError(row)
+        if self.matcher is None:
+            return self.base + row
+        return self._matches[self._mstart + row]
+
+    def row_of(self, seq: int) -> int | None:
+        """The visible row showing event `seq`, or None when it's filtered out or evicted."""
+        if seq < self.base or seq >= self.total:
+            return None
+        if self.matcher is None:
+            return seq - self.base
+        i = bisect_left(self._matches, seq, self._mstart)
+        if i < len(self._matches) and self._matches[i] == seq:
+            return i - self._mstart
+        return None
+
+    def nearest_row(self, seq: int) -> int:
+        """The visible row of `seq`, or of the first visible event after it (clamped to the last row)."""
+        if self.matcher is None:
+            return min(max(seq - self.base, 0), max(0, self.in_memory - 1))
+        i = bisect_left(self._matches, seq, self._mstart) - self._mstart
+        return min(max(i, 0), max(0, len(self) - 1))
+
+    def event_at(self, row: int) -> Event:
+        return self.get(self.seq_at(row))
+
+    def problem_after(self, seq: int, *, forward: bool = True, limit: int | None = None) -> int | None:
+        """The next (or previous) error/warning after `seq` that the filter shows, or None."""
+        probs, start = self._problems, self._pstart
+        end = len(probs) if limit is None else bisect_left(probs, limit, start)
+        if forward:
+            i = bisect_left(probs, seq + 1, start, end)
+            rng: Iterable[int] = range(i, end)
+        else:
+            i = bisect_left(probs, seq, start, end)
+            rng = range(i - 1, start - 1, -1)
+        for j in rng:
+            candidate = probs[j]
+            if candidate >= self.base and (self.matcher is None or self.row_of(candidate) is not None):
+                return candidate
+        return None
+
+    def correlated(self, correlation_id: str) -> Iterator[int]:
+        """Sequence numbers in memory of events with `correlation_id`, oldest first."""
+        ring, cap = self._ring, self.capacity
+        for seq in range(self.base, self.total):
+            event = ring[seq % cap]
+            if event is not None and event.correlation_id == correlation_id:
+                yield seq
+
+
+def _no_text() -> str:
+    return ""
+
+
+def _advance(seqs: array[int], start: int, base: int) -> int:
+    if start < len(seqs) and seqs[start] < base:
+        return bisect_left(seqs, base, start)
+    return start

@@ -1,0 +1,524 @@
+"""RunState: everything the panes show, rebuilt from events alone (live or replayed, same code).
+
+`RunState.apply(event)` is the only way in. It is cheap per event (the ingest path runs it for every
+event at 10k/s) and keeps bounded histories, so a million-event replay stays small.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from kbert_tui.events import Event
+
+from .summary import printable
+
+__all__ = ["RunState", "TrainingState", "SystemState", "PluginInfo", "PluginsState", "Series", "Notice"]
+
+RESOURCE_HISTORY = 120
+NOTICE_LIMIT = 8
+WARNING_ACTIVE_S = 60.0
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    return None
+
+
+class Series:
+    """A bounded history of a per-step value: past `limit` points it halves itself by averaging pairs,
+    so it always spans the whole run at a resolution of `stride` steps per point."""
+
+    def __init__(self, limit: int = 2048) -> None:
+        self.limit = limit
+        self.points = array("d")
+        self.stride = 1
+        self._acc = 0.0
+        self._acc_n = 0
+        self.count = 0
+        self.last: float | None = None
+
+    def append(self, value: float) -> None:
+        self.count += 1
+        self.last = value
+        self._acc += value
+        self._acc_n += 1
+        if self._acc_n < self.stride:
+            return
+        self.points.append(self._acc / self._acc_n)
+        self._acc = 0.0
+        self._acc_n = 0
+        if len(self.points) >= self.limit:
+            pts = self.points
+            self.points = array("d", ((pts[i] + pts[i + 1]) / 2 for i in range(0, len(pts) - 1, 2)))
+            self.stride *= 2
+
+    def values(self) -> list[float]:
+        """The points, plus the partial bucket still being filled."""
+        out = list(self.points)
+        if self._acc_n:
+            out.append(self._acc / self._acc_n)
+        return out
+
+    def __len__(self) -> int:
+        return len(self.points) + (1 if self._acc_n else 0)
+
+
+@dataclass
+class Notice:
+    """A warning, bottleneck or error worth showing until it's old."""
+
+    kind: str  # "warning" | "bottleneck" | "error"
+    component: str
+    text: str
+    timestamp: datetime
+    suggestions: tuple[str, ...] = ()
+
+
+@dataclass
+class TrainingState:
+    run_id: str | None = None
+    run_name: str | None = None
+    model_type: str | None = None
+    device: str | None = None
+    num_parameters: int | None = None
+    batch_size: int | None = None
+    blas: str | None = None
+    status: str = "waiting"  # waiting | running | paused | stopped | failed | completed
+    error: str | None = None
+    traceback: str | None = None
+    stop_reason: str | None = None
+    checkpoint_path: str | None = None
+    stopped_early: bool = False
+    total_epochs: int | None = None
+    steps_per_epoch: int | None = None
+    total_steps: int | None = None
+    epoch: int = 0
+    epochs_done: int = 0
+    batch: int = 0
+    step: int = 0
+    loss: float | None = None
+    learning_rate: float | None = None
+    grad_norm: float | None = None
+    samples_per_sec: float | None = None
+    step_time_ms: float | None = None
+    started_at: datetime | None = None
+    last_at: datetime | None = None
+    ended_at: datetime | None = None
+    final_metrics: dict[str, Any] = field(default_factory=dict)
+    loss_history: Series = field(default_factory=Series)
+    epoch_metrics: list[dict[str, Any]] = field(default_factory=list)  # one dict per epoch_completed
+    eval_metrics: list[dict[str, Any]] = field(default_factory=list)  # evaluation_completed, newest last
+    best_metric: str | None = None
+    best_value: float | None = None
+    best_epoch: int | None = None
+    _recent: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=64))
+
+    @property
+    def seconds_per_step(self) -> float | None:
+        """Recent wall seconds per step, from the events' own timestamps (so replays agree)."""
+        if len(self._recent) >= 2:
+            (t0, s0), (t1, s1) = self._recent[0], self._recent[-1]
+            if s1 > s0 and t1 > t0:
+                return (t1 - t0) / (s1 - s0)
+        if self.step_time_ms:
+            return self.step_time_ms / 1000.0
+        return None
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """Time left for the whole run at the recent pace (None when unknown or not running)."""
+        if self.status not in ("running", "paused") or not self.total_steps:
+            return None
+        per = self.seconds_per_step
+        return None if per is None else max(0.0, (self.total_steps - self.step) * per)
+
+    @property
+    def epoch_eta_seconds(self) -> float | None:
+        if self.status not in ("running", "paused") or not self.steps_per_epoch:
+            return None
+        per = self.seconds_per_step
+        return None if per is None else max(0.0, (self.steps_per_epoch - self.batch) * per)
+
+    @property
+    def elapsed_seconds(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.ended_at or self.last_at or self.started_at
+        return (end - self.started_at).total_seconds()
+
+    @property
+    def live(self) -> bool:
+        return self.status in ("running", "paused")
+
+
+@dataclass
+class SystemState:
+    cpu_percent: float | None = None
+    memory_percent: float | None = None
+    memory_used_mb: float | None = None
+    memory_available_mb: float | None = None
+    process_rss_mb: float | None = None
+    disk_percent: float | None = None
+    disk_used_gb: float | None = None
+    disk_available_gb: float | None = None
+    disk_path: str | None = None
+    mlx_active_mb: float | None = None
+    mlx_peak_mb: float | None = None
+    gpus: dict[str, dict[str, Any]] = field(default_factory=dict)
+    gpu_unavailable: str | None = None
+    history: dict[str, deque[float]] = field(default_factory=dict)
+    notices: deque[Notice] = field(default_factory=lambda: deque(maxlen=NOTICE_LIMIT))
+    last_at: datetime | None = None
+
+    def record(self, key: str, value: float) -> None:
+        hist = self.history.get(key)
+        if hist is None:
+            hist = self.history[key] = deque(maxlen=RESOURCE_HISTORY)
+        hist.append(value)
+
+    def active_notices(self, now: datetime | None = None) -> list[Notice]:
+        """Warnings and bottlenecks from the last minute (of event time), newest first."""
+        ref = now or self.last_at
+        out = []
+        for notice in reversed(self.notices):
+            if ref is None or (ref - notice.timestamp).total_seconds() <= WARNING_ACTIVE_S:
+                out.append(notice)
+        return out
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    version: str = ""
+    state: str = "loaded"
+    events_handled: int | None = None
+    events_emitted: int = 0
+    errors: int = 0
+    last_error: str | None = None
+    capabilities: tuple[str, ...] = ()
+    config: dict[str, Any] = field(default_factory=dict)
+    messages: deque[str] = field(default_factory=lambda: deque(maxlen=20))
+
+
+@dataclass
+class PluginsState:
+    plugins: dict[str, PluginInfo] = field(default_factory=dict)
+    version: int = 0  # bumps when anything changes (cheap change detection for the table)
+
+    def get(self, name: str) -> PluginInfo:
+        info = self.plugins.get(name)
+        if info is None:
+            info = self.plugins[name] = PluginInfo(name=name)
+        return info
+
+
+_STATE_FOR = {
+    "plugin.loaded": "loaded",
+    "plugin.initialized": "initialized",
+    "plugin.activated": "active",
+    "plugin.deactivated": "inactive",
+}
+
+
+class RunState:
+    """The reduced state of one run; feed it every event with `apply`."""
+
+    def __init__(self) -> None:
+        self.training = TrainingState()
+        self.system = SystemState()
+        self.plugins = PluginsState()
+        self.events_seen = 0
+        self.errors_seen = 0
+        self.warnings_seen = 0
+        self.first_at: datetime | None = None
+        self.last_at: datetime | None = None
+        self.controls: list[str] = []  # control requests seen (names), newest last, bounded
+        self.pending_control: str | None = None  # e.g. "pause" requested but not yet answered
+
+    def apply_all(self, events: Iterable[Event]) -> None:
+        for event in events:
+            self.apply(event)
+
+    def apply(self, event: Event) -> None:
+        self.events_seen += 1
+        if self.first_at is None:
+            self.first_at = event.timestamp
+        self.last_at = event.timestamp
+        name = event.name
+        data = event.data if isinstance(event.data, dict) else {}
+        if name == "training.batch_completed":  # the hot path first
+            self._batch(event, data)
+            return
+        category = name.partition(".")[0]
+        if category == "training":
+            self._training(event, name, data)
+        elif category == "system":
+            self._system(event, name, data)
+        elif category == "plugin":
+            self._plugin(event, name, data)
+        elif category == "control":
+            self._control(name, data)
+        if event.source.startswith("plugin:"):
+            info = self.plugins.get(event.source[7:])
+            info.events_emitted += 1
+            self.plugins.version += 1
+            if category != "plugin":
+                info.messages.append(printable(f"emitted {name}"))
+        if name.endswith((".failed", ".error", ".handler_error")):
+            self.errors_seen += 1
+        elif "warning" in name or "bottleneck" in name:
+            self.warnings_seen += 1
+
+    # -- training ----------------------------------------------------------------------------------
+    def _batch(self, event: Event, d: dict[str, Any]) -> None:
+        t = self.training
+        if t.status == "waiting":
+            t.status = "running"
+        step = d.get("step")
+        if isinstance(step, int):
+            t.step = step
+        else:
+            t.step += 1
+        batch = d.get("batch")
+        if isinstance(batch, int):
+            t.batch = batch
+        epoch = d.get("epoch")
+        if isinstance(epoch, int):
+            t.epoch = epoch
+        loss = _num(d.get("loss"))
+        if loss is not None:
+            t.loss = loss
+            if loss == loss and abs(loss) != float("inf"):
+                t.loss_history.append(loss)
+        m = d.get("metrics")
+        if isinstance(m, dict):
+            lr = _num(m.get("learning_rate"))
+            if lr is not None:
+                t.learning_rate = lr
+            g = _num(m.get("grad_norm"))
+            if g is not None:
+                t.grad_norm = g
+            sps = _num(m.get("samples_per_sec"))
+            if sps is not None:
+                t.samples_per_sec = sps
+            st = _num(m.get("step_time_ms"))
+            if st is not None:
+                t.step_time_ms = st
+        t.last_at = event.timestamp
+        t._recent.append((event.timestamp.timestamp(), t.step))
+
+    def _training(self, event: Event, name: str, d: dict[str, Any]) -> None:
+        t = self.training
+        t.last_at = event.timestamp
+        if name == "training.started":
+            t.status = "running"
+            t.started_at = event.timestamp
+            t.ended_at = None
+            t.error = t.traceback = None
+            for key in ("run_id", "run_name", "model_type", "device", "blas"):
+                value = d.get(key)
+                if value is not None:
+                    setattr(t, key, printable(str(value)))
+            if t.run_id is None and event.correlation_id:
+                t.run_id = event.correlation_id
+            for key in ("num_parameters", "total_epochs", "steps_per_epoch", "total_steps", "batch_size"):
+                value = d.get(key)
+                if isinstance(value, int) and not isinstance(value, bool):
+                    setattr(t, key, value)
+            if t.total_steps is None and t.total_epochs and t.steps_per_epoch:
+                t.total_steps = t.total_epochs * t.steps_per_epoch
+        elif name == "training.epoch_started":
+            if t.status == "waiting":
+                t.status = "running"
+            epoch = d.get("epoch")
+            if isinstance(epoch, int):
+                t.epoch = epoch
+                t.epochs_done = max(t.epochs_done, epoch - 1)
+            total = d.get("total_epochs")
+            if isinstance(total, int):
+                t.total_epochs = total
+            t.batch = 0
+        elif name == "training.epoch_completed":
+            epoch = d.get("epoch")
+            if isinstance(epoch, int):
+                t.epochs_done = max(t.epochs_done, epoch)
+            metrics = d.get("metrics") if isinstance(d.get("metrics"), dict) else {}
+            row = {"epoch": epoch, **{k: v for k, v in metrics.items() if _num(v) is not None}}
+            if _num(d.get("duration")) is not None:
+                row["duration"] = d["duration"]
+            t.epoch_metrics.append(row)
+        elif name == "training.evaluation_completed":
+            metrics = d.get("metrics") if isinstance(d.get("metrics"), dict) else {}
+            t.eval_metrics.append({"epoch": d.get("epoch"), "step": d.get("step"),
+                                   **{k: v for k, v in metrics.items() if _num(v) is not None}})
+            del t.eval_metrics[:-500]
+        elif name == "training.new_best_model":
+            t.best_metric = printable(str(d.get("metric", "metric")))
+            t.best_value = _num(d.get("value"))
+            epoch = d.get("epoch")
+            t.best_epoch = epoch if isinstance(epoch, int) else None
+        elif name == "training.completed":
+            t.status = "completed"
+            t.ended_at = event.timestamp
+            if isinstance(d.get("final_metrics"), dict):
+                t.final_metrics = d["final_metrics"]
+            if d.get("stopped_early"):
+                t.stopped_early = True
+            if t.total_epochs and not d.get("stopped_early"):
+                t.epochs_done = max(t.epochs_done, t.total_epochs)
+            self.pending_control = None
+        elif name == "training.failed":
+            t.status = "failed"
+            t.ended_at = event.timestamp
+            t.error = printable(str(d.get("error", "unknown error")))
+            t.traceback = str(d.get("traceback") or "") or None
+            self.pending_control = None
+        elif name == "training.stopped":
+            t.status = "stopped"
+            t.ended_at = event.timestamp
+            t.stop_reason = printable(str(d.get("reason", "")))
+            path = d.get("checkpoint_path")
+            t.checkpoint_path = printable(str(path)) if path else None
+            self.pending_control = None
+        elif name == "training.early_stopped":
+            t.stopped_early = True
+            t.stop_reason = printable(str(d.get("reason", "early stopping")))
+        elif name == "training.paused":
+            if t.status in ("running", "waiting"):
+                t.status = "paused"
+            self.pending_control = None
+        elif name == "training.resumed":
+            if t.status == "paused":
+                t.status = "running"
+            self.pending_control = None
+
+    # -- system ------------------------------------------------------------------------------------
+    def _system(self, event: Event, name: str, d: dict[str, Any]) -> None:
+        s = self.system
+        s.last_at = event.timestamp
+        if name == "system.cpu_usage":
+            v = _num(d.get("percent"))
+            if v is not None:
+                s.cpu_percent = v
+                s.record("cpu", v)
+        elif name == "system.memory_usage":
+            v = _num(d.get("percentage"))
+            if v is not None:
+                s.memory_percent = v
+                s.record("memory", v)
+            s.memory_used_mb = _num(d.get("used_mb"))
+            s.memory_available_mb = _num(d.get("available_mb"))
+            rss = _num(d.get("process_rss_mb"))
+            if rss is not None:
+                s.process_rss_mb = rss
+                s.record("rss", rss)
+        elif name == "system.disk_usage":
+            used, free = _num(d.get("used_gb")), _num(d.get("available_gb"))
+            s.disk_used_gb, s.disk_available_gb = used, free
+            pct = _num(d.get("percentage"))
+            if pct is None and used is not None and free is not None and used + free > 0:
+                pct = 100.0 * used / (used + free)
+            if pct is not None:
+                s.disk_percent = pct
+                s.record("disk", pct)
+            if d.get("path") is not None:
+                s.disk_path = printable(str(d["path"]))
+        elif name in ("system.mlx_memory", "system.mlx_memory_usage"):
+            s.mlx_active_mb = _num(d.get("active_mb"))
+            s.mlx_peak_mb = _num(d.get("peak_mb"))
+            if s.mlx_active_mb is not None:
+                s.record("mlx", s.mlx_active_mb)
+        elif name == "system.gpu_usage":
+            key = printable(str(d.get("device", 0)))
+            gpu = s.gpus.setdefault(key, {})
+            gpu.update({k: v for k, v in d.items() if not isinstance(v, (dict, list))})
+            util = _num(d.get("utilization"))
+            if util is not None:
+                s.record(f"gpu{key}", util)
+            used, total = _num(d.get("memory_used")), _num(d.get("memory_total"))
+            if used is not None and total:
+                gpu["memory_percent"] = 100.0 * used / total
+            s.gpu_unavailable = None
+        elif name == "system.gpu_unavailable":
+            s.gpu_unavailable = printable(str(d.get("reason", "no GPU")))
+        elif name == "system.performance_warning":
+            comp = printable(str(d.get("component", "?")))
+            text = printable(f"{d.get('metric', '')} {_fmt(d.get('value'))} over {_fmt(d.get('threshold'))}")
+            s.notices.append(Notice("warning", comp, text, event.timestamp))
+        elif name == "system.bottleneck_detected":
+            comp = printable(str(d.get("component", "?")))
+            sugg = d.get("suggestions") if isinstance(d.get("suggestions"), list) else []
+            s.notices.append(Notice("bottleneck", comp, printable(str(d.get("description", ""))),
+                                    event.timestamp, tuple(printable(str(x)) for x in sugg[:4])))
+        elif name == "system.error_threshold_exceeded":
+            s.notices.append(Notice("error", printable(str(d.get("component", "events"))),
+                                    printable(f"{d.get('error_count')} errors (threshold {d.get('threshold')})"),
+                                    event.timestamp))
+
+    # -- plugins -----------------------------------------------------------------------------------
+    def _plugin(self, event: Event, name: str, d: dict[str, Any]) -> None:
+        pname = d.get("plugin_name")
+        if name == "plugin.message":
+            target = d.get("from")
+            if isinstance(target, str):
+                info = self.plugins.get(printable(target))
+                info.messages.append(printable(f"→ {d.get('to')}: {d.get('message')}"))
+            to = d.get("to")
+            if isinstance(to, str) and to in self.plugins.plugins:
+                self.plugins.plugins[to].messages.append(printable(f"← {d.get('from')}: {d.get('message')}"))
+            self.plugins.version += 1
+            return
+        if not isinstance(pname, str):
+            if event.source.startswith("plugin:"):
+                pname = event.source[7:]
+            else:
+                return
+        info = self.plugins.get(printable(pname))
+        self.plugins.version += 1
+        if name in _STATE_FOR:
+            info.state = _STATE_FOR[name]
+        if isinstance(d.get("version"), str):
+            info.version = printable(d["version"])
+        caps = d.get("capabilities")
+        if isinstance(caps, list):
+            info.capabilities = tuple(printable(str(c)) for c in caps)
+        if name == "plugin.initialized" and isinstance(d.get("config"), dict):
+            info.config = d["config"]
+        handled = d.get("events_handled")
+        if isinstance(handled, int):
+            info.events_handled = handled
+        if isinstance(d.get("errors"), int):
+            info.errors = max(info.errors, d["errors"])
+        if name == "plugin.error":
+            info.errors += 1
+            info.last_error = printable(str(d.get("error", "")))
+            if d.get("set_aside") or d.get("disabled"):
+                info.state = "set aside"
+            info.messages.append(printable(f"error: {d.get('error', '')}"))
+        elif name == "plugin.state_changed":
+            new = d.get("new_state")
+            if isinstance(new, str):
+                info.state = printable(new)
+            info.messages.append(printable(f"state {d.get('old_state')} → {d.get('new_state')}"))
+        else:
+            info.messages.append(printable(name.partition(".")[2]))
+
+    def _control(self, name: str, d: dict[str, Any]) -> None:
+        action = name.partition(".")[2].removesuffix("_requested")
+        self.controls.append(action)
+        del self.controls[:-50]
+        if self.training.live:
+            self.pending_control = action
+
+
+def _fmt(value: Any) -> str:
+    v = _num(value)
+    return f"{v:.4g}" if v is not None else str(value)

@@ -1,0 +1,184 @@
+"""One-line summaries of events and the colour category each one is drawn in.
+
+Summaries are plain strings with control characters replaced (see `printable`), so whatever an event
+holds, the monitor shows it literally and nothing reaches the terminal as an escape sequence.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from kbert_tui.events import Event
+
+__all__ = ["summarize", "event_kind", "printable", "format_number", "KINDS"]
+
+KINDS = ("error", "warning", "success", "control", "training", "system", "plugin", "data", "model", "other")
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _visible(match: re.Match[str]) -> str:
+    ch = match.group(0)
+    if ch in "\n\r\t":
+        return " "
+    code = ord(ch)
+    return chr(0x2400 + code) if code < 0x20 else "\ufffd"
+
+
+def printable(text: str) -> str:
+    """`text` with control characters (ESC, newlines, C1 codes) replaced by visible symbols or spaces."""
+    return _CONTROL.sub(_visible, text) if _CONTROL.search(text) else text
+
+
+def format_number(value: Any) -> str:
+    """A compact rendering of a metric (4 significant digits; scientific for tiny learning rates)."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}" if abs(value) >= 10_000 else str(value)
+    if isinstance(value, float):
+        if value != value:
+            return "nan"
+        if value == 0:
+            return "0"
+        if abs(value) < 1e-3 or abs(value) >= 1e6:
+            return f"{value:.3e}"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _kv(data: dict[str, Any], keys: tuple[str, ...]) -> str:
+    parts = []
+    for key in keys:
+        if key in data:
+            parts.append(f"{key}={format_number(data[key])}" if not isinstance(data[key], (dict, list))
+                         else f"{key}={_short(data[key])}")
+    return " ".join(parts)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    if isinstance(value, dict):
+        text = ", ".join(f"{k}={format_number(v) if not isinstance(v, (dict, list)) else '…'}"
+                         for k, v in list(value.items())[:6])
+        text = "{" + text + "}"
+    elif isinstance(value, list):
+        text = "[" + ", ".join(format_number(v) if not isinstance(v, (dict, list)) else "…"
+                               for v in value[:6]) + (", …]" if len(value) > 6 else "]")
+    else:
+        text = format_number(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _generic(data: dict[str, Any]) -> str:
+    parts = []
+    for key, value in list(data.items())[:6]:
+        parts.append(f"{key}={_short(value, 40)}")
+    return " ".join(parts)
+
+
+def _metrics(metrics: Any) -> str:
+    if not isinstance(metrics, dict):
+        return _short(metrics)
+    return " ".join(f"{k}={format_number(v)}" for k, v in list(metrics.items())[:6]
+                    if not isinstance(v, (dict, list)))
+
+
+def _batch(d: dict[str, Any]) -> str:
+    m = d.get("metrics") if isinstance(d.get("metrics"), dict) else {}
+    text = f"epoch {d.get('epoch', '?')} step {d.get('step', d.get('batch', '?'))} loss={format_number(d.get('loss'))}"
+    if "learning_rate" in m:
+        text += f" lr={format_number(m['learning_rate'])}"
+    if "grad_norm" in m:
+        text += f" gnorm={format_number(m['grad_norm'])}"
+    if "samples_per_sec" in m:
+        text += f" {format_number(m['samples_per_sec'])} samples/s"
+    return text
+
+
+def _started(d: dict[str, Any]) -> str:
+    return (f"{d.get('run_name', '')} {d.get('model_type', '')} on {d.get('device', '?')}, "
+            f"{format_number(d.get('num_parameters'))} params, {d.get('total_epochs', '?')} epochs × "
+            f"{d.get('steps_per_epoch', '?')} steps").strip()
+
+
+def _failed(d: dict[str, Any]) -> str:
+    error = str(d.get("error", "")).strip().splitlines()
+    return (error[0] if error else "failed") + (f" (epoch {d['epoch']})" if "epoch" in d else "")
+
+
+_SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "training.started": _started,
+    "training.batch_completed": _batch,
+    "training.epoch_started": lambda d: f"epoch {d.get('epoch')}/{d.get('total_epochs', '?')}",
+    "training.epoch_completed": lambda d: f"epoch {d.get('epoch')} {_metrics(d.get('metrics'))} "
+                                          f"in {format_number(d.get('duration'))}s",
+    "training.evaluation_completed": lambda d: f"epoch {d.get('epoch')} step {d.get('step')} "
+                                               f"{_metrics(d.get('metrics'))}",
+    "training.completed": lambda d: f"done in {format_number(d.get('total_duration'))}s "
+                                    f"{_metrics(d.get('final_metrics'))}",
+    "training.failed": _failed,
+    "training.new_best_model": lambda d: f"{d.get('metric')}={format_number(d.get('value'))} "
+                                         f"(was {format_number(d.get('previous'))}) epoch {d.get('epoch')}",
+    "training.early_stopped": lambda d: f"epoch {d.get('epoch')}: {d.get('reason', '')}",
+    "training.stopped": lambda d: f"step {d.get('step')} ({d.get('reason', '')}) checkpoint {d.get('checkpoint_path')}",
+    "training.paused": lambda d: f"epoch {d.get('epoch')} step {d.get('step')}",
+    "training.resumed": lambda d: f"epoch {d.get('epoch')} step {d.get('step')}",
+    "system.cpu_usage": lambda d: f"cpu {format_number(d.get('percent'))}%",
+    "system.memory_usage": lambda d: f"mem {format_number(d.get('percentage'))}% used "
+                                     f"{format_number(d.get('used_mb'))} MB rss "
+                                     f"{format_number(d.get('process_rss_mb'))} MB",
+    "system.disk_usage": lambda d: f"disk used {format_number(d.get('used_gb'))} GB free "
+                                   f"{format_number(d.get('available_gb'))} GB {d.get('path', '')}",
+    "system.gpu_usage": lambda d: f"gpu {d.get('device')} util {format_number(d.get('utilization'))}% "
+                                  f"temp {format_number(d.get('temperature'))}°C",
+    "system.gpu_unavailable": lambda d: f"no GPU: {d.get('reason', '')}",
+    "system.performance_warning": lambda d: f"{d.get('component')} {d.get('metric')}="
+                                            f"{format_number(d.get('value'))} > {format_number(d.get('threshold'))}",
+    "system.bottleneck_detected": lambda d: f"{d.get('component')}: {d.get('description', '')}",
+    "plugin.error": lambda d: f"{d.get('plugin_name')}: {d.get('error', '')}",
+    "plugin.state_changed": lambda d: f"{d.get('plugin_name')}: {d.get('old_state')} → {d.get('new_state')}",
+    "plugin.message": lambda d: f"{d.get('from')} → {d.get('to')}: {_short(d.get('message'))}",
+    "model.checkpoint_saved": lambda d: f"epoch {d.get('epoch')} → {d.get('path')}",
+    "model.checkpoint_loaded": lambda d: f"{d.get('path')} (epoch {d.get('restored_epoch')})",
+    "data.validation_completed": lambda d: ("passed" if d.get("passed") else "FAILED")
+                                           + (f"; {len(d.get('issues') or [])} issue(s): " + "; ".join(
+                                               str(i) for i in (d.get('issues') or [])[:3])
+                                              if d.get("issues") else ""),
+    "data.batch_loaded": lambda d: _kv(d, ("batch_size", "load_time", "sequence_length")),
+    "bus.handler_error": lambda d: _generic(d),
+}
+
+
+def summarize(event: Event) -> str:
+    """One line describing `event` for the log (no control characters)."""
+    data = event.data if isinstance(event.data, dict) else {"value": event.data}
+    fn = _SUMMARIES.get(event.name)
+    try:
+        text = fn(data) if fn is not None else _generic(data)
+    except Exception:  # a payload of an unexpected shape must never break the log
+        text = _generic(data)
+    return printable(text)
+
+
+def event_kind(event: Event) -> str:
+    """Which colour category `event` is drawn in (one of `KINDS`)."""
+    name = event.name
+    tail = name.rpartition(".")[2]
+    if tail in ("failed", "error", "handler_error", "schema_mismatch") or "error" in tail:
+        return "error"
+    if name == "data.validation_completed" and not event.data.get("passed", True):
+        return "error"
+    if "warning" in tail or "bottleneck" in tail or tail in ("gpu_unavailable", "stopped", "early_stopped"):
+        return "warning"
+    if tail in ("completed", "new_best_model") and name.startswith("training.") and name != "training.batch_completed":
+        return "success"
+    category = name.partition(".")[0]
+    if category in ("control",) or tail in ("paused", "resumed"):
+        return "control"
+    if category in ("training", "system", "plugin", "data", "model"):
+        return category
+    if category == "metrics":
+        return "plugin"
+    return "other"
