@@ -131,8 +131,14 @@ class EventQuery:
 
         return keep
 
-    def run(self, lines: Iterable[bytes], on_malformed: Callable[[str], None] | None = None) -> list[Event]:
-        """Evaluate against raw JSONL lines; results in time order, at most `limit`."""
+    def run(
+        self,
+        lines: Iterable[bytes],
+        on_malformed: Callable[[str], None] | None = None,
+        *,
+        time_order: bool = True,
+    ) -> list[Event]:
+        """Evaluate against raw JSONL lines; results in time order (else file order), at most `limit`."""
         keep = self._line_prefilter()
         found: list[Event] = []
         for line in lines:
@@ -148,7 +154,8 @@ class EventQuery:
                 found.append(event)
                 if self._limit is not None and len(found) >= self._limit:
                     break
-        found.sort(key=lambda e: e.timestamp)
+        if time_order:
+            found.sort(key=lambda e: e.timestamp)
         return found
 
     def run_events(self, events: Iterable[Event]) -> list[Event]:

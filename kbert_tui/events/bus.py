@@ -518,7 +518,7 @@ class EventBus:
             if reader is None:
                 return []
             query = EventQuery().correlation_id(correlation_id)
-            return await asyncio.to_thread(query.run, reader.raw_lines(), reader.skip)
+            return await asyncio.to_thread(query.run, reader.raw_lines(), reader.skip, time_order=False)
         return [e for e in self._history if e.correlation_id == correlation_id]
 
     async def query_events(self, query: EventQuery) -> list[Event]:
