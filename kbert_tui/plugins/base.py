@@ -1,0 +1,141 @@
+"""PluginPort: what a plugin is, and the helpers it uses to talk to the bus."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+Handler = Callable[[Any], Any]
+Guard = Callable[[Handler, str], Handler]
+
+
+class PluginState(str, enum.Enum):
+    """Where a plugin is in its life; `plugin.state_changed` reports each move."""
+
+    UNLOADED = "unloaded"
+    LOADED = "loaded"
+    INITIALIZED = "initialized"
+    ACTIVE = "active"
+    DEACTIVATED = "deactivated"
+    FAILED = "failed"  # set aside after an error; it gets no more events
+
+
+@dataclass(frozen=True, slots=True)
+class PluginContext:
+    """What a plugin may know about the run it serves."""
+
+    output_dir: Path | None = None
+    run_id: str | None = None
+
+
+class PluginNotAttached(RuntimeError):
+    """A bus helper was used before the plugin was given a bus."""
+
+
+class PluginPort:
+    """Base class of every plugin.
+
+    Subclasses set `name`, `version` and `capabilities`, take their settings from `self.config`,
+    subscribe in `initialize()` with `self.subscribe(...)`, and emit with `self.emit(...)`.
+    Subscriptions and tasks made through these helpers are undone when the plugin is cleaned up
+    or set aside, so `cleanup()` only has to release what the plugin opened itself (files...).
+    """
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "0.0.0"
+    capabilities: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: Mapping[str, Any] | None = None) -> None:
+        self.config: dict[str, Any] = dict(config or {})
+        self.instance_name: str = type(self).name or type(self).__name__
+        self.context = PluginContext()
+        self.bus: Any = None
+        self._guard: Guard | None = None
+        self._subscriptions: list[str] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------ hooks to override
+    async def initialize(self) -> None:
+        """Subscribe to events and open resources; raising here sets the plugin aside."""
+
+    async def cleanup(self) -> None:
+        """Release what `initialize` opened; subscriptions and tasks are undone afterwards anyway."""
+
+    async def on_message(self, sender: str, message: dict[str, Any]) -> None:
+        """A `plugin.message` addressed to this plugin (or to "*") by another plugin."""
+
+    # ------------------------------------------------------------------ helpers
+    def attach(self, bus: Any, *, instance_name: str | None = None,
+               context: PluginContext | None = None, guard: Guard | None = None) -> None:
+        """Give the plugin its bus (the PluginManager does this before `initialize`)."""
+        self.bus = bus
+        if instance_name:
+            self.instance_name = instance_name
+        if context is not None:
+            self.context = context
+        self._guard = guard
+
+    @property
+    def source(self) -> str:
+        return f"plugin:{self.instance_name}"
+
+    def _require_bus(self) -> Any:
+        if self.bus is None:
+            raise PluginNotAttached(f"plugin {self.instance_name!r} has no bus yet; attach() it first")
+        return self.bus
+
+    async def subscribe(self, pattern: str, handler: Handler) -> str:
+        """Subscribe `handler` (sync or async, taking an Event); remembered and undone on cleanup."""
+        bus = self._require_bus()
+        label = getattr(handler, "__qualname__", repr(handler))
+        wrapped = self._guard(handler, label) if self._guard is not None else handler
+        sub_id: str = await bus.subscribe(pattern, wrapped)
+        self._subscriptions.append(sub_id)
+        return sub_id
+
+    async def unsubscribe(self, sub_id: str) -> bool:
+        if sub_id in self._subscriptions:
+            self._subscriptions.remove(sub_id)
+        return bool(await self._require_bus().unsubscribe(sub_id))
+
+    async def emit(self, name: str, data: dict[str, Any], *, correlation_id: str | None = None,
+                   metadata: dict[str, Any] | None = None) -> None:
+        """Emit from this plugin (source `plugin:<name>`, correlation the run id unless given)."""
+        await self._require_bus().emit(
+            name, data, source=self.source,
+            correlation_id=correlation_id if correlation_id is not None else self.context.run_id,
+            metadata=metadata,
+        )
+
+    async def send_message(self, to: str, message: dict[str, Any]) -> None:
+        """Send `message` to the plugin named `to` ("*" for all others) as a `plugin.message` event."""
+        await self.emit("plugin.message", {"from": self.instance_name, "to": to, "message": message})
+
+    def start_task(self, coro: Coroutine[Any, Any, Any] | Awaitable[Any], *, name: str | None = None) -> asyncio.Task[Any]:
+        """Run a background task that is cancelled when the plugin is cleaned up or set aside."""
+        task = asyncio.ensure_future(coro)
+        if name:
+            task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def release(self) -> None:
+        """Undo every subscription and cancel every task made through the helpers; idempotent."""
+        subs, self._subscriptions = self._subscriptions, []
+        for sub_id in subs:
+            if self.bus is not None:
+                await self.bus.unsubscribe(sub_id)
+        tasks = [t for t in self._tasks if not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.0)
+
+    @property
+    def subscription_ids(self) -> tuple[str, ...]:
+        return tuple(self._subscriptions)

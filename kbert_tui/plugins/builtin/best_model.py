@@ -1,0 +1,50 @@
+"""Announces each new best value of a metric as `training.new_best_model`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..base import PluginPort
+from ._metric import WatchedMetric
+
+
+class BestModelPlugin(PluginPort):
+    """Config: metric ("val_loss"), mode ("min" for losses, else "max"), min_delta (0.0).
+
+    Watches `training.evaluation_completed` and `training.epoch_completed`; emits
+    `training.new_best_model` {epoch, step, metric, value, previous} when the metric improves.
+    """
+
+    name = "best_model"
+    version = "1.0.0"
+    capabilities = ("best_model",)
+
+    async def initialize(self) -> None:
+        self.watch = WatchedMetric.from_config(self.config)
+        self._reset()
+        await self.subscribe("training.started", self._on_started)
+        await self.subscribe("training.batch_completed", self._on_batch)
+        await self.subscribe("training.evaluation_completed", self._on_result)
+        await self.subscribe("training.epoch_completed", self._on_result)
+
+    def _reset(self) -> None:
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self.step: int | None = None
+
+    async def _on_started(self, event: Any) -> None:
+        self._reset()
+
+    def _on_batch(self, event: Any) -> None:
+        self.step = event.data.get("step", self.step)
+
+    async def _on_result(self, event: Any) -> None:
+        value = self.watch.read(event.data)
+        if value is None or not self.watch.improves(value, self.best):
+            return
+        previous, self.best = self.best, value
+        self.best_epoch = event.data.get("epoch")
+        await self.emit("training.new_best_model", {
+            "epoch": self.best_epoch, "step": event.data.get("step", self.step),
+            "metric": self.watch.metric, "value": value, "previous": previous,
+        }, correlation_id=event.correlation_id)

@@ -1,0 +1,71 @@
+"""Writes a run's batch, evaluation and epoch metrics to a CSV file in its output directory."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import IO, Any
+
+from ..base import PluginPort
+
+COLUMNS = (
+    "timestamp", "run_id", "kind", "epoch", "step", "batch", "loss",
+    "learning_rate", "grad_norm", "samples_per_sec", "step_time_ms", "data_time_ms",
+    "train_loss", "val_loss", "val_accuracy", "val_f1", "duration", "extra",
+)
+_KINDS = {
+    "training.batch_completed": "batch",
+    "training.evaluation_completed": "eval",
+    "training.epoch_completed": "epoch",
+}
+
+
+class MetricsCsvPlugin(PluginPort):
+    """Config: path ("metrics.csv", relative to the run's output directory).
+
+    One row per `training.batch_completed` (kind "batch"), `training.evaluation_completed`
+    ("eval") and `training.epoch_completed` ("epoch"); metrics without a column go to `extra` as JSON.
+    """
+
+    name = "metrics_csv"
+    version = "1.0.0"
+    capabilities = ("metrics", "export")
+    _file: IO[str] | None = None
+
+    async def initialize(self) -> None:
+        path = Path(str(self.config.get("path", "metrics.csv")))
+        if not path.is_absolute():
+            path = (self.context.output_dir or Path.cwd()) / path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._file: IO[str] | None = path.open("w", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._file)
+        self._writer.writerow(COLUMNS)
+        self.rows = 0
+        for name in _KINDS:
+            await self.subscribe(name, self._on_metrics)
+
+    def _on_metrics(self, event: Any) -> None:
+        if self._file is None:
+            return
+        data = event.data
+        metrics = dict(data.get("metrics") or {})
+        row: dict[str, Any] = {
+            "timestamp": event.timestamp.isoformat(), "run_id": event.correlation_id or "",
+            "kind": _KINDS[event.name], "epoch": data.get("epoch"), "step": data.get("step"),
+            "batch": data.get("batch"), "loss": data.get("loss"), "duration": data.get("duration"),
+        }
+        for column in COLUMNS:
+            if column in metrics:
+                row[column] = metrics.pop(column)
+        row["extra"] = json.dumps(metrics, sort_keys=True, default=str) if metrics else ""
+        self._writer.writerow(["" if row.get(c) is None else row[c] for c in COLUMNS])
+        self.rows += 1
+        if row["kind"] != "batch":  # an epoch or evaluation row is worth having on disk at once
+            self._file.flush()
+
+    async def cleanup(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

@@ -1,0 +1,242 @@
+"""The system sampler: host, disk, MLX and GPU readings on the event loop, every `interval_s`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from .bottleneck import BottleneckDetector, DetectorSettings
+from .gpu import GpuSource, GpuUnavailable, NvmlGpuSource
+from .thresholds import ThresholdMonitor
+
+_MB = 1024 * 1024
+_GB = 1024 * 1024 * 1024
+
+# Defaults of [system] and [system.thresholds]; a config object overrides any of them.
+DEFAULT_THRESHOLDS = {
+    "cpu_percent": 95.0,
+    "memory_percent": 90.0,
+    "disk_percent": 95.0,
+    "gpu_memory_percent": 95.0,
+    "gpu_temperature_c": 85.0,
+    "data_load_share": 0.5,
+}
+# (component, metric) each threshold key watches.
+_WATCHED = {
+    "cpu_percent": ("cpu", "cpu_percent"),
+    "memory_percent": ("memory", "memory_percent"),
+    "disk_percent": ("disk", "disk_percent"),
+    "gpu_memory_percent": ("gpu", "gpu_memory_percent"),
+    "gpu_temperature_c": ("gpu", "gpu_temperature_c"),
+}
+
+
+def _setting(config: Any, key: str, default: Any) -> Any:
+    if config is None:
+        return default
+    if isinstance(config, dict):
+        return config.get(key, default)
+    return getattr(config, key, default)
+
+
+def _existing(path: Path) -> Path:
+    """The path itself or its nearest existing parent (the output dir may not exist yet)."""
+    path = path.absolute()
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
+class SystemSampler:
+    """Emits `system.*` readings on the bus's loop; warns on thresholds; runs the bottleneck detector.
+
+    `config` is the `[system]` section (`RunConfig.system`), a dict with the same keys, or None for
+    the defaults. MLX memory is read only once the training worker has imported `mlx.core` (the
+    sampler never imports it, so the worker can load OpenBLAS first).
+    """
+
+    def __init__(
+        self,
+        bus: Any,
+        config: Any = None,
+        output_dir: str | os.PathLike[str] = ".",
+        *,
+        correlation_id: str | None = None,
+        gpu_source: GpuSource | None = None,
+        detector: BottleneckDetector | None = None,
+    ) -> None:
+        self.bus = bus
+        self.interval_s = float(_setting(config, "interval_s", 1.0))
+        self.gpu_enabled = bool(_setting(config, "gpu", True))
+        self.correlation_id = correlation_id
+        self.disk_path = Path(output_dir)
+        thresholds = dict(DEFAULT_THRESHOLDS)
+        configured = _setting(config, "thresholds", None)
+        for key in thresholds:
+            value = _setting(configured, key, None)
+            if value is not None:
+                thresholds[key] = float(value)
+        self.thresholds = thresholds
+        self.monitor = ThresholdMonitor(
+            {_WATCHED[k]: v for k, v in thresholds.items() if k in _WATCHED},
+            hysteresis=float(_setting(config, "hysteresis", 0.05)),
+            sustain=int(_setting(config, "sustain_samples", 3)),
+        )
+        self.detector = detector or BottleneckDetector(
+            DetectorSettings(data_load_share=thresholds["data_load_share"])
+        )
+        self._gpu = gpu_source if gpu_source is not None else (NvmlGpuSource() if self.gpu_enabled else None)
+        self._gpu_open = False
+        self._process = psutil.Process()
+        self._task: asyncio.Task[None] | None = None
+        self._reported: set[str] = set()
+        self.samples = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Open NVML, attach the detector and start sampling; the first sample comes one interval later."""
+        if self._task is not None:
+            return
+        # Prime the CPU counters: psutil's non-blocking cpu_percent compares with the previous call.
+        psutil.cpu_percent(percpu=True)
+        self._process.cpu_percent()
+        if self._gpu is None:
+            await self._emit("system.gpu_unavailable", {"reason": "GPU sampling is off ([system] gpu = false)"})
+        else:
+            try:
+                await asyncio.to_thread(self._gpu.open)  # the first NVML call can take tens of ms
+                self._gpu_open = True
+            except GpuUnavailable as exc:
+                self._gpu = None
+                await self._emit("system.gpu_unavailable", {"reason": str(exc)})
+        await self.detector.attach(self.bus)
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="kbert_tui.system.sampler")
+
+    async def stop(self) -> None:
+        """Stop sampling, detach the detector and close NVML; idempotent."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            await self.detector.detach()
+        if self._gpu is not None and self._gpu_open:
+            self._gpu_open = False
+            self._gpu.close()
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            # CPU percentages compare with the previous reading, so the first one waits an interval.
+            next_at += self.interval_s
+            now = loop.time()
+            if next_at < now:  # fell behind (a suspended laptop, a stalled loop): don't burst
+                next_at = now
+            await asyncio.sleep(next_at - now)
+            await self.sample_once()
+
+    # ------------------------------------------------------------------ sampling
+    async def sample_once(self) -> None:
+        """Take one reading of everything and emit it."""
+        self.samples += 1
+        for probe in (self._memory, self._cpu, self._disk, self._mlx):
+            try:
+                reading = probe()
+            except Exception as exc:  # a probe failing must not stop the others
+                await self._report_once(f"probe:{probe.__name__}", "system.sampler_error",
+                                        {"probe": probe.__name__.lstrip("_"), "error": f"{type(exc).__name__}: {exc}"})
+                continue
+            if reading is not None:
+                name, data, checks = reading
+                await self._emit(name, data)
+                for component, metric, value in checks:
+                    await self._check(component, metric, value)
+        if self._gpu is not None and self._gpu_open:
+            await self._sample_gpu()
+
+    def _memory(self) -> tuple[str, dict[str, Any], list[tuple[str, str, float]]]:
+        vm = psutil.virtual_memory()
+        rss = self._process.memory_info().rss
+        data = {
+            "used_mb": round((vm.total - vm.available) / _MB, 1),
+            "available_mb": round(vm.available / _MB, 1),
+            "total_mb": round(vm.total / _MB, 1),
+            "percentage": vm.percent,
+            "process_rss_mb": round(rss / _MB, 1),
+        }
+        return "system.memory_usage", data, [("memory", "memory_percent", vm.percent)]
+
+    def _cpu(self) -> tuple[str, dict[str, Any], list[tuple[str, str, float]]]:
+        per_cpu = psutil.cpu_percent(percpu=True)
+        percent = round(sum(per_cpu) / len(per_cpu), 1) if per_cpu else 0.0
+        data = {
+            "percent": percent,
+            "per_cpu": per_cpu,
+            "process_percent": self._process.cpu_percent(),
+            "count": len(per_cpu),
+        }
+        return "system.cpu_usage", data, [("cpu", "cpu_percent", percent)]
+
+    def _disk(self) -> tuple[str, dict[str, Any], list[tuple[str, str, float]]]:
+        path = _existing(self.disk_path)
+        du = psutil.disk_usage(str(path))
+        data = {
+            "used_gb": round(du.used / _GB, 2),
+            "available_gb": round(du.free / _GB, 2),
+            "total_gb": round(du.total / _GB, 2),
+            "percentage": du.percent,
+            "path": str(path),
+        }
+        return "system.disk_usage", data, [("disk", "disk_percent", du.percent)]
+
+    def _mlx(self) -> tuple[str, dict[str, Any], list[tuple[str, str, float]]] | None:
+        mx = sys.modules.get("mlx.core")
+        if mx is None:  # the worker has not imported MLX yet
+            return None
+        data = {
+            "active_mb": round(mx.get_active_memory() / _MB, 2),
+            "peak_mb": round(mx.get_peak_memory() / _MB, 2),
+            "cache_mb": round(mx.get_cache_memory() / _MB, 2),
+        }
+        return "system.mlx_memory", data, []
+
+    async def _sample_gpu(self) -> None:
+        assert self._gpu is not None
+        try:
+            readings = self._gpu.read()
+        except Exception as exc:  # the GPU fell off the bus, the driver went away
+            self._gpu.close()
+            self._gpu, self._gpu_open = None, False
+            await self._emit("system.gpu_unavailable", {"reason": f"NVML read failed: {type(exc).__name__}: {exc}"})
+            return
+        for reading in readings:
+            await self._emit("system.gpu_usage", reading.as_event_data())
+            await self._check("gpu", "gpu_memory_percent", reading.memory_percent, device=reading.device)
+            await self._check("gpu", "gpu_temperature_c", reading.temperature, device=reading.device)
+
+    async def _check(self, component: str, metric: str, value: float, *, device: Any = None) -> None:
+        change = self.monitor.observe(component, metric, value, device=device)
+        if change is not None:
+            kind, payload = change
+            name = "system.performance_warning" if kind == "warning" else "system.performance_recovered"
+            await self._emit(name, payload)
+
+    async def _report_once(self, key: str, name: str, data: dict[str, Any]) -> None:
+        if key not in self._reported:
+            self._reported.add(key)
+            await self._emit(name, data)
+
+    async def _emit(self, name: str, data: dict[str, Any]) -> None:
+        await self.bus.emit(name, data, source="system", correlation_id=self.correlation_id)
