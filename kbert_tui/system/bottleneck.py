@@ -197,7 +197,9 @@ class BottleneckDetector:
             return []
         steps = [b - a for a, b in zip(values, values[1:]) if b != a]
         rising = sum(1 for d in steps if d > 0) / len(steps) if steps else 0.0
-        if rise < s.memory_min_rise_mb or rising < s.memory_monotonic:
+        late_rise = values[-1] - values[len(values) // 2]  # a jump that then leveled off is no leak
+        if (rise < s.memory_min_rise_mb or rising < s.memory_monotonic or late_rise < rise / 4
+                or len(steps) < len(values) // 4):  # a few jumps are allocations, not a trend
             return []
         self._memory_flagged.add(kind)
         seconds = max(series[-1][0] - series[0][0], 1e-9)
