@@ -1,0 +1,59 @@
+"""Checkpoints: everything a resume or a prediction needs, in one folder.
+
+model.safetensors (weights), optimizer.safetensors (AdamW state), config.json (the run config),
+tokenizer.json, state.json (epoch, step, labels, best metric, model shape).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+from mlx.utils import tree_flatten, tree_unflatten
+from tokenizers import Tokenizer
+
+from .tokenizer import load_tokenizer
+
+
+def save_checkpoint(
+    folder: Path,
+    model: nn.Module,
+    optimizer: optim.Optimizer,
+    tokenizer: Tokenizer,
+    config: dict[str, Any],
+    state: dict[str, Any],
+) -> float:
+    """Write a checkpoint atomically (a .tmp folder renamed into place); return its size in MB."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    mx.save_safetensors(str(tmp / "model.safetensors"), dict(tree_flatten(model.parameters())))
+    mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
+    tokenizer.save(str(tmp / "tokenizer.json"))
+    (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    (tmp / "state.json").write_text(json.dumps(state, indent=2, default=str))
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+    return sum(p.stat().st_size for p in folder.iterdir()) / 2**20
+
+
+def read_state(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "state.json").read_text())
+
+
+def load_checkpoint_tokenizer(folder: Path) -> Tokenizer:
+    return load_tokenizer(folder / "tokenizer.json")
+
+
+def restore(folder: Path, model: nn.Module, optimizer: optim.Optimizer) -> None:
+    model.load_weights(str(folder / "model.safetensors"), strict=True)
+    state = mx.load(str(folder / "optimizer.safetensors"))
+    optimizer.state = tree_unflatten(list(state.items()))
+    mx.eval(model.parameters(), optimizer.state)
