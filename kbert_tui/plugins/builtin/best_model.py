@@ -22,21 +22,23 @@ class BestModelPlugin(PluginPort):
     async def initialize(self) -> None:
         self.watch = WatchedMetric.from_config(self.config)
         self._reset()
-        await self.subscribe("training.started", self._on_started)
-        await self.subscribe("training.batch_completed", self._on_batch)
-        await self.subscribe("training.evaluation_completed", self._on_result)
-        await self.subscribe("training.epoch_completed", self._on_result)
+        # One subscription keeps the run's events in order (the step of a result comes from the batches).
+        await self.subscribe("training.*", self._on_training)
 
     def _reset(self) -> None:
         self.best: float | None = None
         self.best_epoch: int | None = None
         self.step: int | None = None
 
-    async def _on_started(self, event: Any) -> None:
-        self._reset()
-
-    def _on_batch(self, event: Any) -> None:
-        self.step = event.data.get("step", self.step)
+    def _on_training(self, event: Any) -> Any:
+        """Plain function: only a result needs a coroutine (the cheap path for every batch)."""
+        if event.name == "training.batch_completed":
+            self.step = event.data.get("step", self.step)
+        elif event.name in ("training.evaluation_completed", "training.epoch_completed"):
+            return self._on_result(event)
+        elif event.name == "training.started":
+            self._reset()
+        return None
 
     async def _on_result(self, event: Any) -> None:
         value = self.watch.read(event.data)

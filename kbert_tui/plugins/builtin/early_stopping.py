@@ -25,8 +25,7 @@ class EarlyStoppingPlugin(PluginPort):
         if self.patience < 1:
             raise ValueError(f"patience must be >= 1, got {self.patience}")
         self._reset()
-        await self.subscribe("training.started", self._on_started)
-        await self.subscribe("training.epoch_completed", self._on_epoch)
+        await self.subscribe("training.*", self._on_training)  # one subscription: events stay in order
 
     def _reset(self) -> None:
         self.best: float | None = None
@@ -35,8 +34,12 @@ class EarlyStoppingPlugin(PluginPort):
         self.stopped = False
         self._missing_reported = False
 
-    async def _on_started(self, event: Any) -> None:
-        self._reset()
+    def _on_training(self, event: Any) -> Any:
+        if event.name == "training.epoch_completed":
+            return self._on_epoch(event)
+        if event.name == "training.started":
+            self._reset()
+        return None
 
     async def _on_epoch(self, event: Any) -> None:
         if self.stopped:
