@@ -1,0 +1,59 @@
+"""A third-party plugin distribution (tests/plugin_dist) installed with pip, found by entry point."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+
+from kbert_tui.plugins import ENTRY_POINT_GROUP, PluginManager, resolve_plugin
+
+DIST = Path(__file__).parent / "plugin_dist"
+DIST_NAME = "kbert-tui-hello-plugin"
+
+
+def _pip(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def hello_installed():
+    """Install the distribution into this interpreter's environment; uninstall afterwards."""
+    done = _pip("install", "--no-deps", "--no-build-isolation", "--no-index", str(DIST))
+    assert done.returncode == 0, done.stderr
+    importlib.invalidate_caches()
+    yield
+    _pip("uninstall", "-y", DIST_NAME)
+    for name in [m for m in sys.modules if m.startswith("kbert_hello_plugin")]:
+        del sys.modules[name]
+    importlib.invalidate_caches()
+
+
+def test_the_entry_point_is_registered(hello_installed):
+    found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == "hello"]
+    assert [ep.value for ep in found] == ["kbert_hello_plugin:HelloPlugin"]
+    assert resolve_plugin("hello").__module__ == "kbert_hello_plugin"
+    assert str(DIST) not in str(sys.modules["kbert_hello_plugin"].__file__)  # the installed copy
+
+
+async def test_installed_plugin_loads_runs_and_cleans_up(hello_installed, recording_bus):
+    manager = PluginManager(recording_bus, {"greeter": {"plugin": "hello", "greeting": "moin"}}, run_id="r1")
+    await manager.start()
+    for epoch in (1, 2):
+        await recording_bus.emit("training.epoch_completed", {"epoch": epoch, "metrics": {}}, correlation_id="r1")
+    await recording_bus.flush()
+    await manager.close()
+    await recording_bus.flush()
+
+    recording_bus.assert_emitted("plugin.loaded", count=1, plugin_name="greeter", version="0.1.0", spec="hello")
+    greetings = recording_bus.assert_emitted("hello.epoch", count=2, greeting="moin")
+    assert [e.data["epoch"] for e in greetings] == [1, 2]
+    assert greetings[0].source == "plugin:greeter"
+    recording_bus.assert_emitted("hello.goodbye", count=1, epochs_seen=2)
+    recording_bus.assert_order("plugin.activated", "hello.epoch", "hello.goodbye", "plugin.deactivated")
+    recording_bus.assert_not_emitted("plugin.error")
