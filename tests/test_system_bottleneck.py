@@ -14,7 +14,7 @@ def ev(name: str, data: dict, seconds: float = 0.0) -> Event:
     return Event(name, data, T0 + timedelta(seconds=seconds), "trainer", "run-1")
 
 
-def batch(step: int, *, data_ms: float = 5.0, step_ms: float = 100.0, sps: float = 320.0) -> Event:
+def batch(step: int, *, data_ms: float = 5.0, step_ms: float = 50.0, sps: float = 320.0) -> Event:
     return ev("training.batch_completed", {
         "batch": step, "step": step, "epoch": 1, "loss": 0.5,
         "metrics": {"samples_per_sec": sps, "step_time_ms": step_ms, "data_time_ms": data_ms},
@@ -64,9 +64,16 @@ def test_falling_throughput_against_the_best_window():
     assert dip == []
     slump = feed(detector, [batch(i, sps=150.0) for i in range(30, 45)])
     assert [f["component"] for f in slump] == ["throughput"]
-    assert slump[0]["best_samples_per_sec"] == 300.0 and slump[0]["samples_per_sec"] <= 210.0
+    assert slump[0]["best_samples_per_sec"] == 300.0 and slump[0]["samples_per_sec"] == 150.0
     assert "against a best of 300.0" in slump[0]["description"]
     assert feed(detector, [batch(i, sps=150.0) for i in range(45, 60)]) == []  # still low: no repeat
+
+
+def test_noisy_throughput_with_slow_outliers_is_not_a_slump():
+    detector = BottleneckDetector(DetectorSettings(window=10, warmup_batches=0))
+    # tiny steps: every third one is a 4x slower outlier (GC, an evaluation, the OS)
+    noisy = [batch(i, sps=4000.0 if i % 3 else 1000.0) for i in range(1, 200)]
+    assert feed(detector, [started("openblas")] + noisy) == []
 
 
 def test_a_new_run_resets_the_baseline():
@@ -119,6 +126,7 @@ def test_reference_blas_on_cpu_is_found_with_the_install_hint():
     blas = {"name": "reference", "path": None, "hint": "install OpenBLAS"}
     found = detector.observe(started(blas))
     assert [f["component"] for f in found] == ["blas"]
+    assert found[0]["suggestions"][0] == "install OpenBLAS"  # the worker's own hint comes first
     assert any("libopenblas0-pthread" in s for s in found[0]["suggestions"])
     assert detector.observe(started({"name": "openblas", "path": "/usr/lib/libopenblas.so.0"})) == []
     assert detector.observe(started("reference", device="gpu")) == []  # BLAS does not matter on a GPU

@@ -59,8 +59,9 @@ class BottleneckDetector:
         self._batches = 0
         self._shares: deque[float] = deque(maxlen=s.window)
         self._share_flagged = False
-        self._throughput: deque[float] = deque(maxlen=s.window)
+        self._throughput: list[float] = []
         self._best_throughput = 0.0
+        self._slow_windows = 0
         self._throughput_flagged = False
         self._memory: dict[str, deque[tuple[float, float]]] = {}
         self._memory_flagged: set[str] = set()
@@ -90,16 +91,18 @@ class BottleneckDetector:
 
     def _check_blas(self, data: dict[str, Any]) -> list[dict[str, Any]]:
         device = str(data.get("device") or "cpu").lower()
-        if "cpu" not in device or not _is_reference_blas(data.get("blas")):
+        blas = data.get("blas")
+        if "cpu" not in device or not _is_reference_blas(blas):
             return []
+        hint = blas.get("hint") if isinstance(blas, dict) else None
         return [
             {
                 "component": "blas",
                 "description": (
-                    f"Training runs on the CPU with MLX's bundled reference BLAS ({data.get('blas')}); "
+                    "Training runs on the CPU with MLX's bundled reference BLAS; "
                     "matrix multiplies run about 10x slower than with OpenBLAS."
                 ),
-                "suggestions": [
+                "suggestions": ([hint] if hint else []) + [
                     "Install OpenBLAS (Debian/Ubuntu: sudo apt-get install libopenblas0-pthread) "
                     "and start the run again; kbert-tui loads it before MLX when it is present.",
                     "Or preload it yourself: LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libopenblas.so.0 kbert-tui run ...",
@@ -112,10 +115,10 @@ class BottleneckDetector:
     def _check_data_share(self, metrics: dict[str, Any]) -> list[dict[str, Any]]:
         s = self.settings
         data_ms, step_ms = metrics.get("data_time_ms"), metrics.get("step_time_ms")
-        if data_ms is None or not step_ms or step_ms <= 0:
+        if data_ms is None or step_ms is None or data_ms + step_ms <= 0:
             return []
-        # step_time_ms is the whole step, the wait for the batch included.
-        self._shares.append(min(1.0, max(0.0, float(data_ms) / float(step_ms))))
+        # The worker times the two apart: step_time_ms is compute only, data_time_ms the batch's preparation.
+        self._shares.append(max(0.0, float(data_ms)) / (float(data_ms) + float(step_ms)))
         if len(self._shares) < s.min_batches:
             return []
         share = sum(self._shares) / len(self._shares)
@@ -150,25 +153,29 @@ class BottleneckDetector:
         if value is None or self._batches <= s.warmup_batches:
             return []
         self._throughput.append(float(value))
-        if len(self._throughput) < self._throughput.maxlen:  # type: ignore[operator]
+        if len(self._throughput) < s.window:
             return []
-        mean = sum(self._throughput) / len(self._throughput)
-        self._best_throughput = max(self._best_throughput, mean)
+        # Whole windows, each summed up by its median: one slow step (a GC pause, an evaluation) is not a trend.
+        window, self._throughput = sorted(self._throughput), []
+        median = window[len(window) // 2]
+        self._best_throughput = max(self._best_throughput, median)
         best = self._best_throughput
+        slow = best > 0 and median < best * (1.0 - s.throughput_drop)
+        self._slow_windows = self._slow_windows + 1 if slow else 0
         if self._throughput_flagged:
-            if mean >= best * (1.0 - s.throughput_drop / 2):
+            if median >= best * (1.0 - s.throughput_drop / 2):
                 self._throughput_flagged = False
             return []
-        if best <= 0 or mean >= best * (1.0 - s.throughput_drop):
+        if self._slow_windows < 2:  # two windows in a row
             return []
         self._throughput_flagged = True
-        drop = 1.0 - mean / best
+        drop = 1.0 - median / best
         return [
             {
                 "component": "throughput",
                 "description": (
-                    f"Throughput fell {drop:.0%}: {mean:.1f} samples/s over the last {len(self._throughput)} "
-                    f"batches against a best of {best:.1f}."
+                    f"Throughput fell {drop:.0%}: a median of {median:.1f} samples/s over the last "
+                    f"{2 * len(window)} batches against a best of {best:.1f}."
                 ),
                 "suggestions": [
                     "Look for another process taking CPU or GPU time (CPU and GPU panes).",
@@ -176,7 +183,7 @@ class BottleneckDetector:
                     "On a laptop or a hot GPU, check for thermal throttling (GPU temperature).",
                     "If batches get longer over time, cap [data] max_length.",
                 ],
-                "samples_per_sec": round(mean, 2),
+                "samples_per_sec": round(median, 2),
                 "best_samples_per_sec": round(best, 2),
             }
         ]
