@@ -176,6 +176,7 @@ class SystemState:
     gpu_unavailable: str | None = None
     history: dict[str, deque[float]] = field(default_factory=dict)
     notices: deque[Notice] = field(default_factory=lambda: deque(maxlen=NOTICE_LIMIT))
+    warnings: dict[tuple[str, str, str], Notice] = field(default_factory=dict)  # active until recovered
     last_at: datetime | None = None
 
     def record(self, key: str, value: float) -> None:
@@ -185,10 +186,13 @@ class SystemState:
         hist.append(value)
 
     def active_notices(self, now: datetime | None = None) -> list[Notice]:
-        """Warnings and bottlenecks from the last minute (of event time), newest first."""
+        """Threshold warnings not yet recovered, then bottlenecks and errors from the last minute
+        (of event time), newest first."""
         ref = now or self.last_at
-        out = []
+        out = sorted(self.warnings.values(), key=lambda n: n.timestamp, reverse=True)
         for notice in reversed(self.notices):
+            if notice.kind == "warning":
+                continue
             if ref is None or (ref - notice.timestamp).total_seconds() <= WARNING_ACTIVE_S:
                 out.append(notice)
         return out
@@ -451,8 +455,13 @@ class RunState:
             s.gpu_unavailable = printable(str(d.get("reason", "no GPU")))
         elif name == "system.performance_warning":
             comp = printable(str(d.get("component", "?")))
-            text = printable(f"{d.get('metric', '')} {_fmt(d.get('value'))} over {_fmt(d.get('threshold'))}")
-            s.notices.append(Notice("warning", comp, text, event.timestamp))
+            text = printable(f"{d.get('metric', '')} {_fmt(d.get('value'))} ≥ {_fmt(d.get('threshold'))}")
+            notice = Notice("warning", comp, text, event.timestamp)
+            s.notices.append(notice)
+            s.warnings[(comp, str(d.get("metric")), str(d.get("device")))] = notice
+        elif name == "system.performance_recovered":
+            comp = printable(str(d.get("component", "?")))
+            s.warnings.pop((comp, str(d.get("metric")), str(d.get("device"))), None)
         elif name == "system.bottleneck_detected":
             comp = printable(str(d.get("component", "?")))
             sugg = d.get("suggestions") if isinstance(d.get("suggestions"), list) else []

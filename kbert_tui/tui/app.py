@@ -1,0 +1,437 @@
+"""MonitorApp: the Textual app that shows a run — live or replayed, through the same code.
+
+Ingest: the source appends events to `inbox` (a deque); every `tick` seconds `_drain` moves what
+arrived into RunState and the log index (within a time budget, so keys never lag) and repaints once.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import time
+from collections import deque
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import Footer, Input, Static
+
+from kbert_tui.events import Event
+from kbert_tui.state import DEFAULT_CAPACITY, EventLog, FilterSyntaxError, RunState, parse_filter, printable
+
+from .log_view import LogView
+from .panes import PluginsPane, SystemPane, TrainingPane
+from .screens import ConfirmScreen, DetailScreen, HelpScreen, TimelineScreen
+from .sources import EventSource, LiveSource, ReplaySource
+
+__all__ = ["MonitorApp", "styles_path"]
+
+DRAIN_BUDGET_S = 0.040
+WIDE = 120
+
+
+def styles_path() -> Path:
+    """monitor.tcss from the installed package `kbert_tui.styles`, or from the source tree's styles/."""
+    try:
+        candidate = importlib.resources.files("kbert_tui.styles") / "monitor.tcss"
+        if candidate.is_file():
+            return Path(str(candidate))
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return Path(__file__).resolve().parents[2] / "styles" / "monitor.tcss"
+
+
+class MonitorApp(App[str | None]):
+    """Training, system, plugins and event-log panes over one event source."""
+
+    CSS_PATH = styles_path()
+    TITLE = "kbert-tui"
+    ENABLE_COMMAND_PALETTE = True
+
+    BINDINGS = [
+        Binding("slash", "open_filter", "Filter"),
+        Binding("escape", "clear_filter", "Clear", show=False),
+        Binding("f", "toggle_follow", "Follow"),
+        Binding("space", "toggle_view_pause", "Pause view"),
+        Binding("c", "drill", "Correlation"),
+        Binding("e", "problem(1)", "Next err"),
+        Binding("E", "problem(-1)", "Prev err", show=False),
+        Binding("p", "pause_training", "Pause/resume"),
+        Binding("s", "stop_training", "Stop"),
+        Binding("n", "replay_step", "Step", show=False),
+        Binding("plus,equals_sign", "replay_speed(2)", "Faster", show=False),
+        Binding("minus", "replay_speed(0.5)", "Slower", show=False),
+        Binding("z", "maximize_pane", "Zoom", show=False),
+        Binding("t", "toggle_plugins", "Plugins", show=False),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit_app", "Quit"),
+    ]
+
+    def __init__(self, source: EventSource, *, capacity: int = DEFAULT_CAPACITY, tick: float = 1 / 15,
+                 exit_when_done: bool = False) -> None:
+        super().__init__()
+        self.source = source
+        self.state = RunState()
+        self.log_index = EventLog(capacity)
+        self.inbox: deque[Event] = deque()
+        self.tick = tick
+        self.exit_when_done = exit_when_done
+        self.filter_error: str | None = None
+        self.ingested = 0
+        self.start_error: str | None = None
+        self.first_paint_at: float | None = None
+        self._drain_timer: Timer | None = None
+        self._filter_timer: Timer | None = None
+        self._closing = False
+        self._last_status = ""
+
+    # -- layout ------------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Static(id="titlebar")
+        with Horizontal(id="top"):
+            yield TrainingPane(self.state, id="training")
+            yield SystemPane(self.state, id="system")
+        with Horizontal(id="bottom"):
+            yield LogView(self.log_index, id="log")
+            yield PluginsPane(self.state, id="plugins")
+        yield Input(placeholder="filter: training.* loss<0.5 source:trainer !system.* text…  (Esc clears)",
+                    id="filter")
+        yield Static(id="filter-error")
+        yield Static(id="statusbar")
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        self.query_one("#training").border_title = "Training"
+        self.query_one("#system").border_title = "System"
+        self.query_one("#plugins").border_title = "Plugins"
+        self.query_one("#log").border_title = "Events"
+        filter_input = self.query_one("#filter", Input)
+        filter_input.cursor_blink = False
+        filter_input.display = False
+        self.query_one("#filter-error").display = False
+        self._apply_width(self.size.width)
+        self.query_one(LogView).focus()
+        self._drain_timer = self.set_interval(self.tick, self._drain, name="drain")
+        self._start_source()
+
+    @work(exclusive=True, group="source")
+    async def _start_source(self) -> None:
+        try:
+            await self.source.start(self.inbox)
+        except Exception as exc:  # e.g. the run could not start: show it, keep the app usable
+            self.start_error = printable(f"{type(exc).__name__}: {exc}")
+            self.notify(self.start_error, title="could not start", severity="error", timeout=10)
+            return
+        if isinstance(self.source, LiveSource):
+            await self.source.wait()
+            self._drain()
+            if self.exit_when_done:
+                await self._close_and_exit()
+
+    def on_resize(self, event: Any) -> None:
+        self._apply_width(self.size.width)
+
+    def _apply_width(self, width: int) -> None:
+        self.screen.set_class(width >= WIDE, "wide")
+
+    # -- ingest ------------------------------------------------------------------------------------
+    def _drain(self) -> None:
+        inbox = self.inbox
+        moved = 0
+        if inbox:
+            apply = self.state.apply
+            append = self.log_index.append
+            deadline = time.perf_counter() + DRAIN_BUDGET_S
+            popleft = inbox.popleft
+            while inbox:
+                event = popleft()
+                apply(event)
+                append(event)
+                moved += 1
+                if not moved & 511 and time.perf_counter() > deadline:
+                    break
+            self.ingested += moved
+        if moved:
+            self.refresh_panes()
+        else:
+            self._update_status()
+        if moved and self.first_paint_at is None:
+            self.first_paint_at = time.perf_counter()
+        if self.exit_when_done and self.source.finished and not inbox and not self._closing:
+            self.call_later(self._close_and_exit)
+
+    def refresh_panes(self) -> None:
+        for pane in (self.query_one(TrainingPane), self.query_one(SystemPane), self.query_one(PluginsPane)):
+            pane.update_state()
+        self.query_one(LogView).sync()
+        self._update_status()
+
+    def _update_status(self) -> None:
+        view = self.query_one(LogView)
+        log = self.log_index
+        t = self.state.training
+        title = Text()
+        title.append(" kbert-tui ", "bold reverse")
+        title.append(f" {printable(self.source.describe())}")
+        if t.run_name:
+            title.append(f" · {t.run_name}")
+        title.append(f" · {t.status}")
+        parts = [f"{log.total:,} events"]
+        if log.evicted:
+            where = f" in {self.source.events_path}" if self.source.events_path else ""
+            parts.append(f"{log.evicted:,} older on disk{where}")
+        if log.filtered:
+            parts.append(f"filter '{printable(log.matcher.query)}': {len(log):,} match")  # type: ignore[union-attr]
+        parts.append("FOLLOW" if view.follow else "follow off")
+        if view.frozen_at is not None:
+            parts.append(f"VIEW PAUSED +{log.total - view.frozen_at:,} new")
+        if self.source.malformed:
+            parts.append(f"{self.source.malformed:,} malformed lines skipped")
+        if self.state.errors_seen or self.state.warnings_seen:
+            parts.append(f"{self.state.errors_seen} errors {self.state.warnings_seen} warnings")
+        if self.start_error:
+            parts.append(f"start failed: {self.start_error}")
+        status = " · ".join(parts)
+        key = status + "\0" + title.plain
+        if key != self._last_status:
+            self._last_status = key
+            self.query_one("#statusbar", Static).update(Text(status))
+            self.query_one("#titlebar", Static).update(title)
+
+    # -- filter ------------------------------------------------------------------------------------
+    def action_open_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = True
+        box.focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        if box.value or self.log_index.filtered:
+            box.value = ""
+            self.apply_filter("")
+        box.display = False
+        self._show_filter_error(None)
+        self.query_one(LogView).focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        if self._filter_timer is not None:
+            self._filter_timer.stop()
+        value = event.value
+        self._filter_timer = self.set_timer(0.12, lambda: self.apply_filter(value))
+
+    @on(Input.Submitted, "#filter")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        if self._filter_timer is not None:
+            self._filter_timer.stop()
+        if self.apply_filter(event.value):
+            self.query_one(LogView).focus()
+
+    def apply_filter(self, query: str) -> bool:
+        """Parse and apply `query` to the log; on bad syntax show the message and keep the old filter."""
+        try:
+            matcher = parse_filter(query)
+        except FilterSyntaxError as exc:
+            self._show_filter_error(exc)
+            return False
+        self._show_filter_error(None)
+        view = self.query_one(LogView)
+        keep = view.selected_seq()
+        self.log_index.set_filter(matcher)
+        view.reset_filter(keep)
+        self._update_status()
+        return True
+
+    def _show_filter_error(self, exc: FilterSyntaxError | None) -> None:
+        box = self.query_one("#filter-error", Static)
+        if exc is None:
+            self.filter_error = None
+            box.display = False
+            return
+        self.filter_error = exc.message
+        box.display = True
+        text = Text(" " * (exc.position + 2) + "^ ", "bold")
+        text.append(printable(str(exc)), "bold")
+        box.update(text)
+
+    # -- log navigation ----------------------------------------------------------------------------
+    @on(LogView.Moved, "#log")
+    def _user_moved(self, message: LogView.Moved) -> None:
+        view = message.view
+        if view.follow and view.cursor < view.row_count - 1:
+            view.follow = False
+            self._update_status()
+
+    @on(LogView.Opened, "#log")
+    def _opened(self, message: LogView.Opened) -> None:
+        self.push_screen(DetailScreen(self.log_index.get(message.seq)))
+
+    def action_toggle_follow(self) -> None:
+        view = self.query_one(LogView)
+        view.follow = not view.follow
+        if view.follow:
+            view.frozen_at = None
+        view.sync()
+        self._update_status()
+
+    def action_toggle_view_pause(self) -> None:
+        view = self.query_one(LogView)
+        if view.frozen_at is None:
+            view.frozen_at = self.log_index.total
+        else:
+            view.frozen_at = None
+        view.sync()
+        self._update_status()
+
+    def action_problem(self, direction: int) -> None:
+        view = self.query_one(LogView)
+        seq = view.selected_seq()
+        if seq is None:
+            return
+        found = self.log_index.problem_after(seq, forward=direction > 0, limit=view.frozen_at)
+        if found is None:
+            self.notify("no more errors or warnings " + ("below" if direction > 0 else "above"), timeout=2)
+            return
+        view.follow = False
+        view.go_to_seq(found)
+        self._update_status()
+
+    def action_drill(self) -> None:
+        event = self.query_one(LogView).selected_event()
+        if event is None:
+            return
+        self.open_timeline(event)
+
+    def open_timeline(self, event: Event) -> None:
+        cid = event.correlation_id
+        if not cid:
+            self.notify("this event has no correlation id", timeout=3)
+            return
+        seqs = list(self.log_index.correlated(cid))
+        timeline = EventLog(max(1, len(seqs)))
+        timeline.extend(self.log_index.get(s) for s in seqs)
+        self.push_screen(TimelineScreen(cid, timeline, older_on_disk=self.log_index.evicted,
+                                        select_id=event.id))
+
+    def action_maximize_pane(self) -> None:
+        screen = self.screen
+        if screen.maximized is not None:
+            screen.minimize()
+            return
+        focused = self.focused
+        target = focused
+        while target is not None and target.id not in ("training", "system", "plugins", "log"):
+            target = target.parent  # type: ignore[assignment]
+        screen.maximize(target if target is not None else self.query_one(LogView))
+
+    def action_toggle_plugins(self) -> None:
+        """Show or hide the plugins pane (it's always shown on wide terminals)."""
+        self.screen.toggle_class("show-plugins")
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    # -- training control --------------------------------------------------------------------------
+    def action_pause_training(self) -> None:
+        if isinstance(self.source, ReplaySource):
+            paused = self.source.toggle_pause()
+            self.notify("replay paused (n steps)" if paused else "replay resumed", timeout=2)
+            return
+        if not isinstance(self.source, LiveSource):
+            self.notify("nothing to pause: this is a recording", timeout=2)
+            return
+        status = self.state.training.status
+        if status == "running":
+            self._control("control.pause_requested", {"requested_by": "tui"})
+            self.notify("pause requested", timeout=2)
+        elif status == "paused":
+            self._control("control.resume_requested", {"requested_by": "tui"})
+            self.notify("resume requested", timeout=2)
+        else:
+            self.notify(f"training is {status}", timeout=2)
+
+    def action_stop_training(self) -> None:
+        if not isinstance(self.source, LiveSource) or not self.state.training.live:
+            self.notify("no live training to stop", timeout=2)
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._control("control.stop_requested", {"reason": "user", "requested_by": "tui"})
+                self.notify("stop requested: saving a checkpoint", timeout=3)
+
+        self.push_screen(ConfirmScreen("Stop training? A checkpoint is saved first.", "Stop", "Keep going"),
+                         answered)
+
+    def _control(self, name: str, data: dict[str, Any]) -> None:
+        source = self.source
+        if isinstance(source, LiveSource):
+            self.run_worker(source.emit_control(name, data), group="control")
+
+    def action_replay_step(self) -> None:
+        if isinstance(self.source, ReplaySource):
+            if not self.source.paused:
+                self.source.toggle_pause()
+            self.source.step(1)
+
+    def action_replay_speed(self, factor: float) -> None:
+        if isinstance(self.source, ReplaySource):
+            current = self.source.speed or 64.0
+            self.source.set_speed(min(1024.0, max(1 / 16, current * factor)))
+            self.notify(f"replay speed {self.source.speed:g}×", timeout=1.5)
+
+    # -- quitting ----------------------------------------------------------------------------------
+    def action_quit_app(self) -> None:
+        if isinstance(self.source, LiveSource) and self.state.training.live:
+            def answered(yes: bool | None) -> None:
+                if yes:
+                    self.run_worker(self._close_and_exit(), group="quit", exclusive=True)
+
+            self.push_screen(ConfirmScreen("Training is running. Stop it and quit? (a checkpoint is saved)",
+                                           "Stop & quit", "Stay"), answered)
+            return
+        self.run_worker(self._close_and_exit(), group="quit", exclusive=True)
+
+    async def _close_and_exit(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self.notify("closing: stopping the run and flushing the log…", timeout=5)
+        try:
+            await self.source.close()
+        finally:
+            outcome = getattr(self.source, "outcome", None) or self.state.training.status
+            self.exit(outcome)
+
+    # -- command palette ---------------------------------------------------------------------------
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Filter the event log", "Open the filter bar (/)", self.action_open_filter)
+        yield SystemCommand("Clear the filter", "Show every event (Esc)", self.action_clear_filter)
+        yield SystemCommand("Toggle follow", "Keep the newest event in view (f)", self.action_toggle_follow)
+        yield SystemCommand("Pause/unpause the log view", "Freeze the log; arrivals are counted (space)",
+                            self.action_toggle_view_pause)
+        yield SystemCommand("Correlation timeline", "Events sharing the selected event's correlation id (c)",
+                            self.action_drill)
+        yield SystemCommand("Next error or warning", "Jump down to the next problem (e)",
+                            lambda: self.action_problem(1))
+        yield SystemCommand("Previous error or warning", "Jump up to the previous problem (E)",
+                            lambda: self.action_problem(-1))
+        yield SystemCommand("Pause/resume training", "Ask the worker to pause or resume (p)",
+                            self.action_pause_training)
+        yield SystemCommand("Stop training", "Checkpoint and stop, after asking (s)", self.action_stop_training)
+        yield SystemCommand("Show/hide plugins", "Toggle the plugins pane on narrow terminals (t)",
+                            self.action_toggle_plugins)
+        yield SystemCommand("Keys and filter syntax", "Help (?)", self.action_help)
+        yield SystemCommand("Quit kbert-tui", "Stop the run cleanly and quit (q)", self.action_quit_app)
+
+
+def run_app(app: MonitorApp) -> str | None:
+    """Run `app` in this terminal; returns the run's outcome (or status for a replay)."""
+    return app.run()

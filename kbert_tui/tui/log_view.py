@@ -1,0 +1,254 @@
+"""The event log pane: a Line-API ScrollView over `EventLog`, drawing only the rows on screen."""
+
+from __future__ import annotations
+
+from rich.cells import cell_len, set_cell_size
+from rich.segment import Segment
+from rich.style import Style
+from textual import events
+from textual.binding import Binding
+from textual.cache import LRUCache
+from textual.geometry import Size
+from textual.message import Message
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from kbert_tui.events import Event
+from kbert_tui.state import EventLog, event_kind, printable, summarize
+
+from .render import palette
+
+__all__ = ["LogView", "format_time"]
+
+
+def format_time(event: Event) -> str:
+    return event.timestamp.strftime("%H:%M:%S.") + f"{event.timestamp.microsecond // 1000:03d}"
+
+
+class LogView(ScrollView, can_focus=True):
+    """Rows of events, newest at the bottom; a cursor row; optional follow and a frozen (paused) view.
+
+    `row_source` is the `EventLog`; `delta_base` (for the correlation timeline) adds a "+Δ" column.
+    """
+
+    BINDINGS = [
+        Binding("up", "cursor(-1)", "Up", show=False),
+        Binding("down", "cursor(1)", "Down", show=False),
+        Binding("pageup", "page(-1)", "Page up", show=False),
+        Binding("pagedown", "page(1)", "Page down", show=False),
+        Binding("home", "edge(0)", "First", show=False),
+        Binding("end", "edge(1)", "Last", show=False),
+        Binding("enter", "open", "Detail"),
+    ]
+
+    DEFAULT_CSS = """
+    LogView { overflow-y: scroll; overflow-x: hidden; }
+    """
+
+    cursor: reactive[int] = reactive(0, always_update=True, repaint=False)
+
+    class Opened(Message):
+        """Enter (or double-click) on a row."""
+
+        def __init__(self, view: LogView, seq: int) -> None:
+            super().__init__()
+            self.view = view
+            self.seq = seq
+
+        @property
+        def control(self) -> LogView:
+            return self.view
+
+    class Moved(Message):
+        """The cursor moved by a user action (so the app can leave follow mode)."""
+
+        def __init__(self, view: LogView) -> None:
+            super().__init__()
+            self.view = view
+
+        @property
+        def control(self) -> LogView:
+            return self.view
+
+    def __init__(self, log: EventLog, *, timeline: bool = False, id: str | None = None,
+                 classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.events_log = log
+        self.timeline = timeline
+        self.follow = True
+        self.frozen_at: int | None = None  # a sequence number: rows at or after it are hidden
+        self._rows = 0
+        self._summary: LRUCache[int, str] = LRUCache(4096)
+        self._strips: LRUCache[tuple[int, int, bool, bool], Strip] = LRUCache(2048)
+
+    # -- data --------------------------------------------------------------------------------------
+    @property
+    def row_count(self) -> int:
+        return self._rows
+
+    def sync(self) -> None:
+        """Pick up new events / a new filter; keep the cursor on its event, or at the end when following."""
+        old_rows = self._rows
+        rows = len(self.events_log) if self.frozen_at is None else self.events_log.rows_before(self.frozen_at)
+        self._rows = rows
+        width = self.scrollable_content_region.width or self.size.width
+        self.virtual_size = Size(width, rows)
+        if self.follow and self.frozen_at is None:
+            if rows:
+                self.set_cursor(rows - 1, scroll=False)
+            self.scroll_to(y=max(0, rows - self.scrollable_content_region.height), animate=False,
+                           immediate=True)
+        elif rows != old_rows:
+            self.set_cursor(min(self.cursor, max(0, rows - 1)), scroll=False)
+        self.refresh()
+
+    def reset_filter(self, keep_seq: int | None) -> None:
+        """After the filter changed: clear caches, keep `keep_seq` (or the nearest event) under the cursor."""
+        self._strips.clear()
+        self._rows = len(self.events_log) if self.frozen_at is None else self.events_log.rows_before(self.frozen_at)
+        self.virtual_size = Size(self.scrollable_content_region.width or self.size.width, self._rows)
+        if self.follow or keep_seq is None:
+            self.sync()
+            return
+        row = self.events_log.nearest_row(keep_seq)
+        self.set_cursor(min(row, max(0, self._rows - 1)))
+        self.refresh()
+
+    def selected_seq(self) -> int | None:
+        if not self._rows:
+            return None
+        try:
+            return self.events_log.seq_at(min(self.cursor, self._rows - 1))
+        except IndexError:
+            return None
+
+    def selected_event(self) -> Event | None:
+        seq = self.selected_seq()
+        return None if seq is None else self.events_log.get(seq)
+
+    def set_cursor(self, row: int, *, scroll: bool = True) -> None:
+        row = min(max(row, 0), max(0, self._rows - 1))
+        self.cursor = row
+        if scroll:
+            height = self.scrollable_content_region.height or 1
+            top = int(self.scroll_y)
+            if row < top:
+                self.scroll_to(y=row, animate=False, immediate=True)
+            elif row >= top + height:
+                self.scroll_to(y=row - height + 1, animate=False, immediate=True)
+        self.refresh()
+
+    def go_to_seq(self, seq: int) -> bool:
+        row = self.events_log.row_of(seq)
+        if row is None or row >= self._rows:
+            return False
+        self.set_cursor(row)
+        return True
+
+    # -- actions -----------------------------------------------------------------------------------
+    def _user_moved(self) -> None:
+        self.post_message(self.Moved(self))
+
+    def action_cursor(self, delta: int) -> None:
+        self.set_cursor(self.cursor + delta)
+        self._user_moved()
+
+    def action_page(self, direction: int) -> None:
+        self.set_cursor(self.cursor + direction * max(1, self.scrollable_content_region.height - 1))
+        self._user_moved()
+
+    def action_edge(self, end: int) -> None:
+        self.set_cursor(self._rows - 1 if end else 0)
+        if not end:
+            self._user_moved()
+
+    def action_open(self) -> None:
+        seq = self.selected_seq()
+        if seq is not None:
+            self.post_message(self.Opened(self, seq))
+
+    def on_click(self, event: events.Click) -> None:
+        row = int(self.scroll_y) + event.y
+        if 0 <= row < self._rows:
+            self.set_cursor(row, scroll=False)
+            self._user_moved()
+            if event.chain >= 2:
+                self.action_open()
+
+    def _on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
+        self._user_moved()
+
+    # -- drawing -----------------------------------------------------------------------------------
+    def watch_scroll_y(self, old: float, new: float) -> None:
+        super().watch_scroll_y(old, new)
+        self.refresh()
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._strips.clear()
+
+    def clear_caches(self) -> None:
+        self._strips.clear()
+        self._summary.clear()
+
+    def summary(self, seq: int, event: Event) -> str:
+        text = self._summary.get(seq)
+        if text is None:
+            text = summarize(event)[:400]
+            self._summary[seq] = text
+        return text
+
+    def render_line(self, y: int) -> Strip:
+        width = self.scrollable_content_region.width or self.size.width
+        row = int(self.scroll_y) + y
+        if row >= self._rows or width <= 0:
+            return Strip.blank(width, self.rich_style)
+        try:
+            seq = self.events_log.seq_at(row)
+        except IndexError:
+            return Strip.blank(width, self.rich_style)
+        selected = row == self.cursor
+        key = (seq, width, selected, self.app.current_theme.dark)
+        strip = self._strips.get(key)
+        if strip is None:
+            strip = self._make_strip(seq, width, selected)
+            self._strips[key] = strip
+        return strip
+
+    def _make_strip(self, seq: int, width: int, selected: bool) -> Strip:
+        pal = palette(self.app.current_theme.dark)
+        event = self.events_log.get(seq)
+        kind = event_kind(event)
+        kind_style = pal.kind.get(kind, pal.kind["other"])
+        base = self.rich_style
+        cursor = pal.cursor if selected and self.has_focus else (pal.cursor if selected else Style())
+        name_w = 30 if width >= 110 else 24 if width >= 76 else 20
+        source_w = 18 if width >= 110 else 12 if width >= 76 else 9
+        segments: list[Segment] = []
+        if self.timeline:
+            first = self.events_log.get(self.events_log.seq_at(0)).timestamp
+            row = self.events_log.row_of(seq) or 0
+            prev = self.events_log.get(self.events_log.seq_at(row - 1)).timestamp if row > 0 else first
+            delta = (event.timestamp - prev).total_seconds()
+            since = (event.timestamp - first).total_seconds()
+            segments.append(Segment(f"+{since:9.3f}s ", base + pal.time + cursor))
+            segments.append(Segment(f"Δ{delta:8.3f}s ", base + pal.muted + cursor))
+        else:
+            segments.append(Segment(format_time(event) + " ", base + pal.time + cursor))
+        segments.append(Segment(_fit(printable(event.name), name_w) + " ", base + kind_style + cursor))
+        segments.append(Segment(_fit(printable(event.source), source_w) + " ", base + pal.source + cursor))
+        used = sum(cell_len(s.text) for s in segments)
+        rest = max(0, width - used)
+        text = self.summary(seq, event)
+        summary_style = kind_style if kind in ("error", "warning") else base + pal.kind["other"]
+        segments.append(Segment(_fit(text, rest), base + summary_style + cursor))
+        return Strip(segments, width).crop_extend(0, width, base + cursor)
+
+
+def _fit(text: str, width: int) -> str:
+    if width <= 0:
+        return ""
+    if cell_len(text) > width:
+        return set_cell_size(text, width - 1) + "…"
+    return set_cell_size(text, width)

@@ -1,0 +1,311 @@
+"""The training, system and plugins panes: each draws a slice of `RunState` and nothing else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widget import Widget
+from textual.widgets import DataTable, Static
+
+from kbert_tui.state import PluginInfo, RunState, format_number, printable
+
+from .render import Palette, bar, block_chart, duration, palette, sparkline
+
+__all__ = ["TrainingPane", "SystemPane", "PluginsPane"]
+
+
+class StatePane(Widget):
+    """A pane that redraws from the shared RunState when told the state moved on."""
+
+    DEFAULT_CSS = "StatePane { height: 1fr; }"
+
+    def __init__(self, state: RunState, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.state = state
+
+    @property
+    def pal(self) -> Palette:
+        return palette(self.app.current_theme.dark)
+
+    def update_state(self) -> None:
+        self.refresh()
+
+
+def _pair(text: Text, label: str, value: str, pal: Palette, style: Any = None) -> None:
+    text.append(label, pal.label)
+    text.append(value, style or pal.value)
+    text.append("  ")
+
+
+class TrainingPane(StatePane):
+    """Run identity, progress bars with ETA, current metrics, best metric, the loss chart, the state."""
+
+    def render(self) -> RenderableType:
+        t = self.state.training
+        pal = self.pal
+        width = max(20, self.content_region.width or 60)
+        height = self.content_region.height or 12
+        lines: list[Text] = []
+
+        head = Text()
+        head.append(t.run_name or "—", pal.value)
+        head.append(f"  {t.run_id or ''}", pal.muted)
+        status = t.status.upper()
+        pad = width - head.cell_len - len(status) - 1
+        head.append(" " * max(1, pad))
+        head.append(status, pal.status.get(t.status, pal.value))
+        lines.append(head)
+
+        ident = Text()
+        if t.model_type:
+            ident.append(t.model_type, pal.label)
+        if t.num_parameters:
+            ident.append(f" {t.num_parameters / 1e6:.2f}M params", pal.label)
+        if t.device:
+            ident.append(f" · {t.device}", pal.label)
+        if t.blas:
+            ident.append(f" ({t.blas})", pal.muted)
+        if t.batch_size:
+            ident.append(f" · batch {t.batch_size}", pal.label)
+        lines.append(ident)
+
+        label_w = 14
+        tail_w = 18
+        bar_w = max(4, width - label_w - tail_w)
+        total_epochs = t.total_epochs or 0
+        epoch_frac = t.epochs_done / total_epochs if total_epochs else 0.0
+        row = Text(f"Epoch {t.epoch}/{total_epochs or '?'}".ljust(label_w), pal.label)
+        row.append_text(bar(epoch_frac, bar_w, pal))
+        row.append(f" {epoch_frac:4.0%} ETA {duration(t.eta_seconds)}".ljust(tail_w), pal.value)
+        lines.append(row)
+        spe = t.steps_per_epoch or 0
+        batch_frac = t.batch / spe if spe else 0.0
+        row = Text(f"Batch {t.batch}/{spe or '?'}".ljust(label_w)[:label_w], pal.label)
+        row.append_text(bar(batch_frac, bar_w, pal))
+        row.append(f" {batch_frac:4.0%} ETA {duration(t.epoch_eta_seconds)}".ljust(tail_w), pal.value)
+        lines.append(row)
+
+        metrics = Text(no_wrap=True, overflow="ellipsis")
+        _pair(metrics, "loss ", format_number(t.loss) if t.loss is not None else "—", pal)
+        _pair(metrics, "lr ", format_number(t.learning_rate) if t.learning_rate is not None else "—", pal)
+        _pair(metrics, "gnorm ", format_number(t.grad_norm) if t.grad_norm is not None else "—", pal)
+        sps = f"{t.samples_per_sec:,.1f}" if t.samples_per_sec is not None else "—"
+        _pair(metrics, "samples/s ", sps, pal)
+        lines.append(metrics)
+
+        best = Text(no_wrap=True, overflow="ellipsis")
+        if t.best_value is not None:
+            _pair(best, f"best {t.best_metric} ", f"{format_number(t.best_value)} (epoch {t.best_epoch})", pal,
+                  pal.kind["success"])
+        else:
+            best.append("best —  ", pal.muted)
+        _pair(best, "step ", f"{t.step}/{t.total_steps or '?'}", pal)
+        best.append(f"elapsed {duration(t.elapsed_seconds)}", pal.muted)
+        lines.append(best)
+        if t.epoch_metrics:
+            last = t.epoch_metrics[-1]
+            val = Text(f"epoch {last.get('epoch')} ", pal.label, no_wrap=True, overflow="ellipsis")
+            for key in ("train_loss", "val_loss", "val_accuracy", "val_f1"):
+                if key in last:
+                    _pair(val, f"{key} ", format_number(last[key]), pal)
+            lines.append(val)
+
+        if t.status == "failed":
+            err = Text("✖ ", pal.kind["error"])
+            err.append(t.error or "failed", pal.kind["error"])
+            lines.append(err)
+        elif t.status == "stopped":
+            lines.append(Text(f"■ stopped ({t.stop_reason or 'user'}) checkpoint {t.checkpoint_path or '—'}",
+                              pal.kind["warning"]))
+        elif t.status == "completed":
+            note = "✔ completed" + (" (stopped early)" if t.stopped_early else "")
+            lines.append(Text(note, pal.kind["success"]))
+        elif t.status == "paused":
+            lines.append(Text("❚❚ paused — press p to resume", pal.kind["warning"]))
+        if self.state.pending_control and t.live:
+            lines.append(Text(f"… {self.state.pending_control} requested", pal.kind["control"]))
+
+        chart_h = max(0, height - len(lines))
+        values = t.loss_history.values()
+        if chart_h >= 1 and width >= 20:
+            caption = Text(f"loss per step ({t.loss_history.count} steps", pal.label)
+            if t.loss_history.stride > 1:
+                caption.append(f", {t.loss_history.stride}/pt", pal.label)
+            caption.append(")", pal.label)
+            vals = [m.get("val_loss") for m in t.epoch_metrics if isinstance(m.get("val_loss"), (int, float))]
+            if vals:
+                caption.append("  val_loss/epoch ", pal.label)
+                caption.append_text(sparkline(vals, min(len(vals), 20), pal.chart2))
+            lines.append(caption)
+            if chart_h >= 2:
+                lines.extend(block_chart(values, width, min(chart_h - 1, 8), pal.chart, pal.muted))
+        return _group(lines)
+
+
+class SystemPane(StatePane):
+    """CPU, memory, disk, MLX and GPU with history sparklines; active warnings stand out."""
+
+    def render(self) -> RenderableType:
+        s = self.state.system
+        pal = self.pal
+        width = max(20, self.content_region.width or 40)
+        spark_w = max(4, width - 26)
+        lines: list[Text] = []
+
+        def metric(label: str, value: float | None, key: str, extra: str = "", hi: float | None = 100.0) -> None:
+            row = Text(label.ljust(5), pal.label)
+            row.append(f"{value:5.1f}%" if value is not None else "    —", pal.value)
+            row.append(" ")
+            row.append_text(sparkline(list(s.history.get(key, ())), spark_w, pal.chart, lo=0.0, hi=hi))
+            if extra:
+                row.append(" " + extra, pal.muted)
+            lines.append(row)
+
+        metric("CPU", s.cpu_percent, "cpu")
+        rss = f"rss {s.process_rss_mb:,.0f}M" if s.process_rss_mb is not None else ""
+        metric("Mem", s.memory_percent, "memory", rss)
+        free = f"{s.disk_available_gb:,.0f}G free" if s.disk_available_gb is not None else ""
+        metric("Disk", s.disk_percent, "disk", free)
+        if s.mlx_active_mb is not None:
+            row = Text("MLX  ".ljust(5), pal.label)
+            row.append(f"{s.mlx_active_mb:,.0f} MB active", pal.value)
+            if s.mlx_peak_mb is not None:
+                row.append(f" peak {s.mlx_peak_mb:,.0f} MB", pal.muted)
+            lines.append(row)
+        if s.gpus:
+            for key, gpu in sorted(s.gpus.items()):
+                util = gpu.get("utilization")
+                row = Text(f"GPU{key}".ljust(5), pal.label)
+                row.append(f"{util:5.1f}%" if isinstance(util, (int, float)) else "    —", pal.value)
+                row.append(" ")
+                row.append_text(sparkline(list(s.history.get(f"gpu{key}", ())), spark_w, pal.chart, lo=0.0,
+                                          hi=100.0))
+                mem = gpu.get("memory_percent")
+                temp = gpu.get("temperature")
+                extra = []
+                if isinstance(mem, (int, float)):
+                    extra.append(f"mem {mem:.0f}%")
+                if isinstance(temp, (int, float)):
+                    extra.append(f"{temp:.0f}°C")
+                row.append(" " + " ".join(extra), pal.muted)
+                lines.append(row)
+        else:
+            row = Text("GPU  ", pal.label)
+            row.append("no GPU", pal.value)
+            if s.gpu_unavailable:
+                row.append(f" ({s.gpu_unavailable})", pal.muted)
+            lines.append(row)
+        notices = s.active_notices()
+        if not notices:
+            lines.append(Text("no active warnings", pal.muted))
+        for notice in notices:
+            style = pal.kind["error"] if notice.kind == "error" else pal.kind["warning"]
+            icon = {"warning": "⚠ ", "bottleneck": "⧗ ", "error": "✖ "}.get(notice.kind, "! ")
+            row = Text(icon, style)
+            row.append(f"{notice.component}: {notice.text}", style)
+            lines.append(row)
+            for suggestion in notice.suggestions[:2]:
+                lines.append(Text(f"   → {suggestion}", pal.muted))
+        return _group(lines)
+
+
+class PluginsPane(Vertical):
+    """A table of plugins (version, state, events handled, errors) and the selected one's details."""
+
+    DEFAULT_CSS = """
+    PluginsPane { height: 1fr; }
+    PluginsPane > DataTable { height: 1fr; min-height: 3; }
+    PluginsPane > #plugin-details { height: auto; max-height: 8; }
+    """
+
+    def __init__(self, state: RunState, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.state = state
+        self._seen_version = -1
+        self._names: list[str] = []
+
+    def compose(self) -> ComposeResult:
+        table: DataTable[Any] = DataTable(cursor_type="row", zebra_stripes=False, id="plugin-table")
+        table.add_columns("plugin", "ver", "state", "handled", "err")
+        yield table
+        yield Static("", id="plugin-details")
+
+    def update_state(self) -> None:
+        plugins = self.state.plugins
+        if plugins.version == self._seen_version:
+            return
+        self._seen_version = plugins.version
+        table = self.query_one(DataTable)
+        names = sorted(plugins.plugins)
+        cursor = table.cursor_row
+        pal = palette(self.app.current_theme.dark)
+        if names != self._names:
+            table.clear()
+            for name in names:
+                table.add_row(*self._cells(plugins.plugins[name], pal), key=name)
+            self._names = names
+            if names:
+                table.move_cursor(row=min(max(cursor, 0), len(names) - 1))
+        else:
+            for name in names:
+                for col, cell in zip(table.columns, self._cells(plugins.plugins[name], pal)):
+                    table.update_cell(name, col, cell)
+        self._show_details()
+
+    def _cells(self, info: PluginInfo, pal: Palette) -> list[Text]:
+        state_style = (pal.kind["error"] if info.state in ("failed", "set aside", "error")
+                       else pal.kind["success"] if info.state == "active" else pal.muted)
+        return [
+            Text(info.name), Text(info.version or "—"), Text(info.state, state_style),
+            Text(str(info.events_handled) if info.events_handled is not None else str(info.events_emitted)),
+            Text(str(info.errors), pal.kind["error"] if info.errors else pal.muted),
+        ]
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_details()
+
+    def selected(self) -> PluginInfo | None:
+        table = self.query_one(DataTable)
+        if not self._names or table.cursor_row < 0 or table.cursor_row >= len(self._names):
+            return None
+        return self.state.plugins.plugins.get(self._names[table.cursor_row])
+
+    def _show_details(self) -> None:
+        details = self.query_one("#plugin-details", Static)
+        info = self.selected()
+        pal = palette(self.app.current_theme.dark)
+        if info is None:
+            details.update(Text("no plugins yet", pal.muted))
+            return
+        text = Text()
+        text.append(info.name, pal.value)
+        if info.capabilities:
+            text.append(" · " + ", ".join(info.capabilities), pal.muted)
+        if info.config:
+            text.append("\nconfig " + printable(_short_json(info.config)), pal.muted)
+        if info.last_error:
+            text.append("\nerror " + info.last_error, pal.kind["error"])
+        for message in list(info.messages)[-4:]:
+            text.append("\n· " + message[:200], pal.label)
+        details.update(text)
+
+
+def _group(lines: list[Text]) -> Group:
+    for line in lines:  # one row each: a long value is cut with an ellipsis, never wrapped
+        line.no_wrap = True
+        line.overflow = "ellipsis"
+    return Group(*lines)
+
+
+def _short_json(value: Any) -> str:
+    import json
+
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 120 else text[:119] + "…"

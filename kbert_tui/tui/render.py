@@ -1,0 +1,145 @@
+"""Drawing helpers shared by the panes: palettes for dark and light themes, bars, sparklines, charts.
+
+Everything returns `rich.text.Text` built with `Text.append` (never parsed as markup), so event data
+is always shown literally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.style import Style
+from rich.text import Text
+
+__all__ = ["Palette", "palette", "bar", "sparkline", "block_chart", "duration"]
+
+_BLOCKS = " ▁▂▃▄▅▆▇█"
+
+
+class Palette:
+    """Rich styles for each event kind and pane element, tuned for a dark or a light background."""
+
+    def __init__(self, dark: bool) -> None:
+        c = _DARK if dark else _LIGHT
+        self.dark = dark
+        self.kind: dict[str, Style] = {k: Style.parse(v) for k, v in c["kinds"].items()}
+        self.time = Style.parse(c["time"])
+        self.source = Style.parse(c["source"])
+        self.muted = Style.parse(c["muted"])
+        self.label = Style.parse(c["label"])
+        self.value = Style.parse(c["value"])
+        self.bar_done = Style.parse(c["bar_done"])
+        self.bar_todo = Style.parse(c["bar_todo"])
+        self.chart = Style.parse(c["chart"])
+        self.chart2 = Style.parse(c["chart2"])
+        self.cursor = Style.parse(c["cursor"])
+        self.status = {k: Style.parse(v) for k, v in c["status"].items()}
+
+
+_DARK = {
+    "kinds": {
+        "error": "bold #ff7a7a on #3b1a1a", "warning": "bold #ffc857", "success": "bold #7bd88f",
+        "control": "#d6a5ff", "training": "#e6e6e6", "system": "#7fb8e6", "plugin": "#c6a0f6",
+        "data": "#9fd3c7", "model": "#a7b0c0", "other": "#b8b8b8",
+    },
+    "time": "#8a8a8a", "source": "#8fa3b8", "muted": "#8a8a8a", "label": "#9aa5b1", "value": "bold #f0f0f0",
+    "bar_done": "#4fb3ff", "bar_todo": "#3a3f45", "chart": "#4fb3ff", "chart2": "#ffc857",
+    "cursor": "on #2f4f6f",
+    "status": {"running": "bold #7bd88f", "paused": "bold #ffc857", "stopped": "bold #ffc857",
+               "failed": "bold #ff7a7a", "completed": "bold #4fb3ff", "waiting": "#8a8a8a"},
+}
+
+_LIGHT = {
+    "kinds": {
+        "error": "bold #a0001c on #fde2e2", "warning": "bold #8a5200", "success": "bold #17692d",
+        "control": "#6a1b9a", "training": "#1f1f1f", "system": "#0b5394", "plugin": "#5b2c91",
+        "data": "#00695c", "model": "#455a64", "other": "#4a4a4a",
+    },
+    "time": "#6b6b6b", "source": "#3f5366", "muted": "#6b6b6b", "label": "#4a5866", "value": "bold #111111",
+    "bar_done": "#0b62c4", "bar_todo": "#d4dae0", "chart": "#0b62c4", "chart2": "#a35f00",
+    "cursor": "on #c8dcf5",
+    "status": {"running": "bold #17692d", "paused": "bold #8a5200", "stopped": "bold #8a5200",
+               "failed": "bold #a0001c", "completed": "bold #0b62c4", "waiting": "#6b6b6b"},
+}
+
+_PALETTES: dict[bool, Palette] = {}
+
+
+def palette(dark: bool) -> Palette:
+    p = _PALETTES.get(dark)
+    if p is None:
+        p = _PALETTES[dark] = Palette(dark)
+    return p
+
+
+def bar(fraction: float, width: int, pal: Palette) -> Text:
+    """A horizontal progress bar in eighth blocks."""
+    width = max(1, width)
+    fraction = min(max(fraction, 0.0), 1.0)
+    eighths = int(round(fraction * width * 8))
+    full, part = divmod(eighths, 8)
+    done = "█" * full + ("▏▎▍▌▋▊▉"[part - 1] if part else "")
+    text = Text()
+    text.append(done, pal.bar_done)
+    text.append("━" * (width - len(done)) if width > len(done) else "", pal.bar_todo)
+    return text
+
+
+def _resample(values: Sequence[float], width: int) -> list[float]:
+    n = len(values)
+    if n <= width:
+        return list(values)
+    out = []
+    for i in range(width):
+        lo, hi = i * n // width, (i + 1) * n // width
+        chunk = values[lo:max(hi, lo + 1)]
+        out.append(sum(chunk) / len(chunk))
+    return out
+
+
+def sparkline(values: Sequence[float], width: int, style: Style, *, lo: float | None = None,
+              hi: float | None = None) -> Text:
+    """One row of block characters (newest on the right), scaled to [lo, hi] or the data's range."""
+    pts = _resample(values, width)
+    if not pts:
+        return Text(" " * width)
+    low = min(pts) if lo is None else lo
+    high = max(pts) if hi is None else hi
+    span = high - low
+    chars = []
+    for v in pts:
+        level = 4 if span <= 0 else int(round((v - low) / span * 7)) + 1
+        chars.append(_BLOCKS[min(8, max(1, level))])
+    return Text("".join(chars).rjust(width), style)
+
+
+def block_chart(values: Sequence[float], width: int, height: int, style: Style,
+                label_style: Style) -> list[Text]:
+    """A `height`-row chart of `values` in eighth blocks with the max/min on the left axis."""
+    if width < 12 or height < 1:
+        return []
+    pts = _resample(values, width - 8)
+    if not pts:
+        return [Text(" " * width) for _ in range(height)]
+    low, high = min(pts), max(pts)
+    span = high - low or 1.0
+    levels = [int(round((v - low) / span * (height * 8 - 1))) + 1 for v in pts]
+    rows = []
+    for r in range(height):
+        floor = (height - 1 - r) * 8
+        line = "".join(_BLOCKS[min(8, max(0, lv - floor))] for lv in levels)
+        label = f"{high:7.4g} " if r == 0 else (f"{low:7.4g} " if r == height - 1 else " " * 8)
+        row = Text(label, label_style)
+        row.append(line, style)
+        rows.append(row)
+    return rows
+
+
+def duration(seconds: float | None) -> str:
+    """`1:02:03` / `2:03` / `—`."""
+    if seconds is None or seconds != seconds:
+        return "—"
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

@@ -1,0 +1,166 @@
+"""Modal screens: an event's detail, a correlation timeline, a yes/no question, and help."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Label, Static
+
+from kbert_tui.events import Event
+from kbert_tui.state import FILTER_HELP, EventLog, printable
+
+from .log_view import LogView, format_time
+
+__all__ = ["DetailScreen", "TimelineScreen", "ConfirmScreen", "HelpScreen", "event_json"]
+
+
+def event_json(event: Event) -> str:
+    """All fields of `event` as pretty JSON (non-JSON values shown by their repr)."""
+    record = {
+        "id": event.id,
+        "name": event.name,
+        "timestamp": event.timestamp.isoformat(),
+        "source": event.source,
+        "correlation_id": event.correlation_id,
+        "data": event.data,
+        "metadata": event.metadata,
+    }
+    try:
+        return json.dumps(record, indent=2, ensure_ascii=False, default=repr, allow_nan=True)
+    except (TypeError, ValueError):
+        return repr(record)
+
+
+def _literal(text: str) -> Text:
+    """`text` with control characters made visible but line breaks kept."""
+    return Text("\n".join(printable(line) for line in text.split("\n")))
+
+
+class DetailScreen(ModalScreen[None]):
+    """Every field of one event, as pretty JSON."""
+
+    BINDINGS = [Binding("escape,q,enter", "dismiss", "Close"), Binding("c", "drill", "Correlation")]
+
+    def __init__(self, event: Event) -> None:
+        super().__init__()
+        self.event = event
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="detail-box", classes="modal-box"):
+            yield Label(Text(f"{format_time(self.event)}  {printable(self.event.name)}  "
+                             f"from {printable(self.event.source)}"), classes="modal-title")
+            with VerticalScroll(id="detail-scroll"):
+                yield Static(_literal(event_json(self.event)), id="detail-json")
+            tb = self.event.data.get("traceback") if isinstance(self.event.data, dict) else None
+            hint = "Esc close · c correlation timeline"
+            if isinstance(tb, str) and tb:
+                hint += " · traceback is in data.traceback"
+            yield Label(Text(hint), classes="modal-hint")
+
+    def action_drill(self) -> None:
+        app: Any = self.app
+        self.dismiss()
+        app.open_timeline(self.event)
+
+
+class TimelineScreen(ModalScreen[None]):
+    """Every event in memory that shares one correlation id, oldest first, with time deltas."""
+
+    BINDINGS = [Binding("escape,q", "dismiss", "Close")]
+
+    def __init__(self, correlation_id: str, log: EventLog, *, older_on_disk: int, select_id: str | None) -> None:
+        super().__init__()
+        self.correlation_id = correlation_id
+        self.events_log = log
+        self.older_on_disk = older_on_disk
+        self.select_id = select_id
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="timeline-box", classes="modal-box"):
+            title = f"correlation {printable(self.correlation_id)} — {self.events_log.total:,} events"
+            if self.events_log.total:
+                first, last = self.events_log.get(0), self.events_log.get(self.events_log.total - 1)
+                title += f" over {(last.timestamp - first.timestamp).total_seconds():,.3f}s"
+            yield Label(Text(title), classes="modal-title")
+            view = LogView(self.events_log, timeline=True, id="timeline-view")
+            view.follow = False
+            yield view
+            hint = "+t since first · Δ since previous · Enter detail · Esc close"
+            if self.older_on_disk:
+                hint += f" · {self.older_on_disk:,} older events of the run are only on disk"
+            yield Label(Text(hint), classes="modal-hint")
+
+    def on_mount(self) -> None:
+        view = self.query_one(LogView)
+        view.sync()
+        view.set_cursor(0)
+        if self.select_id is not None:
+            for seq in range(self.events_log.total):
+                if self.events_log.get(seq).id == self.select_id:
+                    self.call_after_refresh(view.go_to_seq, seq)
+                    break
+        view.focus()
+
+    def on_log_view_opened(self, message: LogView.Opened) -> None:
+        message.stop()
+        self.app.push_screen(DetailScreen(self.events_log.get(message.seq)))
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """A yes/no question; y/Enter answers yes, n/Esc no."""
+
+    BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
+
+    def __init__(self, question: str, yes: str = "Yes", no: str = "No") -> None:
+        super().__init__()
+        self.question = question
+        self.yes, self.no = yes, no
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm-box", classes="modal-box"):
+            yield Label(Text(self.question), id="confirm-question")
+            with Horizontal(id="confirm-buttons"):
+                yield Button(f"{self.yes} (y)", id="yes", variant="error")
+                yield Button(f"{self.no} (n)", id="no", variant="primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, value: bool) -> None:
+        self.dismiss(value)
+
+
+HELP_KEYS = """\
+/        filter the log (live)        Esc      clear the filter
+f        follow newest on/off         space    pause/unpause the log view
+Enter    event detail (JSON)          c        correlation timeline
+e / E    next / previous error        ↑↓ PgUp PgDn Home End  move
+p        pause/resume training        s        stop training (asks)
+q        quit (asks while live)       ?        this help
+z        maximize/restore pane        t        show/hide plugins
+ctrl+p   command palette (same actions)
+Replay:  p pause/resume playback  n step one event  + / - speed ×2 / ÷2"""
+
+
+class HelpScreen(ModalScreen[None]):
+    """Keys and the filter syntax."""
+
+    BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close")]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help-box", classes="modal-box"):
+            yield Label(Text("Keys"), classes="modal-title")
+            yield Static(Text(HELP_KEYS))
+            yield Label(Text("Filter syntax (terms AND together)"), classes="modal-title")
+            yield Static(Text(FILTER_HELP))
+            yield Label(Text("Examples:  training.* loss<0.3    !system.*    source:plugin:* error    "
+                             "corr:run-1 \"new best\""), classes="modal-hint")

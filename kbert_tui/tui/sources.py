@@ -1,0 +1,245 @@
+"""Where the monitor's events come from: a live RunSession's bus, or a replayed events file.
+
+Both push events into the app's inbox (a plain deque; appends are thread-safe) and nothing else;
+the app drains the inbox on a timer into RunState and the log index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from kbert_tui.events import Event
+from kbert_tui.events.store import EventLogReader, read_events
+
+__all__ = ["EventSource", "ReplaySource", "LiveSource", "StaticSource"]
+
+Inbox = deque  # deque[Event]
+
+
+class EventSource:
+    """The interface the app talks to."""
+
+    kind = "none"
+    live = False
+    events_path: Path | None = None
+
+    async def start(self, inbox: deque[Event]) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Stop producing; for a live run, stop training cleanly and flush the log."""
+
+    def describe(self) -> str:
+        return ""
+
+    @property
+    def finished(self) -> bool:
+        return False
+
+    @property
+    def malformed(self) -> int:
+        return 0
+
+
+class StaticSource(EventSource):
+    """A fixed list of events (tests, demos)."""
+
+    kind = "static"
+
+    def __init__(self, events: list[Event], *, label: str = "recorded events") -> None:
+        self.events = events
+        self.label = label
+
+    async def start(self, inbox: deque[Event]) -> None:
+        inbox.extend(self.events)
+
+    def describe(self) -> str:
+        return self.label
+
+    @property
+    def finished(self) -> bool:
+        return True
+
+
+class ReplaySource(EventSource):
+    """Reads an events file (with its rotated segments) on a worker thread.
+
+    Fast (speed None): as quickly as the app drains it, in batches, with back-pressure so memory stays
+    bounded. Paced (speed X): at X times the recorded pace; `toggle_pause`, `step`, `set_speed`.
+    """
+
+    kind = "replay"
+    BATCH = 2000
+    MAX_BACKLOG = 50_000
+
+    def __init__(self, path: str | os.PathLike[str], *, speed: float | None = None) -> None:
+        self.path = Path(path)
+        self.events_path = self.path
+        self.reader: EventLogReader = read_events(self.path)  # raises for a missing file
+        for file in self.reader.files:
+            with open(file, "rb"):
+                pass  # unreadable (permissions) → OSError here, before the app starts
+        self.total_bytes = sum(f.stat().st_size for f in self.reader.files)
+        self.speed = speed
+        self.paused = False
+        self.read = 0
+        self._steps = 0
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._done = False
+        self.error: str | None = None
+
+    async def start(self, inbox: deque[Event]) -> None:
+        self._thread = threading.Thread(target=self._run, args=(inbox,), name="kbert-replay", daemon=True)
+        self._thread.start()
+
+    async def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 2.0)
+
+    @property
+    def finished(self) -> bool:
+        return self._done
+
+    @property
+    def malformed(self) -> int:
+        return self.reader.malformed
+
+    def describe(self) -> str:
+        parts = [f"replay {self.path.name}"]
+        if len(self.reader.files) > 1:
+            parts.append(f"{len(self.reader.files)} segments")
+        if self.total_bytes and not self._done:
+            parts.append(f"{min(100.0, 100.0 * self.reader.bytes_read / self.total_bytes):.0f}% read")
+        parts.append(f"speed {self.speed:g}×" if self.speed else "fast")
+        if self.paused:
+            parts.append("PAUSED")
+        if self._done:
+            parts.append("end of file")
+        return " · ".join(parts)
+
+    # -- controls (called from the UI thread) -------------------------------------------------------
+    def toggle_pause(self) -> bool:
+        self.paused = not self.paused
+        self._wake.set()
+        return self.paused
+
+    def step(self, count: int = 1) -> None:
+        """While paused, let `count` more events through."""
+        self._steps += count
+        self._wake.set()
+
+    def set_speed(self, speed: float | None) -> None:
+        self.speed = speed
+        self._wake.set()
+
+    # -- the thread ---------------------------------------------------------------------------------
+    def _run(self, inbox: deque[Event]) -> None:
+        try:
+            self._pump(inbox)
+        except Exception as exc:  # an unreadable segment mid-way: say so, keep what we have
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self._done = True
+
+    def _pump(self, inbox: deque[Event]) -> None:
+        batch: list[Event] = []
+        anchor_wall = anchor_ts = None
+        anchor_speed = self.speed
+        for event in self.reader:
+            if self._stop.is_set():
+                return
+            self.read += 1
+            if self.speed is None and not self.paused:
+                batch.append(event)
+                if len(batch) >= self.BATCH:
+                    self._deliver(inbox, batch)
+                    batch = []
+                continue
+            if batch:
+                self._deliver(inbox, batch)
+                batch = []
+            # paced or paused: one event at a time
+            ts = event.timestamp.timestamp()
+            while not self._stop.is_set():
+                if self.paused:
+                    if self._steps > 0:
+                        self._steps -= 1
+                        anchor_wall = None
+                        break
+                    self._wake.wait(0.1)
+                    self._wake.clear()
+                    anchor_wall = None
+                    continue
+                if self.speed is None:
+                    break
+                if anchor_wall is None or anchor_speed != self.speed:
+                    anchor_wall, anchor_ts, anchor_speed = time.monotonic(), ts, self.speed
+                due = anchor_wall + (ts - anchor_ts) / self.speed  # type: ignore[operator]
+                wait = due - time.monotonic()
+                if wait <= 0:
+                    break
+                self._wake.wait(min(wait, 0.1))
+                self._wake.clear()
+            inbox.append(event)
+        if batch:
+            self._deliver(inbox, batch)
+
+    def _deliver(self, inbox: deque[Event], batch: list[Event]) -> None:
+        while len(inbox) > self.MAX_BACKLOG and not self._stop.is_set():
+            time.sleep(0.005)
+        inbox.extend(batch)
+
+
+class LiveSource(EventSource):
+    """Runs training: creates the RunSession on the app's loop and forwards its bus to the inbox."""
+
+    kind = "live"
+    live = True
+
+    def __init__(self, config: Any, *, output_dir: str | os.PathLike[str] | None = None) -> None:
+        self.config = config
+        self.output_dir = output_dir
+        self.session: Any = None
+        self.outcome: str | None = None
+        self.error: str | None = None
+        self._closed = False
+
+    async def start(self, inbox: deque[Event]) -> None:
+        from kbert_tui.session import RunSession
+
+        self.session = RunSession(self.config, output_dir=self.output_dir)
+        await self.session.start(subscribers=[("*", inbox.append)])
+        self.events_path = Path(self.session.events_path) if self.session.events_path else None
+
+    async def wait(self) -> str:
+        self.outcome = await self.session.wait()
+        return self.outcome
+
+    @property
+    def bus(self) -> Any:
+        return None if self.session is None else self.session.bus
+
+    async def emit_control(self, name: str, data: dict[str, Any]) -> None:
+        if self.session is None:
+            return
+        await self.session.bus.emit(name, data, source="tui", correlation_id=self.session.run_id)
+
+    async def close(self) -> None:
+        if self._closed or self.session is None:
+            return
+        self._closed = True
+        await self.session.close()
+
+    def describe(self) -> str:
+        where = f" → {self.events_path}" if self.events_path else ""
+        return f"live{where}"
