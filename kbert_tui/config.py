@@ -133,6 +133,8 @@ class SystemSection:
     interval_s: float = 1.0
     gpu: bool = True
     thresholds: SystemThresholds = field(default_factory=SystemThresholds)
+    hysteresis: float = 0.05  # a warning clears below threshold * (1 - hysteresis)
+    sustain_samples: int = 3  # samples in a row at/over a threshold before it warns
 
 
 @dataclass(frozen=True)
@@ -475,6 +477,8 @@ def _parse_system(t: _Reader) -> SystemSection:
         interval_s=t.float("interval_s", d.interval_s, minimum=0.01, maximum=3600.0),
         gpu=t.bool("gpu", d.gpu),
         thresholds=thresholds,
+        hysteresis=t.float("hysteresis", d.hysteresis, minimum=0.0, maximum=0.5),
+        sustain_samples=t.int("sustain_samples", d.sustain_samples, minimum=1, maximum=1000),
     )
     t.done()
     return section
@@ -488,6 +492,9 @@ def _parse_plugins(t: _Reader) -> tuple[PluginSpec, ...]:
         if plugin is None:
             raise p.fail("plugin", 'a plugin name: an entry-point name or "package.module:Class"')
         enabled = p.bool("enabled", True)
+        # timeout_s / max_errors belong to the PluginManager (per-call limit, error budget); checked here.
+        p.float("timeout_s", 5.0, minimum=0.0, exclusive_min=True)
+        p.int("max_errors", 5, minimum=1)
         options = {k: v for k, v in p.table.items() if k not in ("plugin", "enabled")}
         specs.append(PluginSpec(instance_name, plugin, enabled, options))
     t.done()

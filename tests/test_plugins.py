@@ -297,3 +297,27 @@ async def test_plugin_used_without_a_manager(recording_bus):
     await plugin.release()
     assert plugin.pings == 1 and plugin.subscription_ids == ()
     assert recording_bus.assert_emitted("demo.pong")[0].source == "plugin:echo"
+
+
+def test_plugin_tables_from_toml(tmp_path):
+    from kbert_tui.config import ConfigError, load_config
+
+    path = tmp_path / "run.toml"
+    path.write_text('[plugins.stop]\nplugin = "early_stopping"\npatience = 2\ntimeout_s = 1.5\n'
+                    '[plugins.csv]\nplugin = "metrics_csv"\nenabled = false\n')
+    specs = load_config(path).plugins
+    assert [(s.instance_name, s.plugin, s.enabled, dict(s.options)) for s in specs] == [
+        ("stop", "early_stopping", True, {"patience": 2, "timeout_s": 1.5}),
+        ("csv", "metrics_csv", False, {}),
+    ]
+    manager = PluginManager(None, specs)
+    slot = manager._slots["stop"]
+    assert slot.timeout_s == 1.5 and slot.config == {"patience": 2} and "csv" not in manager._slots
+
+    for bad, message in (('timeout_s = 0', r"plugins\.x\.timeout_s: expected a number > 0"),
+                         ('max_errors = "3"', r"plugins\.x\.max_errors: expected an integer >= 1"),
+                         ('enabled = true', r"plugins\.x\.plugin")):
+        plugin_line = '' if "enabled" in bad else 'plugin = "best_model"\n'
+        path.write_text(f"[plugins.x]\n{plugin_line}{bad}\n")
+        with pytest.raises(ConfigError, match=message):
+            load_config(path)

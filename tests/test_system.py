@@ -281,3 +281,24 @@ async def test_a_failing_probe_is_reported_once_and_the_rest_go_on(recording_bus
     err = recording_bus.assert_emitted("system.sampler_error", count=1)[0].data
     assert err == {"probe": "disk", "error": "OSError: stale NFS handle"}
     assert len(recording_bus.emitted("system.memory_usage")) == 2
+
+
+def test_system_section_from_toml_reaches_the_sampler(tmp_path, recording_bus):
+    from kbert_tui.config import ConfigError, load_config
+
+    path = tmp_path / "run.toml"
+    path.write_text("[system]\ninterval_s = 0.25\ngpu = false\nhysteresis = 0.1\nsustain_samples = 2\n"
+                    "[system.thresholds]\ncpu_percent = 80\ndata_load_share = 0.3\n")
+    config = load_config(path)
+    sampler = SystemSampler(recording_bus, config.system, tmp_path)
+    assert sampler.interval_s == 0.25 and not sampler.gpu_enabled
+    assert sampler.monitor.hysteresis == 0.1 and sampler.monitor.sustain == 2
+    assert sampler.monitor.limits[("cpu", "cpu_percent")] == 80.0
+    assert sampler.detector.settings.data_load_share == 0.3
+
+    path.write_text("[system]\nsustain_samples = 0\n")
+    with pytest.raises(ConfigError, match=r"system\.sustain_samples: expected an integer >= 1"):
+        load_config(path)
+    path.write_text("[system.thresholds]\ncpu = 80\n")
+    with pytest.raises(ConfigError, match=r"system\.thresholds\.cpu: unknown key"):
+        load_config(path)
