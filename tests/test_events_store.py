@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from kbert_tui.events import Event, EventBus, EventQuery
-from kbert_tui.events._codec import decode_event, encode_event, to_json
+from kbert_tui.events._codec import decode_event, encode_event, encode_event_bytes, to_json
 from kbert_tui.events.store import JsonlStore, read_events, segment_paths
 
 
@@ -94,8 +94,23 @@ def test_values_json_cannot_hold_are_converted():
 
 
 def test_lines_are_strict_json():
-    line = encode_event(Event("x", {"v": float("nan")}))
-    json.loads(line, parse_constant=lambda c: pytest.fail(f"non-strict constant {c}"))
+    for line in (encode_event(Event("x", {"v": float("nan")})), encode_event_bytes(Event("x", {"v": float("nan")}))):
+        record = json.loads(line, parse_constant=lambda c: pytest.fail(f"non-strict constant {c}"))
+        assert record["data"]["v"] == "NaN"
+
+
+@pytest.mark.parametrize("data", [
+    {"plain": 1, "f": 0.1, "s": "ü", "nested": {"l": [1, 2.5, "x"]}},
+    {"none": None, "nan": float("nan"), "inf": float("-inf")},
+    {"np": np.float64(2.5), "npi": np.int32(3), "arr": np.ones(3), "when": datetime(2026, 1, 1)},
+    {"big": 2**80, "set": {1}, "path": Path("p"), "key": {1: "int key"}},
+    {"text": "null", "surrogate": "\udcff"},
+])
+def test_fast_and_exact_encoders_agree(data):
+    event = Event("x.y", data, source="s", correlation_id=None, metadata={"m": [1]})
+    fast = json.loads(encode_event_bytes(event))
+    exact = json.loads(encode_event(event))
+    assert fast == exact
 
 
 def test_circular_data_does_not_break_emission():
@@ -252,3 +267,17 @@ def test_query_prefilter_does_not_miss_foreign_lines(tmp_path):
 def test_store_rejects_nonpositive_size(tmp_path):
     with pytest.raises(ValueError):
         JsonlStore(tmp_path / "x.jsonl", max_file_size_mb=0)
+
+
+def test_query_numbers_match_by_value_not_by_text(tmp_path):
+    path = tmp_path / "events.jsonl"
+    values = ["5", "5.0", "5e0", "50", "5.5", "15", "-5", "true", '"5"']
+    path.write_text("".join(
+        f'{{"name":"n","timestamp":"2026-01-01T00:00:00Z","data":{{"epoch":{v},"k":{i}}}}}\n'
+        for i, v in enumerate(values)))
+    found = EventQuery().data_contains({"epoch": 5}).run(read_events(path).raw_lines())
+    assert [e.data["k"] for e in found] == [0, 1, 2]
+    found = EventQuery().data_contains({"epoch": True}).run(read_events(path).raw_lines())
+    assert [e.data["k"] for e in found] == [7]
+    found = EventQuery().data_contains({"epoch": -5}).run(read_events(path).raw_lines())
+    assert [e.data["k"] for e in found] == [6]

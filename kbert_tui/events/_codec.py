@@ -7,11 +7,17 @@ import enum
 import json
 import math
 import traceback
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import PurePath
 from typing import Any
 
 from ._event import Event, new_event_id
+
+try:  # orjson encodes ~7x and parses ~3x faster than the standard library; optional.
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - exercised by the stdlib fallback tests
+    _orjson = None
 
 _MAX_ARRAY_ITEMS = 1024
 _MAX_DEPTH = 32
@@ -132,8 +138,55 @@ def jsonable(value: Any) -> Any:
     return json.loads(to_json(value))
 
 
+_quoted: dict[str, str] = {}
+
+
+def _quote_cached(text: str) -> str:
+    # Names, sources and correlation ids repeat: quote each once.
+    quoted = _quoted.get(text)
+    if quoted is None:
+        quoted = encode_basestring(text)
+        if len(_quoted) < 50_000:
+            _quoted[text] = quoted
+    return quoted
+
+
+def encode_event_bytes(event: Event) -> bytes:
+    """One JSONL line for `event` as UTF-8 bytes, with the trailing newline."""
+    if _orjson is not None:
+        try:
+            line = _orjson.dumps(
+                {"id": event.id, "name": event.name, "timestamp": event.timestamp, "source": event.source,
+                 "correlation_id": event.correlation_id, "data": event.data, "metadata": event.metadata},
+                default=_default,
+                option=_orjson.OPT_APPEND_NEWLINE,
+            )
+            # orjson writes NaN/inf as null; any null we didn't put there sends the event down the
+            # exact path, which spells them "NaN"/"Infinity" (None values in data also take that path).
+            if line.count(b"null") == (event.correlation_id is None):
+                return line
+        except (TypeError, ValueError):
+            pass
+    return encode_event(event).encode("utf-8", "backslashreplace")
+
+
 def encode_event(event: Event) -> str:
-    """One JSONL line for `event`, with the trailing newline."""
+    """One JSONL line for `event`, with the trailing newline (the exact, standard-library path)."""
+    try:
+        corr = event.correlation_id
+        metadata = event.metadata
+        return "".join((
+            '{"id":', encode_basestring(event.id),
+            ',"name":', _quote_cached(event.name),
+            ',"timestamp":"', event.timestamp.isoformat(),
+            '","source":', _quote_cached(event.source),
+            ',"correlation_id":', "null" if corr is None else _quote_cached(corr),
+            ',"data":', to_json(event.data),
+            ',"metadata":', to_json(metadata) if metadata else "{}",
+            "}\n",
+        ))
+    except (TypeError, AttributeError):  # hand-built events with odd field types
+        pass
     return to_json({
         "id": event.id,
         "name": event.name,
@@ -149,10 +202,20 @@ class MalformedLine(ValueError):
     """A line that isn't a readable event."""
 
 
+def loads(line: str | bytes) -> Any:
+    """Parse one JSON document (fast path via orjson; NaN literals of other writers still accepted)."""
+    if _orjson is not None:
+        try:
+            return _orjson.loads(line)
+        except ValueError:
+            pass
+    return json.loads(line)
+
+
 def decode_event(line: str | bytes) -> Event:
     """Parse one JSONL line; accepts minimal lines holding only name, timestamp and data."""
     try:
-        raw = json.loads(line)
+        raw = loads(line)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedLine(f"not JSON: {exc}") from None
     return event_from_dict(raw)

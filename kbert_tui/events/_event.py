@@ -41,7 +41,7 @@ def utcnow() -> datetime:
     return datetime.now(_UTC)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Event:
     """Something that happened: a dotted name, its data, when, where from, and how it relates."""
 
@@ -52,6 +52,30 @@ class Event:
     correlation_id: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     id: str = field(default_factory=new_event_id)
+
+    @classmethod
+    def _build(
+        cls,
+        name: str,
+        data: dict[str, Any],
+        timestamp: datetime,
+        source: str,
+        correlation_id: str | None,
+        metadata: dict[str, Any],
+        event_id: str,
+        _new: Any = object.__new__,
+    ) -> Event:
+        # The bus's hot path: a frozen dataclass's __init__ costs ~0.8 µs, filling __dict__ ~0.3 µs.
+        event = _new(cls)
+        fields = event.__dict__
+        fields["name"] = name
+        fields["data"] = data
+        fields["timestamp"] = timestamp
+        fields["source"] = source
+        fields["correlation_id"] = correlation_id
+        fields["metadata"] = metadata
+        fields["id"] = event_id
+        return event
 
     @property
     def category(self) -> str:

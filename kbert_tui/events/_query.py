@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from ._codec import MalformedLine, decode_event
+from ._codec import event_from_dict, loads
 from ._event import Event
 from ._patterns import compile_pattern, validate_pattern
 
 
 def contains(actual: Any, expected: Any) -> bool:
     """Nested subset match: every key of `expected` is in `actual` with a containing value."""
+    if isinstance(expected, bool) or isinstance(actual, bool):
+        return type(expected) is type(actual) and expected == actual  # True is not 1 here
     if isinstance(expected, dict):
         if not isinstance(actual, dict):
             return False
@@ -45,7 +48,21 @@ def _needles(expected: Any) -> list[bytes]:
         found.append(json.dumps(expected).encode())
     elif _plain(expected):
         found.append(b'"%s"' % expected.encode())
-    # Numbers may be written as 5, 5.0 or 5e0: no safe needle.
+    # Numbers may be written as 5, 5.0 or 5e0: see _number_patterns.
+    return found
+
+
+def _number_patterns(expected: Any) -> list[re.Pattern[bytes]]:
+    """For each `"key": <int>` leaf, a regex that any JSON spelling of that pair matches."""
+    found: list[re.Pattern[bytes]] = []
+    if isinstance(expected, dict):
+        for key, value in expected.items():
+            if isinstance(value, int) and not isinstance(value, bool) and _plain(key):
+                found.append(re.compile(
+                    rb'"%s"\s*:\s*%s(?:\.0*)?(?:[eE]\+?0+)?(?![\d.eE])' % (re.escape(key.encode()), str(value).encode())
+                ))
+            else:
+                found.extend(_number_patterns(value))
     return found
 
 
@@ -118,10 +135,14 @@ class EventQuery:
         if self._sources is not None and len(self._sources) == 1 and _plain(source := next(iter(self._sources))):
             needles.append(b'"%s"' % source.encode())
         name_checks = [compile_pattern(p) for p in self._patterns]
+        numbers = _number_patterns(self._data)
 
         def keep(line: bytes) -> bool:
             for needle in needles:
                 if needle not in line:
+                    return False
+            for number in numbers:
+                if number.search(line) is None:
                     return False
             if name_checks:
                 name = _peek_name(line)
@@ -145,8 +166,12 @@ class EventQuery:
             if not keep(line):
                 continue
             try:
-                event = decode_event(line)
-            except MalformedLine as exc:
+                raw = loads(line)
+                # cheap checks on the parsed dict before building an Event
+                if isinstance(raw, dict) and self._data and not contains(raw.get("data"), self._data):
+                    continue
+                event = event_from_dict(raw)
+            except (ValueError, UnicodeDecodeError) as exc:  # MalformedLine is a ValueError
                 if on_malformed:
                     on_malformed(str(exc))
                 continue

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
-from ._codec import MalformedLine, decode_event, encode_event
+from ._codec import MalformedLine, decode_event, encode_event_bytes
 from ._event import Event
 
 __all__ = ["JsonlStore", "EventLogReader", "read_events", "segment_paths"]
@@ -224,7 +224,7 @@ class JsonlStore:
         size = self._size
         limit = self.max_bytes
         for event in batch:
-            line = encode_event(event).encode("utf-8", "backslashreplace")
+            line = encode_event_bytes(event)
             if size and size + len(line) > limit:
                 self._write(chunks)
                 chunks = []
