@@ -321,3 +321,36 @@ def test_plugin_tables_from_toml(tmp_path):
         path.write_text(f"[plugins.x]\n{plugin_line}{bad}\n")
         with pytest.raises(ConfigError, match=message):
             load_config(path)
+
+
+class LossSpikeAlarm(PluginPort):
+    """The example of docs/plugins.md, kept here so the documented code is known to work."""
+
+    name = "loss_spike"
+    version = "1.0.0"
+    capabilities = ("monitoring",)
+
+    async def initialize(self) -> None:
+        self.factor = float(self.config.get("factor", 3.0))
+        self.mean = None
+        await self.subscribe("training.batch_completed", self.on_batch)
+
+    async def on_batch(self, event) -> None:
+        loss = event.data["loss"]
+        if self.mean is not None and loss > self.factor * self.mean:
+            await self.emit("loss_spike.detected", {"step": event.data["step"], "loss": loss,
+                                                    "mean": self.mean},
+                            correlation_id=event.correlation_id)
+        self.mean = loss if self.mean is None else 0.98 * self.mean + 0.02 * loss
+
+
+async def test_the_documented_example(recording_bus):
+    manager = PluginManager(recording_bus, {"alarm": {"plugin": LossSpikeAlarm, "factor": 2.0}}, run_id="run-1")
+    await manager.start()
+    for step, loss in enumerate([1.0, 1.0, 5.0], start=1):
+        await recording_bus.emit("training.batch_completed", {"step": step, "loss": loss}, correlation_id="run-1")
+    await recording_bus.flush()
+    await manager.close()
+    recording_bus.assert_emitted("loss_spike.detected", count=1, step=3)
+    recording_bus.assert_emitted("plugin.activated", count=1, plugin_name="alarm")
+    recording_bus.assert_not_emitted("plugin.error")
