@@ -12,7 +12,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 PAD_ID = 0
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
 
 Emit = Callable[..., None]
 
@@ -41,7 +41,15 @@ def train_wordpiece(texts: Sequence[str], vocab_size: int) -> Tokenizer:
     tokenizer.decoder = decoders.WordPiece()
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
     tokenizer.train_from_iterator(texts, trainer)
-    return _finish(tokenizer)
+    return _finish(_canonical(tokenizer))
+
+
+def _canonical(tokenizer: Tokenizer) -> Tokenizer:
+    """Renumber the vocabulary (specials first, then sorted) so ids don't depend on the trainer's hash order."""
+    vocab = tokenizer.get_vocab()
+    ordered = SPECIAL_TOKENS + sorted(t for t in vocab if t not in SPECIAL_TOKENS)
+    tokenizer.model = models.WordPiece({t: i for i, t in enumerate(ordered)}, unk_token="[UNK]")
+    return tokenizer
 
 
 def _finish(tokenizer: Tokenizer) -> Tokenizer:

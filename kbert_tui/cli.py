@@ -1,0 +1,204 @@
+"""`kbert-tui run | replay | init`: the command line.
+
+Exit status: 0 success, 1 training failed, 2 bad input (config, data, arguments), 130 interrupted.
+Bad input prints one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from kbert_tui import __version__
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+_BAD_INPUT_ERRORS = {"DataError", "ConfigError"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kbert-tui",
+        description="Train a BERT-style text classifier with MLX and watch every event it emits.",
+    )
+    parser.add_argument("--version", action="version", version=f"kbert-tui {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser("run", help="train from a config file (or the built-in demo)",
+                              description="Train from CONFIG (TOML); without it, the built-in demo.")
+    run.add_argument("config", nargs="?", metavar="CONFIG", help="a TOML config file (see `kbert-tui init`)")
+    run.add_argument("--headless", action="store_true", help="no TUI: a line per epoch, events in the log file")
+    run.add_argument("--output-dir", metavar="DIR", help="where the events, checkpoints and predictions go")
+
+    replay = commands.add_parser("replay", help="show a recorded run (an events.jsonl) in the monitor",
+                                 description="Replay PATH (and its rotated segments) into the monitor.")
+    replay.add_argument("path", metavar="PATH", help="an events.jsonl written by `kbert-tui run`")
+    replay.add_argument("--speed", type=_positive_float, metavar="X",
+                        help="play back at X times the recorded pace (default: load as fast as possible)")
+
+    init = commands.add_parser("init", help="write a commented example config that runs as is",
+                               description="Write a commented example config (the built-in demo's settings).")
+    init.add_argument("path", nargs="?", default="kbert-tui.toml", metavar="PATH",
+                      help="the file to write (default: kbert-tui.toml)")
+    init.add_argument("--force", action="store_true", help="overwrite PATH if it exists")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse: --help / --version exit 0, a usage error exits 2
+        return int(exit_.code or 0)
+    if args.command == "run":
+        return _run(args)
+    if args.command == "init":
+        return _init(args)
+    if args.command == "replay":
+        return _replay(args)
+    parser.print_help()
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- init
+
+
+def _init(args: argparse.Namespace) -> int:
+    from kbert_tui.config import EXAMPLE_CONFIG
+
+    path = Path(args.path).expanduser()
+    if path.exists() and not args.force:
+        return _error(f"{path} already exists (use --force to overwrite)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(EXAMPLE_CONFIG.format(filename=path.name), encoding="utf-8")
+    except OSError as error:
+        return _error(f"cannot write {path}: {error.strerror or error}")
+    print(f"wrote {path}; run it with: kbert-tui run {path}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- run
+
+
+def _run(args: argparse.Namespace) -> int:
+    from kbert_tui.config import ConfigError, default_config, load_config
+
+    try:
+        config = load_config(args.config) if args.config else default_config()
+    except ConfigError as error:
+        return _error(str(error))
+    if args.output_dir is not None:
+        out = Path(args.output_dir).expanduser()
+        if out.exists() and not out.is_dir():
+            return _error(f"--output-dir: {out} exists and is not a directory")
+    # The TUI branch (tui engineer): open the app unless --headless or stdout is not a terminal.
+    if not args.headless:
+        if sys.stdout.isatty():
+            return _run_tui(config, args.output_dir)
+        print("stdout is not a terminal: running headless", file=sys.stderr, flush=True)
+    return _run_headless(config, args.output_dir)
+
+
+def _run_tui(config: Any, output_dir: str | None) -> int:
+    from kbert_tui.training import BLAS  # loads OpenBLAS before MLX
+    from kbert_tui.tui import monitor_run
+
+    try:
+        code = monitor_run(config, output_dir=output_dir, bad_input_errors=_BAD_INPUT_ERRORS)
+    except KeyboardInterrupt:
+        print("interrupted; the run was stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if BLAS.hint:
+        print(f"note: {BLAS.hint}", file=sys.stderr)
+    return code
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from kbert_tui.tui import open_replay, replay_headless, run_replay
+
+    try:
+        source = open_replay(args.path, speed=args.speed)
+    except OSError as error:
+        return _error(f"cannot replay {args.path}: {error.strerror or error}")
+    if not sys.stdout.isatty():
+        print("stdout is not a terminal: printing a summary instead of opening the monitor", file=sys.stderr)
+        return replay_headless(source)
+    return run_replay(source)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _run_headless(config: Any, output_dir: str | None) -> int:
+    from kbert_tui.session import RunSession
+
+    session = RunSession(config, output_dir=output_dir)
+    try:
+        return asyncio.run(_headless(session))
+    except KeyboardInterrupt:
+        print("interrupted; the run was stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as error:
+        return _error(f"{error.filename or session.output_dir}: {error.strerror or error}")
+
+
+async def _headless(session: Any) -> int:
+    from kbert_tui.training import BLAS  # loads OpenBLAS before MLX
+
+    if BLAS.hint:
+        print(f"note: {BLAS.hint}", file=sys.stderr)
+    try:
+        await session.start()
+        assert session.bus is not None
+        session.bus.subscribe_sync("training.*", _print_progress)
+        print(f"run {session.run_id}: events → {session.events_path}", flush=True)
+        outcome = await session.wait()
+    except asyncio.CancelledError:
+        outcome = "stopped"
+    finally:
+        await session.close()
+    if outcome == "completed":
+        print(f"done: {session.output_dir}", flush=True)
+        return EXIT_OK
+    failure = session.failure or {}
+    if failure:
+        print(f"error: {failure.get('error')}", file=sys.stderr)
+        if failure.get("error_type") in _BAD_INPUT_ERRORS:
+            return EXIT_BAD_INPUT
+    return EXIT_FAILED if outcome == "failed" else EXIT_INTERRUPTED
+
+
+def _print_progress(event: Any) -> None:
+    d = event.data
+    if event.name == "training.started":
+        print(f"training {d['model_type']} ({d['num_parameters']:,} parameters) on {d['device']}, "
+              f"BLAS {d['blas']['name']}: {d['total_epochs']} epochs × {d['steps_per_epoch']} steps", flush=True)
+    elif event.name == "training.epoch_completed":
+        m = d["metrics"]
+        print(f"epoch {d['epoch']}: train_loss {_num(m.get('train_loss'))}  val_loss {_num(m.get('val_loss'))}  "
+              f"val_acc {_num(m.get('val_accuracy'))}  val_f1 {_num(m.get('val_f1'))}  "
+              f"({d['duration']:.1f} s, {_num(m.get('samples_per_sec'), 0)} samples/s)", flush=True)
+    elif event.name == "training.completed":
+        extra = f"; predictions → {d['predictions_path']}" if d.get("predictions_path") else ""
+        print(f"completed in {d['total_duration']:.1f} s{extra}", flush=True)
+    elif event.name == "training.stopped":
+        print(f"stopped at step {d['step']} ({d['reason']}); checkpoint → {d['checkpoint_path']}", flush=True)
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _error(message: str) -> int:
+    print(f"kbert-tui: error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT

@@ -1,0 +1,194 @@
+"""One training run and everything around it: bus, event log, system sampler, plugins, worker.
+
+Headless mode and the TUI both drive a run through this class::
+
+    session = RunSession(config, output_dir=None)
+    await session.start()            # bus + log, sampler, plugins, worker thread
+    outcome = await session.wait()   # "completed" | "failed" | "stopped"
+    await session.close()            # stops what still runs, flushes and closes the bus
+
+Control goes through events (`control.pause_requested` / `control.resume_requested` /
+`control.stop_requested`), so a plugin or the TUI can steer the run by emitting; the
+`request_*` methods just emit those.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from kbert_tui.config import RunConfig
+from kbert_tui.events import Event, EventBus
+
+__all__ = ["RunSession", "make_run_id"]
+
+
+def make_run_id(name: str) -> str:
+    """`<name>-<UTC yyyymmdd-hhmmss>-<4 hex>`: sortable and unique enough across machines."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)[:40] or "run"
+    return f"{safe}-{stamp}-{secrets.token_hex(2)}"
+
+
+class RunSession:
+    def __init__(self, config: RunConfig, *, output_dir: str | Path | None = None) -> None:
+        self.config = config
+        self.run_id = make_run_id(config.run.name)
+        if output_dir is not None:
+            self.output_dir = Path(output_dir).expanduser().resolve()
+        elif config.run.output_dir is not None:
+            self.output_dir = Path(config.run.output_dir)
+        else:
+            self.output_dir = (Path("runs") / self.run_id).resolve()
+        events_path = config.events.path
+        if events_path is None:
+            self.events_path = self.output_dir / "events.jsonl"
+        else:
+            self.events_path = events_path if events_path.is_absolute() else self.output_dir / events_path
+        self.bus: EventBus | None = None
+        self.outcome: str | None = None
+        self.worker: Any = None
+        self.sampler: Any = None  # owned by system+plugins (see _start_system)
+        self.plugins: Any = None  # owned by system+plugins (see _start_plugins)
+        self._done: asyncio.Event | None = None
+        self._control_sub: str | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Create the bus and log, start the sampler and plugins, then the training worker."""
+        # Imported here so `import kbert_tui.session` stays cheap and MLX loads after OpenBLAS.
+        from kbert_tui.training import TrainingWorker
+
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.events_path.parent.mkdir(parents=True, exist_ok=True)
+        self.bus = EventBus(
+            enable_persistence=True,
+            persistence_path=str(self.events_path),
+            max_file_size_mb=self.config.events.max_file_size_mb,
+        )
+        self._control_sub = await self.bus.subscribe("control.*", self._on_control)
+        await self._start_system()
+        await self._start_plugins()
+        loop = asyncio.get_running_loop()
+        self._done = asyncio.Event()
+
+        def finished(outcome: str) -> None:
+            self.outcome = outcome
+            try:
+                loop.call_soon_threadsafe(self._done.set)  # type: ignore[union-attr]
+            except RuntimeError:
+                pass  # the loop is gone; close() will not wait on it
+
+        self.worker = TrainingWorker(
+            self.config, self.bus, run_id=self.run_id, output_dir=self.output_dir, on_done=finished
+        )
+        self.worker.start()
+
+    async def wait(self) -> str:
+        """Wait for the run to end by itself (or by a stop request); return its outcome."""
+        if self._done is None:
+            raise RuntimeError("RunSession.wait() before start()")
+        await self._done.wait()
+        assert self.bus is not None
+        await self.bus.flush()
+        return self.outcome or "failed"
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None and self.worker.alive
+
+    @property
+    def failure(self) -> dict[str, Any] | None:
+        """training.failed's payload when the run failed (error, error_type, traceback, epoch, step)."""
+        return self.worker.failure if self.worker is not None else None
+
+    @property
+    def final_metrics(self) -> dict[str, Any] | None:
+        return self.worker.final_metrics if self.worker is not None else None
+
+    async def close(self) -> None:
+        """Stop whatever still runs (a live run is stopped and checkpointed), then flush and close. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.worker is not None and self.worker.alive:
+            self.worker.control.request_stop("session closed", "session")
+            await asyncio.get_running_loop().run_in_executor(None, self.worker.join)
+        await self._stop_plugins()
+        await self._stop_system()
+        if self.bus is not None:
+            if self._control_sub is not None:
+                await self.bus.unsubscribe(self._control_sub)
+            await self.bus.shutdown()
+
+    async def __aenter__(self) -> RunSession:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ control
+
+    def request_pause(self, requested_by: str = "user", *, source: str = "cli") -> None:
+        self._emit_control("control.pause_requested", {"requested_by": requested_by}, source)
+
+    def request_resume(self, requested_by: str = "user", *, source: str = "cli") -> None:
+        self._emit_control("control.resume_requested", {"requested_by": requested_by}, source)
+
+    def request_stop(self, reason: str = "user", requested_by: str = "user", *, source: str = "cli") -> None:
+        self._emit_control("control.stop_requested", {"reason": reason, "requested_by": requested_by}, source)
+
+    def _emit_control(self, name: str, data: dict[str, Any], source: str) -> None:
+        if self.bus is None:
+            raise RuntimeError(f"{name} before RunSession.start()")
+        self.bus.emit_sync(name, data, source=source, correlation_id=self.run_id)
+
+    def _on_control(self, event: Event) -> None:
+        if self.worker is None or (event.correlation_id not in (None, self.run_id)):
+            return
+        control = self.worker.control
+        if event.name == "control.pause_requested":
+            control.request_pause()
+        elif event.name == "control.resume_requested":
+            control.request_resume()
+        elif event.name == "control.stop_requested":
+            control.request_stop(str(event.data.get("reason", "user")), str(event.data.get("requested_by", "user")))
+
+    # ------------------------------------------------------------------ hooks (owned by system+plugins)
+    # --- HOOK: system sampler (kbert_tui.system) — filled in by the system+plugins engineer ---
+
+    async def _start_system(self) -> None:
+        """Start the system sampler on this loop (config.system, self.bus, self.output_dir, self.run_id)."""
+        if not self.config.system.enabled:
+            return
+        from kbert_tui.system import SystemSampler
+
+        self.sampler = SystemSampler(self.bus, self.config.system, self.output_dir, correlation_id=self.run_id)
+        await self.sampler.start()
+
+    async def _stop_system(self) -> None:
+        """Stop the system sampler; must be safe when it never started."""
+        if self.sampler is not None:
+            await self.sampler.stop()
+
+    # --- HOOK: plugin manager (kbert_tui.plugins) — filled in by the system+plugins engineer ---
+
+    async def _start_plugins(self) -> None:
+        """Load and initialize config.plugins on this bus (before the worker starts)."""
+        if not self.config.plugins:
+            return
+        from kbert_tui.plugins import PluginManager
+
+        self.plugins = PluginManager(self.bus, self.config.plugins, output_dir=self.output_dir, run_id=self.run_id)
+        await self.plugins.start()  # a failing plugin is reported (plugin.error) and set aside, never raised
+
+    async def _stop_plugins(self) -> None:
+        """Clean up every plugin; must be safe when none started."""
+        if self.plugins is not None:
+            await self.plugins.close()
