@@ -470,3 +470,27 @@ async def test_non_dict_data_is_wrapped():
     await bus.emit("x", 5)  # type: ignore[arg-type]
     await bus.emit("y", None)
     assert bus.events[0].data == {"value": 5} and bus.events[1].data == {}
+
+
+async def test_fixtures_come_from_the_installed_pytest_plugin(recording_bus, event_bus):
+    await recording_bus.emit("training.started", {"run_id": "r"})
+    recording_bus.assert_emitted("training.*", count=1, run_id="r")
+    with pytest.raises(AssertionError, match="expected 2 event"):
+        recording_bus.assert_emitted("training.*", count=2)
+    assert isinstance(event_bus, EventBus) and not isinstance(event_bus, RecordingBus)
+
+
+def test_a_users_suite_gets_the_fixtures(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "test_user.py").write_text(
+        "async def test_mine(recording_bus):\n"
+        "    await recording_bus.emit('plugin.activated', {'plugin_name': 'mine'})\n"
+        "    recording_bus.assert_emitted('plugin.*', count=1, plugin_name='mine')\n"
+    )
+    (tmp_path / "pytest.ini").write_text("[pytest]\nasyncio_mode = auto\n")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
