@@ -22,13 +22,26 @@ def _pip(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def hello_installed():
-    """Install the distribution into this interpreter's environment; uninstall afterwards."""
+def hello_installed(tmp_path_factory):
+    """Install the distribution into this interpreter's environment; uninstall afterwards.
+
+    Where the environment refuses (an externally managed Python), install it into a folder put on
+    sys.path instead: entry points are found the same way.
+    """
     done = _pip("install", "--no-deps", "--no-build-isolation", "--no-index", str(DIST))
-    assert done.returncode == 0, done.stderr
+    target = None
+    if done.returncode != 0:
+        assert "externally-managed" in done.stderr, done.stderr
+        target = tmp_path_factory.mktemp("site")
+        done = _pip("install", "--no-deps", "--no-build-isolation", "--no-index", "--target", str(target), str(DIST))
+        assert done.returncode == 0, done.stderr
+        sys.path.insert(0, str(target))
     importlib.invalidate_caches()
     yield
-    _pip("uninstall", "-y", DIST_NAME)
+    if target is None:
+        _pip("uninstall", "-y", DIST_NAME)
+    else:
+        sys.path.remove(str(target))
     for name in [m for m in sys.modules if m.startswith("kbert_hello_plugin")]:
         del sys.modules[name]
     importlib.invalidate_caches()
