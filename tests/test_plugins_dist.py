@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kbert_tui.plugins import ENTRY_POINT_GROUP, PluginManager, resolve_plugin
+from kbert_tui.plugins import BUILTIN_PLUGINS, ENTRY_POINT_GROUP, PluginManager, resolve_plugin
 
 DIST = Path(__file__).parent / "plugin_dist"
 DIST_NAME = "kbert-tui-hello-plugin"
@@ -70,3 +70,17 @@ async def test_installed_plugin_loads_runs_and_cleans_up(hello_installed, record
     recording_bus.assert_emitted("hello.goodbye", count=1, epochs_seen=2)
     recording_bus.assert_order("plugin.activated", "hello.epoch", "hello.goodbye", "plugin.deactivated")
     recording_bus.assert_not_emitted("plugin.error")
+
+
+def test_builtins_are_registered_as_entry_points_in_pyproject():
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"]
+    registered = project.get("entry-points", {}).get(ENTRY_POINT_GROUP, {})
+    assert registered == BUILTIN_PLUGINS, (
+        f'pyproject.toml [project.entry-points."{ENTRY_POINT_GROUP}"] should list the built-ins: {BUILTIN_PLUGINS}'
+    )
+    installed = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)
+                 if ep.dist is not None and ep.dist.name == "kbert-tui"}
+    if installed:  # an install older than the pyproject lines has none; `pip install -e .` refreshes them
+        assert installed == BUILTIN_PLUGINS
