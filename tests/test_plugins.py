@@ -354,3 +354,21 @@ async def test_the_documented_example(recording_bus):
     recording_bus.assert_emitted("loss_spike.detected", count=1, step=3)
     recording_bus.assert_emitted("plugin.activated", count=1, plugin_name="alarm")
     recording_bus.assert_not_emitted("plugin.error")
+
+
+async def test_a_blocking_sync_handler_counts_as_an_error(recording_bus):
+    import time
+
+    class Blocking(PluginPort):
+        async def initialize(self) -> None:
+            await self.subscribe("demo.ping", self.on_ping)
+
+        def on_ping(self, event) -> None:
+            time.sleep(0.03)  # blocks the loop: cannot be interrupted, only reported
+
+    manager = PluginManager(recording_bus, {"b": {"plugin": Blocking, "timeout_s": 0.01, "max_errors": 1}})
+    await manager.start()
+    await _ping(recording_bus, 2)
+    await manager.close()
+    err = recording_bus.assert_emitted("plugin.error", count=1, plugin_name="b")[0].data
+    assert "blocked the loop" in err["error"] and err["fatal"] is True

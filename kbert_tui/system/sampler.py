@@ -203,7 +203,7 @@ class SystemSampler:
 
     def _mlx(self) -> tuple[str, dict[str, Any], list[tuple[str, str, float]]] | None:
         mx = sys.modules.get("mlx.core")
-        if mx is None:  # the worker has not imported MLX yet
+        if mx is None or not hasattr(mx, "get_cache_memory"):  # not imported yet, or mid-import in the worker
             return None
         data = {
             "active_mb": round(mx.get_active_memory() / _MB, 2),
