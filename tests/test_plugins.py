@@ -124,7 +124,7 @@ async def test_lifecycle_events_in_order_with_payloads(recording_bus, tmp_path):
     assert [p.data["n"] for p in pongs] == [1, 2]
     assert pongs[0].source == "plugin:mine" and pongs[0].correlation_id == "run-1"
     # cleanup undid the subscription: pings after close reach nobody
-    assert echo.subscription_ids == ()
+    assert echo.subscription_ids == []
     await _ping(recording_bus)
     assert len(recording_bus.emitted("demo.pong")) == 2
 
@@ -266,7 +266,7 @@ async def test_cleanup_that_raises_is_reported_and_shutdown_goes_on(recording_bu
     err = recording_bus.assert_emitted("plugin.error", count=1, plugin_name="x")[0].data
     assert err["stage"] == "cleanup" and err["error"] == "OSError: disk full" and err["fatal"] is False
     assert manager.states == {"x": "deactivated", "y": "deactivated"}
-    assert x.subscription_ids == ()
+    assert x.subscription_ids == []
 
 
 async def test_background_tasks_are_cancelled_on_cleanup(recording_bus):
@@ -295,7 +295,7 @@ async def test_plugin_used_without_a_manager(recording_bus):
     await _ping(recording_bus)
     await plugin.cleanup()
     await plugin.release()
-    assert plugin.pings == 1 and plugin.subscription_ids == ()
+    assert plugin.pings == 1 and plugin.subscription_ids == []
     assert recording_bus.assert_emitted("demo.pong")[0].source == "plugin:echo"
 
 

@@ -55,7 +55,8 @@ class PluginPort:
         self.context = PluginContext()
         self.bus: Any = None
         self._guard: Guard | None = None
-        self._subscriptions: list[str] = []
+        # A plain list, as in the guide's EventAwarePlugin (which assigns and appends to it itself).
+        self.subscription_ids: list[str] = []
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ hooks to override
@@ -94,12 +95,12 @@ class PluginPort:
         label = getattr(handler, "__qualname__", repr(handler))
         wrapped = self._guard(handler, label) if self._guard is not None else handler
         sub_id: str = await bus.subscribe(pattern, wrapped)
-        self._subscriptions.append(sub_id)
+        self.subscription_ids.append(sub_id)
         return sub_id
 
     async def unsubscribe(self, sub_id: str) -> bool:
-        if sub_id in self._subscriptions:
-            self._subscriptions.remove(sub_id)
+        if sub_id in self.subscription_ids:
+            self.subscription_ids.remove(sub_id)
         return bool(await self._require_bus().unsubscribe(sub_id))
 
     async def emit(self, name: str, data: dict[str, Any], *, correlation_id: str | None = None,
@@ -126,7 +127,7 @@ class PluginPort:
 
     async def release(self) -> None:
         """Undo every subscription and cancel every task made through the helpers; idempotent."""
-        subs, self._subscriptions = self._subscriptions, []
+        subs, self.subscription_ids = self.subscription_ids, []
         for sub_id in subs:
             if self.bus is not None:
                 await self.bus.unsubscribe(sub_id)
@@ -135,7 +136,3 @@ class PluginPort:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=1.0)
-
-    @property
-    def subscription_ids(self) -> tuple[str, ...]:
-        return tuple(self._subscriptions)
