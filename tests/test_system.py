@@ -121,13 +121,16 @@ async def test_one_sample_emits_each_reading_with_its_payload(recording_bus, h20
 
 
 async def test_mlx_memory_only_once_the_worker_has_imported_mlx(recording_bus, tmp_path, monkeypatch):
+    from kbert_tui.blas import ensure_fast_blas
+
+    ensure_fast_blas()  # as the worker does: OpenBLAS first, then MLX (later tests train with it)
+    import mlx.core as mx
+
     sampler = SystemSampler(recording_bus, {"gpu": False}, tmp_path)
-    monkeypatch.delitem(sys.modules, "mlx.core", raising=False)
-    await sampler.sample_once()
+    monkeypatch.delitem(sys.modules, "mlx.core")  # as before the worker imports it (never re-imported:
+    await sampler.sample_once()                    # a second init of the extension aborts the process)
     await recording_bus.flush()
     recording_bus.assert_not_emitted("system.mlx_memory")
-
-    import mlx.core as mx
 
     monkeypatch.setitem(sys.modules, "mlx.core", mx)
     keep = mx.ones((256, 1024))  # 1 MiB of float32
