@@ -511,6 +511,7 @@ def default_config() -> RunConfig:
         data=DataSection(max_length=32, batch_size=32),
         model=ModelSection(hidden_size=128, num_layers=2, num_heads=4, intermediate_size=256, vocab_size=1000),
         training=TrainingSection(epochs=8, learning_rate=1e-3, warmup_ratio=0.1, eval_every=50),
+        plugins=(PluginSpec("metrics_csv", "metrics_csv"), PluginSpec("error_threshold", "error_threshold")),
     )
 
 
@@ -592,8 +593,10 @@ model_events_every = 10       # model.forward_pass / model.backward_pass every N
 
 [system]
 enabled = true
-interval_s = 1.0
-gpu = true
+interval_s = 1.0              # system.* readings every N seconds
+gpu = true                    # NVIDIA GPUs through NVML (system.gpu_unavailable without one)
+hysteresis = 0.05             # a performance warning clears below threshold * (1 - hysteresis)
+sustain_samples = 3           # samples in a row over a threshold before it warns
 
 [system.thresholds]
 cpu_percent = 95
@@ -603,6 +606,24 @@ gpu_memory_percent = 95
 gpu_temperature_c = 85
 data_load_share = 0.5
 
-# [plugins.metrics_csv]
-# plugin = "metrics_csv"
+# Plugins: one table each; `plugin` is a built-in or entry-point name, or "package.module:Class".
+# timeout_s / max_errors (per-call limit, error budget) are optional; other keys go to the plugin.
+# See docs/plugins.md for the built-ins and how to write one.
+[plugins.metrics_csv]
+plugin = "metrics_csv"        # metrics.csv in the output directory
+# path = "metrics.csv"
+
+[plugins.error_threshold]
+plugin = "error_threshold"    # system.error_threshold_exceeded when errors pile up
+# threshold = 10
+# window_s = 60
+
+# [plugins.stop_on_f1]
+# plugin = "early_stopping"   # a second early-stopping rule, besides [training.early_stopping]
+# metric = "val_f1"
+# patience = 2
+
+# [plugins.summary]
+# plugin = "metrics_aggregator"
+# interval_s = 5
 '''
