@@ -1,6 +1,8 @@
 """What the system sampler costs: CPU time per sample, and share of one core at the default interval.
 
-    .venv/bin/python benchmarks/bench_system.py [--samples 2000] [--seconds 10] [--nvml fake|real|off]
+    .venv/bin/python benchmarks/bench_system.py [--samples 2000] [--seconds 10] [--nvml fake|real|off] [--show]
+
+`--nvml real --show` on a GPU machine also prints one sample's events as JSON (a check of the NVML path).
 
 Three measurements, all with a persisting EventBus (each reading goes to a JSONL file, as in a run):
   1. per sample: `sample_once()` back to back, process CPU time / samples (the sampler's own code,
@@ -105,12 +107,32 @@ async def live(seconds: float, nvml: str, out: Path, *, with_sampler: bool) -> t
     return cpu / wall, sampler.samples
 
 
+async def show(nvml: str) -> None:
+    from kbert_tui.events.testing import RecordingBus
+
+    bus = RecordingBus()
+    t0 = time.perf_counter()
+    sampler = SystemSampler(bus, {"gpu": nvml != "off"}, ROOT, gpu_source=gpu_source(nvml))
+    await sampler.start()
+    opened = time.perf_counter() - t0
+    await asyncio.sleep(3.2)  # three samples at the default 1 s interval
+    await sampler.stop()
+    await bus.flush()
+    print(f"start (NVML init) {opened * 1e3:.1f} ms")
+    for event in bus.events:
+        print(json.dumps({"name": event.name, "data": event.data}))
+    bus.close()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=2000)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--nvml", choices=("fake", "real", "off"), default="fake")
+    parser.add_argument("--show", action="store_true", help="print one sample's events as JSON first")
     args = parser.parse_args()
+    if args.show:
+        await show(args.nvml)
     keep = mx.ones((1024, 1024))
     mx.eval(keep)
 
