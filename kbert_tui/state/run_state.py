@@ -329,6 +329,8 @@ class RunState:
             t.error = t.traceback = None
             for key in ("run_id", "run_name", "model_type", "device", "blas"):
                 value = d.get(key)
+                if isinstance(value, dict):  # e.g. blas: {"name": "openblas", ...}
+                    value = value.get("name")
                 if value is not None:
                     setattr(t, key, printable(str(value)))
             if t.run_id is None and event.correlation_id:

@@ -88,7 +88,8 @@ class MonitorApp(App[str | None]):
         self.first_paint_at: float | None = None
         self._drain_timer: Timer | None = None
         self._filter_timer: Timer | None = None
-        self._closing = False
+        self._quitting = False
+        self._stopped_ingest = False
         self._last_status = ""
 
     # -- layout ------------------------------------------------------------------------------------
@@ -142,6 +143,8 @@ class MonitorApp(App[str | None]):
 
     # -- ingest ------------------------------------------------------------------------------------
     def _drain(self) -> None:
+        if self._stopped_ingest:
+            return
         inbox = self.inbox
         moved = 0
         if inbox:
@@ -163,7 +166,7 @@ class MonitorApp(App[str | None]):
             self._update_status()
         if moved and self.first_paint_at is None:
             self.first_paint_at = time.perf_counter()
-        if self.exit_when_done and self.source.finished and not inbox and not self._closing:
+        if self.exit_when_done and self.source.finished and not inbox and not self._quitting:
             self.call_later(self._close_and_exit)
 
     def refresh_panes(self) -> None:
@@ -399,13 +402,17 @@ class MonitorApp(App[str | None]):
         self.run_worker(self._close_and_exit(), group="quit", exclusive=True)
 
     async def _close_and_exit(self) -> None:
-        if self._closing:
+        if self._quitting:
             return
-        self._closing = True
+        self._quitting = True
         self.notify("closing: stopping the run and flushing the log…", timeout=5)
         try:
             await self.source.close()
         finally:
+            self._drain()  # the last events (training.stopped…) into the state, for the exit code
+            self._stopped_ingest = True
+            if self._drain_timer is not None:
+                self._drain_timer.stop()
             outcome = getattr(self.source, "outcome", None) or self.state.training.status
             self.exit(outcome)
 

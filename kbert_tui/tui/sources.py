@@ -218,8 +218,22 @@ class LiveSource(EventSource):
         from kbert_tui.session import RunSession
 
         self.session = RunSession(self.config, output_dir=self.output_dir)
-        await self.session.start(subscribers=[("*", inbox.append)])
-        self.events_path = Path(self.session.events_path) if self.session.events_path else None
+        self.events_path = Path(self.session.events_path)
+        await self.session.start()
+        bus = self.session.bus
+        # Plugins and the sampler emit during start(): take those from the bus's history, then
+        # everything after from the subscription (no await in between; ids guard the seam).
+        early: set[str] = set()
+        append = inbox.append
+
+        def forward(event: Event) -> None:
+            if event.id not in early:
+                append(event)
+
+        self._sub = bus.subscribe_sync("*", forward)
+        backfill = bus.history
+        early.update(event.id for event in backfill)
+        inbox.extend(backfill)
 
     async def wait(self) -> str:
         self.outcome = await self.session.wait()
