@@ -1,0 +1,108 @@
+"""The filter language: every kind of term, AND/negation, and errors that say where."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from kbert_tui.events import Event
+from kbert_tui.state import FilterSyntaxError, parse_filter
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def ev(name: str, data: dict | None = None, source: str = "trainer", corr: str | None = "run-1") -> Event:
+    return Event(name=name, data=data or {}, timestamp=T0, source=source, correlation_id=corr)
+
+
+BATCH = ev("training.batch_completed", {"step": 7, "loss": 0.42, "metrics": {"grad_norm": 1.5, "lr": 1e-4}})
+EPOCH = ev("training.epoch_completed", {"epoch": 2, "metrics": {"val_loss": 0.3}})
+CPU = ev("system.cpu_usage", {"percent": 97.5, "per_cpu": [90, 99]}, source="system")
+PLUGIN = ev("plugin.error", {"plugin_name": "early_stopping", "error": "Boom in handler"},
+            source="plugin:early_stopping", corr="other-7")
+FLAGS = ev("data.validation_completed", {"passed": False, "issues": ["x"], "note": None})
+ALL = [BATCH, EPOCH, CPU, PLUGIN, FLAGS]
+
+
+def names(query: str) -> list[str]:
+    matcher = parse_filter(query)
+    return [e.name for e in ALL if matcher.matches(e)]
+
+
+def test_empty_query_matches_everything_and_is_falsy():
+    matcher = parse_filter("   ")
+    assert not matcher
+    assert names("") == [e.name for e in ALL]
+
+
+def test_name_glob():
+    assert names("training.*") == ["training.batch_completed", "training.epoch_completed"]
+    assert names("*.error") == ["plugin.error"]
+    assert names("name:system.*") == ["system.cpu_usage"]
+
+
+def test_key_value_and_dotted_paths():
+    assert names("step=7") == ["training.batch_completed"]
+    assert names("metrics.grad_norm=1.5") == ["training.batch_completed"]
+    assert names("plugin_name=early_*") == ["plugin.error"]
+    assert names("passed=false") == ["data.validation_completed"]
+    assert names("note=null") == ["data.validation_completed"]
+    assert names("per_cpu.1=99") == ["system.cpu_usage"]
+
+
+def test_numeric_comparisons():
+    assert names("loss<0.5") == ["training.batch_completed"]
+    assert names("loss>0.5") == []
+    assert names("percent>=97.5") == ["system.cpu_usage"]
+    assert names("metrics.val_loss<=0.3") == ["training.epoch_completed"]
+    assert names("epoch>1") == ["training.epoch_completed"]
+
+
+def test_source_and_correlation():
+    assert names("source:system") == ["system.cpu_usage"]
+    assert names("source:plugin:*") == ["plugin.error"]
+    assert names("corr:other-7") == ["plugin.error"]
+    assert names("corr:run-*") == [e.name for e in ALL if e.correlation_id == "run-1"]
+
+
+def test_free_text_is_case_insensitive_and_quoted_text_keeps_spaces():
+    assert names("boom") == ["plugin.error"]
+    assert names('"boom in handler"') == ["plugin.error"]
+    assert names('"in boom"') == []
+
+
+def test_terms_and_together_and_negate():
+    assert names("training.* loss<1") == ["training.batch_completed"]
+    assert names("training.* AND epoch=2") == ["training.epoch_completed"]
+    assert names("!training.*") == ["system.cpu_usage", "plugin.error", "data.validation_completed"]
+    assert names("!source:system !training.*") == ["plugin.error", "data.validation_completed"]
+    assert names('!"boom"') == [e.name for e in ALL if e is not PLUGIN]
+    assert names("key!=1") == [e.name for e in ALL]  # missing fields differ
+
+
+def test_missing_field_never_matches_a_comparison():
+    assert names("nonexistent>0") == []
+    assert names("nonexistent=1") == []
+
+
+@pytest.mark.parametrize(
+    ("query", "position", "fragment"),
+    [
+        ("loss>", 5, "needs a number"),
+        ("training.* loss>abc", 16, "not a number"),
+        ("!", 0, "needs a term"),
+        ('"unclosed', 0, "unclosed quote"),
+        ("ok source:", 3, "needs a value"),
+        ("a OR b", 2, "OR is not supported"),
+        ("=5", 0, "field name"),
+        ("train[ing", 5, "unclosed '['"),
+        ("a..b=1", 0, "bad field path"),
+    ],
+)
+def test_bad_syntax_names_the_column(query: str, position: int, fragment: str):
+    with pytest.raises(FilterSyntaxError) as info:
+        parse_filter(query)
+    assert info.value.position == position
+    assert fragment in info.value.message
+    assert f"column {position + 1}" in str(info.value)

@@ -1,0 +1,96 @@
+"""The event-log index: a bounded window, a filtered index kept current, navigation helpers."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from kbert_tui.events import Event
+from kbert_tui.state import EventLog, parse_filter
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def make(i: int, name: str | None = None, corr: str = "run-1") -> Event:
+    return Event(name=name or ("system.cpu_usage" if i % 3 == 0 else "training.batch_completed"),
+                 data={"step": i}, timestamp=T0 + timedelta(seconds=i), source="t", correlation_id=corr,
+                 id=f"e{i}")
+
+
+def test_window_is_bounded_and_counts_what_fell_out():
+    log = EventLog(capacity=10)
+    log.extend(make(i) for i in range(25))
+    assert log.total == 25
+    assert log.evicted == 15
+    assert len(log) == 10
+    assert log.event_at(0).id == "e15"
+    assert log.event_at(9).id == "e24"
+    with pytest.raises(IndexError):
+        log.get(3)
+
+
+def test_filter_applies_to_existing_and_new_events_and_survives_eviction():
+    log = EventLog(capacity=12)
+    log.extend(make(i) for i in range(9))
+    log.set_filter(parse_filter("system.*"))
+    assert [log.event_at(r).id for r in range(len(log))] == ["e0", "e3", "e6"]
+    log.extend(make(i) for i in range(9, 30))  # base becomes 18
+    ids = [log.event_at(r).id for r in range(len(log))]
+    assert ids == ["e18", "e21", "e24", "e27"]
+    assert log.row_of(24) == 2
+    assert log.row_of(25) is None  # filtered out
+    assert log.row_of(3) is None  # evicted
+    log.set_filter(None)
+    assert len(log) == 12 and not log.filtered
+
+
+def test_compaction_of_a_long_filtered_index_keeps_rows_right():
+    log = EventLog(capacity=100)
+    log.set_filter(parse_filter("step>=0"))
+    log.extend(make(i) for i in range(20_000))
+    assert len(log) == 100
+    assert log.event_at(0).id == "e19900"
+    assert log.seq_at(99) == 19_999
+
+
+def test_rows_before_freezes_a_view():
+    log = EventLog(capacity=50)
+    log.extend(make(i) for i in range(20))
+    assert log.rows_before(10) == 10
+    log.set_filter(parse_filter("system.*"))
+    assert log.rows_before(10) == 4  # e0 e3 e6 e9
+
+
+def test_problem_navigation_respects_filter_and_direction():
+    log = EventLog(capacity=100)
+    for i in range(30):
+        name = "training.failed" if i == 12 else "system.performance_warning" if i in (5, 20) else None
+        log.append(make(i, name))
+    assert log.problem_after(0) == 5
+    assert log.problem_after(5) == 12
+    assert log.problem_after(12, forward=True) == 20
+    assert log.problem_after(20) is None
+    assert log.problem_after(20, forward=False) == 12
+    assert log.problem_after(25, forward=True, limit=18) is None
+    log.set_filter(parse_filter("!training.*"))
+    assert log.problem_after(5) == 20  # the failure is filtered out
+
+
+def test_correlated_and_nearest_row():
+    log = EventLog(capacity=100)
+    for i in range(10):
+        log.append(make(i, corr="a" if i % 2 else "b"))
+    assert list(log.correlated("a")) == [1, 3, 5, 7, 9]
+    log.set_filter(parse_filter("corr:a"))
+    assert log.nearest_row(4) == 2  # the next visible event after #4 is #5, row 2
+    assert log.nearest_row(100) == 4
+
+
+def test_free_text_filter_uses_cached_text():
+    log = EventLog(capacity=10)
+    log.append(Event(name="plugin.error", data={"error": "Disk FULL"}, source="plugin:x", id="x1"))
+    log.append(make(1))
+    log.set_filter(parse_filter("full"))
+    assert len(log) == 1 and log.event_at(0).id == "x1"
+    assert log.text(log.seq_at(0)).startswith("plugin.error")
