@@ -140,26 +140,37 @@ class MonitorApp(App[str | None]):
 
     def _apply_width(self, width: int) -> None:
         self.screen.set_class(width >= WIDE, "wide")
+        self.screen.set_class(width < WIDE, "-narrow")
 
     # -- ingest ------------------------------------------------------------------------------------
+    def _ingest(self, budget_s: float | None) -> int:
+        """Move events from the inbox into the state and the log, for at most `budget_s` seconds."""
+        inbox = self.inbox
+        moved = 0
+        apply = self.state.apply
+        append = self.log_index.append
+        deadline = time.perf_counter() + (budget_s if budget_s is not None else float("inf"))
+        popleft = inbox.popleft
+        while inbox:
+            event = popleft()
+            apply(event)
+            append(event)
+            moved += 1
+            if not moved & 511 and time.perf_counter() > deadline:
+                break
+        self.ingested += moved
+        return moved
+
+    def drain_all(self) -> int:
+        """Ingest everything waiting now and repaint (tests and benchmarks use this)."""
+        moved = self._ingest(None)
+        self.refresh_panes()
+        return moved
+
     def _drain(self) -> None:
         if self._stopped_ingest:
             return
-        inbox = self.inbox
-        moved = 0
-        if inbox:
-            apply = self.state.apply
-            append = self.log_index.append
-            deadline = time.perf_counter() + DRAIN_BUDGET_S
-            popleft = inbox.popleft
-            while inbox:
-                event = popleft()
-                apply(event)
-                append(event)
-                moved += 1
-                if not moved & 511 and time.perf_counter() > deadline:
-                    break
-            self.ingested += moved
+        moved = self._ingest(DRAIN_BUDGET_S) if self.inbox else 0
         if moved:
             self.refresh_panes()
         else:
@@ -259,7 +270,7 @@ class MonitorApp(App[str | None]):
             return
         self.filter_error = exc.message
         box.display = True
-        text = Text(" " * (exc.position + 2) + "^ ", "bold")
+        text = Text(" " * (exc.position + 1) + "^ ", "bold")  # under the column (the input pads by 1)
         text.append(printable(str(exc)), "bold")
         box.update(text)
 

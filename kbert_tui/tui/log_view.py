@@ -224,7 +224,7 @@ class LogView(ScrollView, can_focus=True):
         base = self.rich_style
         cursor = pal.cursor if selected and self.has_focus else (pal.cursor if selected else Style())
         name_w = 30 if width >= 110 else 24 if width >= 76 else 20
-        source_w = 18 if width >= 110 else 12 if width >= 76 else 9
+        source_w = 18 if width >= 110 else 12 if width >= 76 else 9 if width >= 64 else 0
         segments: list[Segment] = []
         if self.timeline:
             first = self.events_log.get(self.events_log.seq_at(0)).timestamp
@@ -235,9 +235,11 @@ class LogView(ScrollView, can_focus=True):
             segments.append(Segment(f"+{since:9.3f}s ", base + pal.time + cursor))
             segments.append(Segment(f"Δ{delta:8.3f}s ", base + pal.muted + cursor))
         else:
-            segments.append(Segment(format_time(event) + " ", base + pal.time + cursor))
+            stamp = format_time(event) if width >= 48 else format_time(event)[:8]
+            segments.append(Segment(stamp + " ", base + pal.time + cursor))
         segments.append(Segment(_fit(printable(event.name), name_w) + " ", base + kind_style + cursor))
-        segments.append(Segment(_fit(printable(event.source), source_w) + " ", base + pal.source + cursor))
+        if source_w:
+            segments.append(Segment(_fit(printable(event.source), source_w) + " ", base + pal.source + cursor))
         used = sum(cell_len(s.text) for s in segments)
         rest = max(0, width - used)
         text = self.summary(seq, event)

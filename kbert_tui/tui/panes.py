@@ -230,7 +230,7 @@ class PluginsPane(Vertical):
 
     def compose(self) -> ComposeResult:
         table: DataTable[Any] = DataTable(cursor_type="row", zebra_stripes=False, id="plugin-table")
-        table.add_columns("plugin", "ver", "state", "handled", "err")
+        table.add_columns("plugin", "ver", "state", "events", "err")
         yield table
         yield Static("", id="plugin-details")
 

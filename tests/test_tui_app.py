@@ -1,0 +1,344 @@
+"""Pilot tests: the monitor driven by keys, as a person uses it (filter, drill-down, follow/pause,
+replay, training control and the quit flow)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from textual.widgets import Input, Static
+
+from kbert_tui.events import Event
+from kbert_tui.events.store import JsonlStore
+from kbert_tui.state import event_kind
+from kbert_tui.state.simulate import simulate_run
+from kbert_tui.tui import LiveSource, MonitorApp, ReplaySource, StaticSource
+from kbert_tui.tui.log_view import LogView
+from kbert_tui.tui.screens import ConfirmScreen, DetailScreen, HelpScreen, TimelineScreen
+
+SIZE = (120, 40)
+
+
+def sim(**kw) -> list[Event]:
+    return list(simulate_run(**kw))
+
+
+async def settle(app: MonitorApp, pilot) -> None:
+    """Let the source start, then ingest everything it delivered."""
+    for _ in range(100):
+        await pilot.pause(0.01)
+        if app.inbox or app.ingested:
+            break
+    app.drain_all()
+    await pilot.pause()
+
+
+def status_text(app: MonitorApp) -> str:
+    return str(app.query_one("#statusbar", Static).render())
+
+
+class FakeLive(LiveSource):
+    """A live source without training: events are handed in, control requests recorded."""
+
+    def __init__(self, events: list[Event]) -> None:
+        super().__init__(config=None)
+        self.events = events
+        self.controls: list[tuple[str, dict]] = []
+        self.closed = False
+        self._ended = asyncio.Event()
+
+    async def start(self, inbox) -> None:
+        inbox.extend(self.events)
+
+    async def wait(self) -> str:
+        await self._ended.wait()
+        return self.outcome or "stopped"
+
+    async def emit_control(self, name: str, data: dict) -> None:
+        self.controls.append((name, data))
+
+    async def close(self) -> None:
+        self.closed = True
+        self.outcome = self.outcome or "stopped"
+        self._ended.set()
+
+
+def running_events() -> list[Event]:
+    events = sim(epochs=3, steps_per_epoch=40)
+    cut = next(i for i, e in enumerate(events) if e.name == "training.epoch_started" and e.data["epoch"] == 2)
+    return events[: cut + 20]
+
+
+# -- filter ---------------------------------------------------------------------------------------------
+
+async def test_filter_bar_applies_live_and_esc_clears():
+    events = sim(epochs=2, steps_per_epoch=20)
+    app = MonitorApp(StaticSource(events))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        view = app.query_one(LogView)
+        assert view.row_count == len(events)
+        await pilot.press("slash")
+        box = app.query_one("#filter", Input)
+        assert box.display and box.has_focus
+        await pilot.press(*"training.epoch_*")
+        await pilot.pause(0.3)  # the filter applies while typing (debounced)
+        shown = [view.events_log.event_at(r).name for r in range(view.row_count)]
+        assert shown and set(shown) <= {"training.epoch_started", "training.epoch_completed"}
+        assert len(shown) == 4
+        assert "4 match" in status_text(app)
+
+        box.value = "training.* loss>"
+        await pilot.press("enter")
+        error = app.query_one("#filter-error", Static)
+        assert error.display and "needs a number" in str(error.render())
+        assert view.row_count == 4  # the last good filter stays
+
+        box.value = "training.batch_completed loss<0.3 step>30"
+        await pilot.press("enter")
+        assert not error.display
+        rows = [view.events_log.event_at(r) for r in range(view.row_count)]
+        assert rows and all(e.data["loss"] < 0.3 and e.data["step"] > 30 for e in rows)
+        assert view.has_focus  # Enter hands the keys back to the log
+
+        await pilot.press("slash", "escape")
+        assert not box.display and box.value == ""
+        assert view.row_count == len(events)
+
+
+# -- detail, drill-down, navigation --------------------------------------------------------------------
+
+async def test_enter_shows_pretty_json_and_c_drills_into_the_correlation():
+    events = sim(epochs=1, steps_per_epoch=10)
+    t = events[-1].timestamp
+    others = [Event(name="plugin.message", data={"from": "a", "to": "b", "message": {"n": i}},
+                    timestamp=t + timedelta(seconds=1.5 * (i + 1)), source="plugin:a",
+                    correlation_id="chat-9", id=f"chat-{i}") for i in range(3)]
+    app = MonitorApp(StaticSource(events + others))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        view = app.query_one(LogView)
+        assert view.selected_event().id == "chat-2"  # following: the newest is selected
+        await pilot.press("enter")
+        assert isinstance(app.screen, DetailScreen)
+        detail = str(app.screen.query_one("#detail-json", Static).render())
+        assert '"id": "chat-2"' in detail and '"correlation_id": "chat-9"' in detail
+        await pilot.press("escape")
+        await pilot.press("c")
+        assert isinstance(app.screen, TimelineScreen)
+        timeline = app.screen.query_one(LogView)
+        assert timeline.row_count == 3
+        assert timeline.selected_event().id == "chat-2"
+        lines = [timeline.render_line(y).text for y in range(3)]
+        assert "+    0.000s" in lines[0] and "Δ   1.500s" in lines[1] and "+    3.000s" in lines[2]
+        await pilot.press("escape")
+        assert not isinstance(app.screen, TimelineScreen)
+        # the whole run shares one correlation id
+        view.follow = False
+        view.set_cursor(0)
+        await pilot.press("c")
+        assert app.screen.query_one(LogView).row_count == len(events)
+
+
+async def test_e_and_shift_e_jump_between_problems():
+    events = sim(epochs=2, steps_per_epoch=60, system_every=2)
+    app = MonitorApp(StaticSource(events))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        view = app.query_one(LogView)
+        await pilot.press("home")
+        assert not view.follow
+        problems = [i for i, e in enumerate(events) if event_kind(e) in ("error", "warning")]
+        assert len(problems) >= 3
+        await pilot.press("e")
+        assert view.selected_seq() == problems[0]
+        await pilot.press("e")
+        assert view.selected_seq() == problems[1]
+        await pilot.press("E")
+        assert view.selected_seq() == problems[0]
+
+
+# -- follow and pause -----------------------------------------------------------------------------------
+
+async def test_follow_and_pause_view_count_arrivals():
+    events = sim(epochs=2, steps_per_epoch=60)
+    first, rest = events[:100], events[100:]
+    assert len(rest) >= 90
+    app = MonitorApp(StaticSource(first))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        view = app.query_one(LogView)
+        assert view.follow and view.cursor == 99
+        app.inbox.extend(rest[:50])
+        app.drain_all()
+        assert view.cursor == 149  # following the newest
+
+        await pilot.press("up")
+        assert not view.follow and view.cursor == 148
+        app.inbox.extend(rest[50:60])
+        app.drain_all()
+        assert view.cursor == 148 and view.row_count == 160
+
+        await pilot.press("f")
+        assert view.follow and view.cursor == 159
+
+        await pilot.press("space")
+        app.inbox.extend(rest[60:90])
+        app.drain_all()
+        assert view.row_count == 160  # the view is frozen...
+        assert app.log_index.total == 190  # ...the events keep arriving
+        assert "+30 new" in status_text(app)
+        await pilot.press("space")
+        assert view.row_count == 190 and view.cursor == 189
+
+
+# -- replay ---------------------------------------------------------------------------------------------
+
+def write_log(path: Path, events: list[Event], *, segment_mb: float = 100.0) -> None:
+    store = JsonlStore(path, max_file_size_mb=segment_mb)
+    for event in events:
+        store.append(event)
+    store.close()
+
+
+async def test_replay_reads_segments_in_order_counts_malformed_and_ends_in_final_state(tmp_path: Path):
+    events = sim(epochs=2, steps_per_epoch=150)
+    path = tmp_path / "events.jsonl"
+    write_log(path, events, segment_mb=0.05)
+    assert (tmp_path / "events.1.jsonl").exists()
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write('{"name": "truncated", "timest\n')
+    app = MonitorApp(ReplaySource(path))
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(300):
+            await pilot.pause(0.02)
+            if app.source.finished and not app.inbox:
+                break
+        app.drain_all()
+        await pilot.pause()
+        assert app.log_index.total == len(events)
+        assert [app.log_index.get(i).id for i in range(5)] == [e.id for e in events[:5]]
+        assert app.state.training.status == "completed"
+        assert "1 malformed lines skipped" in status_text(app)
+        await pilot.press("q")  # a recording: no question asked
+        await pilot.pause()
+    assert app.return_value == "completed"
+
+
+async def test_paced_replay_pauses_steps_and_changes_speed(tmp_path: Path):
+    path = tmp_path / "events.jsonl"
+    write_log(path, sim(epochs=1, steps_per_epoch=50, step_seconds=5.0))
+    app = MonitorApp(ReplaySource(path, speed=1.0))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("p")
+        source = app.source
+        assert isinstance(source, ReplaySource) and source.paused
+        await pilot.pause(0.3)
+        app.drain_all()
+        before = app.log_index.total
+        await pilot.press("n")
+        await pilot.pause(0.3)
+        app.drain_all()
+        assert app.log_index.total == before + 1
+        await pilot.press("plus")
+        assert source.speed == 2.0
+        await pilot.press("minus", "minus")
+        assert source.speed == 0.5
+        assert "PAUSED" in source.describe()
+        await pilot.press("q")
+    assert source.finished or source._stop.is_set()
+
+
+# -- training control and quitting -----------------------------------------------------------------------
+
+async def test_p_pauses_and_resumes_training_by_control_events():
+    source = FakeLive(running_events())
+    app = MonitorApp(source)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert app.state.training.status == "running"
+        await pilot.press("p")
+        await pilot.pause()
+        assert source.controls[-1] == ("control.pause_requested", {"requested_by": "tui"})
+        app.inbox.append(Event(name="training.paused", data={"epoch": 2, "step": 41}, source="trainer"))
+        app.drain_all()
+        assert app.state.training.status == "paused"
+        await pilot.press("p")
+        await pilot.pause()
+        assert source.controls[-1][0] == "control.resume_requested"
+        source._ended.set()
+
+
+async def test_s_asks_before_stopping():
+    source = FakeLive(running_events())
+    app = MonitorApp(source)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("s")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        assert source.controls == []
+        await pilot.press("s", "y")
+        await pilot.pause()
+        assert source.controls == [("control.stop_requested", {"reason": "user", "requested_by": "tui"})]
+        source._ended.set()
+
+
+async def test_quit_asks_while_live_then_stops_the_run_cleanly():
+    source = FakeLive(running_events())
+    app = MonitorApp(source)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("q")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        assert not source.closed and app.is_running
+        await pilot.press("q", "y")
+        for _ in range(50):
+            await pilot.pause(0.02)
+            if source.closed:
+                break
+    assert source.closed
+    assert app.return_value == "stopped"
+
+
+async def test_quit_without_asking_once_the_run_is_over():
+    source = FakeLive(sim(epochs=1, steps_per_epoch=5))
+    source.outcome = "completed"
+    app = MonitorApp(source)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert app.state.training.status == "completed"
+        await pilot.press("q")
+        await pilot.pause()
+    assert source.closed and app.return_value == "completed"
+
+
+async def test_help_lists_keys_and_filter_syntax():
+    app = MonitorApp(StaticSource(sim(epochs=1, steps_per_epoch=3)))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        text = " ".join(str(w.render()) for w in app.screen.query(Static))
+        assert "correlation timeline" in text and "key>num" in text and "source:NAME" in text
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+
+
+# -- safety ---------------------------------------------------------------------------------------------
+
+async def test_markup_and_escape_sequences_are_shown_literally():
+    hostile = Event(name="evil.[@click=app.quit]x[/]", data={"text": "[bold red]boom[/] \x1b[2J\x1b]0;title\x07"},
+                    source="[b]src", timestamp=datetime(2026, 1, 1, tzinfo=timezone.utc), id="evil-1")
+    app = MonitorApp(StaticSource(sim(epochs=1, steps_per_epoch=3, hostile_text=True) + [hostile]))
+    async with app.run_test(size=(160, 40)) as pilot:
+        await settle(app, pilot)
+        view = app.query_one(LogView)
+        line = view.render_line(view.cursor - int(view.scroll_y)).text
+        assert "evil.[@click=app.quit]x[/]" in line
+        assert "[b]src" in line and "[bold red]boom[/]" in line
+        assert "\x1b" not in line and "\x07" not in line and "␛[2J" in line
+        await pilot.click(LogView, offset=(5, view.cursor - int(view.scroll_y)))
+        await pilot.pause()
+        assert app.is_running  # clicking the row never ran the embedded action

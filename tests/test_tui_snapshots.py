@@ -1,0 +1,69 @@
+"""Snapshot tests at fixed sizes (SVGs under snapshots/). Everything shown comes from simulated events
+with fixed timestamps, so there is no clock to drift; the filter input does not blink."""
+
+from __future__ import annotations
+
+from kbert_tui.state.simulate import simulate_run
+from kbert_tui.tui import MonitorApp, StaticSource
+from kbert_tui.tui.log_view import LogView
+
+
+def app_for(**kw) -> MonitorApp:
+    return MonitorApp(StaticSource(list(simulate_run(**kw)), label="recorded run"))
+
+
+async def ingest(pilot) -> None:
+    app = pilot.app
+    for _ in range(100):
+        await pilot.pause(0.01)
+        if app.inbox or app.ingested:
+            break
+    app.drain_all()
+    await pilot.pause()
+
+
+def test_completed_run_80x24(snap_compare):
+    assert snap_compare(app_for(epochs=3, steps_per_epoch=40), terminal_size=(80, 24), run_before=ingest)
+
+
+def test_failed_run_light_theme_120x40(snap_compare):
+    async def before(pilot) -> None:
+        pilot.app.theme = "textual-light"
+        await ingest(pilot)
+
+    assert snap_compare(app_for(epochs=3, steps_per_epoch=120, fail_at_step=230, system_every=2),
+                        terminal_size=(120, 40), run_before=before)
+
+
+def test_filter_error_inline_100x30(snap_compare):
+    async def before(pilot) -> None:
+        await ingest(pilot)
+        await pilot.press("slash")
+        pilot.app.query_one("#filter").value = "training.* loss>abc"
+        await pilot.press("enter")
+
+    assert snap_compare(app_for(epochs=2, steps_per_epoch=20), terminal_size=(100, 30), run_before=before)
+
+
+def test_correlation_timeline_100x30(snap_compare):
+    async def before(pilot) -> None:
+        await ingest(pilot)
+        view = pilot.app.query_one(LogView)
+        view.follow = False
+        view.set_cursor(0)
+        await pilot.press("c")
+        await pilot.pause()
+
+    assert snap_compare(app_for(epochs=1, steps_per_epoch=10), terminal_size=(100, 30), run_before=before)
+
+
+def test_paused_run_with_plugins_toggled_80x24(snap_compare):
+    events = list(simulate_run(epochs=2, steps_per_epoch=30, pause_at_step=40))
+    cut = next(i for i, e in enumerate(events) if e.name == "training.paused")
+
+    async def before(pilot) -> None:
+        await ingest(pilot)
+        await pilot.press("t")
+
+    assert snap_compare(MonitorApp(StaticSource(events[: cut + 1], label="recorded run")),
+                        terminal_size=(80, 24), run_before=before)
