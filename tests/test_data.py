@@ -105,8 +105,8 @@ def test_demo_is_deterministic_balanced_and_needs_word_order():
     train = splits["train"]
     positives = sum(r["label"] == "positive" for r in train)
     assert abs(positives / len(train) - 0.5) < 0.05
-    # Every polarity word shows up in both classes about equally: single words can't decide the label.
+    # Polarity words lean towards their class but never decide it: negations and distractors flip them.
     for word in ("great", "terrible", "excellent", "awful"):
         with_word = [r for r in train if f" {word}" in r["text"]]
         share = sum(r["label"] == "positive" for r in with_word) / len(with_word)
-        assert 0.3 < share < 0.7, (word, share)
+        assert 0.2 < share < 0.8, (word, share)
