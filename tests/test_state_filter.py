@@ -106,3 +106,10 @@ def test_bad_syntax_names_the_column(query: str, position: int, fragment: str):
     assert info.value.position == position
     assert fragment in info.value.message
     assert f"column {position + 1}" in str(info.value)
+
+
+def test_a_dotted_word_is_an_exact_event_name_and_quotes_make_it_text():
+    assert names("training.batch_completed") == ["training.batch_completed"]
+    assert names("training.batch") == []
+    assert names('"training.batch"') == ["training.batch_completed"]
+    assert names("0.42") == ["training.batch_completed"]  # not a name: free text

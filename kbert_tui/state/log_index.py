@@ -37,6 +37,7 @@ class EventLog:
         self._mstart = 0  # _matches[:_mstart] have been evicted
         self._problems = array("q")  # sequence numbers of error/warning events, ascending
         self._pstart = 0
+        self._warm = 0  # texts below this sequence number are built (see warm_text)
 
     # -- window ------------------------------------------------------------------------------------
     @property
@@ -101,6 +102,19 @@ class EventLog:
             del self._problems[: self._pstart]
             self._pstart = 0
 
+    def warm_text(self, limit: int) -> int:
+        """Build up to `limit` missing free-text haystacks, oldest first (call when idle, so a
+        free-text filter later scans cached strings); returns how many were built."""
+        start = max(self._warm, self.base)
+        end = min(self.total, start + limit)
+        texts, ring, cap = self._text, self._ring, self.capacity
+        for seq in range(start, end):
+            slot = seq % cap
+            if texts[slot] is None:
+                texts[slot] = event_text(ring[slot])  # type: ignore[arg-type]
+        self._warm = end
+        return end - start
+
     # -- filter ------------------------------------------------------------------------------------
     def set_filter(self, matcher: EventMatcher | None) -> None:
         """Show only events `matcher` accepts (None or an empty matcher shows all); re-scans the window."""
@@ -113,8 +127,11 @@ class EventLog:
         ring, cap = self._ring, self.capacity
         out = self._matches
         if self.matcher.uses_text:
+            self.warm_text(self.total)
+            texts = self._text
             for seq in range(self.base, self.total):
-                if matches(ring[seq % cap], lambda s=seq: self.text(s)):  # type: ignore[arg-type]
+                slot = seq % cap
+                if matches(ring[slot], texts[slot].__str__):  # type: ignore[arg-type, union-attr]
                     out.append(seq)
         else:
             for seq in range(self.base, self.total):

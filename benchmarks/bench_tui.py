@@ -1,0 +1,270 @@
+"""Headless figures for the monitor: ingest at 10k events/s, filtering 100k events, a 1M-event replay.
+
+    .venv/bin/python benchmarks/bench_tui.py                # all three
+    .venv/bin/python benchmarks/bench_tui.py --only filter  # one of ingest | filter | replay
+    .venv/bin/python benchmarks/bench_tui.py --replay-events 200000
+
+The replay runs in a child process so its peak RSS is its own. The 1M-event file is generated once
+(deterministic simulated run) and cached under $TMPDIR/kbert_tui_bench/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from kbert_tui.events import Event, EventBus
+from kbert_tui.events._codec import encode_event
+from kbert_tui.state import EventLog, parse_filter
+from kbert_tui.state.simulate import simulate_run
+
+SIZE = (120, 40)
+
+
+def sim_events(count: int) -> list[Event]:
+    """`count` events of a long simulated run (repeated runs if one isn't enough)."""
+    out: list[Event] = []
+    for n in itertools.count():
+        for event in simulate_run(epochs=20, steps_per_epoch=5000, run_id=f"run-{n:04d}", system_every=4,
+                                  model_every=10):
+            out.append(event)
+            if len(out) >= count:
+                return out
+    return out
+
+
+# -- ingest ------------------------------------------------------------------------------------------
+
+async def bench_ingest(rate: int, seconds: float) -> dict[str, float]:
+    from kbert_tui.tui import MonitorApp, StaticSource
+
+    events = sim_events(int(rate * seconds))
+    app = MonitorApp(StaticSource([], label="bench"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        bus = EventBus()
+        bus.subscribe_sync("*", app.inbox.append)
+        await bus.flush()
+        backlog: list[int] = []
+        done = threading.Event()
+
+        def produce() -> None:  # the worker thread: emit_sync at `rate` events/s, in 10 ms slices
+            per_slice = max(1, rate // 100)
+            start = time.perf_counter()
+            for i in range(0, len(events), per_slice):
+                for event in events[i:i + per_slice]:
+                    bus.emit_sync(event.name, event.data, source=event.source, correlation_id=event.correlation_id)
+                due = start + (i + per_slice) / rate
+                pause = due - time.perf_counter()
+                if pause > 0:
+                    time.sleep(pause)
+            done.set()
+
+        key_latency: list[float] = []
+        handled: list[float] = []
+        toggle = app.action_toggle_follow
+
+        def timed_toggle() -> None:  # records when the key's action actually runs
+            handled.append(time.perf_counter())
+            toggle()
+
+        app.action_toggle_follow = timed_toggle  # type: ignore[method-assign]
+        t0 = time.perf_counter()
+        thread = threading.Thread(target=produce, daemon=True)
+        thread.start()
+        while not done.is_set():
+            backlog.append(len(app.inbox))
+            k0 = time.perf_counter()
+            count = len(handled)
+            app.simulate_key("f")  # a key during the flood: how long until its action runs
+            while len(handled) == count and time.perf_counter() - k0 < 5:
+                await asyncio.sleep(0.001)
+            key_latency.append(handled[-1] - k0 if len(handled) > count else 5.0)
+            await asyncio.sleep(0.2)
+        produced_at = time.perf_counter()
+        await bus.flush()
+        while app.inbox or app.ingested < len(events):
+            await asyncio.sleep(0.01)
+            if time.perf_counter() - produced_at > 30:
+                break
+        caught_up = time.perf_counter() - produced_at
+        elapsed = time.perf_counter() - t0
+        await bus.shutdown()
+    return {
+        "events": len(events),
+        "offered_rate": rate,
+        "achieved_rate": round(app.ingested / elapsed),
+        "ingested": app.ingested,
+        "max_backlog": max(backlog or [0]),
+        "median_backlog": int(statistics.median(backlog or [0])),
+        "catch_up_after_end_s": round(caught_up, 3),
+        "key_latency_median_ms": round(1000 * statistics.median(key_latency), 1) if key_latency else None,
+        "key_latency_max_ms": round(1000 * max(key_latency), 1) if key_latency else None,
+    }
+
+
+# -- filter ------------------------------------------------------------------------------------------
+
+QUERIES = [
+    "training.*",
+    "training.batch_completed loss<0.2",
+    "metrics.grad_norm>1.2",
+    "source:system !system.cpu_usage",
+    "corr:run-0000 epoch=3",
+    "nvidia",  # free text over name, source and data
+    '"data loading"',
+]
+
+
+def bench_filter(count: int) -> dict[str, float]:
+    log = EventLog(capacity=count)
+    log.extend(sim_events(count))
+    out: dict[str, float] = {"events": log.total}
+    for query in QUERIES:
+        t = time.perf_counter()
+        log.set_filter(parse_filter(query))
+        out[query] = round(time.perf_counter() - t, 4)
+        out[query + " (rows)"] = len(log)
+    t = time.perf_counter()
+    log.set_filter(parse_filter('"data loading"'))  # free text again: the text cache is warm now
+    out['"data loading" (warm)'] = round(time.perf_counter() - t, 4)
+    return out
+
+
+async def bench_filter_in_app(count: int) -> dict[str, float]:
+    from kbert_tui.tui import MonitorApp, StaticSource
+
+    app = MonitorApp(StaticSource(sim_events(count), label="bench"), capacity=count)
+    out: dict[str, float] = {}
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(200):
+            await pilot.pause(0.01)
+            if app.inbox:
+                break
+        app.drain_all()
+        await pilot.pause(0.2)
+        for query in ("training.* loss<0.2", "nvidia"):
+            t = time.perf_counter()
+            app.apply_filter(query)
+            applied = time.perf_counter() - t
+            await pilot.pause()  # until the screen has the new rows
+            out[f"app: {query}"] = round(time.perf_counter() - t, 4)
+            out[f"app: {query} (apply only)"] = round(applied, 4)
+    return out
+
+
+# -- replay ------------------------------------------------------------------------------------------
+
+def replay_file(count: int) -> Path:
+    folder = Path(tempfile.gettempdir()) / "kbert_tui_bench"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"events_{count}.jsonl"
+    if not path.exists() or path.stat().st_size == 0:
+        t = time.perf_counter()
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for event in itertools.islice(sim_events_iter(), count):
+                fh.write(encode_event(event))
+        tmp.rename(path)
+        print(f"(wrote {count:,} events to {path} in {time.perf_counter() - t:.1f}s)", file=sys.stderr)
+    return path
+
+
+def sim_events_iter():
+    for n in itertools.count():
+        yield from simulate_run(epochs=20, steps_per_epoch=5000, run_id=f"run-{n:04d}")
+
+
+async def replay_child(path: str, full: bool) -> dict[str, float]:
+    from kbert_tui.tui import MonitorApp, ReplaySource
+
+    t0 = time.perf_counter()
+    app = MonitorApp(ReplaySource(path))
+    first_screen = None
+    async with app.run_test(size=SIZE) as pilot:
+        while first_screen is None:
+            await pilot.pause(0.005)
+            if app.first_paint_at is not None:
+                await pilot.pause()  # that frame reaches the screen
+                first_screen = time.perf_counter() - t0
+            if time.perf_counter() - t0 > 60:
+                break
+        shown_rows = app.query_one("LogView").row_count
+        if full:
+            while not (app.source.finished and not app.inbox):
+                await asyncio.sleep(0.05)
+            app.drain_all()
+            await pilot.pause()
+        total = time.perf_counter() - t0
+        result = {
+            "first_screen_s": round(first_screen or -1, 3),
+            "rows_on_first_screen": shown_rows,
+            "events_loaded": app.log_index.total,
+            "in_memory": app.log_index.in_memory,
+            "full_load_s": round(total, 2) if full else None,
+            "final_status": app.state.training.status,
+            "malformed": app.source.malformed,
+        }
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return result
+
+
+def bench_replay(count: int) -> dict[str, float]:
+    path = replay_file(count)
+    proc = subprocess.run([sys.executable, __file__, "--child-replay", str(path)], capture_output=True, text=True,
+                          timeout=1800)
+    if proc.returncode != 0:
+        raise SystemExit(f"replay child failed:\n{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["file_mb"] = round(path.stat().st_size / 1e6, 1)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=("ingest", "filter", "replay"))
+    parser.add_argument("--rate", type=int, default=10_000)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--filter-events", type=int, default=100_000)
+    parser.add_argument("--replay-events", type=int, default=1_000_000)
+    parser.add_argument("--child-replay", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_replay:
+        print(json.dumps(asyncio.run(replay_child(args.child_replay, full=True))))
+        return
+    print(f"python {sys.version.split()[0]} on {os.cpu_count()} CPUs")
+    if args.only in (None, "ingest"):
+        r = asyncio.run(bench_ingest(args.rate, args.seconds))
+        print(f"ingest: offered {r['offered_rate']:,}/s for {args.seconds:g}s through an EventBus → "
+              f"{r['achieved_rate']:,}/s ingested; backlog max {r['max_backlog']:,} median "
+              f"{r['median_backlog']:,}; caught up {r['catch_up_after_end_s']}s after the last emit; key "
+              f"latency median {r['key_latency_median_ms']} ms max {r['key_latency_max_ms']} ms")
+    if args.only in (None, "filter"):
+        r = bench_filter(args.filter_events)
+        print(f"filter over {r.pop('events'):,} events (index only):")
+        for key, value in r.items():
+            if not key.endswith("(rows)"):
+                rows = r.get(key + " (rows)")
+                print(f"  {key:40s} {value * 1000:8.1f} ms" + (f"  {rows:,} rows" if rows is not None else ""))
+        for key, value in asyncio.run(bench_filter_in_app(args.filter_events)).items():
+            print(f"  {key:40s} {value * 1000:8.1f} ms" + ("" if "apply only" in key else "  (apply + repaint)"))
+    if args.only in (None, "replay"):
+        r = bench_replay(args.replay_events)
+        print(f"replay {args.replay_events:,} events ({r['file_mb']} MB): first screen {r['first_screen_s']}s "
+              f"({r['rows_on_first_screen']:,} rows); all loaded in {r['full_load_s']}s, "
+              f"{r['in_memory']:,} in memory, status {r['final_status']}; peak RSS {r['peak_rss_mb']} MB")
+
+
+if __name__ == "__main__":
+    main()
