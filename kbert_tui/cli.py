@@ -164,6 +164,7 @@ async def _headless(session: Any) -> int:
         print(f"run {session.run_id}: events → {session.events_path}", flush=True)
         outcome = await session.wait()
     except asyncio.CancelledError:
+        print("interrupted: stopping the run and saving a checkpoint", file=sys.stderr, flush=True)
         outcome = "stopped"
     finally:
         await session.close()

@@ -200,3 +200,43 @@ async def test_session_pause_resume_and_close_while_running(tmp_path):
     assert not session.running and session.outcome == "stopped"
     names = [e.name for e in read_events(session.events_path)]
     assert names.index("training.paused") < names.index("training.resumed") < names.index("training.stopped")
+
+
+def test_early_stopping_from_config(tmp_path, recording_bus):
+    config = tiny_config(tmp_path, training={"epochs": 5, "early_stopping": {
+        "enabled": True, "metric": "val_loss", "patience": 1, "min_delta": 100.0}})
+    _, outcome = run_trainer(config, recording_bus)
+    assert outcome == "completed"
+    (early,) = recording_bus.assert_emitted("training.early_stopped", epoch=2, metric="val_loss", best_epoch=1)
+    assert "did not improve" in early.data["reason"]
+    recording_bus.assert_emitted("training.epoch_completed", count=2)
+    recording_bus.assert_emitted("training.completed", stopped_early=True, epochs_completed=2)
+    recording_bus.assert_emitted("training.new_best_model", count=1, epoch=1, metric="val_loss", previous=None)
+
+
+def test_stop_request_for_early_stopping_completes_normally(tmp_path, recording_bus):
+    trainer = Trainer(tiny_config(tmp_path, training={"epochs": 5}), recording_bus, run_id="r",
+                      output_dir=tmp_path / "o")
+    recording_bus.subscribe_sync(
+        "training.batch_completed",
+        lambda e: e.data["step"] == 2 and trainer.control.request_stop("early_stopping", "plugin:early_stopping"))
+    assert trainer.run() == "completed"
+    recording_bus.assert_emitted("training.completed", stopped_early=True)
+    recording_bus.assert_not_emitted("training.stopped")
+    assert recording_bus.emitted("training.batch_completed")[-1].data["step"] == 2
+
+
+def test_every_epoch_policy_keeps_the_newest(tmp_path, recording_bus):
+    config = tiny_config(tmp_path, training={"epochs": 3, "checkpoint": {"policy": "every_epoch", "keep": 2}})
+    run_trainer(config, recording_bus)
+    recording_bus.assert_emitted("model.checkpoint_saved", count=3, kind="epoch")
+    folders = sorted(p.name for p in (config.run.output_dir / "checkpoints").iterdir())
+    assert folders == ["epoch-002", "epoch-003"]
+
+
+def test_slow_batches_raise_a_performance_warning(tmp_path, recording_bus):
+    config = tiny_config(tmp_path, data={"load_time_warning_s": 1e-9}, training={"epochs": 1})
+    run_trainer(config, recording_bus)
+    (warning, *_) = recording_bus.assert_emitted("data.performance_warning", component="data_loader",
+                                                 metric="load_time", threshold=1e-9)
+    assert warning.data["value"] > 1e-9 and warning.source == "data"
