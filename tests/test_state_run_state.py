@@ -28,7 +28,7 @@ def test_a_completed_simulated_run():
     assert t.eta_seconds is None  # nothing left to wait for
     assert state.system.gpu_unavailable and state.system.cpu_percent is not None
     assert set(state.plugins.plugins) == {"early_stopping", "best_model", "metrics_aggregator"}
-    assert all(p.state == "inactive" for p in state.plugins.plugins.values())
+    assert all(p.state == "deactivated" for p in state.plugins.plugins.values())
 
 
 def test_progress_eta_and_samples_per_second_from_event_time():
@@ -141,3 +141,15 @@ def test_summaries_and_kinds():
     assert event_kind(ev("training.batch_completed", {})) == "training"
     assert event_kind(ev("control.stop_requested", {})) == "control"
     assert summarize(ev("weird.shape", {"metrics": "not a dict"})) == "metrics=not a dict"
+
+
+def test_a_fatal_plugin_error_sets_the_plugin_aside_for_good():
+    state = RunState()
+    state.apply(ev("plugin.activated", {"plugin_name": "p", "version": "1"}, source="plugin:p"))
+    state.apply(ev("plugin.error", {"plugin_name": "p", "error": "x", "fatal": True, "error_count": 5},
+                   source="plugin:p"))
+    state.apply(ev("plugin.state_changed", {"plugin_name": "p", "old_state": "active", "new_state": "failed"},
+                   source="plugin:p"))
+    state.apply(ev("plugin.deactivated", {"plugin_name": "p"}, source="plugin:p"))
+    info = state.plugins.plugins["p"]
+    assert info.state == "set aside" and info.errors == 5

@@ -228,7 +228,7 @@ _STATE_FOR = {
     "plugin.loaded": "loaded",
     "plugin.initialized": "initialized",
     "plugin.activated": "active",
-    "plugin.deactivated": "inactive",
+    "plugin.deactivated": "deactivated",
 }
 
 
@@ -494,7 +494,7 @@ class RunState:
                 return
         info = self.plugins.get(printable(pname))
         self.plugins.version += 1
-        if name in _STATE_FOR:
+        if name in _STATE_FOR and not (info.state == "set aside" and name == "plugin.deactivated"):
             info.state = _STATE_FOR[name]
         if isinstance(d.get("version"), str):
             info.version = printable(d["version"])
@@ -510,13 +510,15 @@ class RunState:
             info.errors = max(info.errors, d["errors"])
         if name == "plugin.error":
             info.errors += 1
+            if isinstance(d.get("error_count"), int):
+                info.errors = max(info.errors, d["error_count"])
             info.last_error = printable(str(d.get("error", "")))
-            if d.get("set_aside") or d.get("disabled"):
+            if d.get("fatal") or d.get("set_aside") or d.get("disabled"):
                 info.state = "set aside"
             info.messages.append(printable(f"error: {d.get('error', '')}"))
         elif name == "plugin.state_changed":
             new = d.get("new_state")
-            if isinstance(new, str):
+            if isinstance(new, str) and info.state != "set aside":
                 info.state = printable(new)
             info.messages.append(printable(f"state {d.get('old_state')} → {d.get('new_state')}"))
         else:

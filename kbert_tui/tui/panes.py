@@ -230,7 +230,8 @@ class PluginsPane(Vertical):
 
     def compose(self) -> ComposeResult:
         table: DataTable[Any] = DataTable(cursor_type="row", zebra_stripes=False, id="plugin-table")
-        table.add_columns("plugin", "ver", "state", "events", "err")
+        for label, width in (("plugin", 14), ("ver", 6), ("state", 11), ("events", 6), ("err", 3)):
+            table.add_column(label, width=width, key=label)
         yield table
         yield Static("", id="plugin-details")
 
@@ -261,7 +262,8 @@ class PluginsPane(Vertical):
                        else pal.kind["success"] if info.state == "active" else pal.muted)
         return [
             Text(info.name), Text(info.version or "—"), Text(info.state, state_style),
-            Text(str(info.events_handled) if info.events_handled is not None else str(info.events_emitted)),
+            Text(str(info.events_handled) if info.events_handled is not None else str(info.events_emitted),
+                 justify="right"),
             Text(str(info.errors), pal.kind["error"] if info.errors else pal.muted),
         ]
 
@@ -283,6 +285,9 @@ class PluginsPane(Vertical):
             return
         text = Text()
         text.append(info.name, pal.value)
+        text.append(f" {info.version or ''} · {info.state}", pal.label)
+        handled = "—" if info.events_handled is None else str(info.events_handled)
+        text.append(f"\nhandled {handled} · emitted {info.events_emitted} · errors {info.errors}", pal.label)
         if info.capabilities:
             text.append(" · " + ", ".join(info.capabilities), pal.muted)
         if info.config:
