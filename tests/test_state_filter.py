@@ -113,3 +113,9 @@ def test_a_dotted_word_is_an_exact_event_name_and_quotes_make_it_text():
     assert names("training.batch") == []
     assert names('"training.batch"') == ["training.batch_completed"]
     assert names("0.42") == ["training.batch_completed"]  # not a name: free text
+
+
+def test_a_bare_key_also_finds_a_field_one_level_down():
+    assert names("val_loss<0.5") == ["training.epoch_completed"]
+    assert names("grad_norm>1") == ["training.batch_completed"]
+    assert names("metrics.val_loss<0.5") == ["training.epoch_completed"]

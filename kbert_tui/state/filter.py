@@ -10,6 +10,7 @@ Terms are separated by spaces and AND together; `!term` negates one. A term is o
     key=value           a data field equals value (dotted path: metrics.grad_norm=0.5; value may be a glob)
     key!=value          a data field differs from value (or is missing)
     key>num  key<num    numeric comparison on a data field (also >= and <=)
+                        (a bare key missing at the top also matches one level down: loss, val_accuracy)
     text  "two words"   free text, case-insensitive, over name, source and data
 
 `AND` between terms is allowed and changes nothing. Bad syntax raises `FilterSyntaxError` whose
@@ -34,6 +35,7 @@ training.*        name glob (* ? [..])       training.started exact event name
 source:NAME       source (glob)              corr:ID          correlation id (glob)
 key=value         data field equals          key!=value       differs or missing
 key>num key<num   numeric (also >= <=)       metrics.loss<0.3 dotted paths into data
+                  a bare key also finds metrics.KEY (one level down)
 free text         anywhere, any case         "two words"      quoted text
 !term             negation                   a b              terms AND together
 name:GLOB         explicit name glob"""
@@ -110,7 +112,14 @@ def _glob(pattern: str) -> Callable[[str], bool]:
 
 
 def _resolve(event: Event, path: tuple[str, ...]) -> Any:
-    value: Any = event.data
+    data = event.data
+    if path[0] not in data:
+        # `val_accuracy>0.9` also finds metrics.val_accuracy: one level down, first nested dict that has it
+        for nested in data.values():
+            if isinstance(nested, dict) and path[0] in nested:
+                data = nested
+                break
+    value: Any = data
     for part in path:
         if isinstance(value, dict):
             value = value.get(part, _MISSING)
