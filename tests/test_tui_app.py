@@ -342,3 +342,18 @@ async def test_markup_and_escape_sequences_are_shown_literally():
         await pilot.click(LogView, offset=(5, view.cursor - int(view.scroll_y)))
         await pilot.pause()
         assert app.is_running  # clicking the row never ran the embedded action
+
+
+async def test_ctrl_q_takes_the_same_quit_flow():
+    source = FakeLive(running_events())
+    app = MonitorApp(source)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("ctrl+q")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        for _ in range(50):
+            await pilot.pause(0.02)
+            if source.closed:
+                break
+    assert source.closed

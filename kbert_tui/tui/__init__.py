@@ -47,7 +47,10 @@ def monitor_run(config: Any, *, output_dir: str | None = None,
     """`kbert-tui run` with the monitor: 0 completed or stopped, 1 failed, 2 failed on bad input."""
     source = LiveSource(config, output_dir=output_dir)
     app = MonitorApp(source)
-    app.run()
+    try:
+        app.run()
+    finally:
+        source.abandon()  # a no-op after a clean quit; after a crash, training must not run on unseen
     if app.start_error:
         print(f"kbert-tui: error: {app.start_error}", file=sys.stderr)
         return 1

@@ -407,6 +407,10 @@ class MonitorApp(App[str | None]):
             self.notify(f"replay speed {self.source.speed:g}×", timeout=1.5)
 
     # -- quitting ----------------------------------------------------------------------------------
+    async def action_quit(self) -> None:
+        """Textual's own quit (ctrl+q) goes through the same flow as `q`."""
+        self.action_quit_app()
+
     def action_quit_app(self) -> None:
         if isinstance(self.source, LiveSource) and self.state.training.live:
             def answered(yes: bool | None) -> None:

@@ -254,6 +254,14 @@ class LiveSource(EventSource):
         self._closed = True
         await self.session.close()
 
+    def abandon(self, timeout: float = 60.0) -> None:
+        """After the app's loop is gone without `close()` (a crash): stop the worker thread anyway."""
+        session = self.session
+        if self._closed or session is None or session.worker is None or not session.worker.alive:
+            return
+        session.worker.control.request_stop("monitor exited", "tui")
+        session.worker.join(timeout)
+
     def describe(self) -> str:
         where = f" → {self.events_path}" if self.events_path else ""
         return f"live{where}"
