@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
 import pytest_textual_snapshot
 
 _SNAPSHOTS = Path(__file__).resolve().parents[1] / "snapshots"
@@ -19,3 +22,20 @@ class _SnapshotsDirExtension(pytest_textual_snapshot.SVGImageExtension):
 
 # snap_compare looks the extension up in its module at call time, so replacing it here redirects it.
 pytest_textual_snapshot.SVGImageExtension = _SnapshotsDirExtension  # type: ignore[misc]
+
+
+async def _settle(pilot: Any) -> None:
+    """Let a MonitorApp's source start, then ingest everything it delivered and repaint."""
+    app = pilot.app
+    for _ in range(100):
+        await pilot.pause(0.01)
+        if app.inbox or app.ingested:
+            break
+    app.drain_all()
+    await pilot.pause()
+
+
+@pytest.fixture
+def settle() -> Callable[[Any], Awaitable[None]]:
+    """`await settle(pilot)`: the monitor has taken in its first events (tests of kbert_tui.tui)."""
+    return _settle

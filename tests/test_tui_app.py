@@ -24,16 +24,6 @@ def sim(**kw) -> list[Event]:
     return list(simulate_run(**kw))
 
 
-async def settle(app: MonitorApp, pilot) -> None:
-    """Let the source start, then ingest everything it delivered."""
-    for _ in range(100):
-        await pilot.pause(0.01)
-        if app.inbox or app.ingested:
-            break
-    app.drain_all()
-    await pilot.pause()
-
-
 def status_text(app: MonitorApp) -> str:
     return str(app.query_one("#statusbar", Static).render())
 
@@ -72,11 +62,11 @@ def running_events() -> list[Event]:
 
 # -- filter ---------------------------------------------------------------------------------------------
 
-async def test_filter_bar_applies_live_and_esc_clears():
+async def test_filter_bar_applies_live_and_esc_clears(settle):
     events = sim(epochs=2, steps_per_epoch=20)
     app = MonitorApp(StaticSource(events))
     async with app.run_test(size=SIZE) as pilot:
-        await settle(app, pilot)
+        await settle(pilot)
         view = app.query_one(LogView)
         assert view.row_count == len(events)
         await pilot.press("slash")
@@ -109,7 +99,7 @@ async def test_filter_bar_applies_live_and_esc_clears():
 
 # -- detail, drill-down, navigation --------------------------------------------------------------------
 
-async def test_enter_shows_pretty_json_and_c_drills_into_the_correlation():
+async def test_enter_shows_pretty_json_and_c_drills_into_the_correlation(settle):
     events = sim(epochs=1, steps_per_epoch=10)
     t = events[-1].timestamp
     others = [Event(name="plugin.message", data={"from": "a", "to": "b", "message": {"n": i}},
@@ -117,7 +107,7 @@ async def test_enter_shows_pretty_json_and_c_drills_into_the_correlation():
                     correlation_id="chat-9", id=f"chat-{i}") for i in range(3)]
     app = MonitorApp(StaticSource(events + others))
     async with app.run_test(size=SIZE) as pilot:
-        await settle(app, pilot)
+        await settle(pilot)
         view = app.query_one(LogView)
         assert view.selected_event().id == "chat-2"  # following: the newest is selected
         await pilot.press("enter")
@@ -141,11 +131,11 @@ async def test_enter_shows_pretty_json_and_c_drills_into_the_correlation():
         assert app.screen.query_one(LogView).row_count == len(events)
 
 
-async def test_e_and_shift_e_jump_between_problems():
+async def test_e_and_shift_e_jump_between_problems(settle):
     events = sim(epochs=2, steps_per_epoch=60, system_every=2)
     app = MonitorApp(StaticSource(events))
     async with app.run_test(size=SIZE) as pilot:
-        await settle(app, pilot)
+        await settle(pilot)
         view = app.query_one(LogView)
         await pilot.press("home")
         assert not view.follow
@@ -161,13 +151,13 @@ async def test_e_and_shift_e_jump_between_problems():
 
 # -- follow and pause -----------------------------------------------------------------------------------
 
-async def test_follow_and_pause_view_count_arrivals():
+async def test_follow_and_pause_view_count_arrivals(settle):
     events = sim(epochs=2, steps_per_epoch=60)
     first, rest = events[:100], events[100:]
     assert len(rest) >= 90
     app = MonitorApp(StaticSource(first))
     async with app.run_test(size=SIZE) as pilot:
-        await settle(app, pilot)
+        await settle(pilot)
         view = app.query_one(LogView)
         assert view.follow and view.cursor == 99
         app.inbox.extend(rest[:50])
@@ -252,11 +242,11 @@ async def test_paced_replay_pauses_steps_and_changes_speed(tmp_path: Path):
 
 # -- training control and quitting -----------------------------------------------------------------------
 
-async def test_p_pauses_and_resumes_training_by_control_events():
+async def test_p_pauses_and_resumes_training_by_control_events(settle):
     source = FakeLive(running_events())
     app = MonitorApp(source)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(app, pilot)
+        await settle(pilot)
         assert app.state.training.status == "running"
         await pilot.press("p")
         await pilot.pause()
@@ -270,11 +260,11 @@ async def test_p_pauses_and_resumes_training_by_control_events():
         source._ended.set()
 
 
-async def test_s_asks_before_stopping():
+async def test_s_asks_before_stopping(settle):
     source = FakeLive(running_events())
     app = MonitorApp(source)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(app, pilot)
+        await settle(pilot)
         await pilot.press("s")
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("n")
@@ -285,11 +275,11 @@ async def test_s_asks_before_stopping():
         source._ended.set()
 
 
-async def test_quit_asks_while_live_then_stops_the_run_cleanly():
+async def test_quit_asks_while_live_then_stops_the_run_cleanly(settle):
     source = FakeLive(running_events())
     app = MonitorApp(source)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(app, pilot)
+        await settle(pilot)
         await pilot.press("q")
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("n")
@@ -303,12 +293,12 @@ async def test_quit_asks_while_live_then_stops_the_run_cleanly():
     assert app.return_value == "stopped"
 
 
-async def test_quit_without_asking_once_the_run_is_over():
+async def test_quit_without_asking_once_the_run_is_over(settle):
     source = FakeLive(sim(epochs=1, steps_per_epoch=5))
     source.outcome = "completed"
     app = MonitorApp(source)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(app, pilot)
+        await settle(pilot)
         assert app.state.training.status == "completed"
         await pilot.press("q")
         await pilot.pause()
@@ -328,12 +318,12 @@ async def test_help_lists_keys_and_filter_syntax():
 
 # -- safety ---------------------------------------------------------------------------------------------
 
-async def test_markup_and_escape_sequences_are_shown_literally():
+async def test_markup_and_escape_sequences_are_shown_literally(settle):
     hostile = Event(name="e.[@click=app.quit]x", data={"text": "[bold red]boom[/] \x1b[2J\x1b]0;title\x07"},
                     source="[b]src", timestamp=datetime(2026, 1, 1, tzinfo=timezone.utc), id="evil-1")
     app = MonitorApp(StaticSource(sim(epochs=1, steps_per_epoch=3, hostile_text=True) + [hostile]))
     async with app.run_test(size=(160, 40)) as pilot:
-        await settle(app, pilot)
+        await settle(pilot)
         view = app.query_one(LogView)
         line = view.render_line(view.cursor - int(view.scroll_y)).text
         assert "e.[@click=app.quit]x" in line
@@ -344,11 +334,11 @@ async def test_markup_and_escape_sequences_are_shown_literally():
         assert app.is_running  # clicking the row never ran the embedded action
 
 
-async def test_ctrl_q_takes_the_same_quit_flow():
+async def test_ctrl_q_takes_the_same_quit_flow(settle):
     source = FakeLive(running_events())
     app = MonitorApp(source)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(app, pilot)
+        await settle(pilot)
         await pilot.press("ctrl+q")
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("y")

@@ -3,8 +3,6 @@ or headless mode, `replay` opens a file or explains why it can't."""
 
 from __future__ import annotations
 
-import json
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,7 @@ from kbert_tui.events.store import read_events
 from kbert_tui.state import RunState
 from kbert_tui.state.simulate import simulate_run
 from kbert_tui.events.store import JsonlStore
-from kbert_tui.training.testing import tiny_config, tiny_document
+from kbert_tui.training.testing import tiny_config
 from kbert_tui.tui import LiveSource, MonitorApp
 from kbert_tui.tui.screens import ConfirmScreen
 
@@ -100,20 +98,11 @@ def test_replay_without_a_terminal_prints_a_summary(tmp_path: Path, capsys):
     assert "failed" in captured.out and "loss became nan at step 8" in captured.out
 
 
-def test_run_without_a_terminal_runs_headless_and_says_so(tmp_path: Path, capsys):
-    document = tiny_document(tmp_path)
-    path = tmp_path / "tiny.toml"
-    lines = []
-    for section, values in document.items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items() if not isinstance(v, dict)]
-        for k, v in values.items():
-            if isinstance(v, dict):
-                lines.append(f"[{section}.{k}]")
-                lines += [f"{kk} = {json.dumps(vv)}" for kk, vv in v.items()]
-    path.write_text("\n".join(lines) + "\n")
-    tomllib.loads(path.read_text())
-    assert main(["run", str(path), "--output-dir", str(tmp_path / "o")]) == 0
+def test_run_without_a_terminal_runs_headless_and_says_so(tmp_path: Path, capsys, monkeypatch):
+    import kbert_tui.config
+
+    monkeypatch.setattr(kbert_tui.config, "default_config", lambda: tiny_config(tmp_path))
+    assert main(["run", "--output-dir", str(tmp_path / "o")]) == 0
     captured = capsys.readouterr()
     assert "stdout is not a terminal: running headless" in captured.err
     assert "epoch 1: train_loss" in captured.out

@@ -12,32 +12,22 @@ def app_for(**kw) -> MonitorApp:
     return MonitorApp(StaticSource(list(simulate_run(**kw)), label="recorded run"))
 
 
-async def ingest(pilot) -> None:
-    app = pilot.app
-    for _ in range(100):
-        await pilot.pause(0.01)
-        if app.inbox or app.ingested:
-            break
-    app.drain_all()
-    await pilot.pause()
+def test_completed_run_80x24(snap_compare, settle):
+    assert snap_compare(app_for(epochs=3, steps_per_epoch=40), terminal_size=(80, 24), run_before=settle)
 
 
-def test_completed_run_80x24(snap_compare):
-    assert snap_compare(app_for(epochs=3, steps_per_epoch=40), terminal_size=(80, 24), run_before=ingest)
-
-
-def test_failed_run_light_theme_120x40(snap_compare):
+def test_failed_run_light_theme_120x40(snap_compare, settle):
     async def before(pilot) -> None:
         pilot.app.theme = "textual-light"
-        await ingest(pilot)
+        await settle(pilot)
 
     assert snap_compare(app_for(epochs=3, steps_per_epoch=120, fail_at_step=230, system_every=2),
                         terminal_size=(120, 40), run_before=before)
 
 
-def test_filter_error_inline_100x30(snap_compare):
+def test_filter_error_inline_100x30(snap_compare, settle):
     async def before(pilot) -> None:
-        await ingest(pilot)
+        await settle(pilot)
         await pilot.press("slash")
         pilot.app.query_one("#filter").value = "training.* loss>abc"
         await pilot.press("enter")
@@ -45,9 +35,9 @@ def test_filter_error_inline_100x30(snap_compare):
     assert snap_compare(app_for(epochs=2, steps_per_epoch=20), terminal_size=(100, 30), run_before=before)
 
 
-def test_correlation_timeline_100x30(snap_compare):
+def test_correlation_timeline_100x30(snap_compare, settle):
     async def before(pilot) -> None:
-        await ingest(pilot)
+        await settle(pilot)
         view = pilot.app.query_one(LogView)
         view.follow = False
         view.set_cursor(0)
@@ -57,12 +47,12 @@ def test_correlation_timeline_100x30(snap_compare):
     assert snap_compare(app_for(epochs=1, steps_per_epoch=10), terminal_size=(100, 30), run_before=before)
 
 
-def test_paused_run_with_plugins_toggled_80x24(snap_compare):
+def test_paused_run_with_plugins_toggled_80x24(snap_compare, settle):
     events = list(simulate_run(epochs=2, steps_per_epoch=30, pause_at_step=40))
     cut = next(i for i, e in enumerate(events) if e.name == "training.paused")
 
     async def before(pilot) -> None:
-        await ingest(pilot)
+        await settle(pilot)
         await pilot.press("t")
 
     assert snap_compare(MonitorApp(StaticSource(events[: cut + 1], label="recorded run")),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from datetime import datetime
 from typing import Any
 
 from rich.text import Text
@@ -21,20 +23,11 @@ __all__ = ["DetailScreen", "TimelineScreen", "ConfirmScreen", "HelpScreen", "eve
 
 
 def event_json(event: Event) -> str:
-    """All fields of `event` as pretty JSON (non-JSON values shown by their repr)."""
-    record = {
-        "id": event.id,
-        "name": event.name,
-        "timestamp": event.timestamp.isoformat(),
-        "source": event.source,
-        "correlation_id": event.correlation_id,
-        "data": event.data,
-        "metadata": event.metadata,
-    }
-    try:
-        return json.dumps(record, indent=2, ensure_ascii=False, default=repr, allow_nan=True)
-    except (TypeError, ValueError):
-        return repr(record)
+    """All fields of `event` as pretty JSON (datetimes in ISO form, other non-JSON values by repr)."""
+    record = dataclasses.asdict(event)
+    record = {"id": record.pop("id"), **record}
+    return json.dumps(record, indent=2, ensure_ascii=False, allow_nan=True,
+                      default=lambda v: v.isoformat() if isinstance(v, datetime) else repr(v))
 
 
 def _literal(text: str) -> Text:
