@@ -15,7 +15,7 @@ from kbert_tui.state import event_kind
 from kbert_tui.state.simulate import simulate_run
 from kbert_tui.tui import LiveSource, MonitorApp, ReplaySource, StaticSource
 from kbert_tui.tui.log_view import LogView
-from kbert_tui.tui.screens import ConfirmScreen, DetailScreen, HelpScreen, TimelineScreen
+from kbert_tui.tui.screens import ConfirmScreen, DetailScreen, EventListScreen, HelpScreen, TimelineScreen
 
 SIZE = (120, 40)
 
@@ -347,3 +347,34 @@ async def test_ctrl_q_takes_the_same_quit_flow(settle):
             if source.closed:
                 break
     assert source.closed
+
+
+async def test_older_events_left_memory_but_o_searches_them_on_disk(tmp_path: Path):
+    events = sim(epochs=3, steps_per_epoch=40)
+    path = tmp_path / "events.jsonl"
+    write_log(path, events)
+    app = MonitorApp(ReplaySource(path), capacity=100)
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(300):
+            await pilot.pause(0.02)
+            if app.source.finished and not app.inbox:
+                break
+        app.drain_all()
+        evicted = len(events) - 100
+        assert app.log_index.evicted == evicted
+        assert f"{evicted:,} older on disk in {path}" in status_text(app)
+        app.apply_filter("training.epoch_started")
+        assert app.query_one(LogView).row_count == 0  # every epoch start is older than the window
+        await pilot.press("o")
+        for _ in range(200):
+            await pilot.pause(0.02)
+            if isinstance(app.screen, EventListScreen):
+                break
+        screen = app.screen
+        assert isinstance(screen, EventListScreen)
+        found = screen.query_one(LogView)
+        older = [e for e in events[:evicted] if e.name == "training.epoch_started"]
+        assert found.row_count == len(older) == 3
+        assert "3 of" in screen.title_text and "training.epoch_started" in screen.title_text
+        await pilot.press("enter")
+        assert isinstance(app.screen, DetailScreen) and app.screen.event.id == older[0].id

@@ -22,13 +22,23 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Input, Static
+from textual.worker import get_current_worker
 
 from kbert_tui.events import Event
-from kbert_tui.state import DEFAULT_CAPACITY, EventLog, FilterSyntaxError, RunState, parse_filter, printable
+from kbert_tui.events.store import read_events
+from kbert_tui.state import (
+    DEFAULT_CAPACITY,
+    EventLog,
+    EventMatcher,
+    FilterSyntaxError,
+    RunState,
+    parse_filter,
+    printable,
+)
 
 from .log_view import LogView
 from .panes import PluginsPane, SystemPane, TrainingPane
-from .screens import ConfirmScreen, DetailScreen, HelpScreen, TimelineScreen
+from .screens import ConfirmScreen, DetailScreen, EventListScreen, HelpScreen, TimelineScreen
 from .sources import EventSource, LiveSource, ReplaySource
 
 __all__ = ["MonitorApp", "styles_path"]
@@ -70,6 +80,7 @@ class MonitorApp(App[str | None]):
         Binding("minus", "replay_speed(0.5)", "Slower", show=False),
         Binding("z", "maximize_pane", "Zoom", show=False),
         Binding("t", "toggle_plugins", "Plugins", show=False),
+        Binding("o", "search_disk", "Older", show=False),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit_app", "Quit"),
     ]
@@ -339,6 +350,41 @@ class MonitorApp(App[str | None]):
         self.push_screen(TimelineScreen(cid, timeline, older_on_disk=self.log_index.evicted,
                                         select_id=event.id))
 
+    def action_search_disk(self) -> None:
+        """Search the events that left the in-memory window (they are in the events file) with the filter."""
+        evicted = self.log_index.evicted
+        path = self.source.events_path
+        if not evicted:
+            self.notify("every event is in memory: nothing older on disk", timeout=3)
+            return
+        if path is None or not path.exists():
+            self.notify("there is no events file to search", timeout=3)
+            return
+        what = f"filter '{self.log_index.matcher.query}'" if self.log_index.matcher else "no filter"
+        self.notify(f"searching the {evicted:,} older events in {path.name} ({printable(what)})…", timeout=4)
+        self._search_disk(path, evicted, self.log_index.matcher)
+
+    @work(thread=True, exclusive=True, group="disk-search")
+    def _search_disk(self, path: Path, count: int, matcher: EventMatcher | None) -> None:
+        found = EventLog(self.log_index.capacity)
+        matched = 0
+        worker = get_current_worker()
+        for index, event in enumerate(read_events(path)):
+            if index >= count or worker.is_cancelled:
+                break
+            if matcher is None or matcher.matches(event):
+                found.append(event)
+                matched += 1
+        if not worker.is_cancelled:
+            self.call_from_thread(self._show_disk_results, found, matched, count, matcher)
+
+    def _show_disk_results(self, found: EventLog, matched: int, searched: int, matcher: EventMatcher | None) -> None:
+        where = f"filter '{printable(matcher.query)}'" if matcher else "no filter"
+        title = f"older events on disk: {matched:,} of {searched:,} match ({where})"
+        if found.evicted:
+            title += f"; showing the newest {found.in_memory:,}"
+        self.push_screen(EventListScreen(found, title=title, hint="Enter detail · Esc close"))
+
     def action_maximize_pane(self) -> None:
         screen = self.screen
         if screen.maximized is not None:
@@ -456,6 +502,8 @@ class MonitorApp(App[str | None]):
         yield SystemCommand("Stop training", "Checkpoint and stop, after asking (s)", self.action_stop_training)
         yield SystemCommand("Show/hide plugins", "Toggle the plugins pane on narrow terminals (t)",
                             self.action_toggle_plugins)
+        yield SystemCommand("Search older events on disk", "Events that left memory, with the filter (o)",
+                            self.action_search_disk)
         yield SystemCommand("Keys and filter syntax", "Help (?)", self.action_help)
         yield SystemCommand("Quit kbert-tui", "Stop the run cleanly and quit (q)", self.action_quit_app)
 

@@ -19,7 +19,7 @@ from kbert_tui.state import FILTER_HELP, EventLog, printable
 
 from .log_view import LogView, format_time
 
-__all__ = ["DetailScreen", "TimelineScreen", "ConfirmScreen", "HelpScreen", "event_json"]
+__all__ = ["DetailScreen", "EventListScreen", "TimelineScreen", "ConfirmScreen", "HelpScreen", "event_json"]
 
 
 def event_json(event: Event) -> str:
@@ -62,39 +62,34 @@ class DetailScreen(ModalScreen[None]):
         app.open_timeline(self.event)
 
 
-class TimelineScreen(ModalScreen[None]):
-    """Every event in memory that shares one correlation id, oldest first, with time deltas."""
+class EventListScreen(ModalScreen[None]):
+    """A list of events (its own `EventLog`) over the monitor: Enter opens one, Esc closes."""
 
     BINDINGS = [Binding("escape,q", "dismiss", "Close")]
 
-    def __init__(self, correlation_id: str, log: EventLog, *, older_on_disk: int, select_id: str | None) -> None:
+    def __init__(self, log: EventLog, *, title: str, hint: str, timeline: bool = False,
+                 select_id: str | None = None) -> None:
         super().__init__()
-        self.correlation_id = correlation_id
         self.events_log = log
-        self.older_on_disk = older_on_disk
+        self.title_text = title
+        self.hint_text = hint
+        self.timeline = timeline
         self.select_id = select_id
 
     def compose(self) -> ComposeResult:
         with Vertical(id="timeline-box", classes="modal-box"):
-            title = f"correlation {printable(self.correlation_id)} — {self.events_log.total:,} events"
-            if self.events_log.total:
-                first, last = self.events_log.get(0), self.events_log.get(self.events_log.total - 1)
-                title += f" over {(last.timestamp - first.timestamp).total_seconds():,.3f}s"
-            yield Label(Text(title), classes="modal-title")
-            view = LogView(self.events_log, timeline=True, id="timeline-view")
+            yield Label(Text(self.title_text), classes="modal-title")
+            view = LogView(self.events_log, timeline=self.timeline, id="timeline-view")
             view.follow = False
             yield view
-            hint = "+t since first · Δ since previous · Enter detail · Esc close"
-            if self.older_on_disk:
-                hint += f" · {self.older_on_disk:,} older events of the run are only on disk"
-            yield Label(Text(hint), classes="modal-hint")
+            yield Label(Text(self.hint_text), classes="modal-hint")
 
     def on_mount(self) -> None:
         view = self.query_one(LogView)
         view.sync()
         view.set_cursor(0)
         if self.select_id is not None:
-            for seq in range(self.events_log.total):
+            for seq in range(self.events_log.base, self.events_log.total):
                 if self.events_log.get(seq).id == self.select_id:
                     self.call_after_refresh(view.go_to_seq, seq)
                     break
@@ -103,6 +98,21 @@ class TimelineScreen(ModalScreen[None]):
     def on_log_view_opened(self, message: LogView.Opened) -> None:
         message.stop()
         self.app.push_screen(DetailScreen(self.events_log.get(message.seq)))
+
+
+class TimelineScreen(EventListScreen):
+    """Every event in memory that shares one correlation id, oldest first, with time deltas."""
+
+    def __init__(self, correlation_id: str, log: EventLog, *, older_on_disk: int, select_id: str | None) -> None:
+        title = f"correlation {printable(correlation_id)} — {log.total:,} events"
+        if log.total:
+            first, last = log.get(0), log.get(log.total - 1)
+            title += f" over {(last.timestamp - first.timestamp).total_seconds():,.3f}s"
+        hint = "+t since first · Δ since previous · Enter detail · Esc close"
+        if older_on_disk:
+            hint += f" · {older_on_disk:,} older events are only on disk (o searches them)"
+        super().__init__(log, title=title, hint=hint, timeline=True, select_id=select_id)
+        self.correlation_id = correlation_id
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -137,6 +147,7 @@ HELP_KEYS = """\
 f        follow newest on/off         space    pause/unpause the log view
 Enter    event detail (JSON)          c        correlation timeline
 e / E    next / previous error        ↑↓ PgUp PgDn Home End  move
+o        search older events on disk (with the filter)
 p        pause/resume training        s        stop training (asks)
 q        quit (asks while live)       ?        this help
 z        maximize/restore pane        t        show/hide plugins
