@@ -105,3 +105,10 @@ def test_init_writes_a_config_that_loads(tmp_path, capsys):
     assert main(["init", str(path)]) == 2
     assert "already exists" in capsys.readouterr().err
     assert main(["init", str(path), "--force"]) == 0
+
+
+def test_output_dir_that_is_a_file_exits_2(tmp_path, capsys):
+    target = tmp_path / "file"
+    target.write_text("x")
+    assert main(["run", "--headless", "--output-dir", str(target)]) == 2
+    assert "not a directory" in capsys.readouterr().err
