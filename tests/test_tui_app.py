@@ -378,3 +378,21 @@ async def test_older_events_left_memory_but_o_searches_them_on_disk(tmp_path: Pa
         assert "3 of" in screen.title_text and "training.epoch_started" in screen.title_text
         await pilot.press("enter")
         assert isinstance(app.screen, DetailScreen) and app.screen.event.id == older[0].id
+
+
+async def test_events_keep_flowing_into_the_main_log_while_a_modal_is_open(settle):
+    events = sim(epochs=2, steps_per_epoch=40)
+    app = MonitorApp(StaticSource(events[:50]))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("c")  # the timeline has a LogView of its own
+        assert isinstance(app.screen, TimelineScreen)
+        timeline_rows = app.screen.query_one(LogView).row_count
+        app.inbox.extend(events[50:120])
+        await pilot.pause(0.3)  # the drain timer runs under the modal
+        assert app.log_view.row_count == 120
+        assert app.screen.query_one(LogView).row_count == timeline_rows
+        await pilot.press("escape", "question_mark")
+        app.inbox.extend(events[120:])
+        await pilot.pause(0.3)
+        assert app.log_view.row_count == len(events)

@@ -244,6 +244,8 @@ class RunState:
         self.warnings_seen = 0
         self.first_at: datetime | None = None
         self.last_at: datetime | None = None
+        self.training_version = 0  # bumps with every event a pane would redraw for (change detection)
+        self.system_version = 0
         self.controls: list[str] = []  # control requests seen (names), newest last, bounded
         self.pending_control: str | None = None  # e.g. "pause" requested but not yet answered
 
@@ -260,16 +262,20 @@ class RunState:
         data = event.data if isinstance(event.data, dict) else {}
         if name == "training.batch_completed":  # the hot path first
             self._batch(event, data)
+            self.training_version += 1
             return
         category = name.partition(".")[0]
         if category == "training":
             self._training(event, name, data)
+            self.training_version += 1
         elif category == "system":
             self._system(event, name, data)
+            self.system_version += 1
         elif category == "plugin":
             self._plugin(event, name, data)
         elif category == "control":
             self._control(name, data)
+            self.training_version += 1
         if event.source.startswith("plugin:"):
             info = self.plugins.get(event.source[7:])
             info.events_emitted += 1

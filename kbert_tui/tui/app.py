@@ -44,6 +44,7 @@ from .sources import EventSource, LiveSource, ReplaySource
 __all__ = ["MonitorApp", "styles_path"]
 
 DRAIN_BUDGET_S = 0.040
+PANE_INTERVAL_S = 0.25
 WIDE = 120
 
 
@@ -85,15 +86,13 @@ class MonitorApp(App[str | None]):
         Binding("q", "quit_app", "Quit"),
     ]
 
-    def __init__(self, source: EventSource, *, capacity: int = DEFAULT_CAPACITY, tick: float = 1 / 15,
-                 exit_when_done: bool = False) -> None:
+    def __init__(self, source: EventSource, *, capacity: int = DEFAULT_CAPACITY, tick: float = 1 / 15) -> None:
         super().__init__()
         self.source = source
         self.state = RunState()
         self.log_index = EventLog(capacity)
         self.inbox: deque[Event] = deque()
         self.tick = tick
-        self.exit_when_done = exit_when_done
         self.filter_error: str | None = None
         self.ingested = 0
         self.start_error: str | None = None
@@ -103,33 +102,43 @@ class MonitorApp(App[str | None]):
         self._quitting = False
         self._stopped_ingest = False
         self._last_status = ""
+        self._panes_at = 0.0
+        self._pane_versions = (-1, -1, -1)
 
     # -- layout ------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
-        yield Static(id="titlebar")
+        # Kept as attributes: App.query_one searches the *active* screen, which may be a modal.
+        self.titlebar = Static(id="titlebar")
+        self.training_pane = TrainingPane(self.state, id="training")
+        self.system_pane = SystemPane(self.state, id="system")
+        self.log_view = LogView(self.log_index, id="log")
+        self.plugins_pane = PluginsPane(self.state, id="plugins")
+        self.filter_box = Input(placeholder="filter: training.* loss<0.5 source:trainer !system.* text…  "
+                                "(Esc clears)", id="filter")
+        self.filter_error_line = Static(id="filter-error")
+        self.statusbar = Static(id="statusbar")
+        yield self.titlebar
         with Horizontal(id="top"):
-            yield TrainingPane(self.state, id="training")
-            yield SystemPane(self.state, id="system")
+            yield self.training_pane
+            yield self.system_pane
         with Horizontal(id="bottom"):
-            yield LogView(self.log_index, id="log")
-            yield PluginsPane(self.state, id="plugins")
-        yield Input(placeholder="filter: training.* loss<0.5 source:trainer !system.* text…  (Esc clears)",
-                    id="filter")
-        yield Static(id="filter-error")
-        yield Static(id="statusbar")
+            yield self.log_view
+            yield self.plugins_pane
+        yield self.filter_box
+        yield self.filter_error_line
+        yield self.statusbar
         yield Footer()
 
     async def on_mount(self) -> None:
-        self.query_one("#training").border_title = "Training"
-        self.query_one("#system").border_title = "System"
-        self.query_one("#plugins").border_title = "Plugins"
-        self.query_one("#log").border_title = "Events"
-        filter_input = self.query_one("#filter", Input)
-        filter_input.cursor_blink = False
-        filter_input.display = False
-        self.query_one("#filter-error").display = False
+        self.training_pane.border_title = "Training"
+        self.system_pane.border_title = "System"
+        self.plugins_pane.border_title = "Plugins"
+        self.log_view.border_title = "Events"
+        self.filter_box.cursor_blink = False
+        self.filter_box.display = False
+        self.filter_error_line.display = False
         self._apply_width(self.size.width)
-        self.query_one(LogView).focus()
+        self.log_view.focus()
         self._drain_timer = self.set_interval(self.tick, self._drain, name="drain")
         self._start_source()
 
@@ -142,17 +151,16 @@ class MonitorApp(App[str | None]):
             self.notify(self.start_error, title="could not start", severity="error", timeout=10)
             return
         if isinstance(self.source, LiveSource):
-            await self.source.wait()
+            await self.source.wait()  # the run ended by itself; the panes show how, until `q`
             self._drain()
-            if self.exit_when_done:
-                await self._close_and_exit()
 
     def on_resize(self, event: Any) -> None:
         self._apply_width(self.size.width)
 
     def _apply_width(self, width: int) -> None:
-        self.screen.set_class(width >= WIDE, "wide")
-        self.screen.set_class(width < WIDE, "-narrow")
+        main = self.screen_stack[0]  # the monitor's own screen, even under a modal
+        main.set_class(width >= WIDE, "wide")
+        main.set_class(width < WIDE, "-narrow")
 
     # -- ingest ------------------------------------------------------------------------------------
     def _ingest(self, budget_s: float | None) -> int:
@@ -188,23 +196,33 @@ class MonitorApp(App[str | None]):
             return
         moved = self._ingest(DRAIN_BUDGET_S) if self.inbox else 0
         if moved:
-            self.refresh_panes()
+            self.refresh_panes(force=False)
         else:
-            self._update_status()
+            self.refresh_panes(force=False) if self._panes_stale() else self._update_status()
             self.log_index.warm_text(10_000)  # idle: prepare free-text search
         if moved and self.first_paint_at is None:
             self.first_paint_at = time.perf_counter()
-        if self.exit_when_done and self.source.finished and not inbox and not self._quitting:
-            self.call_later(self._close_and_exit)
 
-    def refresh_panes(self) -> None:
-        for pane in (self.query_one(TrainingPane), self.query_one(SystemPane), self.query_one(PluginsPane)):
-            pane.update_state()
-        self.query_one(LogView).sync()
+    def refresh_panes(self, *, force: bool = True) -> None:
+        """Repaint what changed: the log every time, the other panes at most every PANE_INTERVAL_S
+        unless `force` (they are costlier to draw and a person can't read them faster anyway)."""
+        now = time.perf_counter()
+        if force or now - self._panes_at >= PANE_INTERVAL_S:
+            self._panes_at = now
+            for pane in (self.training_pane, self.system_pane, self.plugins_pane):
+                pane.update_state()
+            s = self.state
+            self._pane_versions = (s.training_version, s.system_version, s.plugins.version)
+        self.log_view.sync()
         self._update_status()
 
+    def _panes_stale(self) -> bool:
+        s = self.state
+        return (self._pane_versions != (s.training_version, s.system_version, s.plugins.version)
+                and time.perf_counter() - self._panes_at >= PANE_INTERVAL_S)
+
     def _update_status(self) -> None:
-        view = self.query_one(LogView)
+        view = self.log_view
         log = self.log_index
         t = self.state.training
         title = Text()
@@ -232,23 +250,24 @@ class MonitorApp(App[str | None]):
         key = status + "\0" + title.plain
         if key != self._last_status:
             self._last_status = key
-            self.query_one("#statusbar", Static).update(Text(status))
-            self.query_one("#titlebar", Static).update(title)
+            # one fixed row each: no layout pass needed (a layout per frame costs more than the frame)
+            self.statusbar.update(Text(status), layout=False)
+            self.titlebar.update(title, layout=False)
 
     # -- filter ------------------------------------------------------------------------------------
     def action_open_filter(self) -> None:
-        box = self.query_one("#filter", Input)
+        box = self.filter_box
         box.display = True
         box.focus()
 
     def action_clear_filter(self) -> None:
-        box = self.query_one("#filter", Input)
+        box = self.filter_box
         if box.value or self.log_index.filtered:
             box.value = ""
             self.apply_filter("")
         box.display = False
         self._show_filter_error(None)
-        self.query_one(LogView).focus()
+        self.log_view.focus()
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
@@ -262,7 +281,7 @@ class MonitorApp(App[str | None]):
         if self._filter_timer is not None:
             self._filter_timer.stop()
         if self.apply_filter(event.value):
-            self.query_one(LogView).focus()
+            self.log_view.focus()
 
     def apply_filter(self, query: str) -> bool:
         """Parse and apply `query` to the log; on bad syntax show the message and keep the old filter."""
@@ -272,7 +291,7 @@ class MonitorApp(App[str | None]):
             self._show_filter_error(exc)
             return False
         self._show_filter_error(None)
-        view = self.query_one(LogView)
+        view = self.log_view
         keep = view.selected_seq()
         self.log_index.set_filter(matcher)
         view.reset_filter(keep)
@@ -280,7 +299,7 @@ class MonitorApp(App[str | None]):
         return True
 
     def _show_filter_error(self, exc: FilterSyntaxError | None) -> None:
-        box = self.query_one("#filter-error", Static)
+        box = self.filter_error_line
         if exc is None:
             self.filter_error = None
             box.display = False
@@ -304,7 +323,7 @@ class MonitorApp(App[str | None]):
         self.push_screen(DetailScreen(self.log_index.get(message.seq)))
 
     def action_toggle_follow(self) -> None:
-        view = self.query_one(LogView)
+        view = self.log_view
         view.follow = not view.follow
         if view.follow:
             view.frozen_at = None
@@ -312,7 +331,7 @@ class MonitorApp(App[str | None]):
         self._update_status()
 
     def action_toggle_view_pause(self) -> None:
-        view = self.query_one(LogView)
+        view = self.log_view
         if view.frozen_at is None:
             view.frozen_at = self.log_index.total
         else:
@@ -321,7 +340,7 @@ class MonitorApp(App[str | None]):
         self._update_status()
 
     def action_problem(self, direction: int) -> None:
-        view = self.query_one(LogView)
+        view = self.log_view
         seq = view.selected_seq()
         if seq is None:
             return
@@ -334,7 +353,7 @@ class MonitorApp(App[str | None]):
         self._update_status()
 
     def action_drill(self) -> None:
-        event = self.query_one(LogView).selected_event()
+        event = self.log_view.selected_event()
         if event is None:
             return
         self.open_timeline(event)
@@ -394,11 +413,11 @@ class MonitorApp(App[str | None]):
         target = focused
         while target is not None and target.id not in ("training", "system", "plugins", "log"):
             target = target.parent  # type: ignore[assignment]
-        screen.maximize(target if target is not None else self.query_one(LogView))
+        screen.maximize(target if target is not None else self.log_view)
 
     def action_toggle_plugins(self) -> None:
         """Show or hide the plugins pane (it's always shown on wide terminals)."""
-        self.screen.toggle_class("show-plugins")
+        self.screen_stack[0].toggle_class("show-plugins")
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

@@ -26,13 +26,21 @@ class StatePane(Widget):
     def __init__(self, state: RunState, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self.state = state
+        self._drawn_version = -1
 
     @property
     def pal(self) -> Palette:
         return palette(self.app.current_theme.dark)
 
+    def version(self) -> int:
+        """A number that changes whenever what this pane shows may have changed."""
+        return self.state.events_seen
+
     def update_state(self) -> None:
-        self.refresh()
+        version = self.version()
+        if version != self._drawn_version:
+            self._drawn_version = version
+            self.refresh()
 
 
 def _pair(text: Text, label: str, value: str, pal: Palette, style: Any = None) -> None:
@@ -43,6 +51,9 @@ def _pair(text: Text, label: str, value: str, pal: Palette, style: Any = None) -
 
 class TrainingPane(StatePane):
     """Run identity, progress bars with ETA, current metrics, best metric, the loss chart, the state."""
+
+    def version(self) -> int:
+        return self.state.training_version
 
     def render(self) -> RenderableType:
         t = self.state.training
@@ -148,6 +159,9 @@ class TrainingPane(StatePane):
 
 class SystemPane(StatePane):
     """CPU, memory, disk, MLX and GPU with history sparklines; active warnings stand out."""
+
+    def version(self) -> int:
+        return self.state.system_version
 
     def render(self) -> RenderableType:
         s = self.state.system
