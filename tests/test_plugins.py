@@ -116,7 +116,7 @@ async def test_lifecycle_events_in_order_with_payloads(recording_bus, tmp_path):
     assert loaded.data["plugin_name"] == "mine" and loaded.data["version"] == "2.1.0"
     assert _data(recording_bus, "plugin.initialized") == [{"plugin_name": "mine", "config": {"greeting": "hi"}}]
     assert _data(recording_bus, "plugin.activated")[0]["capabilities"] == ["demo"]
-    assert _data(recording_bus, "plugin.deactivated") == [{"plugin_name": "mine", "reason": "shutdown"}]
+    assert _data(recording_bus, "plugin.deactivated") == [{"plugin_name": "mine", "reason": "shutdown", "events_handled": 2}]
     states = [(d["old_state"], d["new_state"]) for d in _data(recording_bus, "plugin.state_changed")]
     assert states == [("unloaded", "loaded"), ("loaded", "initialized"), ("initialized", "active"),
                       ("active", "deactivated")]
@@ -372,3 +372,19 @@ async def test_a_blocking_sync_handler_counts_as_an_error(recording_bus):
     await manager.close()
     err = recording_bus.assert_emitted("plugin.error", count=1, plugin_name="b")[0].data
     assert "blocked the loop" in err["error"] and err["fatal"] is True
+
+
+async def test_handled_counts_are_reported_while_running_and_at_shutdown(recording_bus):
+    manager = PluginManager(recording_bus, {"echo": {"plugin": Echo}}, stats_interval_s=0.05)
+    await manager.start()
+    for _ in range(3):
+        await recording_bus.emit("demo.ping", {})
+    await recording_bus.flush()
+    await asyncio.sleep(0.15)
+    stats = recording_bus.assert_emitted("plugin.stats", plugin_name="echo")
+    assert stats[-1].data == {"plugin_name": "echo", "events_handled": 3, "errors": 0, "state": "active"}
+    assert len(stats) == 1  # quiet while nothing changes
+    await manager.close()
+    (bye,) = recording_bus.assert_emitted("plugin.deactivated", count=1, plugin_name="echo")
+    assert bye.data["events_handled"] == 3
+    assert not [t for t in asyncio.all_tasks() if "report_stats" in repr(t.get_coro())]

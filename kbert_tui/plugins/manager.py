@@ -87,6 +87,8 @@ class _Slot:
     plugin: PluginPort | None = None
     state: PluginState = PluginState.UNLOADED
     errors: int = 0
+    events_handled: int = 0
+    reported: tuple[int, int] = (0, 0)
     last_error: str | None = None
     inflight: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -126,10 +128,13 @@ class PluginManager:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_errors: int = DEFAULT_MAX_ERRORS,
         init_timeout_s: float = 10.0,
+        stats_interval_s: float = 2.0,
     ) -> None:
         self.bus = bus
         self.context = PluginContext(Path(output_dir) if output_dir is not None else None, run_id)
         self.init_timeout_s = init_timeout_s
+        self.stats_interval_s = stats_interval_s
+        self._stats_task: asyncio.Task[None] | None = None
         self._slots: dict[str, _Slot] = {}
         for name, spec, enabled, table in _normalise(plugin_configs):
             if not enabled:
@@ -162,9 +167,32 @@ class PluginManager:
         self._router_id = await self.bus.subscribe("plugin.message", self._route_message)
         for slot in self._slots.values():
             await self._start_one(slot)
+        if self._slots and self.stats_interval_s > 0:
+            self._stats_task = asyncio.get_running_loop().create_task(self._report_stats_forever())
+
+    async def _report_stats_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.stats_interval_s)
+            await self.report_stats()
+
+    async def report_stats(self) -> None:
+        """`plugin.stats` {plugin_name, events_handled, errors, state} for each plugin whose counts moved."""
+        for slot in self._slots.values():
+            counts = (slot.events_handled, slot.errors)
+            if counts != slot.reported:
+                slot.reported = counts
+                await self._emit(slot, "plugin.stats", {
+                    "plugin_name": slot.name, "events_handled": slot.events_handled,
+                    "errors": slot.errors, "state": slot.state.value,
+                })
 
     async def close(self) -> None:
         """Clean up every live plugin (newest first), then cancel any handler call still running."""
+        if self._stats_task is not None:
+            self._stats_task.cancel()
+            await asyncio.gather(self._stats_task, return_exceptions=True)
+            self._stats_task = None
+        await self.report_stats()
         for slot in reversed(list(self._slots.values())):
             if slot.state in (PluginState.INITIALIZED, PluginState.ACTIVE):
                 error = await self._cleanup(slot)
@@ -172,7 +200,8 @@ class PluginManager:
                     await self._emit(slot, "plugin.error", {"plugin_name": slot.name, "error": error,
                                                            "stage": "cleanup", "fatal": False})
                 await self._set_state(slot, PluginState.DEACTIVATED)
-                await self._emit(slot, "plugin.deactivated", {"plugin_name": slot.name, "reason": "shutdown"})
+                await self._emit(slot, "plugin.deactivated", {"plugin_name": slot.name, "reason": "shutdown",
+                                                             "events_handled": slot.events_handled})
         leftovers = [t for s in self._slots.values() for t in s.inflight if not t.done()]
         for task in leftovers:
             task.cancel()
@@ -251,6 +280,7 @@ class PluginManager:
         async def guarded(event: Any) -> None:
             if slot.state not in (PluginState.LOADED, PluginState.INITIALIZED, PluginState.ACTIVE):
                 return
+            slot.events_handled += 1
             started = time.perf_counter()
             try:
                 result = handler(event)

@@ -527,7 +527,7 @@ class RunState:
             if isinstance(new, str) and info.state != "set aside":
                 info.state = printable(new)
             info.messages.append(printable(f"state {d.get('old_state')} → {d.get('new_state')}"))
-        else:
+        elif name != "plugin.stats":  # counters only, already taken above
             info.messages.append(printable(name.partition(".")[2]))
 
     def _control(self, name: str, d: dict[str, Any]) -> None:

@@ -135,7 +135,7 @@ class Trainer:
             "run_id": self.run_id,
             "run_name": cfg.run.name,
             "model_type": type(model).__name__,
-            "device": str(mx.default_device()),
+            "device": mx.default_device().type.name,  # "cpu" or "gpu"
             "num_parameters": count_parameters(model),
             "total_epochs": cfg.training.epochs,
             "steps_per_epoch": steps_per_epoch,

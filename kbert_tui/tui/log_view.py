@@ -223,8 +223,9 @@ class LogView(ScrollView, can_focus=True):
         kind_style = pal.kind.get(kind, pal.kind["other"])
         base = self.rich_style
         cursor = pal.cursor if selected and self.has_focus else (pal.cursor if selected else Style())
-        name_w = 30 if width >= 110 else 24 if width >= 76 else 20
-        source_w = 18 if width >= 110 else 12 if width >= 76 else 9 if width >= 64 else 0
+        # The name says most: it keeps its full common length (24) before the source gets a column.
+        name_w = 30 if width >= 110 else 24 if width >= 56 else 20
+        source_w = 18 if width >= 110 else 12 if width >= 88 else 0
         segments: list[Segment] = []
         if self.timeline:
             first = self.events_log.get(self.events_log.seq_at(0)).timestamp
