@@ -106,3 +106,11 @@ def test_run_without_a_terminal_runs_headless_and_says_so(tmp_path: Path, capsys
     captured = capsys.readouterr()
     assert "stdout is not a terminal: running headless" in captured.err
     assert "epoch 1: train_loss" in captured.out
+
+
+def test_replay_of_a_file_holding_no_event_exits_2(tmp_path: Path, capsys):
+    path = tmp_path / "notes.jsonl"
+    path.write_bytes(b"just some notes\n\xff\xfe binary\n")
+    assert main(["replay", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "is not an events file" in err and "notes.jsonl:1" in err and "Traceback" not in err

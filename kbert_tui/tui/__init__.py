@@ -32,7 +32,12 @@ def replay_headless(source: ReplaySource) -> int:
     for event in source.reader:
         state.apply(event)
     t = state.training
-    print(f"{source.path}: {state.events_seen:,} events, {source.reader.malformed:,} malformed lines skipped")
+    reader = source.reader
+    if state.events_seen == 0 and reader.malformed:
+        print(f"kbert-tui: error: {source.path} is not an events file: none of its {reader.malformed:,} lines "
+              f"is an event (first problem: {reader.first_error})", file=sys.stderr)
+        return 2
+    print(f"{source.path}: {state.events_seen:,} events, {reader.malformed:,} malformed lines skipped")
     print(f"run {t.run_name or '?'} ({t.run_id or '?'}): {t.status}, epoch {t.epochs_done}/{t.total_epochs or '?'}, "
           f"step {t.step}/{t.total_steps or '?'}")
     if t.best_value is not None:
