@@ -88,7 +88,7 @@ class _Slot:
     state: PluginState = PluginState.UNLOADED
     errors: int = 0
     events_handled: int = 0
-    reported: tuple[int, int] = (0, 0)
+    reported: tuple[int, int] = (-1, -1)  # the first report always goes out
     last_error: str | None = None
     inflight: set[asyncio.Task[Any]] = field(default_factory=set)
 
