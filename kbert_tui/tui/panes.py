@@ -244,7 +244,7 @@ class PluginsPane(Vertical):
 
     def compose(self) -> ComposeResult:
         table: DataTable[Any] = DataTable(cursor_type="row", zebra_stripes=False, id="plugin-table")
-        for label, width in (("plugin", 14), ("ver", 6), ("state", 11), ("events", 6), ("err", 3)):
+        for label, width in (("plugin", 16), ("ver", 6), ("state", 11), ("events", 6), ("err", 3)):
             table.add_column(label, width=width, key=label)
         yield table
         yield Static("", id="plugin-details")
