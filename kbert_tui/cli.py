@@ -153,10 +153,8 @@ def _run_headless(config: Any, output_dir: str | None) -> int:
 
 
 async def _headless(session: Any) -> int:
-    from kbert_tui.training import BLAS  # loads OpenBLAS before MLX
+    import kbert_tui.training  # noqa: F401  -- loads OpenBLAS before MLX; training.started says which (header)
 
-    if BLAS.hint:
-        print(f"note: {BLAS.hint}", file=sys.stderr)
     try:
         await session.start()
         assert session.bus is not None
@@ -182,8 +180,12 @@ async def _headless(session: Any) -> int:
 def _print_progress(event: Any) -> None:
     d = event.data
     if event.name == "training.started":
+        blas = d.get("blas") if isinstance(d.get("blas"), dict) else {"name": d.get("blas")}
         print(f"training {d['model_type']} ({d['num_parameters']:,} parameters) on {d['device']}, "
-              f"BLAS {d['blas']['name']}: {d['total_epochs']} epochs × {d['steps_per_epoch']} steps", flush=True)
+              f"BLAS {blas.get('summary') or blas.get('name')}: {d['total_epochs']} epochs × {d['steps_per_epoch']} "
+              "steps", flush=True)
+        if blas.get("hint"):
+            print(f"note: {blas['hint']}", file=sys.stderr, flush=True)
     elif event.name == "training.epoch_completed":
         m = d["metrics"]
         print(f"epoch {d['epoch']}: train_loss {_num(m.get('train_loss'))}  val_loss {_num(m.get('val_loss'))}  "

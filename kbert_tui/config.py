@@ -105,6 +105,7 @@ class TrainingSection:
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
     eval_every: int = 0  # 0: only at the end of each epoch
+    blas_threads: int = 0  # OpenBLAS threads on CPU; 0: the cores less one for the monitor (at least 1)
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     early_stopping: EarlyStoppingSection = field(default_factory=EarlyStoppingSection)
     resume_from: Path | None = None
@@ -428,6 +429,7 @@ def _parse_training(t: _Reader) -> TrainingSection:
         warmup_ratio=t.float("warmup_ratio", d.warmup_ratio, minimum=0.0, maximum=1.0),
         max_grad_norm=t.float("max_grad_norm", d.max_grad_norm, minimum=0.0),
         eval_every=t.int("eval_every", d.eval_every, minimum=0),
+        blas_threads=t.int("blas_threads", d.blas_threads, minimum=0, maximum=256),
         checkpoint=checkpoint,
         early_stopping=early,
         resume_from=t.path_value("resume_from", must_exist=True, kind="directory"),
@@ -573,6 +575,7 @@ weight_decay = 0.01
 warmup_ratio = 0.1            # linear warm-up over this share of the steps, then linear decay
 max_grad_norm = 1.0           # 0 turns clipping off
 eval_every = 50               # validate every N steps as well as after each epoch (0: epochs only)
+blas_threads = 0              # OpenBLAS threads for CPU training (0: the cores less one, at least 1)
 # resume_from = "runs/demo/checkpoints/last"
 
 [training.checkpoint]

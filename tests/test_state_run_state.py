@@ -153,3 +153,11 @@ def test_a_fatal_plugin_error_sets_the_plugin_aside_for_good():
     state.apply(ev("plugin.deactivated", {"plugin_name": "p"}, source="plugin:p"))
     info = state.plugins.plugins["p"]
     assert info.state == "set aside" and info.errors == 5
+
+
+def test_blas_threads_from_training_started_are_shown_with_the_library():
+    state = RunState()
+    state.apply(ev("training.started", {"run_id": "r", "blas": {"name": "openblas", "threads": 1, "source": "pip"}}))
+    assert state.training.blas == "openblas, 1 thread"
+    state.apply(ev("training.started", {"run_id": "r", "blas": {"name": "openblas", "threads": 3}}))
+    assert state.training.blas == "openblas, 3 threads"

@@ -335,8 +335,11 @@ class RunState:
             t.error = t.traceback = None
             for key in ("run_id", "run_name", "model_type", "device", "blas"):
                 value = d.get(key)
-                if isinstance(value, dict):  # e.g. blas: {"name": "openblas", ...}
+                if isinstance(value, dict):  # e.g. blas: {"name": "openblas", "threads": 1, ...}
+                    threads = value.get("threads")
                     value = value.get("name")
+                    if isinstance(threads, int) and value is not None:
+                        value = f"{value}, {threads} thread{'s' if threads != 1 else ''}"
                 if value is not None:
                     setattr(t, key, printable(str(value)))
             if t.run_id is None and event.correlation_id:

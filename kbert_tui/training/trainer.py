@@ -20,7 +20,7 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 
-from kbert_tui.blas import ensure_fast_blas
+from kbert_tui.blas import set_threads, verify_binding
 from kbert_tui.config import RunConfig, config_to_dict
 
 from . import checkpoint as ckpt
@@ -129,7 +129,8 @@ class Trainer:
         if resume_state is not None:
             self._resume(resume, resume_state)  # type: ignore[arg-type]
 
-        blas = ensure_fast_blas()
+        set_threads(cfg.training.blas_threads)
+        blas = verify_binding()  # says so when MLX still calls its reference BLAS
         self.emit("training.started", {
             "config": config_to_dict(cfg),
             "run_id": self.run_id,
