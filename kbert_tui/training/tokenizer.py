@@ -1,18 +1,30 @@
-"""A WordPiece tokenizer trained offline on the training text, cached by a hash of text and settings."""
+"""A WordPiece tokenizer trained offline on the training text, cached by a hash of text and settings.
+
+The vocabulary is learnt here, not by `tokenizers`' WordPieceTrainer: that one breaks ties between
+equally frequent pairs by ids that follow a per-process hash order, so two trainings on the same text
+differed in a dozen sub-words (and the demo's accuracy with them). Here ties go to the smaller pair
+of strings, so the same text and settings give the same vocabulary, byte for byte, in any process.
+`tokenizers` still normalizes, pre-tokenizes and encodes; its version is part of the cache key.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import heapq
+import importlib.metadata
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 PAD_ID = 0
-_FORMAT_VERSION = 2
+CONTINUATION = "##"  # marks a sub-word that continues a word
+_FORMAT_VERSION = 3  # 3: the vocabulary is learnt by wordpiece_vocabulary (deterministic)
+_TOKENIZERS_VERSION = importlib.metadata.version("tokenizers")
 
 Emit = Callable[..., None]
 
@@ -27,7 +39,8 @@ def cache_dir() -> Path:
 
 
 def cache_key(texts: Sequence[str], vocab_size: int) -> str:
-    digest = hashlib.sha256(json.dumps({"v": _FORMAT_VERSION, "vocab_size": vocab_size, "lowercase": True}).encode())
+    settings = {"v": _FORMAT_VERSION, "tokenizers": _TOKENIZERS_VERSION, "vocab_size": vocab_size, "lowercase": True}
+    digest = hashlib.sha256(json.dumps(settings).encode())
     for text in texts:
         digest.update(text.encode("utf-8"))
         digest.update(b"\0")
@@ -39,14 +52,76 @@ def train_wordpiece(texts: Sequence[str], vocab_size: int) -> Tokenizer:
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
-    tokenizer.train_from_iterator(texts, trainer)
-    return _finish(_canonical(tokenizer))
+    words: Counter[str] = Counter()
+    for text in texts:
+        normalized = tokenizer.normalizer.normalize_str(text)
+        words.update(word for word, _ in tokenizer.pre_tokenizer.pre_tokenize_str(normalized))
+    return _finish(_canonical(tokenizer, wordpiece_vocabulary(words, vocab_size)))
 
 
-def _canonical(tokenizer: Tokenizer) -> Tokenizer:
-    """Renumber the vocabulary (specials first, then sorted) so ids don't depend on the trainer's hash order."""
-    vocab = tokenizer.get_vocab()
+def wordpiece_vocabulary(word_counts: Counter[str], vocab_size: int) -> list[str]:
+    """Special tokens, every character, then merges of the most frequent adjacent pair until `vocab_size`.
+
+    The same merges as `tokenizers`' WordPieceTrainer (BPE with "##" continuations), but a tie between
+    equally frequent pairs goes to the smaller pair of strings, so the result never depends on hash order.
+    """
+    ordered = sorted(word_counts)
+    words = [[w[0]] + [CONTINUATION + c for c in w[1:]] for w in ordered]
+    freq = [word_counts[w] for w in ordered]
+    vocab = dict.fromkeys(SPECIAL_TOKENS)
+    vocab.update(dict.fromkeys(sorted({symbol for word in words for symbol in word})))
+    counts: Counter[tuple[str, str]] = Counter()
+    holders: defaultdict[tuple[str, str], set[int]] = defaultdict(set)
+    for index, word in enumerate(words):
+        _count_pairs(word, freq[index], counts, index, holders)
+    heap = [(-count, pair) for pair, count in counts.items()]
+    heapq.heapify(heap)
+    while len(vocab) < vocab_size and heap:
+        negative, pair = heapq.heappop(heap)
+        if counts.get(pair, 0) != -negative:
+            continue  # a stale entry: this pair's count changed and was pushed again
+        if -negative < 1:
+            break
+        merged = pair[0] + pair[1].removeprefix(CONTINUATION)
+        vocab.setdefault(merged)
+        changed: set[tuple[str, str]] = set()
+        for index in sorted(holders.pop(pair)):
+            word = words[index]
+            _count_pairs(word, -freq[index], counts, None, None, changed)
+            words[index] = word = _merge(word, pair, merged)
+            _count_pairs(word, freq[index], counts, index, holders, changed)
+        for other in sorted(changed):
+            if counts.get(other, 0) > 0:
+                heapq.heappush(heap, (-counts[other], other))
+            else:
+                counts.pop(other, None)
+    return list(vocab)
+
+
+def _count_pairs(word: list[str], weight: int, counts: Counter[tuple[str, str]], index: int | None,
+                 holders: defaultdict[tuple[str, str], set[int]] | None, changed: set | None = None) -> None:
+    for pair in zip(word, word[1:]):
+        counts[pair] += weight
+        if holders is not None:
+            holders[pair].add(index)  # type: ignore[arg-type]
+        if changed is not None:
+            changed.add(pair)
+
+
+def _merge(word: list[str], pair: tuple[str, str], merged: str) -> list[str]:
+    out, i = [], 0
+    while i < len(word):
+        if i + 1 < len(word) and (word[i], word[i + 1]) == pair:
+            out.append(merged)
+            i += 2
+        else:
+            out.append(word[i])
+            i += 1
+    return out
+
+
+def _canonical(tokenizer: Tokenizer, vocab: Iterable[str]) -> Tokenizer:
+    """Number the vocabulary specials first, then sorted: ids follow the set of tokens, not the merge order."""
     ordered = SPECIAL_TOKENS + sorted(t for t in vocab if t not in SPECIAL_TOKENS)
     tokenizer.model = models.WordPiece({t: i for i, t in enumerate(ordered)}, unk_token="[UNK]")
     return tokenizer
