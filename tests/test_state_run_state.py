@@ -128,7 +128,7 @@ def test_series_halves_itself_past_its_limit():
 def test_summaries_and_kinds():
     batch = ev("training.batch_completed", {"epoch": 1, "step": 3, "loss": 0.5,
                                             "metrics": {"learning_rate": 1e-4, "grad_norm": 1.0}})
-    assert summarize(batch) == "epoch 1 step 3 loss=0.5 lr=1.000e-04 gnorm=1"
+    assert summarize(batch) == "loss=0.5 step 3 epoch 1 lr=1.000e-04 gnorm=1"
     hostile = ev("x.y", {"msg": "[bold]hi\x1b[31m\nnext"})
     text = summarize(hostile)
     assert "\x1b" not in text and "\n" not in text and "[bold]" in text
@@ -141,6 +141,27 @@ def test_summaries_and_kinds():
     assert event_kind(ev("training.batch_completed", {})) == "training"
     assert event_kind(ev("control.stop_requested", {})) == "control"
     assert summarize(ev("weird.shape", {"metrics": "not a dict"})) == "metrics=not a dict"
+
+
+def test_every_summary_leads_with_its_key_numbers():
+    """What a person scans for comes first, so a narrow log column still shows it."""
+    lead = {
+        "training.batch_completed": "loss=",
+        "training.epoch_completed": "epoch 1 val_loss=",
+        "training.evaluation_completed": "val_loss=",
+        "training.completed": "val_loss=",
+        "training.new_best_model": "val_loss=",
+        "system.memory_usage": "mem ",
+        "system.disk_usage": "free ",
+        "system.mlx_memory": "mlx ",
+        "model.backward_pass": "loss=",
+    }
+    seen = set()
+    for event in simulate_run(epochs=1, steps_per_epoch=20, system_every=2, model_every=5):
+        if event.name in lead:
+            seen.add(event.name)
+            assert summarize(event).startswith(lead[event.name]), (event.name, summarize(event))
+    assert seen == set(lead)
 
 
 def test_a_fatal_plugin_error_sets_the_plugin_aside_for_good():

@@ -4,6 +4,7 @@ replay, training control and the quit flow)."""
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -305,15 +306,33 @@ async def test_quit_without_asking_once_the_run_is_over(settle):
     assert source.closed and app.return_value == "completed"
 
 
+def screen_lines(app: MonitorApp) -> list[str]:
+    """The rows of the terminal as text, exactly as drawn."""
+    return [strip.text for strip in app.screen._compositor.render_strips()]
+
+
 async def test_help_lists_keys_and_filter_syntax():
     app = MonitorApp(StaticSource(sim(epochs=1, steps_per_epoch=3)))
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("question_mark")
+        await pilot.pause(0.2)
         assert isinstance(app.screen, HelpScreen)
-        text = " ".join(str(w.render()) for w in app.screen.query(Static))
-        assert "correlation timeline" in text and "key>num" in text and "source:NAME" in text
+        text = "\n".join(screen_lines(app))
+        assert "the event's thread" in text and "key>num" in text and "source:NAME" in text
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_help_at_80x24_keeps_each_key_on_the_row_of_its_description():
+    app = MonitorApp(StaticSource(sim(epochs=1, steps_per_epoch=3)))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("question_mark")
+        await pilot.pause(0.2)
+        lines = screen_lines(app)
+        row = next(line for line in lines if "filter the log (live)" in line)
+        assert row.split("filter the log")[0].strip().endswith("/")
+        # one pair per row at this width: no description is broken into the next key's column
+        assert not any("Esc" in line and "filter the log" in line for line in lines)
 
 
 # -- safety ---------------------------------------------------------------------------------------------
@@ -396,3 +415,67 @@ async def test_events_keep_flowing_into_the_main_log_while_a_modal_is_open(settl
         app.inbox.extend(events[120:])
         await pilot.pause(0.3)
         assert app.log_view.row_count == len(events)
+
+
+# -- layout at the two common sizes ---------------------------------------------------------------------
+
+async def test_80x24_keeps_the_loss_chart_key_hints_and_ten_log_rows(settle):
+    source = FakeLive(running_events())
+    app = MonitorApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.pause(0.1)
+        lines = screen_lines(app)
+        assert any("loss/step" in line for line in lines)  # the chart sits beside the training text
+        assert "?Help" in lines[-1].replace(" ", "") and "qQuit" in lines[-1].replace(" ", "")
+        assert "pPause" in lines[-1].replace(" ", "")  # live: the training keys are offered
+        assert app.log_view.scrollable_content_region.height >= 10
+        assert not app.system_pane.display
+        await pilot.press("2")  # the switcher: System takes the top
+        await pilot.pause()
+        assert app.system_pane.display and not app.training_pane.display
+        await pilot.press("t")  # plugins take the log's place, full width
+        await pilot.pause()
+        assert app.plugins_pane.display and not app.log_view.display
+        assert app.plugins_pane.outer_size.width == 80
+        source._ended.set()
+
+
+async def test_a_replay_offers_only_the_keys_that_act_there(tmp_path: Path):
+    path = tmp_path / "events.jsonl"
+    write_log(path, sim(epochs=1, steps_per_epoch=10))
+    app = MonitorApp(ReplaySource(path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.3)
+        footer = screen_lines(app)[-1].replace(" ", "")
+        assert "pPausereplay" in footer and "sStop" not in footer
+        await pilot.press("s")  # not a key here: nothing asks
+        assert not isinstance(app.screen, ConfirmScreen)
+
+
+async def test_120x40_shows_whole_event_names_and_the_loss_in_each_batch_row(settle):
+    events = sim(epochs=2, steps_per_epoch=120, system_every=2)
+    long_name = Event(name="system.performance_recovered", data={"component": "cpu", "metric": "percent",
+                                                                  "value": 50.0, "threshold": 90.0},
+                      source="system")
+    app = MonitorApp(StaticSource(events + [long_name]))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.pause(0.1)
+        lines = screen_lines(app)
+        assert any("system.performance_recovered" in line for line in lines)
+        batch_rows = [line for line in lines if "training.batch_completed" in line]
+        assert batch_rows and all(re.search(r"loss=\d\.\d{3}", line) for line in batch_rows)
+        training = next(line for line in lines if "loss " in line and "lr " in line)
+        assert re.search(r"loss \d\.\d+", training)
+        assert any("errors" in line and "state" in line for line in lines)  # the plugins header whole
+
+
+async def test_a_field_filter_shows_the_compared_value_in_each_row(settle):
+    app = MonitorApp(StaticSource(sim(epochs=4, steps_per_epoch=10)))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        app.apply_filter("val_accuracy>0.8")
+        await pilot.pause(0.1)
+        rows = [line for line in screen_lines(app) if "training.e" in line]
+        assert rows and all(re.search(r"val_accuracy=0\.\d+", line) for line in rows)

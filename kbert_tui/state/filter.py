@@ -28,17 +28,26 @@ from typing import Any
 
 from kbert_tui.events import Event
 
-__all__ = ["EventMatcher", "FilterSyntaxError", "parse_filter", "event_text", "FILTER_HELP"]
+__all__ = ["EventMatcher", "FilterSyntaxError", "parse_filter", "event_text", "FILTER_HELP", "FILTER_TERMS"]
 
-FILTER_HELP = """\
-training.*        name glob (* ? [..])       training.started exact event name
-source:NAME       source (glob)              corr:ID          correlation id (glob)
-key=value         data field equals          key!=value       differs or missing
-key>num key<num   numeric (also >= <=)       metrics.loss<0.3 dotted paths into data
-                  a bare key also finds metrics.KEY (one level down)
-free text         anywhere, any case         "two words"      quoted text
-!term             negation                   a b              terms AND together
-name:GLOB         explicit name glob"""
+FILTER_TERMS: tuple[tuple[str, str], ...] = (
+    ("training.*", "name glob (* ? [..])"),
+    ("training.started", "exact event name"),
+    ("name:GLOB", "explicit name glob"),
+    ("source:NAME", "source (glob)"),
+    ("corr:ID", "correlation id (glob)"),
+    ("key=value", "data field equals (value may be a glob)"),
+    ("key!=value", "differs or missing"),
+    ("key>num key<num", "numeric (also >= <=)"),
+    ("metrics.loss<0.3", "dotted paths into data; a bare key also finds metrics.KEY"),
+    ("free text", "anywhere, any case"),
+    ('"two words"', "quoted text"),
+    ("!term", "negation"),
+    ("a b", "terms AND together"),
+)
+"""Each term of the language with what it matches: the help screen and docs show these."""
+
+FILTER_HELP = "\n".join(f"{term:<18}{what}" for term, what in FILTER_TERMS)
 
 _GLOB_CHARS = set("*?[")
 _EVENT_NAME = re.compile(r"^[A-Za-z_][\w-]*(\.[\w-]+)+$")
@@ -185,10 +194,12 @@ Predicate = Callable[[Event, Callable[[], str]], bool]
 class EventMatcher:
     """A parsed filter. `matches(event, text)` where `text()` returns `event_text(event)` (maybe cached)."""
 
-    def __init__(self, query: str, predicates: list[Predicate], uses_text: bool) -> None:
+    def __init__(self, query: str, predicates: list[Predicate], uses_text: bool,
+                 fields: tuple[tuple[str, ...], ...] = ()) -> None:
         self.query = query
         self._predicates = predicates
         self.uses_text = uses_text
+        self.fields = fields  # data paths the filter compares (shown beside each matching row)
 
     def __bool__(self) -> bool:
         return bool(self._predicates)
@@ -200,8 +211,21 @@ class EventMatcher:
                 return False
         return True
 
+    def shown_fields(self, event: Event) -> str:
+        """`key=value` for each data field the filter compares, as found in `event` (empty when none)."""
+        parts = []
+        for path in self.fields:
+            value = _resolve(event, path)
+            if value is _MISSING:
+                continue
+            text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+            if isinstance(value, float):
+                text = f"{value:.6g}"
+            parts.append(f"{'.'.join(path)}={text}")
+        return " ".join(parts)
 
-def _term(token: _Token) -> tuple[Predicate, bool]:
+
+def _term(token: _Token, fields: list[tuple[str, ...]] | None = None) -> tuple[Predicate, bool]:
     raw, pos = token.text, token.position
     if token.quoted:
         needle = raw.lower()
@@ -230,6 +254,8 @@ def _term(token: _Token) -> tuple[Predicate, bool]:
         path = tuple(key.split("."))
         if any(not part for part in path):
             raise FilterSyntaxError(f"bad field path '{key}'", pos)
+        if fields is not None and path not in fields and path[0] not in _EVENT_ATTRS:
+            fields.append(path)
         if op in ("=", "!="):
             check = _equals(value)
             if op == "=":
@@ -257,11 +283,13 @@ def _term(token: _Token) -> tuple[Predicate, bool]:
 
 
 _EXAMPLES = {"source:": "trainer", "corr:": "run-1", "name:": "training.*"}
+_EVENT_ATTRS = {"name", "source", "corr", "correlation_id", "id"}
 
 
 def parse_filter(query: str) -> EventMatcher:
     """Parse `query` into a matcher; an empty query matches everything."""
     predicates: list[Predicate] = []
+    fields: list[tuple[str, ...]] = []
     uses_text = False
     tokens = _tokenize(query)
     pending_not: _Token | None = None
@@ -283,10 +311,10 @@ def parse_filter(query: str) -> EventMatcher:
             if not stripped:
                 raise FilterSyntaxError("'!' needs a term after it, e.g. !system.*", token.position)
             token = _Token(stripped, token.position + 1, False)
-        predicate, text = _term(token)
+        predicate, text = _term(token, None if negate else fields)
         uses_text = uses_text or text
         if negate:
             predicates.append(lambda e, t, p=predicate: not p(e, t))
         else:
             predicates.append(predicate)
-    return EventMatcher(query, predicates, uses_text)
+    return EventMatcher(query, predicates, uses_text, tuple(fields))

@@ -158,6 +158,16 @@ class TrainingState:
     def live(self) -> bool:
         return self.status in ("running", "paused")
 
+    @property
+    def epoch_fraction(self) -> float:
+        """How much of the run's epochs is done, counting the batches of the epoch under way."""
+        if not self.total_epochs:
+            return 0.0
+        done = float(self.epochs_done)
+        if self.epoch > self.epochs_done and self.steps_per_epoch:
+            done = self.epoch - 1 + min(1.0, self.batch / self.steps_per_epoch)
+        return min(1.0, max(0.0, done / self.total_epochs))
+
 
 @dataclass
 class SystemState:

@@ -78,16 +78,9 @@ def _generic(data: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def _metrics(metrics: Any) -> str:
-    if not isinstance(metrics, dict):
-        return _short(metrics)
-    return " ".join(f"{k}={format_number(v)}" for k, v in list(metrics.items())[:6]
-                    if not isinstance(v, (dict, list)))
-
-
 def _batch(d: dict[str, Any]) -> str:
     m = d.get("metrics") if isinstance(d.get("metrics"), dict) else {}
-    text = f"epoch {d.get('epoch', '?')} step {d.get('step', d.get('batch', '?'))} loss={format_number(d.get('loss'))}"
+    text = f"loss={format_number(d.get('loss'))} step {d.get('step', d.get('batch', '?'))} epoch {d.get('epoch', '?')}"
     if "learning_rate" in m:
         text += f" lr={format_number(m['learning_rate'])}"
     if "grad_norm" in m:
@@ -98,9 +91,9 @@ def _batch(d: dict[str, Any]) -> str:
 
 
 def _started(d: dict[str, Any]) -> str:
-    return (f"{d.get('run_name', '')} {d.get('model_type', '')} on {d.get('device', '?')}, "
-            f"{format_number(d.get('num_parameters'))} params, {d.get('total_epochs', '?')} epochs × "
-            f"{d.get('steps_per_epoch', '?')} steps").strip()
+    return (f"{d.get('total_epochs', '?')} epochs × {d.get('steps_per_epoch', '?')} steps, "
+            f"{format_number(d.get('num_parameters'))} params, {d.get('run_name', '')} {d.get('model_type', '')} "
+            f"on {d.get('device', '?')}").strip()
 
 
 def _failed(d: dict[str, Any]) -> str:
@@ -108,45 +101,76 @@ def _failed(d: dict[str, Any]) -> str:
     return (error[0] if error else "failed") + (f" (epoch {d['epoch']})" if "epoch" in d else "")
 
 
+_METRIC_ORDER = ("val_loss", "val_accuracy", "val_f1", "train_loss", "loss", "accuracy", "f1")
+
+
+def _key_metrics(metrics: Any) -> str:
+    """Validation numbers first (they are what a person scans for), then the rest."""
+    if not isinstance(metrics, dict):
+        return _short(metrics)
+    ordered = [k for k in _METRIC_ORDER if k in metrics] + [k for k in metrics if k not in _METRIC_ORDER]
+    return " ".join(f"{k}={format_number(metrics[k])}" for k in ordered[:6]
+                    if not isinstance(metrics[k], (dict, list)))
+
+
+def _backward(d: dict[str, Any]) -> str:
+    grads = d.get("gradients") if isinstance(d.get("gradients"), dict) else {}
+    text = f"loss={format_number(d.get('loss'))}"
+    if "global_norm" in grads:
+        text += f" gnorm={format_number(grads['global_norm'])}"
+    return text + (f" step {d['step']}" if "step" in d else "")
+
+
+def _plugin_stats(d: dict[str, Any]) -> str:
+    return (f"{d.get('plugin_name')}: handled {format_number(d.get('events_handled'))} errors "
+            f"{format_number(d.get('errors', 0))} {d.get('state', '')}").strip()
+
+
 _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     "training.started": _started,
     "training.batch_completed": _batch,
     "training.epoch_started": lambda d: f"epoch {d.get('epoch')}/{d.get('total_epochs', '?')}",
-    "training.epoch_completed": lambda d: f"epoch {d.get('epoch')} {_metrics(d.get('metrics'))} "
+    "training.epoch_completed": lambda d: f"epoch {d.get('epoch')} {_key_metrics(d.get('metrics'))} "
                                           f"in {format_number(d.get('duration'))}s",
-    "training.evaluation_completed": lambda d: f"epoch {d.get('epoch')} step {d.get('step')} "
-                                               f"{_metrics(d.get('metrics'))}",
-    "training.completed": lambda d: f"done in {format_number(d.get('total_duration'))}s "
-                                    f"{_metrics(d.get('final_metrics'))}",
+    "training.evaluation_completed": lambda d: f"{_key_metrics(d.get('metrics'))} epoch {d.get('epoch')} "
+                                               f"step {d.get('step')}",
+    "training.completed": lambda d: f"{_key_metrics(d.get('final_metrics'))} "
+                                    f"in {format_number(d.get('total_duration'))}s",
     "training.failed": _failed,
     "training.new_best_model": lambda d: f"{d.get('metric')}={format_number(d.get('value'))} "
                                          f"(was {format_number(d.get('previous'))}) epoch {d.get('epoch')}",
     "training.early_stopped": lambda d: f"epoch {d.get('epoch')}: {d.get('reason', '')}",
     "training.stopped": lambda d: f"step {d.get('step')} ({d.get('reason', '')}) checkpoint {d.get('checkpoint_path')}",
-    "training.paused": lambda d: f"epoch {d.get('epoch')} step {d.get('step')}",
-    "training.resumed": lambda d: f"epoch {d.get('epoch')} step {d.get('step')}",
+    "training.paused": lambda d: f"step {d.get('step')} epoch {d.get('epoch')}",
+    "training.resumed": lambda d: f"step {d.get('step')} epoch {d.get('epoch')}",
     "system.cpu_usage": lambda d: f"cpu {format_number(d.get('percent'))}%",
-    "system.memory_usage": lambda d: f"mem {format_number(d.get('percentage'))}% used "
-                                     f"{format_number(d.get('used_mb'))} MB rss "
-                                     f"{format_number(d.get('process_rss_mb'))} MB",
-    "system.disk_usage": lambda d: f"disk used {format_number(d.get('used_gb'))} GB free "
-                                   f"{format_number(d.get('available_gb'))} GB {d.get('path', '')}",
+    "system.memory_usage": lambda d: f"mem {format_number(d.get('percentage'))}% rss "
+                                     f"{format_number(d.get('process_rss_mb'))} MB used "
+                                     f"{format_number(d.get('used_mb'))} MB",
+    "system.disk_usage": lambda d: f"free {format_number(d.get('available_gb'))} GB used "
+                                   f"{format_number(d.get('used_gb'))} GB {d.get('path', '')}",
+    "system.mlx_memory": lambda d: f"mlx {format_number(d.get('active_mb'))} MB active peak "
+                                   f"{format_number(d.get('peak_mb'))} MB cache {format_number(d.get('cache_mb'))} MB",
     "system.gpu_usage": lambda d: f"gpu {d.get('device')} util {format_number(d.get('utilization'))}% "
                                   f"temp {format_number(d.get('temperature'))}°C",
     "system.gpu_unavailable": lambda d: f"no GPU: {d.get('reason', '')}",
     "system.performance_warning": lambda d: f"{d.get('component')} {d.get('metric')}="
                                             f"{format_number(d.get('value'))} > {format_number(d.get('threshold'))}",
+    "system.performance_recovered": lambda d: f"{d.get('component')} {d.get('metric')}="
+                                              f"{format_number(d.get('value'))} ≤ {format_number(d.get('threshold'))}",
     "system.bottleneck_detected": lambda d: f"{d.get('component')}: {d.get('description', '')}",
     "plugin.error": lambda d: f"{d.get('plugin_name')}: {d.get('error', '')}",
     "plugin.state_changed": lambda d: f"{d.get('plugin_name')}: {d.get('old_state')} → {d.get('new_state')}",
+    "plugin.stats": _plugin_stats,
     "plugin.message": lambda d: f"{d.get('from')} → {d.get('to')}: {_short(d.get('message'))}",
     "model.checkpoint_saved": lambda d: f"epoch {d.get('epoch')} → {d.get('path')}",
     "model.checkpoint_loaded": lambda d: f"{d.get('path')} (epoch {d.get('restored_epoch')})",
+    "model.backward_pass": _backward,
     "data.validation_completed": lambda d: ("passed" if d.get("passed") else "FAILED")
                                            + (f"; {len(d.get('issues') or [])} issue(s): " + "; ".join(
                                                str(i) for i in (d.get('issues') or [])[:3])
                                               if d.get("issues") else ""),
-    "data.batch_loaded": lambda d: _kv(d, ("batch_size", "load_time", "sequence_length")),
+    "data.batch_loaded": lambda d: _kv(d, ("load_time", "batch_size", "sequence_length")),
     "bus.handler_error": lambda d: _generic(d),
 }
 

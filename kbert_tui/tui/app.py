@@ -45,7 +45,8 @@ __all__ = ["MonitorApp", "styles_path"]
 
 DRAIN_BUDGET_S = 0.040
 PANE_INTERVAL_S = 0.25
-WIDE = 120
+WIDE = 120  # from here the plugins pane sits beside the log
+NARROW = 100  # below this one top pane at a time (1 Training / 2 System) and t swaps the log for Plugins
 
 
 def styles_path() -> Path:
@@ -69,18 +70,21 @@ class MonitorApp(App[str | None]):
     BINDINGS = [
         Binding("slash", "open_filter", "Filter"),
         Binding("escape", "clear_filter", "Clear", show=False),
-        Binding("f", "toggle_follow", "Follow"),
-        Binding("space", "toggle_view_pause", "Pause view"),
-        Binding("c", "drill", "Correlation"),
+        Binding("f", "toggle_follow", "Follow", show=False),
+        Binding("space", "toggle_view_pause", "Pause view", show=False),
+        Binding("c", "drill", "Thread"),
         Binding("e", "problem(1)", "Next err"),
         Binding("E", "problem(-1)", "Prev err", show=False),
-        Binding("p", "pause_training", "Pause/resume"),
+        Binding("p", "pause_training", "Pause"),
+        Binding("p", "replay_pause", "Pause replay"),
         Binding("s", "stop_training", "Stop"),
         Binding("n", "replay_step", "Step", show=False),
         Binding("plus,equals_sign", "replay_speed(2)", "Faster", show=False),
         Binding("minus", "replay_speed(0.5)", "Slower", show=False),
         Binding("z", "maximize_pane", "Zoom", show=False),
-        Binding("t", "toggle_plugins", "Plugins", show=False),
+        Binding("1", "show_top('training')", "Training", show=False),
+        Binding("2", "show_top('system')", "System"),
+        Binding("t", "toggle_plugins", "Plugins"),
         Binding("o", "search_disk", "Older", show=False),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit_app", "Quit"),
@@ -104,6 +108,7 @@ class MonitorApp(App[str | None]):
         self._last_status = ""
         self._panes_at = 0.0
         self._pane_versions = (-1, -1, -1)
+        self._bindings_key: tuple[Any, ...] = ()
 
     # -- layout ------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -127,11 +132,10 @@ class MonitorApp(App[str | None]):
         yield self.filter_box
         yield self.filter_error_line
         yield self.statusbar
-        yield Footer()
+        self.footer = Footer(compact=True)
+        yield self.footer
 
     async def on_mount(self) -> None:
-        self.training_pane.border_title = "Training"
-        self.system_pane.border_title = "System"
         self.plugins_pane.border_title = "Plugins"
         self.log_view.border_title = "Events"
         self.filter_box.cursor_blink = False
@@ -160,7 +164,47 @@ class MonitorApp(App[str | None]):
     def _apply_width(self, width: int) -> None:
         main = self.screen_stack[0]  # the monitor's own screen, even under a modal
         main.set_class(width >= WIDE, "wide")
-        main.set_class(width < WIDE, "-narrow")
+        main.set_class(NARROW <= width < WIDE, "-medium")
+        main.set_class(width < NARROW, "-narrow")
+        self.footer.show_command_palette = width >= NARROW
+        self._update_pane_titles()
+        self.refresh_bindings()
+
+    @property
+    def narrow(self) -> bool:
+        return self.screen_stack[0].has_class("-narrow")
+
+    def _update_pane_titles(self) -> None:
+        """On narrow terminals the top pane's title is the switcher: the other pane's key, and warnings."""
+        if not self.narrow:
+            self.training_pane.border_title = "Training"
+            self.system_pane.border_title = "System"
+            return
+        notices = len(self.state.system.active_notices())
+        flag = f" ⚠{notices}" if notices else ""
+        self.training_pane.border_title = f"Training │ 2 System{flag}"
+        self.system_pane.border_title = f"System{flag} │ 1 Training"
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Keys that do nothing in the current mode are neither offered in the footer nor run."""
+        source = self.source
+        if action in ("pause_training", "stop_training"):
+            return isinstance(source, LiveSource) and self.state.training.live
+        if action in ("replay_pause", "replay_step", "replay_speed"):
+            return isinstance(source, ReplaySource)
+        if action == "toggle_plugins":
+            return not self.screen_stack[0].has_class("wide")
+        if action == "show_top":
+            if not self.narrow:
+                return False
+            shown = "system" if self.screen_stack[0].has_class("top-system") else "training"
+            return parameters[0] != shown
+        return True
+
+    def action_show_top(self, which: str) -> None:
+        """Narrow terminals: which pane fills the top (Training with the loss chart, or System)."""
+        self.screen_stack[0].set_class(which == "system", "top-system")
+        self.refresh_bindings()
 
     # -- ingest ------------------------------------------------------------------------------------
     def _ingest(self, budget_s: float | None) -> int:
@@ -213,6 +257,11 @@ class MonitorApp(App[str | None]):
                 pane.update_state()
             s = self.state
             self._pane_versions = (s.training_version, s.system_version, s.plugins.version)
+            key = (s.training.status, len(s.system.active_notices()))
+            if key != self._bindings_key:
+                self._bindings_key = key
+                self._update_pane_titles()
+                self.refresh_bindings()
         self.log_view.sync()
         self._update_status()
 
@@ -423,13 +472,13 @@ class MonitorApp(App[str | None]):
         self.push_screen(HelpScreen())
 
     # -- training control --------------------------------------------------------------------------
-    def action_pause_training(self) -> None:
+    def action_replay_pause(self) -> None:
         if isinstance(self.source, ReplaySource):
             paused = self.source.toggle_pause()
             self.notify("replay paused (n steps)" if paused else "replay resumed", timeout=2)
-            return
+
+    def action_pause_training(self) -> None:
         if not isinstance(self.source, LiveSource):
-            self.notify("nothing to pause: this is a recording", timeout=2)
             return
         status = self.state.training.status
         if status == "running":

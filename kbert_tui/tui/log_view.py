@@ -8,7 +8,7 @@ from rich.style import Style
 from textual import events
 from textual.binding import Binding
 from textual.cache import LRUCache
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
@@ -20,6 +20,9 @@ from kbert_tui.state import EventLog, event_kind, printable, summarize
 from .render import palette
 
 __all__ = ["LogView", "format_time"]
+
+MAX_NAME_W = 32
+SUMMARY_MIN_W = 16
 
 
 def format_time(event: Event) -> str:
@@ -39,7 +42,7 @@ class LogView(ScrollView, can_focus=True):
         Binding("pagedown", "page(1)", "Page down", show=False),
         Binding("home", "edge(0)", "First", show=False),
         Binding("end", "edge(1)", "Last", show=False),
-        Binding("enter", "open", "Detail"),
+        Binding("enter", "open", "Detail", show=False),
     ]
 
     DEFAULT_CSS = """
@@ -79,8 +82,9 @@ class LogView(ScrollView, can_focus=True):
         self.follow = True
         self.frozen_at: int | None = None  # a sequence number: rows at or after it are hidden
         self._rows = 0
+        self._name_w = 24
         self._summary: LRUCache[int, str] = LRUCache(4096)
-        self._strips: LRUCache[tuple[int, int, bool, bool], Strip] = LRUCache(2048)
+        self._strips: LRUCache[tuple[int, int, bool, bool, int], Strip] = LRUCache(2048)
 
     # -- data --------------------------------------------------------------------------------------
     @property
@@ -199,6 +203,23 @@ class LogView(ScrollView, can_focus=True):
             self._summary[seq] = text
         return text
 
+    def render_lines(self, crop: Region) -> list[Strip]:
+        self._name_w = self._visible_name_width()
+        return super().render_lines(crop)
+
+    def _visible_name_width(self) -> int:
+        """The longest event name among the rows on screen: names are never cut while the summary has room."""
+        top = int(self.scroll_y)
+        end = min(self._rows, top + max(1, self.scrollable_content_region.height))
+        log = self.events_log
+        longest = 12
+        for row in range(top, end):
+            try:
+                longest = max(longest, len(log.get(log.seq_at(row)).name))
+            except IndexError:
+                break
+        return min(longest, MAX_NAME_W)
+
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width or self.size.width
         row = int(self.scroll_y) + y
@@ -209,7 +230,7 @@ class LogView(ScrollView, can_focus=True):
         except IndexError:
             return Strip.blank(width, self.rich_style)
         selected = row == self.cursor
-        key = (seq, width, selected, self.app.current_theme.dark)
+        key = (seq, width, selected, self.app.current_theme.dark, self._name_w)
         strip = self._strips.get(key)
         if strip is None:
             strip = self._make_strip(seq, width, selected)
@@ -223,9 +244,6 @@ class LogView(ScrollView, can_focus=True):
         kind_style = pal.kind.get(kind, pal.kind["other"])
         base = self.rich_style
         cursor = pal.cursor if selected and self.has_focus else (pal.cursor if selected else Style())
-        # The name says most: it keeps its full common length (24) before the source gets a column.
-        name_w = 30 if width >= 110 else 24 if width >= 56 else 20
-        source_w = 18 if width >= 110 else 12 if width >= 88 else 0
         segments: list[Segment] = []
         if self.timeline:
             first = self.events_log.get(self.events_log.seq_at(0)).timestamp
@@ -238,11 +256,23 @@ class LogView(ScrollView, can_focus=True):
         else:
             stamp = format_time(event) if width >= 48 else format_time(event)[:8]
             segments.append(Segment(stamp + " ", base + pal.time + cursor))
+        used = sum(cell_len(s.text) for s in segments)
+        # Whole names (the longest on screen) first; the source gets a column only where the summary
+        # still keeps room for its key numbers.
+        name_w = min(self._name_w, max(12, width - used - 1 - SUMMARY_MIN_W))
+        rest = width - used - name_w - 1
+        source_w = 18 if rest - 19 >= 60 else 12 if rest - 13 >= 48 else 0
         segments.append(Segment(_fit(printable(event.name), name_w) + " ", base + kind_style + cursor))
         if source_w:
             segments.append(Segment(_fit(printable(event.source), source_w) + " ", base + pal.source + cursor))
-        used = sum(cell_len(s.text) for s in segments)
-        rest = max(0, width - used)
+        rest = max(0, width - sum(cell_len(s.text) for s in segments))
+        matcher = self.events_log.matcher
+        if matcher is not None and matcher.fields:
+            # the compared fields lead, so `val_accuracy>0.8` shows each row's val_accuracy
+            shown = printable(matcher.shown_fields(event))
+            if shown:
+                segments.append(Segment(_fit(shown + " ", rest), base + pal.kind["warning"] + cursor))
+                rest = max(0, rest - cell_len(shown) - 1)
         text = self.summary(seq, event)
         summary_style = kind_style if kind in ("error", "warning") else base + pal.kind["other"]
         segments.append(Segment(_fit(text, rest), base + summary_style + cursor))

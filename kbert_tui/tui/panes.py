@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Static
 
 from kbert_tui.state import PluginInfo, RunState, format_number, printable
 
-from .render import Palette, bar, block_chart, duration, palette, sparkline
+from .render import Palette, bar, block_chart, duration, fit_pairs, palette, sparkline
 
 __all__ = ["TrainingPane", "SystemPane", "PluginsPane"]
 
@@ -59,17 +59,45 @@ class TrainingPane(StatePane):
         t = self.state.training
         pal = self.pal
         width = max(20, self.content_region.width or 60)
-        height = self.content_region.height or 12
-        lines: list[Text] = []
+        height = max(1, self.content_region.height or 12)
+        rows = self._rows(width, pal)
+        # The loss chart goes below when at least CHART_MIN_ROWS rows are left for it, else beside the
+        # text (80x24), else it's left out (a very small pane).
+        below = height - len(rows)
+        if below >= CHART_MIN_ROWS or width < 60:
+            lines = [line for _, line in rows]
+            if below >= 1:
+                lines.extend(self._chart(width, below, pal))
+            return _group(_clip(lines, height, pal))
+        chart_w = max(24, width // 3)
+        left_w = width - chart_w - 1
+        rows = self._rows(left_w, pal)
+        keep = sorted(sorted(range(len(rows)), key=lambda i: rows[i][0])[:height])
+        left = [rows[i][1] for i in keep]
+        right = self._chart(chart_w, height, pal)
+        lines = []
+        for i in range(max(len(left), len(right))):
+            row = left[i].copy() if i < len(left) else Text()
+            row.truncate(left_w, overflow="ellipsis", pad=True)
+            row.append(" ")
+            if i < len(right):
+                row.append_text(right[i])
+            lines.append(row)
+        return _group(lines)
+
+    def _rows(self, width: int, pal: Palette) -> list[tuple[int, Text]]:
+        """The text rows, each with its priority (0 = kept longest) for when the pane is short."""
+        t = self.state.training
+        rows: list[tuple[int, Text]] = []
 
         head = Text()
         head.append(t.run_name or "—", pal.value)
         head.append(f"  {t.run_id or ''}", pal.muted)
         status = t.status.upper()
-        pad = width - head.cell_len - len(status) - 1
-        head.append(" " * max(1, pad))
+        head.truncate(max(1, width - len(status) - 1), overflow="ellipsis")
+        head.append(" " * max(1, width - head.cell_len - len(status)))
         head.append(status, pal.status.get(t.status, pal.value))
-        lines.append(head)
+        rows.append((0, head))
 
         ident = Text()
         if t.model_type:
@@ -82,79 +110,87 @@ class TrainingPane(StatePane):
             ident.append(f" ({t.blas})", pal.muted)
         if t.batch_size:
             ident.append(f" · batch {t.batch_size}", pal.label)
-        lines.append(ident)
+        rows.append((8, ident))
 
         label_w = 14
-        tail_w = 18
+        tail_w = 15
         bar_w = max(4, width - label_w - tail_w)
         total_epochs = t.total_epochs or 0
-        epoch_frac = t.epochs_done / total_epochs if total_epochs else 0.0
-        row = Text(f"Epoch {t.epoch}/{total_epochs or '?'}".ljust(label_w), pal.label)
-        row.append_text(bar(epoch_frac, bar_w, pal))
-        row.append(f" {epoch_frac:4.0%} ETA {duration(t.eta_seconds)}".ljust(tail_w), pal.value)
-        lines.append(row)
         spe = t.steps_per_epoch or 0
+        row = Text(f"Epoch {t.epoch}/{total_epochs or '?'}".ljust(label_w), pal.label)
+        row.append_text(bar(t.epoch_fraction, bar_w, pal))
+        row.append(f" {t.epoch_fraction:4.0%} ETA {duration(t.eta_seconds)}", pal.value)
+        rows.append((1, row))
         batch_frac = t.batch / spe if spe else 0.0
         row = Text(f"Batch {t.batch}/{spe or '?'}".ljust(label_w)[:label_w], pal.label)
         row.append_text(bar(batch_frac, bar_w, pal))
-        row.append(f" {batch_frac:4.0%} ETA {duration(t.epoch_eta_seconds)}".ljust(tail_w), pal.value)
-        lines.append(row)
+        row.append(f" {batch_frac:4.0%} ETA {duration(t.epoch_eta_seconds)}", pal.value)
+        rows.append((2, row))
 
-        metrics = Text(no_wrap=True, overflow="ellipsis")
-        _pair(metrics, "loss ", format_number(t.loss) if t.loss is not None else "—", pal)
-        _pair(metrics, "lr ", format_number(t.learning_rate) if t.learning_rate is not None else "—", pal)
-        _pair(metrics, "gnorm ", format_number(t.grad_norm) if t.grad_norm is not None else "—", pal)
+        def num(value: float | None) -> str:
+            return format_number(value) if value is not None else "—"
+
         sps = f"{t.samples_per_sec:,.1f}" if t.samples_per_sec is not None else "—"
-        _pair(metrics, "samples/s ", sps, pal)
-        lines.append(metrics)
+        rows.append((1, fit_pairs([("loss", "loss", num(t.loss)), ("lr", "lr", num(t.learning_rate)),
+                                   ("gnorm", "gn", num(t.grad_norm)), ("samples/s", "sps", sps)],
+                                  width, pal.label, pal.value)))
 
-        best = Text(no_wrap=True, overflow="ellipsis")
-        if t.best_value is not None:
-            _pair(best, f"best {t.best_metric} ", f"{format_number(t.best_value)} (epoch {t.best_epoch})", pal,
-                  pal.kind["success"])
-        else:
-            best.append("best —  ", pal.muted)
-        _pair(best, "step ", f"{t.step}/{t.total_steps or '?'}", pal)
-        best.append(f"elapsed {duration(t.elapsed_seconds)}", pal.muted)
-        lines.append(best)
+        for long in (True, False):
+            best = Text()
+            if t.best_value is not None:
+                where = f" (epoch {t.best_epoch})" if long else f"@{t.best_epoch}"
+                _pair(best, f"best {t.best_metric} ", f"{format_number(t.best_value)}{where}", pal,
+                      pal.kind["success"])
+            else:
+                best.append("best —  ", pal.muted)
+            _pair(best, "step ", f"{t.step}/{t.total_steps or '?'}", pal)
+            best.append(f"{'elapsed ' if long else ''}{duration(t.elapsed_seconds)}", pal.muted)
+            if best.cell_len <= width:
+                break
+        rows.append((4, best))
         if t.epoch_metrics:
             last = t.epoch_metrics[-1]
-            val = Text(f"epoch {last.get('epoch')} ", pal.label, no_wrap=True, overflow="ellipsis")
-            for key in ("train_loss", "val_loss", "val_accuracy", "val_f1"):
+            pairs = [(f"epoch {last.get('epoch')}", f"ep{last.get('epoch')}", "")]
+            for key, short in (("train_loss", "train"), ("val_loss", "val"), ("val_accuracy", "acc"),
+                               ("val_f1", "f1")):
                 if key in last:
-                    _pair(val, f"{key} ", format_number(last[key]), pal)
-            lines.append(val)
+                    pairs.append((key, short, format_number(last[key])))
+            rows.append((3, fit_pairs(pairs, width, pal.label, pal.value)))
 
         if t.status == "failed":
             err = Text("✖ ", pal.kind["error"])
             err.append(t.error or "failed", pal.kind["error"])
-            lines.append(err)
+            rows.append((0, err))
         elif t.status == "stopped":
-            lines.append(Text(f"■ stopped ({t.stop_reason or 'user'}) checkpoint {t.checkpoint_path or '—'}",
-                              pal.kind["warning"]))
+            rows.append((5, Text(f"■ stopped ({t.stop_reason or 'user'}) checkpoint {t.checkpoint_path or '—'}",
+                                 pal.kind["warning"])))
         elif t.status == "completed":
             note = "✔ completed" + (" (stopped early)" if t.stopped_early else "")
-            lines.append(Text(note, pal.kind["success"]))
+            rows.append((6, Text(note, pal.kind["success"])))
         elif t.status == "paused":
-            lines.append(Text("❚❚ paused — press p to resume", pal.kind["warning"]))
+            rows.append((5, Text("❚❚ paused — press p to resume", pal.kind["warning"])))
         if self.state.pending_control and t.live:
-            lines.append(Text(f"… {self.state.pending_control} requested", pal.kind["control"]))
+            rows.append((5, Text(f"… {self.state.pending_control} requested", pal.kind["control"])))
+        return rows
 
-        chart_h = max(0, height - len(lines))
-        values = t.loss_history.values()
-        if chart_h >= 1 and width >= 20:
-            caption = Text(f"loss per step ({t.loss_history.count} steps", pal.label)
-            if t.loss_history.stride > 1:
-                caption.append(f", {t.loss_history.stride}/pt", pal.label)
-            caption.append(")", pal.label)
-            vals = [m.get("val_loss") for m in t.epoch_metrics if isinstance(m.get("val_loss"), (int, float))]
-            if vals:
-                caption.append("  val_loss/epoch ", pal.label)
-                caption.append_text(sparkline(vals, min(len(vals), 20), pal.chart2))
-            lines.append(caption)
-            if chart_h >= 2:
-                lines.extend(block_chart(values, width, min(chart_h - 1, 8), pal.chart, pal.muted))
-        return _group(lines)
+    def _chart(self, width: int, height: int, pal: Palette) -> list[Text]:
+        """The caption and the loss-per-step chart, `height` rows in all."""
+        t = self.state.training
+        caption = Text(f"loss/step ({t.loss_history.count:,}", pal.label)
+        if t.loss_history.stride > 1:
+            caption.append(f", {t.loss_history.stride}/pt", pal.label)
+        caption.append(")", pal.label)
+        vals = [m.get("val_loss") for m in t.epoch_metrics if isinstance(m.get("val_loss"), (int, float))]
+        if vals and width >= 40:
+            caption.append("  val_loss/epoch ", pal.label)
+            caption.append_text(sparkline(vals, min(len(vals), 20), pal.chart2))
+        lines = [caption]
+        if height >= 2:
+            lines.extend(block_chart(t.loss_history.values(), width, min(height - 1, 8), pal.chart, pal.muted))
+        return lines
+
+
+CHART_MIN_ROWS = 4
 
 
 class SystemPane(StatePane):
@@ -210,21 +246,20 @@ class SystemPane(StatePane):
         else:
             row = Text("GPU  ", pal.label)
             row.append("no GPU", pal.value)
-            if s.gpu_unavailable:
-                row.append(f" ({s.gpu_unavailable})", pal.muted)
             lines.append(row)
+            if s.gpu_unavailable:  # the reason is the useful part: wrapped, never cut
+                lines.extend(_wrapped(s.gpu_unavailable, width, "     ", pal.muted))
         notices = s.active_notices()
         if not notices:
             lines.append(Text("no active warnings", pal.muted))
         for notice in notices:
             style = pal.kind["error"] if notice.kind == "error" else pal.kind["warning"]
             icon = {"warning": "⚠ ", "bottleneck": "⧗ ", "error": "✖ "}.get(notice.kind, "! ")
-            row = Text(icon, style)
-            row.append(f"{notice.component}: {notice.text}", style)
-            lines.append(row)
+            lines.extend(_wrapped(f"{notice.component}: {notice.text}", width, "  ", style, first=icon, limit=4))
             for suggestion in notice.suggestions[:2]:
-                lines.append(Text(f"   → {suggestion}", pal.muted))
-        return _group(lines)
+                lines.extend(_wrapped(suggestion, width, "     ", pal.muted, first="   → ", limit=3))
+        height = max(1, self.content_region.height or len(lines))
+        return _group(_clip(lines, height, pal))
 
 
 class PluginsPane(Vertical):
@@ -244,7 +279,7 @@ class PluginsPane(Vertical):
 
     def compose(self) -> ComposeResult:
         table: DataTable[Any] = DataTable(cursor_type="row", zebra_stripes=False, id="plugin-table")
-        for label, width in (("plugin", 16), ("ver", 6), ("state", 11), ("events", 6), ("err", 3)):
+        for label, width in (("plugin", 18), ("state", 11), ("events", 6), ("errors", 6)):
             table.add_column(label, width=width, key=label)
         yield table
         yield Static("", id="plugin-details")
@@ -275,10 +310,10 @@ class PluginsPane(Vertical):
         state_style = (pal.kind["error"] if info.state in ("failed", "set aside", "error")
                        else pal.kind["success"] if info.state == "active" else pal.muted)
         return [
-            Text(info.name), Text(info.version or "—"), Text(info.state, state_style),
+            Text(info.name, no_wrap=True, overflow="ellipsis"), Text(info.state, state_style),
             Text(str(info.events_handled) if info.events_handled is not None else str(info.events_emitted),
                  justify="right"),
-            Text(str(info.errors), pal.kind["error"] if info.errors else pal.muted),
+            Text(str(info.errors), pal.kind["error"] if info.errors else pal.muted, justify="right"),
         ]
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -311,6 +346,30 @@ class PluginsPane(Vertical):
         for message in list(info.messages)[-4:]:
             text.append("\n· " + message[:200], pal.label)
         details.update(text)
+
+
+def _wrapped(text: str, width: int, indent: str, style: Any, *, first: str | None = None,
+             limit: int = 3) -> list[Text]:
+    """`text` wrapped to `width` cells in at most `limit` rows (the first led by `first`, the others by
+    `indent`); what is still left over after that is cut with an ellipsis."""
+    import textwrap
+
+    lead = indent if first is None else first
+    chunks = textwrap.wrap(text, width=max(8, width - len(indent)), initial_indent=lead,
+                           subsequent_indent=indent, break_on_hyphens=False) or [lead]
+    if len(chunks) > limit:
+        chunks = chunks[:limit]
+        chunks[-1] = chunks[-1][: max(1, width - 1)] + "…"
+    return [Text(chunk, style) for chunk in chunks]
+
+
+def _clip(lines: list[Text], height: int, pal: Palette) -> list[Text]:
+    """At most `height` rows; when some are left out the last row says so (z shows the pane whole)."""
+    if len(lines) <= height:
+        return lines
+    kept = lines[: max(0, height - 1)]
+    kept.append(Text(f"… {len(lines) - len(kept)} more (z zooms)", pal.muted))
+    return kept
 
 
 def _group(lines: list[Text]) -> Group:

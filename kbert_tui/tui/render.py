@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from rich.style import Style
 from rich.text import Text
 
-__all__ = ["Palette", "palette", "bar", "sparkline", "block_chart", "duration"]
+__all__ = ["Palette", "palette", "bar", "sparkline", "block_chart", "axis_label", "fit_pairs", "duration"]
 
 _BLOCKS = " ▁▂▃▄▅▆▇█"
 
@@ -128,11 +128,37 @@ def block_chart(values: Sequence[float], width: int, height: int, style: Style,
     for r in range(height):
         floor = (height - 1 - r) * 8
         line = "".join(_BLOCKS[min(8, max(0, lv - floor))] for lv in levels)
-        label = f"{high:7.4g} " if r == 0 else (f"{low:7.4g} " if r == height - 1 else " " * 8)
+        label = axis_label(high) + " " if r == 0 else (axis_label(low) + " " if r == height - 1 else " " * 8)
         row = Text(label, label_style)
         row.append(line, style)
         rows.append(row)
     return rows
+
+
+def axis_label(value: float) -> str:
+    """`value` in exactly 7 cells (fewer significant digits before it would grow), so chart rows align."""
+    for digits in (4, 3, 2, 1):
+        text = f"{value:.{digits}g}"
+        if len(text) <= 7:
+            return text.rjust(7)
+    return f"{value:.0e}"[:7].rjust(7)
+
+
+def fit_pairs(pairs: list[tuple[str, str, str]], width: int, label: Style, value: Style) -> Text:
+    """`label value` pairs in one row: the long labels if they fit in `width`, else the short ones
+    closer together."""
+    for which, gap in ((0, "  "), (1, " ")):
+        text = Text(no_wrap=True, overflow="ellipsis")
+        for pair in pairs:
+            text.append(pair[which], label)
+            if pair[2]:
+                text.append(" ")
+                text.append(pair[2], value)
+            text.append(gap)
+        text.rstrip()
+        if text.cell_len <= width:
+            return text
+    return text
 
 
 def duration(seconds: float | None) -> str:

@@ -7,6 +7,7 @@ import json
 from datetime import datetime
 from typing import Any
 
+from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -15,17 +16,20 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
 
 from kbert_tui.events import Event
-from kbert_tui.state import FILTER_HELP, EventLog, printable
+from kbert_tui.state import FILTER_TERMS, EventLog, printable
 
 from .log_view import LogView, format_time
 
 __all__ = ["DetailScreen", "EventListScreen", "TimelineScreen", "ConfirmScreen", "HelpScreen", "event_json"]
 
 
+LOG_FIELD_ORDER = ("id", "name", "timestamp", "source", "correlation_id", "data", "metadata")
+
+
 def event_json(event: Event) -> str:
     """All fields of `event` as pretty JSON (datetimes in ISO form, other non-JSON values by repr)."""
     record = dataclasses.asdict(event)
-    record = {"id": record.pop("id"), **record}
+    record = {key: record[key] for key in LOG_FIELD_ORDER if key in record} | record  # as in events.jsonl
     return json.dumps(record, indent=2, ensure_ascii=False, allow_nan=True,
                       default=lambda v: v.isoformat() if isinstance(v, datetime) else repr(v))
 
@@ -142,17 +146,49 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(value)
 
 
-HELP_KEYS = """\
-/        filter the log (live)        Esc      clear the filter
-f        follow newest on/off         space    pause/unpause the log view
-Enter    event detail (JSON)          c        correlation timeline
-e / E    next / previous error        ↑↓ PgUp PgDn Home End  move
-o        search older events on disk (with the filter)
-p        pause/resume training        s        stop training (asks)
-q        quit (asks while live)       ?        this help
-z        maximize/restore pane        t        show/hide plugins
-ctrl+p   command palette (same actions)
-Replay:  p pause/resume playback  n step one event  + / - speed ×2 / ÷2"""
+HELP_KEYS: tuple[tuple[str, str], ...] = (
+    ("/", "filter the log (live)"),
+    ("Esc", "clear the filter"),
+    ("f", "follow newest on/off"),
+    ("space", "pause/unpause the log view"),
+    ("Enter", "event detail (JSON)"),
+    ("c", "the event's thread: causes, consequences, its step and epoch"),
+    ("e / E", "next / previous error"),
+    ("↑↓ PgUp PgDn", "move (Home End: first, last)"),
+    ("o", "search older events on disk (with the filter)"),
+    ("z", "maximize/restore the focused pane"),
+    ("t", "show/hide plugins (narrow terminals)"),
+    ("1 / 2", "top pane: Training / System (narrow terminals)"),
+    ("p", "pause/resume training (live)"),
+    ("s", "stop training, after asking (live)"),
+    ("q", "quit (asks while training runs)"),
+    ("?", "this help"),
+    ("ctrl+p", "command palette (same actions, themes)"),
+)
+HELP_REPLAY: tuple[tuple[str, str], ...] = (
+    ("p", "pause/resume playback"),
+    ("n", "step one event"),
+    ("+ / -", "speed ×2 / ÷2"),
+)
+HELP_EXAMPLES = 'training.* loss<0.3   !system.*   source:plugin:* error   corr:run-1 "new best"'
+
+
+def _key_table(rows: tuple[tuple[str, str], ...], width: int) -> Table:
+    """Key/description pairs in two side-by-side columns when `width` allows, else one; a long
+    description wraps inside its own column, never under the keys."""
+    pairs = 2 if width >= 100 else 1
+    table = Table.grid(padding=(0, 2, 0, 0), expand=True)
+    for _ in range(pairs):
+        table.add_column(no_wrap=True, style="bold")
+        table.add_column(ratio=1)
+    per = -(-len(rows) // pairs)
+    for i in range(per):
+        cells: list[str] = []
+        for col in range(pairs):
+            j = col * per + i
+            cells.extend(rows[j] if j < len(rows) else ("", ""))
+        table.add_row(*(Text(cell) for cell in cells))
+    return table
 
 
 class HelpScreen(ModalScreen[None]):
@@ -161,10 +197,12 @@ class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close")]
 
     def compose(self) -> ComposeResult:
+        width = self.app.size.width
         with VerticalScroll(id="help-box", classes="modal-box"):
             yield Label(Text("Keys"), classes="modal-title")
-            yield Static(Text(HELP_KEYS))
+            yield Static(_key_table(HELP_KEYS, width))
+            yield Label(Text("Replay"), classes="modal-title")
+            yield Static(_key_table(HELP_REPLAY, width))
             yield Label(Text("Filter syntax (terms AND together)"), classes="modal-title")
-            yield Static(Text(FILTER_HELP))
-            yield Label(Text("Examples:  training.* loss<0.3    !system.*    source:plugin:* error    "
-                             "corr:run-1 \"new best\""), classes="modal-hint")
+            yield Static(_key_table(FILTER_TERMS, width))
+            yield Label(Text("Examples: " + HELP_EXAMPLES), classes="modal-hint")
