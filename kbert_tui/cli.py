@@ -1,4 +1,4 @@
-"""`kbert-tui run | replay | init`: the command line.
+"""`kbert-tui run | replay | attach | init`: the command line.
 
 Exit status: 0 success, 1 training failed, 2 bad input (config, data, arguments), 130 interrupted.
 Bad input prints one line, never a traceback.
@@ -38,6 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--speed", type=_positive_float, metavar="X",
                         help="play back at X times the recorded pace (default: load as fast as possible)")
 
+    attach = commands.add_parser(
+        "attach", help="watch (and steer) a run that another process is training",
+        description="Open the monitor on a run written by another process: its history, then live, until it "
+                    "ends. TARGET is a run directory or an events file; without it, the newest run under runs/.")
+    attach.add_argument("target", nargs="?", metavar="TARGET", help="a run directory or events.jsonl")
+    attach.add_argument("--read-only", action="store_true", help="watch only: no pause/resume/stop keys")
+
     init = commands.add_parser("init", help="write a commented example config that runs as is",
                                description="Write a commented example config (the built-in demo's settings).")
     init.add_argument("path", nargs="?", default="kbert-tui.toml", metavar="PATH",
@@ -58,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         return _init(args)
     if args.command == "replay":
         return _replay(args)
+    if args.command == "attach":
+        return _attach(args)
     parser.print_help()
     return EXIT_OK
 
@@ -127,6 +136,24 @@ def _replay(args: argparse.Namespace) -> int:
         print("stdout is not a terminal: printing a summary instead of opening the monitor", file=sys.stderr)
         return replay_headless(source)
     return run_replay(source)
+
+
+def _attach(args: argparse.Namespace) -> int:
+    from kbert_tui.remote import resolve_run
+    from kbert_tui.tui import AttachSource, attach_headless, run_attached
+
+    try:
+        source = AttachSource(resolve_run(args.target), read_only=args.read_only)
+    except OSError as error:
+        return _error(f"cannot attach: {error.strerror or error}")
+    if not sys.stdout.isatty():
+        print("stdout is not a terminal: printing the history's summary, then progress lines", file=sys.stderr)
+        try:
+            return attach_headless(source, _print_progress)
+        except KeyboardInterrupt:
+            print("detached; the run goes on", file=sys.stderr)
+            return EXIT_INTERRUPTED
+    return run_attached(source)
 
 
 def _positive_float(text: str) -> float:

@@ -56,6 +56,7 @@ class RunSession:
         self._done: asyncio.Event | None = None
         self._control_sub: str | None = None
         self._closed = False
+        self.local_control: Any = None  # session.json + control.jsonl beside the log (kbert_tui.remote)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -72,6 +73,7 @@ class RunSession:
             max_file_size_mb=self.config.events.max_file_size_mb,
         )
         self._control_sub = await self.bus.subscribe("control.*", self._on_control)
+        await self._start_remote()
         await self._start_system()
         await self._start_plugins()
         loop = asyncio.get_running_loop()
@@ -125,6 +127,7 @@ class RunSession:
             if self._control_sub is not None:
                 await self.bus.unsubscribe(self._control_sub)
             await self.bus.shutdown()
+        await self._stop_remote()
 
     async def __aenter__(self) -> RunSession:
         await self.start()
@@ -153,12 +156,28 @@ class RunSession:
         if self.worker is None or (event.correlation_id not in (None, self.run_id)):
             return
         control = self.worker.control
+        who = str(event.data.get("requested_by", event.source))
         if event.name == "control.pause_requested":
-            control.request_pause()
+            control.request_pause(who)
         elif event.name == "control.resume_requested":
-            control.request_resume()
+            control.request_resume(who)
         elif event.name == "control.stop_requested":
             control.request_stop(str(event.data.get("reason", "user")), str(event.data.get("requested_by", "user")))
+
+    # ------------------------------------------------------------------ attached monitors (issue 13)
+
+    async def _start_remote(self) -> None:
+        """Let monitors in other processes find this run and steer it (session.json, control.jsonl)."""
+        from kbert_tui.remote import LocalControlWatcher
+
+        self.local_control = LocalControlWatcher(self.bus, self.run_id, self.events_path.resolve())
+        await self.local_control.start()
+
+    async def _stop_remote(self) -> None:
+        """After the log is flushed: record the outcome, so attached monitors know the log is complete."""
+        if self.local_control is not None:
+            outcome = self.outcome or (self.worker.outcome if self.worker is not None else None)
+            await self.local_control.close(outcome)
 
     # ------------------------------------------------------------------ hooks (owned by system+plugins)
     # --- HOOK: system sampler (kbert_tui.system) — filled in by the system+plugins engineer ---

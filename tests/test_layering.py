@@ -63,6 +63,10 @@ def test_producers_talk_through_events(subpackage):
     assert _violations(subpackage, allowed) == []
 
 
+def test_remote_depends_on_events_and_config_only():
+    assert _violations("remote", ("kbert_tui.events", "kbert_tui.config", "kbert_tui.remote")) == []
+
+
 def test_only_tui_imports_textual():
     bad = []
     for path in PACKAGE.rglob("*.py"):

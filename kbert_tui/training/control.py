@@ -14,11 +14,15 @@ class Control:
         self._stop = threading.Event()
         self.stop_reason: str | None = None
         self.requested_by: str | None = None
+        self.pause_requested_by: str | None = None  # who asked for the latest pause / resume
+        self.resume_requested_by: str | None = None
 
-    def request_pause(self) -> None:
+    def request_pause(self, requested_by: str = "user") -> None:
+        self.pause_requested_by = requested_by
         self._running.clear()
 
-    def request_resume(self) -> None:
+    def request_resume(self, requested_by: str = "user") -> None:
+        self.resume_requested_by = requested_by
         self._running.set()
 
     def request_stop(self, reason: str = "user", requested_by: str = "user") -> None:

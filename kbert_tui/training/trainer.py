@@ -308,10 +308,11 @@ class Trainer:
         """Honour pause/stop between steps; True when the loop should end normally (early stopping)."""
         c, p = self.control, self.progress
         if c.paused and not c.stop_requested:
-            self.emit("training.paused", {"epoch": p.epoch, "step": p.step})
+            self.emit("training.paused", {"epoch": p.epoch, "step": p.step, "requested_by": c.pause_requested_by})
             c.wait_until_resumed()
             if not c.stop_requested:
-                self.emit("training.resumed", {"epoch": p.epoch, "step": p.step})
+                self.emit("training.resumed", {"epoch": p.epoch, "step": p.step,
+                                               "requested_by": c.resume_requested_by})
         if not c.stop_requested:
             return False
         if c.stop_reason == "early_stopping":

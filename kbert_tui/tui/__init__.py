@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Collection
+import time
+from collections.abc import Callable, Collection
 from typing import Any
+
+from kbert_tui.events import Event
 
 from kbert_tui.state import RunState, format_number
 
 from .app import MonitorApp, styles_path
+from .attach import AttachSource
 from .sources import EventSource, LiveSource, ReplaySource, StaticSource
 
-__all__ = ["MonitorApp", "EventSource", "LiveSource", "ReplaySource", "StaticSource", "styles_path",
-           "open_replay", "run_replay", "replay_headless", "monitor_run"]
+__all__ = ["MonitorApp", "EventSource", "LiveSource", "ReplaySource", "StaticSource", "AttachSource", "styles_path",
+           "open_replay", "run_replay", "replay_headless", "monitor_run", "run_attached", "attach_headless"]
 
 
 def open_replay(path: str, *, speed: float | None = None) -> ReplaySource:
@@ -31,13 +35,16 @@ def replay_headless(source: ReplaySource) -> int:
     state = RunState()
     for event in source.reader:
         state.apply(event)
+    return _print_summary(source.path, state, source.reader.malformed, source.reader.first_error)
+
+
+def _print_summary(path: Any, state: RunState, malformed: int, first_error: str | None) -> int:
     t = state.training
-    reader = source.reader
-    if state.events_seen == 0 and reader.malformed:
-        print(f"kbert-tui: error: {source.path} is not an events file: none of its {reader.malformed:,} lines "
-              f"is an event (first problem: {reader.first_error})", file=sys.stderr)
+    if state.events_seen == 0 and malformed:
+        print(f"kbert-tui: error: {path} is not an events file: none of its {malformed:,} lines "
+              f"is an event (first problem: {first_error})", file=sys.stderr)
         return 2
-    print(f"{source.path}: {state.events_seen:,} events, {reader.malformed:,} malformed lines skipped")
+    print(f"{path}: {state.events_seen:,} events, {malformed:,} malformed lines skipped")
     print(f"run {t.run_name or '?'} ({t.run_id or '?'}): {t.status}, epoch {t.epochs_done}/{t.total_epochs or '?'}, "
           f"step {t.step}/{t.total_steps or '?'}")
     if t.best_value is not None:
@@ -66,4 +73,37 @@ def monitor_run(config: Any, *, output_dir: str | None = None,
         failure = (source.session.failure if source.session is not None else None) or {}
         print(f"error: {failure.get('error') or app.state.training.error}", file=sys.stderr)
         return 2 if failure.get("error_type") in bad_input_errors else 1
+    return 0
+
+
+def run_attached(source: EventSource) -> int:
+    """`kbert-tui attach …`: the monitor on a run another process writes; quitting leaves the run alone."""
+    MonitorApp(source).run()
+    return 0
+
+
+def attach_headless(source: AttachSource, progress: Callable[[Event], None], *, poll_s: float = 0.1) -> int:
+    """Without a terminal: what `replay` prints for the history, then `progress` for each new event,
+    until the run is over."""
+    run = source.run
+    state = RunState()
+    while batch := run.read(AttachSource.BATCH):
+        state.apply_all(batch)
+    code = _print_summary(source.events_path, state, run.follower.malformed, run.follower.first_error)
+    if code or run.ended:
+        if run.note:
+            print(run.note)
+        run.close()
+        return code
+    print(f"following {source.events_path} until the run ends (Ctrl-C detaches; the run goes on)", flush=True)
+    try:
+        while not run.ended:
+            batch = run.read(AttachSource.BATCH)
+            for event in batch:
+                progress(event)
+            if not batch:
+                time.sleep(poll_s)
+    finally:
+        run.close()
+    print(run.note, flush=True)
     return 0

@@ -157,6 +157,9 @@ class MonitorApp(App[str | None]):
         if isinstance(self.source, LiveSource):
             await self.source.wait()  # the run ended by itself; the panes show how, until `q`
             self._drain()
+        elif (outcome := await self.source.wait()) is not None:  # an attached run is over
+            self._drain()
+            self.notify(f"the run is over ({outcome}); still showing it, q quits", timeout=8)
 
     def on_resize(self, event: Any) -> None:
         self._apply_width(self.size.width)
@@ -189,7 +192,7 @@ class MonitorApp(App[str | None]):
         """Keys that do nothing in the current mode are neither offered in the footer nor run."""
         source = self.source
         if action in ("pause_training", "stop_training"):
-            return isinstance(source, LiveSource) and self.state.training.live
+            return source.controllable and self.state.training.live
         if action in ("replay_pause", "replay_step", "replay_speed"):
             return isinstance(source, ReplaySource)
         if action == "toggle_plugins":
@@ -478,7 +481,7 @@ class MonitorApp(App[str | None]):
             self.notify("replay paused (n steps)" if paused else "replay resumed", timeout=2)
 
     def action_pause_training(self) -> None:
-        if not isinstance(self.source, LiveSource):
+        if not self.source.controllable:
             return
         status = self.state.training.status
         if status == "running":
@@ -491,7 +494,7 @@ class MonitorApp(App[str | None]):
             self.notify(f"training is {status}", timeout=2)
 
     def action_stop_training(self) -> None:
-        if not isinstance(self.source, LiveSource) or not self.state.training.live:
+        if not self.source.controllable or not self.state.training.live:
             self.notify("no live training to stop", timeout=2)
             return
 
@@ -504,9 +507,8 @@ class MonitorApp(App[str | None]):
                          answered)
 
     def _control(self, name: str, data: dict[str, Any]) -> None:
-        source = self.source
-        if isinstance(source, LiveSource):
-            self.run_worker(source.emit_control(name, data), group="control")
+        if self.source.controllable:
+            self.run_worker(self.source.emit_control(name, data), group="control")
 
     def action_replay_step(self) -> None:
         if isinstance(self.source, ReplaySource):

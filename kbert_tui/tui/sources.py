@@ -28,9 +28,17 @@ class EventSource:
     kind = "none"
     live = False
     events_path: Path | None = None
+    controllable = False  # `p` / `s` reach a running training through `emit_control` (else hidden)
 
     async def start(self, inbox: deque[Event]) -> None:
         raise NotImplementedError
+
+    async def wait(self) -> str | None:
+        """For a source that follows a run: wait until the run is over, return how it ended."""
+        return None
+
+    async def emit_control(self, name: str, data: dict[str, Any]) -> None:
+        """Send a control request (`control.pause_requested`, …) to the run."""
 
     async def close(self) -> None:
         """Stop producing; for a live run, stop training cleanly and flush the log."""
@@ -205,6 +213,7 @@ class LiveSource(EventSource):
 
     kind = "live"
     live = True
+    controllable = True
 
     def __init__(self, config: Any, *, output_dir: str | os.PathLike[str] | None = None) -> None:
         self.config = config

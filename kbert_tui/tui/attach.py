@@ -1,0 +1,117 @@
+"""Sources for a run that another process is writing: `kbert-tui attach RUN_DIR` (and over Redis).
+
+Quitting an attached monitor only closes the reader: the run is not told and goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from kbert_tui.events import Event
+from kbert_tui.remote import AttachedRun, AttachTarget, requester_name, send_control
+
+from .sources import EventSource
+
+__all__ = ["AttachSource"]
+
+
+class AttachSource(EventSource):
+    """Follows a run's log on a reader thread: the history as fast as replay, then live, until it ends.
+
+    Control requests go to the run's control file (unless `read_only`).
+    """
+
+    kind = "attach"
+    BATCH = 2000
+    MAX_BACKLOG = 50_000
+    POLL_S = 0.02
+
+    def __init__(self, target: AttachTarget, *, read_only: bool = False) -> None:
+        self.target = target
+        self.events_path = target.events_path
+        self.read_only = read_only
+        self.run = AttachedRun(target)
+        self.requester = requester_name()
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ended: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def controllable(self) -> bool:  # type: ignore[override]
+        return not self.read_only and self.run.controllable
+
+    @property
+    def finished(self) -> bool:
+        return self.run.ended
+
+    @property
+    def malformed(self) -> int:
+        return self.run.follower.malformed
+
+    def describe(self) -> str:
+        run = self.run
+        parts = [f"attach {self.events_path.parent.name}/{self.events_path.name}"]
+        if run.ended:
+            parts.append(f"run over: {run.outcome}")
+        elif run.live:
+            parts.append("live")
+        else:
+            parts.append(f"history {run.follower.position:,} events")
+        if self.read_only:
+            parts.append("read-only")
+        elif not run.ended and not run.controllable:
+            parts.append("no control (no running process watches this run)")
+        if self.error:
+            parts.append(f"reader stopped: {self.error}")
+        return " · ".join(parts)
+
+    async def start(self, inbox: deque[Event]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._ended = asyncio.Event()
+        self._thread = threading.Thread(target=self._main, args=(inbox,), name="kbert-attach", daemon=True)
+        self._thread.start()
+
+    async def wait(self) -> str | None:
+        assert self._ended is not None, "wait() before start()"
+        await self._ended.wait()
+        return self.run.outcome
+
+    async def emit_control(self, name: str, data: dict[str, Any]) -> None:
+        if not self.controllable:
+            return
+        send_control(self.target.control_path, name, dict(data, requested_by=f"attach {self.requester}"),
+                     source="attach", run_id=self.run.run_id)
+
+    async def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 2.0)
+        self.run.close()
+
+    # -- the reader thread --------------------------------------------------------------------------
+    def _main(self, inbox: deque[Event]) -> None:
+        try:
+            while not self._stop.is_set():
+                batch = self.run.read(self.BATCH)
+                if batch:
+                    while len(inbox) > self.MAX_BACKLOG and not self._stop.is_set():
+                        time.sleep(0.005)  # the monitor is behind: don't read the whole history into memory
+                    inbox.extend(batch)
+                elif self.run.ended:
+                    break
+                else:
+                    self._stop.wait(self.POLL_S)
+        except Exception as exc:  # an unreadable segment: say so, keep what was read
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            if self._loop is not None and self._ended is not None:
+                try:
+                    self._loop.call_soon_threadsafe(self._ended.set)
+                except RuntimeError:
+                    pass  # the app's loop is gone
