@@ -5,6 +5,7 @@ Everything that happens in a run is an `Event` on an `EventBus`; see the README 
 
 from ._event import Event
 from ._query import EventQuery
+from .store import PersistenceError
 from .bus import (
     AsyncEventHandler,
     EventBus,
@@ -27,6 +28,7 @@ __all__ = [
     "EventMetrics",
     "EventQuery",
     "EventSubscriber",
+    "PersistenceError",
     "SubscriptionLimitError",
     "create_default_event_bus",
 ]

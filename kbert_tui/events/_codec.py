@@ -81,10 +81,16 @@ _fast_encoder = json.JSONEncoder(
 )
 
 
-def _sanitize(value: Any, depth: int = 0, seen: frozenset[int] = frozenset()) -> Any:
-    """Slow path: a deep copy made only of JSON-safe values (NaN → "NaN", odd keys → str)."""
+def _sanitize(value: Any, depth: int = 0, seen: frozenset[int] = frozenset(), notes: list[str] | None = None) -> Any:
+    """Slow path: a deep copy made only of JSON-safe values (NaN → "NaN", odd keys → str).
+
+    What had to be left out (nesting past `_MAX_DEPTH`, circular references, values that can't even
+    be repr'd) is noted in `notes`, so the caller can say the event was degraded.
+    """
     if depth > _MAX_DEPTH:
-        return repr(value)
+        if notes is not None:
+            notes.append(f"data nested deeper than {_MAX_DEPTH} levels (cut there)")
+        return f"<{type(value).__name__} nested deeper than {_MAX_DEPTH} levels>"
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
@@ -94,19 +100,21 @@ def _sanitize(value: Any, depth: int = 0, seen: frozenset[int] = frozenset()) ->
             return "Infinity" if value > 0 else "-Infinity"
         return float(value)
     if id(value) in seen:
+        if notes is not None:
+            notes.append("data holds a circular reference (written as a marker)")
         return f"<circular {type(value).__name__}>"
     inner = seen | {id(value)}
     if isinstance(value, dict):
-        return {_key(k): _sanitize(v, depth + 1, inner) for k, v in list(value.items())}
+        return {_key(k): _sanitize(v, depth + 1, inner, notes) for k, v in list(value.items())}
     if isinstance(value, (list, tuple)):
-        return [_sanitize(v, depth + 1, inner) for v in list(value)]
+        return [_sanitize(v, depth + 1, inner, notes) for v in list(value)]
     try:
         converted = _default(value)
     except Exception:
         return _safe_repr(value)
     if converted is value or isinstance(converted, str):
         return converted
-    return _sanitize(converted, depth + 1, inner)
+    return _sanitize(converted, depth + 1, inner, notes)
 
 
 def _key(key: Any) -> str:
@@ -124,13 +132,13 @@ def _safe_repr(value: Any) -> str:
         return f"<unrepresentable {type(value).__name__}>"
 
 
-def to_json(value: Any) -> str:
-    """Encode `value` as compact strict JSON; never fails."""
+def to_json(value: Any, notes: list[str] | None = None) -> str:
+    """Encode `value` as compact strict JSON; never fails (what had to be cut is added to `notes`)."""
     try:
         return _fast_encoder.encode(value)
     except Exception:
-        # NaN/inf, non-string keys, circular refs, a failing __repr__, a dict mutated mid-encode...
-        return _fast_encoder.encode(_sanitize(value))
+        # NaN/inf, non-string keys, circular refs, deep nesting, a failing __repr__, a dict mutated mid-encode...
+        return _fast_encoder.encode(_sanitize(value, notes=notes))
 
 
 def jsonable(value: Any) -> Any:
@@ -152,7 +160,17 @@ def _quote_cached(text: str) -> str:
 
 
 def encode_event_bytes(event: Event) -> bytes:
-    """One JSONL line for `event` as UTF-8 bytes, with the trailing newline."""
+    """One JSONL line for `event` as UTF-8 bytes, with the trailing newline; never raises."""
+    return encode_line(event)[0]
+
+
+def encode_line(event: Event) -> tuple[bytes, str | None]:
+    """`(line, None)`, or `(line, reason)` when the event could only be written in a degraded form.
+
+    Degraded means: the data could not be encoded as given (nesting past the encoder's limits, a value
+    whose conversion raised...); the line then holds a depth-capped copy, or as a last resort a
+    `{"_unencodable": reason}` record in place of the data. Either way it is one valid line.
+    """
     if _orjson is not None:
         try:
             line = _orjson.dumps(
@@ -164,14 +182,36 @@ def encode_event_bytes(event: Event) -> bytes:
             # orjson writes NaN/inf as null; any null we didn't put there sends the event down the
             # exact path, which spells them "NaN"/"Infinity" (None values in data also take that path).
             if line.count(b"null") == (event.correlation_id is None):
-                return line
-        except (TypeError, ValueError):
+                return line, None
+        except Exception:  # noqa: BLE001 - too deep, odd keys, a failing default: the exact path decides
             pass
-    return encode_event(event).encode("utf-8", "backslashreplace")
+    notes: list[str] = []
+    try:
+        line = _encode_exact(event, notes).encode("utf-8", "backslashreplace")
+        return line, (notes[0] if notes else None)
+    except Exception as exc:  # noqa: BLE001 - hand-built events whose very fields misbehave
+        reason = f"event could not be encoded: {type(exc).__name__}: {_safe_repr(exc)}"
+    record = {**_fields(event), "data": {"_unencodable": reason}, "metadata": {}}
+    return (_fast_encoder.encode(_sanitize(record)) + "\n").encode("utf-8", "backslashreplace"), reason
+
+
+def _fields(event: Event) -> dict[str, Any]:
+    stamp = event.timestamp
+    return {
+        "id": str(event.id),
+        "name": str(event.name),
+        "timestamp": stamp.isoformat() if isinstance(stamp, datetime) else str(stamp),
+        "source": str(event.source),
+        "correlation_id": None if event.correlation_id is None else str(event.correlation_id),
+    }
 
 
 def encode_event(event: Event) -> str:
     """One JSONL line for `event`, with the trailing newline (the exact, standard-library path)."""
+    return _encode_exact(event, None)
+
+
+def _encode_exact(event: Event, notes: list[str] | None) -> str:
     try:
         corr = event.correlation_id
         metadata = event.metadata
@@ -181,21 +221,13 @@ def encode_event(event: Event) -> str:
             ',"timestamp":"', event.timestamp.isoformat(),
             '","source":', _quote_cached(event.source),
             ',"correlation_id":', "null" if corr is None else _quote_cached(corr),
-            ',"data":', to_json(event.data),
-            ',"metadata":', to_json(metadata) if metadata else "{}",
+            ',"data":', to_json(event.data, notes),
+            ',"metadata":', to_json(metadata, notes) if metadata else "{}",
             "}\n",
         ))
     except (TypeError, AttributeError):  # hand-built events with odd field types
         pass
-    return to_json({
-        "id": event.id,
-        "name": event.name,
-        "timestamp": event.timestamp.isoformat(),
-        "source": event.source,
-        "correlation_id": event.correlation_id,
-        "data": event.data,
-        "metadata": event.metadata,
-    }) + "\n"
+    return to_json({**_fields(event), "data": event.data, "metadata": event.metadata}, notes) + "\n"
 
 
 class MalformedLine(ValueError):
@@ -209,7 +241,10 @@ def loads(line: str | bytes) -> Any:
             return _orjson.loads(line)
         except ValueError:
             pass
-    return json.loads(line)
+    try:
+        return json.loads(line)
+    except RecursionError:  # nested past the parser's limit: unreadable like any other bad line
+        raise ValueError("nested too deeply to parse") from None
 
 
 def decode_event(line: str | bytes) -> Event:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -159,7 +160,10 @@ class EventQuery:
         *,
         time_order: bool = True,
     ) -> list[Event]:
-        """Evaluate against raw JSONL lines; results in time order (else file order), at most `limit`."""
+        """Evaluate against raw JSONL lines; results in time order (else file order), at most `limit`.
+
+        With time order, `limit(n)` gives the n earliest matches; in file order, the first n read.
+        """
         keep = self._line_prefilter()
         found: list[Event] = []
         for line in lines:
@@ -177,16 +181,23 @@ class EventQuery:
                 continue
             if self.matches(event):
                 found.append(event)
-                if self._limit is not None and len(found) >= self._limit:
+                if not time_order and self._limit is not None and len(found) >= self._limit:
                     break
         if time_order:
-            found.sort(key=lambda e: e.timestamp)
+            # limit(n) means the n earliest matches, so every line is read before choosing.
+            if self._limit is not None:
+                return heapq.nsmallest(self._limit, found, key=_timestamp)
+            found.sort(key=_timestamp)
         return found
 
     def run_events(self, events: Iterable[Event]) -> list[Event]:
         found = [e for e in events if self.matches(e)]
         found.sort(key=lambda e: e.timestamp)
         return found if self._limit is None else found[: self._limit]
+
+
+def _timestamp(event: Event) -> datetime:
+    return event.timestamp
 
 
 _NAME_KEY = b'"name":"'

@@ -1,8 +1,16 @@
 """The EventBus: emit from anywhere, deliver on one asyncio loop, persist every accepted event.
 
+Durability: an event is written to the log from the thread that emits it (encoded there, so later
+changes to its data can't reach the log) and a writer thread puts it on disk within milliseconds,
+whatever the loop or the handlers are doing. A failing disk is retried; events that could not be
+written are counted, announced (`bus.persistence_failed` / `bus.persistence_recovered` {lost}) and
+raised as `PersistenceError` from `flush()` / `shutdown()`.
+
 Delivery model: each subscription owns a FIFO backlog drained by its own short-lived task, so a slow
 handler delays nobody else and every handler sees events in emission order (per emitting thread).
-Threads hand events to the loop through one lock-free inbox that is drained in batches.
+Threads hand events to the loop through one bounded inbox that the loop drains in short slices; a
+thread that outruns the loop waits for room (backpressure), so a subscriber that keeps up never loses
+an event.
 
 Backlog policy: a subscription's backlog holds at most `buffer_size` events. An `await emit(...)` that
 finds the bus that far behind first yields once to the loop so the handlers can catch up; if a
@@ -20,6 +28,7 @@ import itertools
 import threading
 import time
 import traceback
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,15 +36,23 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
+from ._codec import encode_line
 from ._event import Event, new_event_id, utcnow
 from ._patterns import compile_pattern, validate_pattern
 from ._query import EventQuery
-from .store import JsonlStore, read_events
+from .store import JsonlStore, PersistenceError, read_events
 
 EventHandler: TypeAlias = Callable[[Event], Any]
 AsyncEventHandler: TypeAlias = Callable[[Event], Awaitable[Any]]
 
 _RATE_WINDOW_S = 10
+_INBOX_LIMIT = 512          # events a thread may hand over before it waits for the loop
+_PRODUCER_MAX_WAIT_S = 1.0   # past this a thread stops waiting on a stuck loop (its event is on disk already)
+_SLICE_EVENTS = 256         # inbox events admitted per loop turn; then timers and handlers run
+_FAILING_GRACE_S = 5.0      # how long flush() waits for a failing disk to come back before it raises
+_BEAT_S = 0.1                # the loop watch's heartbeat
+_ERROR_BURST = 3             # full reports per subscription before repeats are summarised
+_ERROR_WINDOW_S = 10.0       # at most one summary per subscription per window
 
 
 class EventBusError(RuntimeError):
@@ -76,11 +93,17 @@ class EventMetrics:
     queue_depth: int = 0
     persisted_events: int = 0
     persistence_errors: int = 0
+    lost_events: int = 0
+    pending_writes: int = 0
+    degraded_events: int = 0
+    filter_errors: int = 0
+    loop_stalls: int = 0
+    producer_waits: int = 0
 
 
 class _Subscription:
     __slots__ = ("id", "pattern", "handler", "is_async", "backlog", "scheduled", "dropped",
-                 "episode_dropped", "overflowing", "active")
+                 "episode_dropped", "overflowing", "current", "task", "errors")
 
     def __init__(self, sub_id: str, pattern: str, handler: Callable[[Event], Any]) -> None:
         self.id = sub_id
@@ -92,7 +115,41 @@ class _Subscription:
         self.dropped = 0
         self.episode_dropped = 0
         self.overflowing = False
-        self.active = True
+        self.current: Event | None = None  # the event its handler is working on
+        self.task: asyncio.Task[None] | None = None
+        self.errors = _Repeats()
+
+    def describe(self) -> str:
+        return f"{_handler_name(self.handler)} (subscribed to {self.pattern!r})"
+
+
+class _Repeats:
+    """journald-style rate limit: the first few reports in full, then one summary per window."""
+
+    __slots__ = ("count", "suppressed", "window_start")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.suppressed = 0
+        self.window_start = 0.0
+
+    def allow(self) -> tuple[bool, int]:
+        """(report now?, how many were suppressed before this one)."""
+        self.count += 1
+        if self.count <= _ERROR_BURST:
+            return True, 0
+        now = time.monotonic()
+        if now - self.window_start >= _ERROR_WINDOW_S:
+            repeats, self.suppressed, self.window_start = self.suppressed, 0, now
+            return True, repeats
+        self.suppressed += 1
+        return False, 0
+
+
+def _handler_name(handler: Callable[..., Any]) -> str:
+    name = getattr(handler, "__qualname__", None) or type(handler).__qualname__
+    module = getattr(handler, "__module__", None)
+    return f"{module}.{name}" if module and module != "builtins" else str(name)
 
 
 def _is_async_callable(handler: Callable[..., Any]) -> bool:
@@ -102,8 +159,41 @@ def _is_async_callable(handler: Callable[..., Any]) -> bool:
     return call is not None and inspect.iscoroutinefunction(call)
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_COPY_DEPTH = 32
+
+
+def _snapshot(data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `data` that the emitter's later changes can't reach (containers copied, values kept)."""
+    try:
+        copy = dict(data)
+        for value in copy.values():
+            if type(value) not in _SCALARS:
+                return _copy_containers(copy, 0)
+        return copy
+    except Exception:  # noqa: BLE001 - a hostile mapping: deliver it as given
+        return data
+
+
+def _copy_containers(value: Any, depth: int) -> Any:
+    kind = type(value)
+    if depth >= _COPY_DEPTH:
+        return value
+    if kind is dict:
+        return {k: _copy_containers(v, depth + 1) for k, v in value.items()}
+    if kind is list:
+        return [_copy_containers(v, depth + 1) for v in value]
+    if kind is tuple:
+        return tuple(_copy_containers(v, depth + 1) for v in value)
+    if kind is set:
+        return {_copy_containers(v, depth + 1) for v in value}
+    return value
+
+
 _sub_ids = itertools.count(1)
-_build_event = Event._build
+# How _publish reaches handlers, and what _admit left for delivery to do.
+_LOOP, _THREAD, _NO_LOOP = 1, 2, 3
+_FILTERED, _DISPATCH, _QUEUED, _SCHEDULE = 0, 1, 2, 3
 _new_object = object.__new__
 _now = datetime.now
 _UTC = timezone.utc
@@ -122,6 +212,7 @@ class EventBus:
         max_file_size_mb: float = 100,
         history_size: int | None = None,
         default_source: str = "unknown",
+        loop_block_threshold_s: float = 0.5,
     ) -> None:
         if max_subscribers < 1:
             raise ValueError("max_subscribers must be at least 1")
@@ -133,24 +224,38 @@ class EventBus:
         self._subs: dict[str, _Subscription] = {}
         self._routes: dict[str, tuple[_Subscription, ...]] = {}
         self._filters: list[EventFilter] = []
+        self._broken_filters: set[int] = set()
         self._history: deque[Event] = deque(maxlen=history_size or max(buffer_size, 10000))
+        self._lock = threading.Condition(threading.Lock())  # admission, the log's order, the inbox
         self._store: JsonlStore | None = None
         if enable_persistence or persistence_path is not None:
-            self._store = JsonlStore(persistence_path or "events.jsonl", max_file_size_mb=float(max_file_size_mb))
+            self._store = JsonlStore(
+                persistence_path or "events.jsonl", max_file_size_mb=float(max_file_size_mb),
+                on_status=self._store_status,
+            )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._inbox: deque[Event] = deque()
         self._inbox_scheduled = False
+        self._inbox_waiting = 0
+        self._slice = max(1, min(_SLICE_EVENTS, buffer_size // 2))
         self._pending = 0
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._private_loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._current: _Subscription | None = None  # the subscription whose handler the loop is in
+        self._watch = _LoopWatch(self, loop_block_threshold_s)
         # metrics
-        self._total = 0
         self._delivered = 0
         self._filtered = 0
         self._dropped = 0
         self._errors = 0
+        self._degraded = 0
+        self._filter_errors = 0
+        self._loop_stalls = 0
+        self._producer_waits = 0
+        self._lost_reported = 0
+        self._degraded_repeats = _Repeats()
         self._handler_time = 0.0
         self._by_name: dict[str, int] = {}
         self._admitted = 0
@@ -184,16 +289,17 @@ class EventBus:
         correlation_id: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
-        """Emit an event; returns once it is accepted, never waiting for handlers."""
-        event = self._make_event(event_name, data, source, correlation_id, metadata)
+        """Emit an event; returns once it is accepted (and queued for the log), never waiting for handlers."""
         loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            if not self._bind_if_free(loop):
-                self._post_from_thread(event)  # another loop owns the bus: hand it over like a thread
-                return
+        if loop is not self._loop and not self._bind_if_free(loop):
+            # Another loop owns the bus: hand the event over like a thread does.
+            self._publish(self._make_event(event_name, data, source, correlation_id, metadata), _THREAD)
+            return
         if self._pending >= self.buffer_size:
             await asyncio.sleep(0)  # let backlogged handlers run before anything is dropped
-        self._accept(event)
+        event = self._make_event(event_name, data, source, correlation_id, metadata)
+        if self._admit(event, False) == _DISPATCH:
+            self._dispatch(event)
 
     def emit_sync(
         self,
@@ -204,23 +310,12 @@ class EventBus:
         correlation_id: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
-        """Emit from any thread or plain function. With no running loop, delivers before returning."""
-        event = self._make_event(event_name, data, source, correlation_id, metadata)
-        loop = self._loop
-        if loop is not None and loop.is_running():
-            if threading.get_ident() == self._loop_thread:
-                self._accept(event)
-            else:
-                self._post_from_thread(event)
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is not None and self._bind_if_free(running):
-            self._accept(event)
-            return
-        self._deliver_now(event)
+        """Emit from any thread or plain function. With no running loop, delivers before returning.
+
+        From a thread other than the loop's it may wait (at most ~1 s) for the loop to make room:
+        backpressure, so a flood from threads can't starve the loop or its subscribers.
+        """
+        self._publish(self._make_event(event_name, data, source, correlation_id, metadata))
 
     def _make_event(self, name: Any, data: Any, source: Any, correlation_id: Any, metadata: Any) -> Event:
         if self._closed:
@@ -228,9 +323,10 @@ class EventBus:
         if type(name) is not str or not name:
             if not isinstance(name, str) or not name:
                 raise ValueError(f"event name must be a non-empty string, got {name!r}")
-        if type(data) is not dict:
-            data = {} if data is None else data if isinstance(data, dict) else {"value": data}
-        self._total += 1
+        if type(data) is dict:
+            data = _snapshot(data)
+        else:
+            data = {} if data is None else _snapshot(data) if isinstance(data, dict) else {"value": data}
         # Event._build, inlined: this is the hottest line of the project.
         event = _new_object(Event)
         fields = event.__dict__
@@ -239,48 +335,152 @@ class EventBus:
         fields["timestamp"] = _now(_UTC)
         fields["source"] = self.default_source if source is None else source
         fields["correlation_id"] = correlation_id
-        fields["metadata"] = {} if metadata is None else metadata
+        fields["metadata"] = {} if metadata is None else dict(metadata)
         fields["id"] = new_event_id()
         return event
 
-    def _post_from_thread(self, event: Event) -> None:
-        self._inbox.append(event)
-        if not self._inbox_scheduled:
-            self._inbox_scheduled = True
-            assert self._loop is not None
-            try:
-                self._loop.call_soon_threadsafe(self._drain_inbox)
-            except RuntimeError:  # the loop closed under us: deliver here rather than lose it
-                self._inbox_scheduled = False
-                self._drain_inbox(deliver_now=True)
+    def _publish(self, event: Event, mode: int | None = None) -> None:
+        """Admit `event` and hand it to its handlers the way the calling thread allows."""
+        if mode is None:
+            loop = self._loop
+            if loop is not None and loop.is_running():
+                mode = _LOOP if threading.get_ident() == self._loop_thread else _THREAD
+            else:
+                try:
+                    running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+                except RuntimeError:
+                    running = None
+                mode = _LOOP if running is not None and self._bind_if_free(running) else _NO_LOOP
+        if mode == _THREAD and len(self._inbox) >= _INBOX_LIMIT:
+            with self._lock:
+                self._wait_for_room()
+        step = self._admit(event, mode == _THREAD)
+        if step == _DISPATCH:
+            if mode == _LOOP:
+                self._dispatch(event)
+            else:
+                self._deliver_now(event)
+        elif step == _SCHEDULE:
+            self._schedule_inbox(mode)
+
+    def _schedule_inbox(self, mode: int) -> None:
+        loop = self._loop
+        try:
+            if loop is None or mode == _NO_LOOP:
+                raise RuntimeError("no loop")
+            if mode == _LOOP:
+                loop.call_soon(self._drain_inbox)
+            else:
+                loop.call_soon_threadsafe(self._drain_inbox)
+        except RuntimeError:  # the loop closed under us: deliver here rather than lose it
+            self._drain_inbox(deliver_now=True)
+
+    def _wait_for_room(self) -> None:
+        """Called holding the lock: wait until the loop has taken some events (backpressure)."""
+        self._producer_waits += 1
+        self._inbox_waiting += 1
+        deadline = time.monotonic() + _PRODUCER_MAX_WAIT_S
+        try:
+            while len(self._inbox) >= _INBOX_LIMIT and not self._closed:
+                loop = self._loop
+                remaining = deadline - time.monotonic()
+                if loop is None or not loop.is_running() or remaining <= 0:
+                    return  # a stuck or gone loop: queue it anyway (the log is not waiting on the loop)
+                self._lock.wait(min(remaining, 0.05))
+        finally:
+            self._inbox_waiting -= 1
 
     def _drain_inbox(self, deliver_now: bool = False) -> None:
-        self._inbox_scheduled = False
+        """On the loop: deliver a slice of the queued events, then give timers and handlers a turn."""
         inbox = self._inbox
-        accept = self._deliver_now if deliver_now else self._accept
-        while inbox:
-            accept(inbox.popleft())
+        deliver = self._deliver_now if deliver_now else self._dispatch
+        for _ in range(len(inbox) if deliver_now else self._slice):
+            try:
+                event = inbox.popleft()
+            except IndexError:
+                break
+            deliver(event)
+        lock = self._lock
+        with lock:
+            if inbox:
+                if deliver_now:
+                    self._inbox_scheduled = False
+                else:
+                    self._loop.call_soon(self._drain_inbox)  # type: ignore[union-attr]
+            else:
+                self._inbox_scheduled = False
+            if self._inbox_waiting:
+                lock.notify_all()
+        if deliver_now and inbox:
+            self._drain_inbox(deliver_now=True)
+        elif not inbox and self._pending <= 0 and self._idle_waiters:
+            self._wake_idle()
 
     # ---------------------------------------------------------------- accepting and routing
-    def _admit(self, event: Event) -> bool:
-        """Filters, metrics, history and persistence; False if a filter rejected the event."""
-        if self._filters:
-            for event_filter in self._filters:
-                try:
-                    keep = event_filter.should_process(event)
-                except Exception:
-                    keep = True  # a broken filter must not lose data
-                if not keep:
+    def _admit(self, event: Event, from_thread: bool) -> int:
+        """Filters, metrics, history and the log, in the emitting thread; then what delivery must do.
+
+        One lock orders the log, the history and the delivery queue alike, so handlers see events
+        in the order the log holds them.
+        """
+        if self._filters and not self._passes_filters(event):
+            return _FILTERED
+        store = self._store
+        degraded = None
+        if store is not None:
+            line, degraded = encode_line(event)
+        with self._lock:
+            by_name = self._by_name
+            name = event.name
+            by_name[name] = by_name.get(name, 0) + 1
+            self._admitted += 1
+            self._history.append(event)
+            if store is not None:
+                store.append_line(line)
+            if self._record is not None:
+                self._record(event)
+            if from_thread or self._inbox:
+                self._inbox.append(event)  # behind what threads queued earlier
+                if self._inbox_scheduled:
+                    step = _QUEUED
+                else:
+                    self._inbox_scheduled = True
+                    step = _SCHEDULE
+            else:
+                step = _DISPATCH
+        if degraded is not None:
+            self._degraded_event(event, degraded)
+        return step
+
+    _record: Callable[[Event], None] | None = None  # RecordingBus's hook, called in log order
+
+    def _passes_filters(self, event: Event) -> bool:
+        for event_filter in list(self._filters):
+            try:
+                keep = event_filter.should_process(event)
+            except Exception as exc:  # noqa: BLE001 - a broken filter must not lose data: it lets events through
+                keep = True
+                self._filter_errors += 1
+                if id(event_filter) not in self._broken_filters:  # announced once per filter
+                    self._broken_filters.add(id(event_filter))
+                    self._emit_internal("bus.filter_error", {
+                        "filter": _handler_name(type(event_filter)), "event_name": event.name,
+                        "error": f"{type(exc).__name__}: {exc}", "policy": "fail_open",
+                    })
+            if not keep:
+                with self._lock:
                     self._filtered += 1
-                    return False
-        name = event.name
-        by_name = self._by_name
-        by_name[name] = by_name.get(name, 0) + 1
-        self._admitted += 1
-        self._history.append(event)
-        if self._store is not None:
-            self._store.append(event)
+                return False
         return True
+
+    def _degraded_event(self, event: Event, reason: str) -> None:
+        with self._lock:
+            self._degraded += 1
+            report, repeats = self._degraded_repeats.allow()
+        if report and not event.name.startswith("bus."):
+            self._emit_internal("bus.event_degraded", {
+                "event_name": event.name, "event_id": event.id, "reason": reason, "repeats": repeats,
+            }, correlation_id=event.correlation_id)
 
     def _route(self, name: str) -> tuple[_Subscription, ...]:
         subs = self._routes.get(name)
@@ -291,10 +491,8 @@ class EventBus:
             self._routes[name] = subs
         return subs
 
-    def _accept(self, event: Event) -> None:
-        """On the loop's thread: admit the event and queue it for each matching subscription."""
-        if not self._admit(event):
-            return
+    def _dispatch(self, event: Event) -> None:
+        """On the loop's thread: queue an admitted event for each matching subscription."""
         subs = self._routes.get(event.name)
         if subs is None:
             subs = self._route(event.name)
@@ -308,7 +506,7 @@ class EventBus:
             self._pending += 1
             if not sub.scheduled:
                 sub.scheduled = True
-                loop.create_task(self._drain(sub))  # type: ignore[union-attr]
+                sub.task = loop.create_task(self._drain(sub))  # type: ignore[union-attr]
 
     def _overflow(self, sub: _Subscription) -> None:
         sub.backlog.popleft()
@@ -332,6 +530,8 @@ class EventBus:
         try:
             while backlog:
                 event = backlog.popleft()
+                sub.current = event
+                self._current = sub
                 try:
                     result = handler(event)
                     if is_async or (result is not None and inspect.isawaitable(result)):
@@ -341,6 +541,8 @@ class EventBus:
                 delivered += 1
                 self._pending -= 1
         finally:
+            sub.current = None
+            sub.task = None
             self._handler_time += time.perf_counter() - started
             self._delivered += delivered
             self._sample_rate()
@@ -352,34 +554,46 @@ class EventBus:
                     self._emit_internal("bus.subscriber_recovered", {
                         "subscription_id": sub.id, "pattern": sub.pattern, "dropped": dropped,
                     })
-            if self._pending <= 0 and self._idle_waiters:
+            if self._pending <= 0 and self._idle_waiters and not self._inbox:
                 self._wake_idle()
 
     def _handler_failed(self, sub: _Subscription, event: Event, exc: BaseException) -> None:
         self._errors += 1
         if event.name == "bus.handler_error" or self._closed:
             return  # a failing error handler must not feed itself
-        self._emit_internal("bus.handler_error", {
+        report, repeats = sub.errors.allow()
+        if not report:
+            return
+        data: dict[str, Any] = {
             "subscription_id": sub.id,
             "pattern": sub.pattern,
+            "handler": _handler_name(sub.handler),
             "event_name": event.name,
             "event_id": event.id,
             "error": f"{type(exc).__name__}: {exc}",
-            "traceback": "".join(traceback.format_exception(exc)),
-        }, correlation_id=event.correlation_id)
+            "repeats": repeats,
+            "errors_so_far": sub.errors.count,
+        }
+        if sub.errors.count <= _ERROR_BURST:
+            data["traceback"] = "".join(traceback.format_exception(exc))
+        self._emit_internal("bus.handler_error", data, correlation_id=event.correlation_id)
 
     def _emit_internal(self, name: str, data: dict[str, Any], correlation_id: str | None = None) -> None:
-        self._total += 1
-        event = _build_event(name, data, utcnow(), "bus", correlation_id, {}, new_event_id())
-        if self._loop is not None and self._loop.is_running() and threading.get_ident() == self._loop_thread:
-            self._accept(event)
-        else:
-            self._deliver_now(event)
+        """The bus's own `bus.*` events, from any thread; dropped silently once the bus is closed."""
+        if self._closed:
+            return
+        event = Event._build(name, data, utcnow(), "bus", correlation_id, {}, new_event_id())
+        try:
+            self._publish(event)
+        except RuntimeError:  # the log closed between the check and the write
+            pass
+
+    def _store_status(self, name: str, data: dict[str, Any]) -> None:
+        # From the writer thread: persistence_failed / persistence_recovered.
+        self._emit_internal(name, data)
 
     def _deliver_now(self, event: Event) -> None:
         """No loop to hand over to: deliver synchronously in the caller's thread."""
-        if not self._admit(event):
-            return
         for sub in self._route(event.name):
             started = time.perf_counter()
             try:
@@ -404,6 +618,7 @@ class EventBus:
         self._loop = loop
         self._loop_thread = threading.get_ident()
         self._routes.clear()
+        self._watch.attach(loop)
 
     def _bind_if_free(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Adopt `loop` (the caller's running loop) unless another running loop already owns the bus."""
@@ -413,6 +628,8 @@ class EventBus:
         if current is None or current.is_closed() or not current.is_running():
             self._bind(loop)
             if self._inbox:
+                with self._lock:
+                    self._inbox_scheduled = True
                 self._drain_inbox()
             return True
         return False
@@ -427,13 +644,27 @@ class EventBus:
             if not fut.done():
                 fut.set_result(None)
 
+    def _loop_blocked(self, seconds: float, handler: str | None) -> None:
+        self._loop_stalls += 1
+        self._emit_internal("bus.loop_blocked", {
+            "seconds": round(seconds, 3),
+            "handler": handler or "unknown (not a bus handler)",
+        })
+
+    def busy_handlers(self) -> list[str]:
+        """Handlers in the middle of an event right now, described (for 'gave up waiting on …')."""
+        return [f"{sub.describe()} handling {sub.current.name}" for sub in list(self._subs.values())
+                if sub.current is not None]
+
     # ---------------------------------------------------------------- subscribing
     async def subscribe(self, pattern: str, handler: EventHandler | AsyncEventHandler) -> str:
         """Subscribe `handler` (async or plain) to names matching the glob `pattern`."""
+        self._check_open(f"subscribe to {pattern!r}")
         self._bind_if_free(asyncio.get_running_loop())
         return self.subscribe_sync(pattern, handler)
 
     def subscribe_sync(self, pattern: str, handler: EventHandler | AsyncEventHandler) -> str:
+        self._check_open(f"subscribe to {pattern!r}")
         validate_pattern(pattern)
         compile_pattern(pattern)
         if not callable(handler):
@@ -448,6 +679,10 @@ class EventBus:
         self._routes.clear()
         return sub.id
 
+    def _check_open(self, what: str) -> None:
+        if self._closed:
+            raise EventBusError(f"cannot {what}: the event bus has been shut down")
+
     async def unsubscribe(self, subscription_id: str) -> bool:
         return self.unsubscribe_sync(subscription_id)
 
@@ -455,7 +690,6 @@ class EventBus:
         sub = self._subs.pop(subscription_id, None)
         if sub is None:
             return False
-        sub.active = False
         self._pending -= len(sub.backlog)
         sub.backlog.clear()
         self._routes.clear()
@@ -476,42 +710,118 @@ class EventBus:
         return True
 
     # ---------------------------------------------------------------- flushing and closing
-    async def flush(self) -> None:
-        """Return once everything emitted so far (and what its handlers emitted) is delivered and persisted."""
-        loop = asyncio.get_running_loop()
-        if self._bind_if_free(loop):
-            while True:
-                if self._inbox:
-                    self._drain_inbox()
-                if self._pending <= 0:
-                    await asyncio.sleep(0)  # let just-finished drain tasks settle
-                    if self._pending <= 0 and not self._inbox:
-                        break
-                    continue
-                fut: asyncio.Future[None] = loop.create_future()
-                self._idle_waiters.append(fut)
-                await fut
-        if self._store is not None:
-            store = self._store
-            target = store._enqueued
-            await asyncio.get_running_loop().run_in_executor(None, store.wait_written, target)
+    async def flush(self, timeout: float | None = None) -> None:
+        """Return once everything emitted so far (and what its handlers emitted) is delivered and persisted.
 
-    async def shutdown(self) -> None:
-        """Flush, then stop: later emits raise EventBusError. Safe to call more than once."""
+        Raises `PersistenceError` if accepted events could not be written (the message says how
+        many, where and why) or the disk is still failing after `timeout` (default 5 s once a failure
+        is seen), and `TimeoutError` naming the busy handlers if `timeout` passes first.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        if self._bind_if_free(loop):
+            try:
+                await asyncio.wait_for(self._delivered_all(loop), timeout)
+            except TimeoutError:
+                busy = "; ".join(self.busy_handlers()) or "handlers still queued"
+                raise TimeoutError(f"events not delivered within {timeout} s: {busy}") from None
+        store = self._store
+        if store is not None:
+            target = store.accepted
+            if deadline is None:
+                deadline = loop.time() + _FAILING_GRACE_S if store.failing else None
+            while True:
+                remaining = None if deadline is None else max(0.0, deadline - loop.time())
+                done = await loop.run_in_executor(None, store.wait_written, target, remaining)
+                if done or not store.failing or loop.time() >= (deadline or loop.time() + _FAILING_GRACE_S):
+                    break
+                deadline = deadline or loop.time() + _FAILING_GRACE_S  # failing: wait a while for the retries
+                await asyncio.sleep(0.05)
+            self._raise_if_lost()
+            if not done:
+                if store.failing:
+                    raise PersistenceError(
+                        f"{store.pending} events not yet written to the event log: {store.last_error} "
+                        f"(retrying; {store.written} written so far)"
+                    )
+                raise TimeoutError(f"{store.pending} events not yet written to {store.path} within {timeout} s")
+
+    async def _delivered_all(self, loop: asyncio.AbstractEventLoop) -> None:
+        while True:
+            if self._inbox:
+                with self._lock:
+                    self._inbox_scheduled = True
+                self._drain_inbox()
+                await asyncio.sleep(0)
+                continue
+            if self._pending <= 0:
+                await asyncio.sleep(0)  # let just-finished drain tasks settle
+                if self._pending <= 0 and not self._inbox:
+                    return
+                continue
+            fut: asyncio.Future[None] = loop.create_future()
+            self._idle_waiters.append(fut)
+            await fut
+
+    def _raise_if_lost(self) -> None:
+        store = self._store
+        if store is None or store.lost <= self._lost_reported:
+            return
+        newly = store.lost - self._lost_reported
+        self._lost_reported = store.lost
+        raise PersistenceError(
+            f"{newly} accepted events could not be written to the event log: {store.last_error}"
+            f" ({store.lost} lost in all, {store.written} written)"
+        )
+
+    async def shutdown(self, timeout: float | None = 5.0) -> None:
+        """Flush, then stop: later emits raise EventBusError. Safe to call more than once.
+
+        Handlers still busy after `timeout` seconds are abandoned (cancelled and announced as
+        `bus.handler_abandoned`); raises `PersistenceError` if accepted events never reached the log.
+        """
         if self._closed:
             return
-        await self.flush()
-        self.close()
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        try:
+            await self.flush(timeout)
+        except TimeoutError:
+            self._abandon_busy()
+        except PersistenceError:
+            pass  # reported below, once the log is closed and the count is final
+        remaining = None if deadline is None else max(1.0, deadline - loop.time())
+        await loop.run_in_executor(None, self.close, remaining)
+        self._raise_if_lost()
 
-    def close(self) -> None:
-        """Synchronous shutdown: persist what was accepted and stop (handlers still queued are skipped)."""
+    def _abandon_busy(self) -> None:
+        for sub in list(self._subs.values()):
+            if not sub.scheduled:
+                continue
+            self._emit_internal("bus.handler_abandoned", {
+                "subscription_id": sub.id, "pattern": sub.pattern, "handler": _handler_name(sub.handler),
+                "event_name": sub.current.name if sub.current is not None else None,
+                "undelivered": len(sub.backlog) + (sub.current is not None),
+            })
+            if sub.task is not None:
+                sub.task.cancel()
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        """Synchronous shutdown: persist what was accepted and stop (handlers still queued are skipped).
+
+        A disk that keeps failing is retried until `timeout`; what is unwritten then is counted in
+        `EventMetrics.lost_events`.
+        """
         if self._closed:
             return
         if self._inbox and (self._loop is None or not self._loop.is_running()):
             self._drain_inbox(deliver_now=True)
         self._closed = True
+        self._watch.stop()
+        with self._lock:
+            self._lock.notify_all()
         if self._store is not None:
-            self._store.close()
+            self._store.close(timeout)
         if self._private_loop is not None and not self._private_loop.is_running():
             self._private_loop.close()
 
@@ -525,19 +835,29 @@ class EventBus:
             if reader is None:
                 return []
             query = EventQuery().correlation_id(correlation_id)
-            return await asyncio.to_thread(query.run, reader.raw_lines(), reader.skip, time_order=False)
+            found = await asyncio.to_thread(query.run, reader.raw_lines(), reader.skip, time_order=False)
+            self.last_query_skipped = reader.malformed
+            return found
         return [e for e in self._history if e.correlation_id == correlation_id]
 
     async def query_events(self, query: EventQuery) -> list[Event]:
-        """Events matching `query`: the whole persisted log across segments, else in-memory history."""
+        """Events matching `query`: the whole persisted log across segments, else in-memory history.
+
+        Lines of the log that could not be read are skipped; how many is in `last_query_skipped`.
+        """
         if self._store is not None:
             if not self._closed:
                 await self.flush()
             if not self._store.path.exists():
                 return []
             reader = read_events(self._store.path)
-            return await asyncio.to_thread(query.run, reader.raw_lines(), reader.skip)
+            found = await asyncio.to_thread(query.run, reader.raw_lines(), reader.skip)
+            self.last_query_skipped = reader.malformed
+            return found
+        self.last_query_skipped = 0
         return query.run_events(list(self._history))
+
+    last_query_skipped: int = 0
 
     @property
     def history(self) -> list[Event]:
@@ -566,7 +886,7 @@ class EventBus:
         rate = self._events_per_second()
         store = self._store
         return EventMetrics(
-            total_events=self._total,
+            total_events=self._admitted + self._filtered,
             events_per_second=float(rate),
             avg_processing_time_ms=(self._handler_time / self._delivered * 1000.0) if self._delivered else 0.0,
             events_by_name=dict(self._by_name),
@@ -577,11 +897,82 @@ class EventBus:
             subscriber_count=len(self._subs),
             queue_depth=self._pending + len(self._inbox),
             persisted_events=store.written if store else 0,
-            persistence_errors=store.write_errors if store else 0,
+            persistence_errors=store.failed_writes if store else 0,
+            lost_events=store.lost if store else 0,
+            pending_writes=store.pending if store else 0,
+            degraded_events=self._degraded,
+            filter_errors=self._filter_errors,
+            loop_stalls=self._loop_stalls,
+            producer_waits=self._producer_waits,
         )
 
     async def get_metrics(self) -> EventMetrics:
         return self.metrics()
+
+
+class _LoopWatch:
+    """Notices when the bus's loop stops turning, and which handler it was in (asyncio's slow-callback idea).
+
+    A heartbeat on the loop measures how late it runs; a daemon thread looks while the beat is
+    overdue and notes the handler the loop is stuck in. Once the loop turns again the bus emits
+    `bus.loop_blocked` {seconds, handler}.
+    """
+
+    def __init__(self, bus: EventBus, threshold: float) -> None:
+        self._bus = weakref.ref(bus)
+        self.threshold = threshold
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.beat = time.monotonic()
+        self.suspect: str | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.threshold <= 0 or loop is self.loop or self._stopped.is_set():
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+        self.loop = loop
+        self.beat = time.monotonic()
+        self._handle = loop.call_later(_BEAT_S, self._tick)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._look, name="event-bus-loop-watch", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        late = now - self.beat - _BEAT_S
+        bus = self._bus()
+        if bus is None or self._stopped.is_set():
+            return
+        if late >= self.threshold:
+            suspect, self.suspect = self.suspect, None
+            bus._loop_blocked(late, suspect)
+        self.beat = now
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            self._handle = loop.call_later(_BEAT_S, self._tick)
+
+    def _look(self) -> None:
+        while not self._stopped.wait(_BEAT_S):
+            bus = self._bus()
+            if bus is None or bus._closed:
+                return
+            loop = self.loop
+            if loop is None or not loop.is_running():
+                continue
+            if self.suspect is None and time.monotonic() - self.beat > _BEAT_S + self.threshold / 2:
+                current = bus._current
+                if current is not None and current.current is not None:
+                    self.suspect = f"{current.describe()} handling {current.current.name}"
+            del bus
 
 
 def create_default_event_bus(**overrides: Any) -> EventBus:

@@ -12,18 +12,21 @@ A line is never split across segments; reopening appends; readers skip malformed
 from __future__ import annotations
 
 import atexit
+import errno
 import os
 import re
 import threading
+import time
 import weakref
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from ._codec import MalformedLine, decode_event, encode_event_bytes
 from ._event import Event
 
-__all__ = ["JsonlStore", "EventLogReader", "read_events", "segment_paths"]
+__all__ = ["JsonlStore", "EventLogReader", "PersistenceError", "read_events", "segment_paths"]
 
 _BATCH = 4096
 
@@ -102,145 +105,306 @@ _live_stores: weakref.WeakSet[JsonlStore] = weakref.WeakSet()
 @atexit.register
 def _close_live_stores() -> None:
     for store in list(_live_stores):
-        store.close()
+        store.close(timeout=5.0)
+
+
+class PersistenceError(RuntimeError):
+    """Events were accepted but could not be written (or not yet): the message says how many, where and why."""
+
+
+StatusCallback = Callable[[str, dict[str, Any]], None]
 
 
 class JsonlStore:
     """Appends events to a JSONL file from a background thread, rotating by size.
 
-    `append` is cheap and thread-safe; encoding and writing happen in batches on the writer thread.
+    `append`/`append_line` are cheap and thread-safe: a line is queued and the writer thread puts it
+    on disk within milliseconds, whatever the caller's event loop is doing. A failing disk is retried
+    with backoff; nothing is counted as written until its whole line is in the file, and a line is
+    never left torn. Events given up on (at `close` while the disk still fails, or past
+    `max_pending` queued during a failure) are counted in `lost`, with the reason in `last_error`.
+    `on_status(name, data)` hears `bus.persistence_failed` / `bus.persistence_recovered` from the
+    writer thread.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, max_file_size_mb: float = 100.0) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_file_size_mb: float = 100.0,
+        on_status: StatusCallback | None = None,
+        max_pending: int = 500_000,
+    ) -> None:
         if max_file_size_mb <= 0:
             raise ValueError("max_file_size_mb must be positive")
         self.path = Path(path)
         self.max_bytes = max(1, int(max_file_size_mb * 1024 * 1024))
+        self.max_pending = max_pending
+        self.on_status = on_status
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._queue: deque[Event] = deque()
+        self._queue: deque[bytes] = deque()
         self._wake = threading.Event()
         self._idle = False
         self._cond = threading.Condition()
+        self._append_lock = threading.Lock()
         self._enqueued = 0
         self._written = 0
+        self._lost = 0
+        self._closing = False
         self._closed = False
+        self._give_up_at: float | None = None  # set by close(timeout): retries end there
         self.rotations = 0
-        self.write_errors = 0
+        self.failed_writes = 0  # write attempts that raised (each retried)
+        self.failing = False
         self.last_error: str | None = None
-        self._file = self._open_active()
+        self._failure_started_lost = 0
+        self._fd: int | None = None
+        self._size = 0
+        self._open_active()
         self._thread = threading.Thread(target=self._run, name=f"event-log-writer:{self.path.name}", daemon=True)
         self._thread.start()
         _live_stores.add(self)
 
     # -- producer side -------------------------------------------------------------------------
     def append(self, event: Event) -> None:
-        if self._closed:
+        """Queue `event` (encoded here, so later changes to its data can't reach the log)."""
+        self.append_line(encode_event_bytes(event))
+
+    def append_line(self, line: bytes) -> None:
+        """Queue one encoded line (ending in a newline). Thread-safe."""
+        if self._closing:
             raise RuntimeError(f"event log {self.path} is closed")
-        self._queue.append(event)
-        self._enqueued += 1
+        with self._append_lock:
+            self._queue.append(line)
+            self._enqueued += 1
+        if self.failing and len(self._queue) > self.max_pending:
+            self._shed()
         if self._idle:
             self._wake.set()
 
+    def _shed(self) -> None:
+        # The disk keeps failing and the backlog is at its cap: give up the oldest, counted.
+        with self._cond:
+            while len(self._queue) > self.max_pending:
+                try:
+                    self._queue.popleft()
+                except IndexError:
+                    break
+                self._lost += 1
+                self._cond.notify_all()
+
     @property
     def pending(self) -> int:
-        return self._enqueued - self._written
+        """Events queued and not yet on disk (nor given up)."""
+        return self._enqueued - self._written - self._lost
 
     @property
     def written(self) -> int:
+        """Events whose whole line is in the file."""
         return self._written
 
-    def wait_written(self, target: int | None = None, timeout: float | None = None) -> bool:
-        """Block until `target` events (default: all appended so far) are on disk."""
-        goal = self._enqueued if target is None else target
-        with self._cond:
-            if self._written < goal:
-                self._wake.set()
-            return self._cond.wait_for(lambda: self._written >= goal or not self._thread.is_alive(), timeout)
+    @property
+    def lost(self) -> int:
+        """Events accepted but given up on (see `last_error` for why)."""
+        return self._lost
 
-    def close(self) -> None:
-        """Write everything appended so far, then stop the writer and close the file (idempotent)."""
-        if self._closed:
+    @property
+    def accepted(self) -> int:
+        """Events handed to the store so far."""
+        return self._enqueued
+
+    def wait_written(self, target: int | None = None, timeout: float | None = None) -> bool:
+        """Block until `target` events (default: all appended so far) are settled: on disk or given up.
+
+        Returns False on timeout, and at once (False) while the disk is failing: the caller then
+        reports `pending` and `last_error` instead of hanging.
+        """
+        goal = self.accepted if target is None else target
+        with self._cond:
+            if self._written + self._lost < goal:
+                self._wake.set()
+            return self._cond.wait_for(
+                lambda: self._written + self._lost >= goal or self.failing or not self._thread.is_alive(), timeout
+            ) and self._written + self._lost >= goal
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        """Write everything appended so far, then stop the writer and close the file (idempotent).
+
+        While the disk fails, retries go on until `timeout`; what is still unwritten then is counted
+        in `lost`. Never leaves a torn line behind.
+        """
+        if self._closing:
+            if self._thread.is_alive() and threading.current_thread() is not self._thread:
+                self._thread.join(timeout)
             return
-        self.wait_written()
-        self._closed = True
+        self._give_up_at = None if timeout is None else time.monotonic() + timeout
+        self._closing = True
         self._wake.set()
-        self._thread.join(timeout=10)
-        try:
-            self._file.close()
-        except OSError:
-            pass
+        if threading.current_thread() is not self._thread:
+            self._thread.join(None if timeout is None else timeout + 1.0)
         _live_stores.discard(self)
 
     # -- writer thread -------------------------------------------------------------------------
-    def _open_active(self):
-        fh = open(self.path, "ab")
-        size = fh.tell()
-        if size:
-            with open(self.path, "rb") as check:
-                check.seek(size - 1)
-                if check.read(1) != b"\n":
-                    fh.write(b"\n")  # the previous writer died mid-line: keep the next line whole
-                    size += 1
+    def _open_active(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            if size:
+                with open(self.path, "rb") as check:
+                    check.seek(size - 1)
+                    if check.read(1) != b"\n":
+                        os.write(fd, b"\n")  # the previous writer died mid-line: keep the next line whole
+                        size += 1
+        except OSError:
+            os.close(fd)
+            raise
+        self._fd = fd
         self._size = size
-        existing = segment_paths(self.path)[:-1] if self.path.exists() else []
-        self._next_segment = 1 + max((int(p.suffixes[-2][1:]) for p in existing), default=0)
-        return fh
+        existing = segment_paths(self.path)[:-1]
+        self._next_segment = 1 + max((_segment_number(self.path, p) for p in existing), default=0)
 
     def _rotate(self) -> None:
-        self._file.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         target = self.path.with_name(f"{self.path.stem}.{self._next_segment}{self.path.suffix}")
-        os.replace(self.path, target)
-        self._next_segment += 1
-        self.rotations += 1
-        self._file = open(self.path, "ab")
+        if self.path.exists():
+            os.replace(self.path, target)
+            self._next_segment += 1
+            self.rotations += 1
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._size = 0
 
     def _run(self) -> None:
         queue = self._queue
-        while True:
-            self._wake.clear()
-            self._idle = True
-            if not queue:
-                if self._closed:
+        try:
+            while True:
+                self._wake.clear()
+                self._idle = True
+                if not queue:
+                    if self._closing:
+                        break
+                    self._wake.wait(0.5)
+                self._idle = False
+                while queue:
+                    batch: list[bytes] = []
+                    pop = queue.popleft
+                    try:
+                        for _ in range(min(_BATCH, len(queue))):
+                            batch.append(pop())
+                    except IndexError:  # shed by a producer meanwhile
+                        pass
+                    written = self._write_batch(batch)
+                    with self._cond:
+                        self._written += written
+                        self._lost += len(batch) - written
+                        self._cond.notify_all()
+                if self._closing and not queue:
                     break
-                self._wake.wait(0.5)
-            self._idle = False
-            while queue:
-                batch: list[Event] = []
-                pop = queue.popleft
-                for _ in range(min(_BATCH, len(queue))):
-                    batch.append(pop())
-                self._write_batch(batch)
-                with self._cond:
-                    self._written += len(batch)
-                    self._cond.notify_all()
-            if self._closed and not queue:
-                break
-        with self._cond:
-            self._cond.notify_all()
+        finally:
+            if self._fd is not None:
+                try:
+                    os.close(self._fd)
+                except OSError:
+                    pass
+                self._fd = None
+            self._closed = True
+            with self._cond:
+                self._cond.notify_all()
 
-    def _write_batch(self, batch: list[Event]) -> None:
-        chunks: list[bytes] = []
+    def _write_batch(self, batch: list[bytes]) -> int:
+        """Write `batch`, rotating where needed; returns how many lines reached the file."""
+        done = 0
+        start = 0
         size = self._size
         limit = self.max_bytes
-        for event in batch:
-            line = encode_event_bytes(event)
+        for i, line in enumerate(batch):
             if size and size + len(line) > limit:
-                self._write(chunks)
-                chunks = []
-                self._rotate()
+                if not self._commit(batch[start:i]):
+                    return done
+                done += i - start
+                start = i
+                if not self._retry(self._rotate):
+                    return done
                 size = 0
-            chunks.append(line)
             size += len(line)
-        self._write(chunks)
-        self._size = size
+        if self._commit(batch[start:]):
+            done += len(batch) - start
+        return done
 
-    def _write(self, chunks: list[bytes]) -> None:
-        if not chunks:
+    def _commit(self, lines: list[bytes]) -> bool:
+        """Append `lines` whole, retrying until they are in; False (and the file unchanged) if given up."""
+        if not lines:
+            return True
+        data = b"".join(lines)
+        base = self._size
+        offset = 0
+
+        def attempt() -> None:
+            nonlocal offset
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            view = memoryview(data)
+            while offset < len(data):
+                offset += os.write(self._fd, view[offset:])
+
+        if self._retry(attempt):
+            self._size = base + len(data)
+            return True
+        # Given up: cut back whatever part of these lines made it, so no line is left torn.
+        if offset and self._fd is not None:
+            try:
+                os.ftruncate(self._fd, base)
+            except OSError:
+                pass
+        return False
+
+    def _retry(self, operation: Callable[[], None]) -> bool:
+        """Run `operation` until it succeeds, backing off; False once `close` says to give up."""
+        delay = 0.05
+        while True:
+            try:
+                operation()
+            except OSError as exc:
+                self.failed_writes += 1
+                self._failed(exc)
+                if self._give_up_at is not None and time.monotonic() >= self._give_up_at:
+                    return False
+                wait = delay if self._give_up_at is None else max(0.0, min(delay, self._give_up_at - time.monotonic()))
+                time.sleep(wait)
+                delay = min(delay * 2, 2.0)
+                continue
+            if self.failing:
+                self._recovered()
+            return True
+
+    def _failed(self, exc: OSError) -> None:
+        self.last_error = f"{self.path}: {exc.strerror or exc}"
+        if self.failing:
             return
-        try:
-            self._file.write(b"".join(chunks))
-            self._file.flush()
-        except OSError as exc:
-            self.write_errors += 1
-            self.last_error = str(exc)
+        self.failing = True
+        self._failure_started_lost = self._lost
+        with self._cond:
+            self._cond.notify_all()  # wake wait_written: it reports instead of hanging
+        self._report("bus.persistence_failed", {
+            "path": str(self.path), "errno": exc.errno, "error": errno.errorcode.get(exc.errno or 0, ""),
+            "message": exc.strerror or str(exc), "pending": self.pending,
+        })
+
+    def _recovered(self) -> None:
+        self.failing = False
+        self._report("bus.persistence_recovered", {
+            "path": str(self.path), "lost": self._lost - self._failure_started_lost, "pending": self.pending,
+        })
+
+    def _report(self, name: str, data: dict[str, Any]) -> None:
+        if self.on_status is not None:
+            try:
+                self.on_status(name, data)
+            except Exception:  # noqa: BLE001 - a report must never stop the writer
+                pass
+
+
+def _segment_number(active: Path, segment: Path) -> int:
+    match = re.match(re.escape(active.stem) + r"\.(\d+)" + re.escape(active.suffix) + r"$", segment.name)
+    return int(match.group(1)) if match else 0
