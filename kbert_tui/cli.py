@@ -1,6 +1,7 @@
 """`kbert-tui run | replay | attach | init`: the command line.
 
-Exit status: 0 success, 1 training failed, 2 bad input (config, data, arguments), 130 interrupted.
+Exit status: 0 success, 1 training failed, 2 bad input (config, data, arguments), 3 stopped by the user
+(`s`, `q` then yes, or a stop request), 130 interrupted (Ctrl-C, a signal).
 Bad input prints one line, never a traceback.
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 
 from kbert_tui import __version__
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 _BAD_INPUT_ERRORS = {"DataError", "ConfigError"}
 
 
@@ -50,13 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("path", nargs="?", default="kbert-tui.toml", metavar="PATH",
                       help="the file to write (default: kbert-tui.toml)")
     init.add_argument("--force", action="store_true", help="overwrite PATH if it exists")
+    for command_parser in commands.choices.values():
+        command_parser.set_defaults(command_parser=command_parser)  # a stray argument gets its command's usage
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:
+            getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as exit_:  # argparse: --help / --version exit 0, a usage error exits 2
         return int(exit_.code or 0)
     if args.command == "run":
@@ -99,6 +104,9 @@ def _run(args: argparse.Namespace) -> int:
         config = load_config(args.config) if args.config else default_config()
     except ConfigError as error:
         return _error(str(error))
+    problem = _data_problem(config)
+    if problem:
+        return _error(problem)
     if args.output_dir is not None:
         out = Path(args.output_dir).expanduser()
         if out.exists() and not out.is_dir():
@@ -111,12 +119,34 @@ def _run(args: argparse.Namespace) -> int:
     return _run_headless(config, args.output_dir)
 
 
+def _data_problem(config: Any) -> str | None:
+    """The CSVs' fatal problem (`<file>: <what>`), found before any folder is made or the monitor opens."""
+    if config.data.is_builtin_demo:
+        return None
+    from kbert_tui.training import DataError
+    from kbert_tui.training.checkpoint import read_state
+    from kbert_tui.training.data import load_data
+
+    labels = None
+    if config.training.resume_from is not None:
+        try:
+            labels = read_state(config.training.resume_from)["labels"]
+        except Exception:  # the trainer reports a damaged checkpoint in its own words
+            labels = None
+    try:
+        load_data(config.data, config.run.seed, lambda *args, **kwargs: None, label_names=labels)
+    except DataError as error:
+        return str(error)
+    return None
+
+
 def _run_tui(config: Any, output_dir: str | None) -> int:
     from kbert_tui.training import BLAS  # loads OpenBLAS before MLX
     from kbert_tui.tui import monitor_run
 
     try:
-        code = monitor_run(config, output_dir=output_dir, bad_input_errors=_BAD_INPUT_ERRORS)
+        code = monitor_run(config, output_dir=output_dir, bad_input_errors=_BAD_INPUT_ERRORS,
+                           stopped_status=EXIT_STOPPED)
     except KeyboardInterrupt:
         print("interrupted; the run was stopped", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -131,7 +161,10 @@ def _replay(args: argparse.Namespace) -> int:
     try:
         source = open_replay(args.path, speed=args.speed)
     except OSError as error:
-        return _error(f"cannot replay {args.path}: {error.strerror or error}")
+        return _error(f"{args.path}: {_os_problem(error)}")
+    problem = _events_problem(args.path)
+    if problem:
+        return _error(f"{args.path}: {problem}")
     if not sys.stdout.isatty():
         print("stdout is not a terminal: printing a summary instead of opening the monitor", file=sys.stderr)
         return replay_headless(source)
@@ -154,6 +187,32 @@ def _attach(args: argparse.Namespace) -> int:
             print("detached; the run goes on", file=sys.stderr)
             return EXIT_INTERRUPTED
     return run_attached(source)
+
+
+def _os_problem(error: OSError) -> str:
+    """What went wrong opening a file, without repeating its name."""
+    if isinstance(error, FileNotFoundError):
+        return "no such file"
+    if isinstance(error, IsADirectoryError):
+        return "is a directory, not an events file"
+    return (error.strerror or str(error)).lower()
+
+
+def _events_problem(path: str) -> str | None:
+    """Why PATH can't be replayed (empty, or no line is an event), read up to its first event."""
+    from kbert_tui.events.store import read_events
+    from kbert_tui.state import count_of
+
+    reader = read_events(path)
+    try:
+        if next(iter(reader), None) is not None:
+            return None
+    except OSError as error:
+        return _os_problem(error)
+    if reader.lines == 0:
+        return "empty: no events to replay"
+    return (f"not an events file: none of its {count_of(reader.lines, 'line')} is an event "
+            f"(first problem: {reader.first_error})")
 
 
 def _positive_float(text: str) -> float:

@@ -332,6 +332,9 @@ def parse_config(
     model = _parse_model(root.table_of("model"), data)
     training = _parse_training(root.table_of("training"))
     events = _parse_events(root.table_of("events"))
+    if "name" not in root.table.get("run", {}) and not data.is_builtin_demo:
+        # a CSV run without [run] name is named after its config file, not "demo"
+        run = dataclasses.replace(run, name=source.stem if source is not None else "run")
     system = _parse_system(root.table_of("system"))
     plugins = _parse_plugins(root.table_of("plugins"))
     root.done()
@@ -518,6 +521,9 @@ def default_config() -> RunConfig:
 
 
 def config_to_dict(config: RunConfig) -> dict[str, Any]:
+    named = {spec.instance_name for spec in specs}
+    if not any(spec.plugin == "metrics_csv" for spec in specs) and "metrics_csv" not in named:
+        specs.append(PluginSpec("metrics_csv", "metrics_csv"))  # every run writes metrics.csv unless turned off
     """A JSON-friendly copy (paths as strings), for events and checkpoints."""
 
     def convert(value: Any) -> Any:

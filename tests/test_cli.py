@@ -56,9 +56,11 @@ def test_headless_run_succeeds(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert f"events → {out / 'events.jsonl'}" in printed
     assert "epoch 1: train_loss" in printed and "epoch 2: train_loss" in printed
-    names = [e.name for e in read_events(out / "events.jsonl")]
+    names = [e.name for e in read_events(out / "events.jsonl") if not e.name.startswith("plugin.")]
     assert names[0] == "data.validation_started" and "training.completed" in names
     assert (out / "predictions.csv").is_file()
+    kinds = [line.split(",")[2] for line in (out / "metrics.csv").read_text().splitlines()[1:]]
+    assert kinds.count("epoch") == 2  # metrics.csv is written without a [plugins] table
 
 
 def test_bad_config_exits_2_without_traceback(tmp_path, capsys):
@@ -92,7 +94,7 @@ def test_training_failure_exits_1(tmp_path, capsys, monkeypatch):
     config = write_toml(tmp_path / "tiny.toml", tiny_document(tmp_path))
     assert main(["run", str(config), "--headless", "--output-dir", str(tmp_path / "o")]) == 1
     assert "error: boom" in capsys.readouterr().err
-    names = [e.name for e in read_events(tmp_path / "o" / "events.jsonl")]
+    names = [e.name for e in read_events(tmp_path / "o" / "events.jsonl") if not e.name.startswith("plugin.")]
     assert names[-1] == "training.failed"
 
 

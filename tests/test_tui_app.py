@@ -118,6 +118,9 @@ async def test_enter_shows_pretty_json_and_c_drills_into_the_correlation(settle)
         await pilot.press("escape")
         await pilot.press("c")
         assert isinstance(app.screen, TimelineScreen)
+        assert app.screen.level == "step"  # no causes of its own: the smallest group that holds others
+        await pilot.press("w", "w")  # widen: epoch, then the whole correlation
+        assert app.screen.level == "run"
         timeline = app.screen.query_one(LogView)
         assert timeline.row_count == 3
         assert timeline.selected_event().id == "chat-2"
@@ -446,8 +449,12 @@ async def test_a_replay_offers_only_the_keys_that_act_there(tmp_path: Path):
     write_log(path, sim(epochs=1, steps_per_epoch=10))
     app = MonitorApp(ReplaySource(path))
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.pause(0.3)
-        footer = screen_lines(app)[-1].replace(" ", "")
+        footer = ""
+        for _ in range(100):
+            await pilot.pause(0.05)
+            footer = screen_lines(app)[-1].replace(" ", "")
+            if footer:
+                break
         assert "pPausereplay" in footer and "sStop" not in footer
         await pilot.press("s")  # not a key here: nothing asks
         assert not isinstance(app.screen, ConfirmScreen)

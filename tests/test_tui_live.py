@@ -77,7 +77,8 @@ async def test_stop_from_the_monitor_checkpoints_and_quit_closes_the_session(tmp
 
 def test_replay_of_a_missing_or_unreadable_file_exits_2(tmp_path: Path, capsys):
     assert main(["replay", str(tmp_path / "nope.jsonl")]) == 2
-    assert "cannot replay" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err == f"kbert-tui: error: {tmp_path / 'nope.jsonl'}: no such file\n"  # the path once
     assert main(["replay", str(tmp_path)]) == 2
     assert "directory" in capsys.readouterr().err
     assert main(["replay", str(tmp_path / "x.jsonl"), "--speed", "-1"]) == 2
@@ -94,7 +95,7 @@ def test_replay_without_a_terminal_prints_a_summary(tmp_path: Path, capsys):
     assert main(["replay", str(path)]) == 0
     captured = capsys.readouterr()
     assert "stdout is not a terminal" in captured.err
-    assert "1 malformed lines skipped" in captured.out
+    assert "1 malformed line skipped" in captured.out
     assert "failed" in captured.out and "loss became nan at step 8" in captured.out
 
 
@@ -113,4 +114,4 @@ def test_replay_of_a_file_holding_no_event_exits_2(tmp_path: Path, capsys):
     path.write_bytes(b"just some notes\n\xff\xfe binary\n")
     assert main(["replay", str(path)]) == 2
     err = capsys.readouterr().err
-    assert "is not an events file" in err and "notes.jsonl:1" in err and "Traceback" not in err
+    assert "notes.jsonl: not an events file" in err and "notes.jsonl:1" in err and "Traceback" not in err

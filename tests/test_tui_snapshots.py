@@ -35,12 +35,13 @@ def test_filter_error_inline_100x30(snap_compare, settle):
     assert snap_compare(app_for(epochs=2, steps_per_epoch=20), terminal_size=(100, 30), run_before=before)
 
 
-def test_correlation_timeline_100x30(snap_compare, settle):
+def test_thread_of_a_new_best_model_100x30(snap_compare, settle):
     async def before(pilot) -> None:
         await settle(pilot)
         view = pilot.app.query_one(LogView)
         view.follow = False
-        view.set_cursor(0)
+        log = view.events_log
+        view.set_cursor(next(r for r in range(len(log)) if log.event_at(r).name == "training.new_best_model"))
         await pilot.press("c")
         await pilot.pause()
 

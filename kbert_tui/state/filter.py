@@ -36,6 +36,8 @@ FILTER_TERMS: tuple[tuple[str, str], ...] = (
     ("name:GLOB", "explicit name glob"),
     ("source:NAME", "source (glob)"),
     ("corr:ID", "correlation id (glob)"),
+    ("epoch:N step:N", "events of that epoch / training step (readings taken during it too)"),
+    ("caused-by:ID", "that event and everything it led to (c shows an event's id and thread)"),
     ("key=value", "data field equals (value may be a glob)"),
     ("key!=value", "differs or missing"),
     ("key>num key<num", "numeric (also >= <=)"),
@@ -189,20 +191,37 @@ def event_text(event: Event) -> str:
 
 
 Predicate = Callable[[Event, Callable[[], str]], bool]
+Scope = tuple[str, "int | str", bool]  # (epoch | step | caused-by, value, negated)
 
 
 class EventMatcher:
     """A parsed filter. `matches(event, text)` where `text()` returns `event_text(event)` (maybe cached)."""
 
     def __init__(self, query: str, predicates: list[Predicate], uses_text: bool,
-                 fields: tuple[tuple[str, ...], ...] = ()) -> None:
+                 fields: tuple[tuple[str, ...], ...] = (), scopes: tuple[Scope, ...] = ()) -> None:
         self.query = query
         self._predicates = predicates
         self.uses_text = uses_text
         self.fields = fields  # data paths the filter compares (shown beside each matching row)
+        # epoch:N step:N caused-by:ID: where an event sits in the run, which the event log knows
+        # (`EventLog` checks them); `matches` leaves them out, `matches_alone` reads data.epoch/step
+        self.scopes = scopes
 
     def __bool__(self) -> bool:
+        return bool(self._predicates or self.scopes)
+
+    @property
+    def has_predicates(self) -> bool:
         return bool(self._predicates)
+
+    def matches_alone(self, event: Event) -> bool:
+        """`matches`, with epoch:/step: judged by the event's own data (no log around it: a search on
+        disk); caused-by: needs the log and matches nothing here."""
+        for kind, value, negated in self.scopes:
+            hit = kind != "caused-by" and event.data.get(kind) == value
+            if hit == negated:
+                return False
+        return self.matches(event)
 
     def matches(self, event: Event, text: Callable[[], str] | None = None) -> bool:
         get_text = text if text is not None else (lambda: event_text(event))
@@ -290,6 +309,7 @@ def parse_filter(query: str) -> EventMatcher:
     """Parse `query` into a matcher; an empty query matches everything."""
     predicates: list[Predicate] = []
     fields: list[tuple[str, ...]] = []
+    scopes: list[Scope] = []
     uses_text = False
     tokens = _tokenize(query)
     pending_not: _Token | None = None
@@ -311,10 +331,37 @@ def parse_filter(query: str) -> EventMatcher:
             if not stripped:
                 raise FilterSyntaxError("'!' needs a term after it, e.g. !system.*", token.position)
             token = _Token(stripped, token.position + 1, False)
+        scope = _scope(token, negate)
+        if scope is not None:
+            scopes.append(scope)
+            continue
         predicate, text = _term(token, None if negate else fields)
         uses_text = uses_text or text
         if negate:
             predicates.append(lambda e, t, p=predicate: not p(e, t))
         else:
             predicates.append(predicate)
-    return EventMatcher(query, predicates, uses_text, tuple(fields))
+    return EventMatcher(query, predicates, uses_text, tuple(fields), tuple(scopes))
+
+
+def _scope(token: _Token, negate: bool) -> Scope | None:
+    if token.quoted:
+        return None
+    lowered = token.text.lower()
+    for prefix in ("epoch:", "step:", "caused-by:"):
+        if lowered.startswith(prefix):
+            value = token.text[len(prefix):]
+            kind = prefix[:-1]
+            if not value:
+                raise FilterSyntaxError(f"'{prefix}' needs a value, e.g. {prefix}{_SCOPE_EXAMPLES[kind]}",
+                                        token.position)
+            if kind == "caused-by":
+                return (kind, value, negate)
+            if not value.isdigit():
+                raise FilterSyntaxError(f"'{value}' is not a whole number (after {prefix})",
+                                        token.position + len(prefix))
+            return (kind, int(value), negate)
+    return None
+
+
+_SCOPE_EXAMPLES = {"epoch": "3", "step": "120", "caused-by": "EVENT_ID"}

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from kbert_tui.events import Event
 
 from .filter import EventMatcher, event_text
 from .summary import event_kind
+from .threads import RunThreads
 
 __all__ = ["EventLog", "DEFAULT_CAPACITY"]
 
@@ -38,6 +39,8 @@ class EventLog:
         self._problems = array("q")  # sequence numbers of error/warning events, ascending
         self._pstart = 0
         self._warm = 0  # texts below this sequence number are built (see warm_text)
+        self.threads = RunThreads(capacity)
+        self._desc_cache: tuple[tuple[int, int], set[int]] | None = None
 
     # -- window ------------------------------------------------------------------------------------
     @property
@@ -75,13 +78,17 @@ class EventLog:
         """Add one event; return its sequence number."""
         seq = self.total
         slot = seq % self.capacity
+        old = self._ring[slot]
+        if old is not None:
+            self.threads.evict(seq - self.capacity, old)
         self._ring[slot] = event
         self._text[slot] = None
         self.total = seq + 1
         if event_kind(event) in ("error", "warning"):
             self._problems.append(seq)
+        self.threads.add(seq, event)
         matcher = self.matcher
-        if matcher is not None and matcher.matches(event, lambda: self.text(seq)):
+        if matcher is not None and self._matches_seq(matcher, seq, event, lambda: self.text(seq)):
             self._matches.append(seq)
         if seq >= self.capacity:
             self._trim()
@@ -123,20 +130,56 @@ class EventLog:
         self._mstart = 0
         if self.matcher is None:
             return
-        matches = self.matcher.matches
+        matcher = self.matcher
         ring, cap = self._ring, self.capacity
         out = self._matches
-        if self.matcher.uses_text:
+        seqs: Iterable[int] = range(self.base, self.total)
+        if matcher.scopes:
+            seqs = self._scoped(matcher)
+        if not matcher.has_predicates:
+            out.extend(seqs)
+            return
+        if matcher.uses_text:
             self.warm_text(self.total)
             texts = self._text
-            for seq in range(self.base, self.total):
+            for seq in seqs:
                 slot = seq % cap
-                if matches(ring[slot], texts[slot].__str__):  # type: ignore[arg-type, union-attr]
+                if matcher.matches(ring[slot], texts[slot].__str__):  # type: ignore[arg-type, union-attr]
                     out.append(seq)
         else:
-            for seq in range(self.base, self.total):
+            matches = matcher.matches
+            for seq in seqs:
                 if matches(ring[seq % cap], _no_text):  # type: ignore[arg-type]
                     out.append(seq)
+
+    def _scoped(self, matcher: EventMatcher) -> list[int]:
+        """The window's seqs that pass the filter's epoch/step/caused-by terms (ascending)."""
+        return [seq for seq in range(self.base, self.total) if self._in_scope(matcher, seq)]
+
+    def _in_scope(self, matcher: EventMatcher, seq: int) -> bool:
+        threads = self.threads
+        for kind, value, negated in matcher.scopes:
+            if kind == "epoch":
+                hit = threads.epoch(seq) == value
+            elif kind == "step":
+                hit = threads.step(seq) == value
+            else:  # caused-by: everything the event with that id (or span) led to
+                root = threads.seq_of(str(value))
+                hit = root is not None and (seq == root or seq in self._descendants(root))
+            if hit == negated:
+                return False
+        return True
+
+    def _descendants(self, root: int) -> set[int]:
+        cached = self._desc_cache
+        if cached is None or cached[0] != (root, self.total):
+            cached = self._desc_cache = ((root, self.total), self.threads.descendants(root))
+        return cached[1]
+
+    def _matches_seq(self, matcher: EventMatcher, seq: int, event: Event, text: Callable[[], str]) -> bool:
+        if matcher.scopes and not self._in_scope(matcher, seq):
+            return False
+        return matcher.matches(event, text)
 
     @property
     def filtered(self) -> bool:
@@ -199,6 +242,25 @@ class EventLog:
             if candidate >= self.base and (self.matcher is None or self.row_of(candidate) is not None):
                 return candidate
         return None
+
+    def scope(self, seq: int, level: str) -> list[int]:
+        """The window's events around `seq` at `level`, ascending: `thread` (what caused it and what it
+        caused), `step` (its training step), `epoch`, `run` (its correlation id)."""
+        threads = self.threads
+        if level == "thread":
+            return threads.thread(seq, self.base)
+        if level == "run":
+            cid = self.get(seq).correlation_id
+            return list(self.correlated(cid)) if cid else [seq]
+        epoch = threads.epoch(seq)
+        if epoch is None:
+            return [seq]
+        if level == "epoch":
+            return [s for s in range(self.base, self.total) if threads.epoch(s) == epoch]
+        step = threads.step(seq)
+        if step is None:
+            return [seq]
+        return [s for s in range(self.base, self.total) if threads.step(s) == step and threads.epoch(s) == epoch]
 
     def correlated(self, correlation_id: str) -> Iterator[int]:
         """Sequence numbers in memory of events with `correlation_id`, oldest first."""

@@ -49,6 +49,11 @@ def format_number(value: Any) -> str:
     return str(value)
 
 
+def count_of(count: int, noun: str) -> str:
+    """`1 malformed line`, `2,001 malformed lines`: the count and the noun in the number it needs."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 def _kv(data: dict[str, Any], keys: tuple[str, ...]) -> str:
     parts = []
     for key in keys:

@@ -76,9 +76,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ events
 
-    def emit(self, name: str, data: dict[str, Any], *, source: str = "trainer") -> None:
+    def emit(self, name: str, data: dict[str, Any], *, source: str = "trainer", span: str | None = None,
+             caused_by: str | None = None) -> None:
+        """`span` names this event so later ones can say it caused them (`caused_by`), as the bus
+        assigns ids the worker never sees; both go in metadata (see kbert_tui.state.threads)."""
+        metadata: dict[str, Any] | None = None
+        if span or caused_by:
+            metadata = {}
+            if span:
+                metadata["span_id"] = f"{self.run_id}/{span}"
+            if caused_by:
+                metadata["caused_by"] = f"{self.run_id}/{caused_by}"
         try:
-            self.bus.emit_sync(name, data, source=source, correlation_id=self.run_id)
+            self.bus.emit_sync(name, data, source=source, correlation_id=self.run_id, metadata=metadata)
         except Exception:
             pass  # a closed bus must never take the worker down
 
@@ -295,7 +305,8 @@ class Trainer:
                        "samples_per_sec": samples / busy if busy else None, "steps": p.step}
             self.final_metrics = metrics
             self.emit("training.epoch_completed", {"epoch": epoch, "metrics": metrics,
-                                                   "duration": time.perf_counter() - epoch_start})
+                                                   "duration": time.perf_counter() - epoch_start},
+                      span=f"epoch-{epoch}")
             improved = self._track_best(epoch, metrics)
             self._save_for_policy(epoch, metrics, improved)
             if self._early_stop(epoch, improved):
@@ -357,7 +368,8 @@ class Trainer:
         if better:
             p.best_value, p.best_epoch, p.epochs_without_improvement = value, epoch, 0
             self.emit("training.new_best_model", {"epoch": epoch, "step": p.step, "metric": es.metric,
-                                                  "value": value, "previous": previous, "mode": es.mode})
+                                                  "value": value, "previous": previous, "mode": es.mode},
+                      span=f"best-{epoch}", caused_by=f"epoch-{epoch}")
         else:
             p.epochs_without_improvement += 1
         return better
@@ -371,23 +383,24 @@ class Trainer:
         self.emit("training.early_stopped", {
             "epoch": epoch,
             "reason": f"{es.metric} did not improve by more than {es.min_delta} for {es.patience} epoch(s)",
-            "metric": es.metric, "best_value": p.best_value, "best_epoch": p.best_epoch})
+            "metric": es.metric, "best_value": p.best_value, "best_epoch": p.best_epoch},
+            caused_by=f"epoch-{epoch}")
         return True
 
     def _save_for_policy(self, epoch: int, metrics: dict[str, Any], improved: bool) -> None:
         policy = self.config.training.checkpoint
         if policy.policy == "every_epoch":
-            self._save(f"epoch-{epoch:03d}", metrics)
+            self._save(f"epoch-{epoch:03d}", metrics, caused_by=f"best-{epoch}" if improved else f"epoch-{epoch}")
             if policy.keep:
                 folders = sorted((self.output_dir / "checkpoints").glob("epoch-[0-9][0-9][0-9]"))
                 for old in folders[: -policy.keep]:
                     shutil.rmtree(old, ignore_errors=True)
         elif policy.policy == "best" and improved:
-            self._save("best", metrics)
+            self._save("best", metrics, caused_by=f"best-{epoch}")
         elif policy.policy == "last":
-            self._save("last", metrics)
+            self._save("last", metrics, caused_by=f"best-{epoch}" if improved else f"epoch-{epoch}")
 
-    def _save(self, name: str, metrics: dict[str, Any]) -> Path:
+    def _save(self, name: str, metrics: dict[str, Any], caused_by: str | None = None) -> Path:
         p = self.progress
         folder = self.output_dir / "checkpoints" / name
         state = {
@@ -401,7 +414,7 @@ class Trainer:
         completed = p.epoch if p.batches_done else p.epoch - 1
         self.emit("model.checkpoint_saved", {"path": str(folder), "epoch": completed, "step": p.step,
                                              "metrics": metrics, "kind": name.split("-")[0], "size_mb": size},
-                  source="model")
+                  source="model", caused_by=caused_by)
         return folder
 
     def _resume(self, folder: Path, state: dict[str, Any]) -> None:

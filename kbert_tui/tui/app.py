@@ -32,6 +32,7 @@ from kbert_tui.state import (
     EventMatcher,
     FilterSyntaxError,
     RunState,
+    count_of,
     parse_filter,
     printable,
 )
@@ -293,7 +294,7 @@ class MonitorApp(App[str | None]):
         if view.frozen_at is not None:
             parts.append(f"VIEW PAUSED +{log.total - view.frozen_at:,} new")
         if self.source.malformed:
-            parts.append(f"{self.source.malformed:,} malformed lines skipped")
+            parts.append(f"{count_of(self.source.malformed, 'malformed line')} skipped")
         if self.state.errors_seen or self.state.warnings_seen:
             parts.append(f"{self.state.errors_seen} errors {self.state.warnings_seen} warnings")
         if self.start_error:
@@ -411,15 +412,12 @@ class MonitorApp(App[str | None]):
         self.open_timeline(event)
 
     def open_timeline(self, event: Event) -> None:
-        cid = event.correlation_id
-        if not cid:
-            self.notify("this event has no correlation id", timeout=3)
+        """The event's thread (causes and consequences), widening to its step, epoch and run."""
+        seq = self.log_index.threads.seq_of(event.id)
+        if seq is None or seq < self.log_index.base:
+            self.notify("that event has left memory (o searches the events file)", timeout=3)
             return
-        seqs = list(self.log_index.correlated(cid))
-        timeline = EventLog(max(1, len(seqs)))
-        timeline.extend(self.log_index.get(s) for s in seqs)
-        self.push_screen(TimelineScreen(cid, timeline, older_on_disk=self.log_index.evicted,
-                                        select_id=event.id))
+        self.push_screen(TimelineScreen(self.log_index, seq, older_on_disk=self.log_index.evicted))
 
     def action_search_disk(self) -> None:
         """Search the events that left the in-memory window (they are in the events file) with the filter."""
@@ -443,7 +441,7 @@ class MonitorApp(App[str | None]):
         for index, event in enumerate(read_events(path)):
             if index >= count or worker.is_cancelled:
                 break
-            if matcher is None or matcher.matches(event):
+            if matcher is None or matcher.matches_alone(event):
                 found.append(event)
                 matched += 1
         if not worker.is_cancelled:

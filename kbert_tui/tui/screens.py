@@ -104,19 +104,76 @@ class EventListScreen(ModalScreen[None]):
         self.app.push_screen(DetailScreen(self.events_log.get(message.seq)))
 
 
-class TimelineScreen(EventListScreen):
-    """Every event in memory that shares one correlation id, oldest first, with time deltas."""
+LEVELS = ("thread", "step", "epoch", "run")
 
-    def __init__(self, correlation_id: str, log: EventLog, *, older_on_disk: int, select_id: str | None) -> None:
-        title = f"correlation {printable(correlation_id)} — {log.total:,} events"
+
+class TimelineScreen(EventListScreen):
+    """The selected event's thread: what caused it and what it caused, then (w widens) its training
+    step, its epoch, the whole run (its correlation id); oldest first with time deltas."""
+
+    BINDINGS = [Binding("w", "widen(1)", "Widen"), Binding("W", "widen(-1)", "Narrow")]
+
+    def __init__(self, source: EventLog, seq: int, *, older_on_disk: int, level: str | None = None) -> None:
+        self.source_log = source
+        self.seq = seq
+        self.older_on_disk = older_on_disk
+        event = source.get(seq)
+        self.level = level or LEVELS[0]
+        if level is None:  # an event with no thread opens on the smallest group that holds others
+            while len(source.scope(seq, self.level)) <= 1 and self.level != LEVELS[-1]:
+                self.level = LEVELS[LEVELS.index(self.level) + 1]
+        log, title = self._build()
+        super().__init__(log, title=title, hint=self._hint(), timeline=True, select_id=event.id)
+        self.correlation_id = event.correlation_id
+
+    def _build(self) -> tuple[EventLog, str]:
+        src = self.source_log
+        seqs = src.scope(self.seq, self.level)
+        seqs.sort(key=lambda s: (src.get(s).timestamp, s))  # by time, so the deltas read forwards
+        log = EventLog(max(1, len(seqs)))
+        log.extend(src.get(s) for s in seqs)
+        event = src.get(self.seq)
+        threads = src.threads
+        where = {"thread": f"thread of {printable(event.name)}",
+                 "step": f"step {threads.step(self.seq)} (epoch {threads.epoch(self.seq)})",
+                 "epoch": f"epoch {threads.epoch(self.seq)}",
+                 "run": f"correlation {printable(event.correlation_id or '—')}"}[self.level]
+        title = f"{where} — {log.total:,} events"
         if log.total:
             first, last = log.get(0), log.get(log.total - 1)
             title += f" over {(last.timestamp - first.timestamp).total_seconds():,.3f}s"
-        hint = "+t since first · Δ since previous · Enter detail · Esc close"
-        if older_on_disk:
-            hint += f" · {older_on_disk:,} older events are only on disk (o searches them)"
-        super().__init__(log, title=title, hint=hint, timeline=True, select_id=select_id)
-        self.correlation_id = correlation_id
+        return log, title
+
+    def _hint(self) -> str:
+        at = LEVELS.index(self.level)
+        parts = ["+t since first · Δ since previous"]
+        if at + 1 < len(LEVELS):
+            parts.append(f"w widens to the {LEVELS[at + 1]}")
+        if at > 0:
+            parts.append(f"W narrows to the {LEVELS[at - 1]}")
+        parts.append("Enter detail · Esc close")
+        if self.older_on_disk:
+            parts.append(f"{self.older_on_disk:,} older events are only on disk (o searches them)")
+        return " · ".join(parts)
+
+    def action_widen(self, step: int) -> None:
+        at = LEVELS.index(self.level) + step
+        if not 0 <= at < len(LEVELS):
+            return
+        self.level = LEVELS[at]
+        log, title = self._build()
+        self.events_log = log
+        view = self.query_one(LogView)
+        view.events_log = log
+        view.clear_caches()
+        view.sync()
+        self.query_one(".modal-title", Label).update(Text(title))
+        self.query_one(".modal-hint", Label).update(Text(self._hint()))
+        event_id = self.source_log.get(self.seq).id
+        for seq in range(log.base, log.total):
+            if log.get(seq).id == event_id:
+                view.go_to_seq(seq)
+                break
 
 
 class ConfirmScreen(ModalScreen[bool]):
