@@ -226,21 +226,39 @@ def _positive_float(text: str) -> float:
 
 
 def _run_headless(config: Any, output_dir: str | None) -> int:
+    from kbert_tui.lifecycle import ExitGuard
     from kbert_tui.session import RunSession
 
     session = RunSession(config, output_dir=output_dir)
+    ended_by: list[int] = []  # the signal's exit status, when one ended the run
+    # Once training has ended the process ends within 5 s, whatever a handler does (a stuck loop too).
+    guard = ExitGuard(busy=lambda: session.bus.busy_handlers() if session.bus is not None else [])
+    guard.watch(lambda: session.outcome is not None, lambda: _exit_status(session, session.outcome, ended_by))
     try:
-        return asyncio.run(_headless(session))
+        return asyncio.run(_headless(session, ended_by))
     except KeyboardInterrupt:
         print("interrupted; the run was stopped", file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as error:
         return _error(f"{error.filename or session.output_dir}: {error.strerror or error}")
+    finally:
+        guard.disarm()
 
 
-async def _headless(session: Any) -> int:
+async def _headless(session: Any, ended_by: list[int]) -> int:
     import kbert_tui.training  # noqa: F401  -- loads OpenBLAS before MLX; training.started says which (header)
+    from kbert_tui.events import PersistenceError
+    from kbert_tui.lifecycle import EXIT_TERMINATED, on_sigterm
 
+    main_task = asyncio.current_task()
+    assert main_task is not None
+
+    def terminated() -> None:
+        ended_by.append(EXIT_TERMINATED)
+        main_task.cancel()
+
+    undo_sigterm = on_sigterm(terminated)
+    log_error: str | None = None
     try:
         await session.start()
         assert session.bus is not None
@@ -248,18 +266,38 @@ async def _headless(session: Any) -> int:
         print(f"run {session.run_id}: events → {session.events_path}", flush=True)
         outcome = await session.wait()
     except asyncio.CancelledError:
-        print("interrupted: stopping the run and saving a checkpoint", file=sys.stderr, flush=True)
-        outcome = "stopped"
+        why = "terminated (SIGTERM)" if ended_by else "interrupted"
+        print(f"{why}: stopping the run and saving a checkpoint", file=sys.stderr, flush=True)
+        outcome = "interrupted"
+    except PersistenceError as error:
+        log_error, outcome = str(error), session.outcome or "failed"
     finally:
-        await session.close()
+        undo_sigterm()
+        try:
+            await session.close()
+        except PersistenceError as error:
+            log_error = str(error)
+    if log_error is not None:  # the run may have gone well, but its log is not whole: say where and why
+        print(f"kbert-tui: error: event log {session.events_path}: {log_error}", file=sys.stderr, flush=True)
+        return EXIT_FAILED
     if outcome == "completed":
         print(f"done: {session.output_dir}", flush=True)
+    return _exit_status(session, outcome, ended_by, report=True)
+
+
+def _exit_status(session: Any, outcome: str | None, ended_by: list[int], *, report: bool = False) -> int:
+    if ended_by:
+        return ended_by[0]
+    if outcome == "completed":
         return EXIT_OK
     failure = session.failure or {}
     if failure:
-        print(f"error: {failure.get('error')}", file=sys.stderr)
+        if report:
+            print(f"error: {failure.get('error')}", file=sys.stderr)
         if failure.get("error_type") in _BAD_INPUT_ERRORS:
             return EXIT_BAD_INPUT
+    if outcome == "stopped":  # by a stop request (a plugin, an attached monitor), not a signal
+        return EXIT_STOPPED
     return EXIT_FAILED if outcome == "failed" else EXIT_INTERRUPTED
 
 

@@ -126,7 +126,8 @@ class RunSession:
         if self.bus is not None:
             if self._control_sub is not None:
                 await self.bus.unsubscribe(self._control_sub)
-            await self.bus.shutdown()
+            # Handlers still busy after 3 s are abandoned: the process must be able to end.
+            await self.bus.shutdown(timeout=3.0)
         await self._stop_remote()
 
     async def __aenter__(self) -> RunSession:

@@ -149,7 +149,9 @@ class _Repeats:
 def _handler_name(handler: Callable[..., Any]) -> str:
     name = getattr(handler, "__qualname__", None) or type(handler).__qualname__
     module = getattr(handler, "__module__", None)
-    return f"{module}.{name}" if module and module != "builtins" else str(name)
+    if ":" in name or not module or module == "builtins":  # "plugin:Class.method" already says whose
+        return str(name)
+    return f"{module}.{name}"
 
 
 def _is_async_callable(handler: Callable[..., Any]) -> bool:

@@ -103,9 +103,10 @@ _live_stores: weakref.WeakSet[JsonlStore] = weakref.WeakSet()
 
 
 @atexit.register
-def _close_live_stores() -> None:
+def close_live_stores(timeout: float = 5.0) -> None:
+    """Write out and close every open event log (at exit, or before a forced exit)."""
     for store in list(_live_stores):
-        store.close(timeout=5.0)
+        store.close(timeout=timeout)
 
 
 class PersistenceError(RuntimeError):

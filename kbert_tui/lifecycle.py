@@ -1,0 +1,91 @@
+"""How a run's process ends when asked from outside (SIGTERM) or held up by a handler that never lets go.
+
+systemd, Docker and Slurm stop a job with SIGTERM: the run is then stopped like Ctrl-C (checkpoint,
+`training.stopped`, the log flushed) and the process exits with `EXIT_TERMINATED` (143, 128 + 15).
+Once a run has ended, the process exits within `ExitGuard.grace` seconds even if a handler swallows
+cancellation or blocks the event loop for good: the event log is closed first (everything accepted
+reaches the disk), then the guard names the handlers it gave up on and ends the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from kbert_tui.events.store import close_live_stores
+
+__all__ = ["EXIT_TERMINATED", "ExitGuard", "on_sigterm"]
+
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+def on_sigterm(callback: Callable[[], Any]) -> Callable[[], None]:
+    """Call `callback` on the main thread's event loop when SIGTERM arrives; returns an undo function.
+
+    A Python-level handler runs between bytecodes of the main thread, where the loop runs: it only
+    schedules the callback, so loop state is never touched mid-callback.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum: int, frame: Any) -> None:
+        try:
+            asyncio.get_running_loop().call_soon_threadsafe(callback)
+        except RuntimeError:  # no loop running: call it here
+            callback()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+class ExitGuard:
+    """Ends the process `grace` seconds after the run ended, unless it has exited by itself by then."""
+
+    def __init__(self, *, grace: float = 5.0, busy: Callable[[], list[str]] = list) -> None:
+        self.grace = grace
+        self._busy = busy
+        self._code = 1
+        self._done = threading.Event()
+        self._timer: threading.Timer | None = None
+
+    def watch(self, ended: Callable[[], bool], code: Callable[[], int]) -> None:
+        """Arm the guard once `ended()` is true (polled from a daemon thread, so a stuck loop can't stop it)."""
+
+        def poll() -> None:
+            while not self._done.wait(0.2):
+                if ended():
+                    self.arm(code())
+                    return
+
+        threading.Thread(target=poll, name="kbert-exit-guard", daemon=True).start()
+
+    def arm(self, code: int) -> None:
+        if self._timer is not None or self._done.is_set():
+            return
+        self._code = code
+        self._timer = threading.Timer(self.grace, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def disarm(self) -> None:
+        self._done.set()
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _fire(self) -> None:
+        if self._done.is_set():
+            return
+        try:
+            busy = self._busy()
+        except Exception:  # noqa: BLE001 - naming them is a courtesy; exiting is the point
+            busy = []
+        close_live_stores(timeout=2.0)
+        what = "; ".join(busy) if busy else "the event loop (no bus handler was busy)"
+        print(f"kbert-tui: the run ended {self.grace:g} s ago but the process could not finish; "
+              f"gave up waiting for {what}. The event log is closed.", file=sys.stderr, flush=True)
+        os._exit(self._code)
