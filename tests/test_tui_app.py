@@ -214,7 +214,7 @@ async def test_replay_reads_segments_in_order_counts_malformed_and_ends_in_final
         assert app.log_index.total == len(events)
         assert [app.log_index.get(i).id for i in range(5)] == [e.id for e in events[:5]]
         assert app.state.training.status == "completed"
-        assert "1 malformed lines skipped" in status_text(app)
+        assert "1 malformed line skipped" in status_text(app)
         await pilot.press("q")  # a recording: no question asked
         await pilot.pause()
     assert app.return_value == "completed"

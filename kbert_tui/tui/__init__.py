@@ -9,7 +9,7 @@ from typing import Any
 
 from kbert_tui.events import Event
 
-from kbert_tui.state import RunState, format_number
+from kbert_tui.state import RunState, count_of, format_number
 
 from .app import MonitorApp, styles_path
 from .attach import AttachSource
@@ -41,10 +41,10 @@ def replay_headless(source: ReplaySource) -> int:
 def _print_summary(path: Any, state: RunState, malformed: int, first_error: str | None) -> int:
     t = state.training
     if state.events_seen == 0 and malformed:
-        print(f"kbert-tui: error: {path} is not an events file: none of its {malformed:,} lines "
+        print(f"kbert-tui: error: {path}: not an events file: none of its {count_of(malformed, 'line')} "
               f"is an event (first problem: {first_error})", file=sys.stderr)
         return 2
-    print(f"{path}: {state.events_seen:,} events, {malformed:,} malformed lines skipped")
+    print(f"{path}: {count_of(state.events_seen, 'event')}, {count_of(malformed, 'malformed line')} skipped")
     print(f"run {t.run_name or '?'} ({t.run_id or '?'}): {t.status}, epoch {t.epochs_done}/{t.total_epochs or '?'}, "
           f"step {t.step}/{t.total_steps or '?'}")
     if t.best_value is not None:
@@ -55,8 +55,9 @@ def _print_summary(path: Any, state: RunState, malformed: int, first_error: str 
 
 
 def monitor_run(config: Any, *, output_dir: str | None = None,
-                bad_input_errors: Collection[str] = ()) -> int:
-    """`kbert-tui run` with the monitor: 0 completed or stopped, 1 failed, 2 failed on bad input."""
+                bad_input_errors: Collection[str] = (), stopped_status: int = 3) -> int:
+    """`kbert-tui run` with the monitor: 0 completed, 1 failed, 2 failed on bad input, `stopped_status`
+    when the user stopped the run (`s`, or `q` then yes)."""
     source = LiveSource(config, output_dir=output_dir)
     app = MonitorApp(source)
     try:
@@ -73,7 +74,7 @@ def monitor_run(config: Any, *, output_dir: str | None = None,
         failure = (source.session.failure if source.session is not None else None) or {}
         print(f"error: {failure.get('error') or app.state.training.error}", file=sys.stderr)
         return 2 if failure.get("error_type") in bad_input_errors else 1
-    return 0
+    return stopped_status if outcome == "stopped" else 0
 
 
 def run_attached(source: EventSource) -> int:
