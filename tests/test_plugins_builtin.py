@@ -169,3 +169,18 @@ async def test_error_threshold_window_forgets_old_errors_and_rearms(recording_bu
     await recording_bus.flush()
     recording_bus.assert_emitted("system.error_threshold_exceeded", count=2)
     await manager.close()
+
+
+async def test_metrics_csv_appends_when_a_run_resumes_and_keeps_a_foreign_file(recording_bus, tmp_path):
+    batch = ("training.batch_completed", {"batch": 1, "step": 1, "epoch": 1, "loss": 0.9})
+    for _ in range(2):  # the crashed run, then its resumption in the same folder
+        manager = await _run(recording_bus, {"csv": {"plugin": "metrics_csv"}}, [batch, batch], output_dir=tmp_path)
+        await manager.close()
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 4
+    (tmp_path / "metrics.csv").write_text("a,b\n1,2\n")  # written by something else
+    manager = await _run(recording_bus, {"csv": {"plugin": "metrics_csv"}}, [batch], output_dir=tmp_path)
+    await manager.close()
+    assert (tmp_path / "metrics.1.csv").read_text() == "a,b\n1,2\n"
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 1

@@ -240,3 +240,20 @@ def test_slow_batches_raise_a_performance_warning(tmp_path, recording_bus):
     (warning, *_) = recording_bus.assert_emitted("data.performance_warning", component="data_loader",
                                                  metric="load_time", threshold=1e-9)
     assert warning.data["value"] > 1e-9 and warning.source == "data"
+
+
+def test_a_checkpoint_that_cannot_be_written_leaves_no_tmp_folder(tmp_path, monkeypatch):
+    import errno
+
+    import mlx.nn as nn
+
+    from kbert_tui.training import checkpoint as checkpoint_module
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_module.mx, "save_safetensors", disk_full)
+    folder = tmp_path / "checkpoints" / "step-1"
+    with pytest.raises(OSError):
+        checkpoint_module.save_checkpoint(folder, nn.Linear(2, 2), None, None, {}, {})
+    assert not folder.exists() and not folder.with_name("step-1.tmp").exists()

@@ -32,12 +32,16 @@ def save_checkpoint(
     tmp = folder.with_name(folder.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    mx.save_safetensors(str(tmp / "model.safetensors"), dict(tree_flatten(model.parameters())))
-    mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
-    tokenizer.save(str(tmp / "tokenizer.json"))
-    (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
-    (tmp / "state.json").write_text(json.dumps(state, indent=2, default=str))
+    try:
+        tmp.mkdir(parents=True)
+        mx.save_safetensors(str(tmp / "model.safetensors"), dict(tree_flatten(model.parameters())))
+        mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
+        tokenizer.save(str(tmp / "tokenizer.json"))
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
+        (tmp / "state.json").write_text(json.dumps(state, indent=2, default=str))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk must not leave a half checkpoint behind
+        raise
     if folder.exists():
         shutil.rmtree(folder)
     tmp.rename(folder)

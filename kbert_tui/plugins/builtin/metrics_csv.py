@@ -39,9 +39,15 @@ class MetricsCsvPlugin(PluginPort):
             path = (self.context.output_dir or Path.cwd()) / path
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._file: IO[str] | None = path.open("w", newline="", encoding="utf-8")
+        # A resumed run appends to its earlier rows; a file with other columns is kept beside it.
+        fresh = not path.exists() or path.stat().st_size == 0
+        if not fresh and _header(path) != list(COLUMNS):
+            path.rename(_free_name(path))
+            fresh = True
+        self._file: IO[str] | None = path.open("a", newline="", encoding="utf-8")
         self._writer = csv.writer(self._file)
-        self._writer.writerow(COLUMNS)
+        if fresh:
+            self._writer.writerow(COLUMNS)
         self.rows = 0
         for name in _KINDS:
             await self.subscribe(name, self._on_metrics)
@@ -69,3 +75,18 @@ class MetricsCsvPlugin(PluginPort):
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _header(path: Path) -> list[str]:
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            return next(csv.reader(fh), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+
+
+def _free_name(path: Path) -> Path:
+    n = 1
+    while (candidate := path.with_name(f"{path.stem}.{n}{path.suffix}")).exists():
+        n += 1
+    return candidate
