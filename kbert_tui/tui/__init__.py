@@ -35,17 +35,26 @@ def replay_headless(source: ReplaySource) -> int:
     state = RunState()
     for event in source.reader:
         state.apply(event)
-    return _print_summary(source.path, state, source.reader.malformed, source.reader.first_error)
+    return _print_summary(source.path, state, source.reader.malformed, source.reader.first_error, recording=True)
 
 
-def _print_summary(path: Any, state: RunState, malformed: int, first_error: str | None) -> int:
+def _print_summary(path: Any, state: RunState, malformed: int, first_error: str | None, *,
+                   recording: bool = False) -> int:
+    """Where the run ended; `recording`: the file is all there is (a replay), so a run still 'running'
+    at its end stopped without a final event (killed, or its machine went down)."""
     t = state.training
     if state.events_seen == 0 and malformed:
         print(f"kbert-tui: error: {path}: not an events file: none of its {count_of(malformed, 'line')} "
               f"is an event (first problem: {first_error})", file=sys.stderr)
         return 2
     print(f"{path}: {count_of(state.events_seen, 'event')}, {count_of(malformed, 'malformed line')} skipped")
-    print(f"run {t.run_name or '?'} ({t.run_id or '?'}): {t.status}, epoch {t.epochs_done}/{t.total_epochs or '?'}, "
+    if malformed and first_error:
+        print(f"first skipped line: {first_error}")
+    status = t.status
+    if recording and t.live:
+        last = t.last_at.strftime("%Y-%m-%d %H:%M:%S UTC") if t.last_at else "?"
+        status = f"ended without a final event (last event at {last}; killed?)"
+    print(f"run {t.run_name or '?'} ({t.run_id or '?'}): {status}, epoch {t.epochs_done}/{t.total_epochs or '?'}, "
           f"step {t.step}/{t.total_steps or '?'}")
     if t.best_value is not None:
         print(f"best {t.best_metric} {format_number(t.best_value)} (epoch {t.best_epoch})")
@@ -58,12 +67,25 @@ def monitor_run(config: Any, *, output_dir: str | None = None,
                 bad_input_errors: Collection[str] = (), stopped_status: int = 3) -> int:
     """`kbert-tui run` with the monitor: 0 completed, 1 failed, 2 failed on bad input, `stopped_status`
     when the user stopped the run (`s`, or `q` then yes)."""
+    from kbert_tui.lifecycle import EXIT_TERMINATED, on_sigterm
+
     source = LiveSource(config, output_dir=output_dir)
     app = MonitorApp(source)
+    terminated: list[bool] = []
+
+    def on_term() -> None:  # SIGTERM: the quit flow without asking (stop, checkpoint, flush), then 143
+        terminated.append(True)
+        app.run_worker(app._close_and_exit(), group="quit", exclusive=True)
+
+    undo_sigterm = on_sigterm(on_term)
     try:
         app.run()
     finally:
+        undo_sigterm()
         source.abandon()  # a no-op after a clean quit; after a crash, training must not run on unseen
+    if terminated:
+        print("terminated (SIGTERM): the run was stopped with a checkpoint", file=sys.stderr)
+        return EXIT_TERMINATED
     if app.start_error:
         print(f"kbert-tui: error: {app.start_error}", file=sys.stderr)
         return 1
