@@ -115,3 +115,18 @@ def test_replay_of_a_file_holding_no_event_exits_2(tmp_path: Path, capsys):
     assert main(["replay", str(path)]) == 2
     err = capsys.readouterr().err
     assert "notes.jsonl: not an events file" in err and "notes.jsonl:1" in err and "Traceback" not in err
+
+
+def test_replay_of_a_killed_run_says_it_ended_without_a_final_event(tmp_path: Path, capsys):
+    path = tmp_path / "events.jsonl"
+    store = JsonlStore(path)
+    events = [e for e in simulate_run(epochs=2, steps_per_epoch=5) if e.name != "training.completed"]
+    for event in events[: len(events) * 2 // 3]:  # the process was killed mid-run
+        store.append(event)
+    store.close()
+    with open(path, "a") as fh:
+        fh.write('{"name": "torn", "timest')
+    assert main(["replay", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "ended without a final event (last event at " in out and ": running" not in out
+    assert "first skipped line: events.jsonl:" in out
