@@ -94,7 +94,14 @@ def test_missing_field_never_matches_a_comparison():
         ("!", 0, "needs a term"),
         ('"unclosed', 0, "unclosed quote"),
         ("ok source:", 3, "needs a value"),
-        ("a OR b", 2, "OR is not supported"),
+        ("a OR", 2, "OR needs a term after it"),
+        ("OR b", 0, "OR needs a term before it"),
+        ("training.* (loss>5 OR loss=1", 11, "unclosed '('"),
+        ("loss>5)", 6, "')' without a matching '('"),
+        ("a ()", 2, "empty parentheses"),
+        ("(epoch:2 OR loss>1)", 1, "outside OR and parentheses"),
+        ("x OR step:3", 5, "outside OR and parentheses"),
+        ("(loss>)", 6, "needs a number"),
         ("=5", 0, "field name"),
         ("train[ing", 5, "unclosed '['"),
         ("a..b=1", 0, "bad field path"),
@@ -119,3 +126,46 @@ def test_a_bare_key_also_finds_a_field_one_level_down():
     assert names("val_loss<0.5") == ["training.epoch_completed"]
     assert names("grad_norm>1") == ["training.batch_completed"]
     assert names("metrics.val_loss<0.5") == ["training.epoch_completed"]
+
+
+NAN_BATCH = ev("training.batch_completed", {"step": 8, "loss": float("nan")})
+LOGGED_NAN = ev("training.batch_completed", {"step": 9, "loss": "NaN"})  # how the JSONL log writes NaN
+
+
+def test_or_matches_either_side_and_and_binds_tighter():
+    assert names("system.* OR plugin.*") == ["system.cpu_usage", "plugin.error"]
+    assert names("training.* epoch=2 OR source:system") == ["training.epoch_completed", "system.cpu_usage"]
+    assert names("training.* (epoch=2 OR step=7)") == ["training.batch_completed", "training.epoch_completed"]
+    assert names("training.* || system.*") == ["training.batch_completed", "training.epoch_completed",
+                                               "system.cpu_usage"]
+
+
+def test_groups_nest_and_negate():
+    assert names("!(training.* OR system.*)") == ["plugin.error", "data.validation_completed"]
+    assert names("((step=7) OR (epoch=2 val_loss<0.5)) loss<1") == ["training.batch_completed"]
+    assert names("!(boom)") == [e.name for e in ALL if e is not PLUGIN]
+
+
+def test_a_parenthesis_inside_a_value_at_top_level_stays_part_of_it():
+    matcher = parse_filter("error=f(x)")
+    assert matcher.matches(ev("plugin.error", {"error": "f(x)"}))
+    assert parse_filter('(error="f(x)" OR loss>1)').matches(ev("plugin.error", {"error": "f(x)"}))
+
+
+def test_nan_matches_a_nan_float_and_the_logged_string():
+    matcher = parse_filter("training.batch_completed (loss>5 OR loss=NaN)")
+    assert matcher.matches(NAN_BATCH) and matcher.matches(LOGGED_NAN)
+    assert matcher.matches(ev("training.batch_completed", {"loss": 6.0}))
+    assert not matcher.matches(BATCH)
+    assert not parse_filter("loss=nan").matches(BATCH)
+
+
+def test_scopes_stay_at_the_top_level_beside_an_or_group():
+    matcher = parse_filter("epoch:2 (loss<1 OR val_loss<1)")
+    assert matcher.scopes == (("epoch", 2, False),)
+    assert matcher.matches(BATCH) and matcher.matches(EPOCH)
+
+
+def test_fields_inside_or_are_shown():
+    matcher = parse_filter("loss>5 OR grad_norm>1")
+    assert matcher.fields == (("loss",), ("grad_norm",))

@@ -13,14 +13,18 @@ Terms are separated by spaces and AND together; `!term` negates one. A term is o
                         (a bare key missing at the top also matches one level down: loss, val_accuracy)
     text  "two words"   free text, case-insensitive, over name, source and data
 
-`AND` between terms is allowed and changes nothing. Bad syntax raises `FilterSyntaxError` whose
-`position` is the 0-based column of the problem.
+`AND` between terms is allowed and changes nothing. `a OR b` matches either side; AND binds tighter
+(`x y OR z` is `(x y) OR z`), and parentheses group: `training.batch_completed (loss>5 OR loss=NaN)`.
+`!( ... )` negates a group. epoch:/step:/caused-by: stay outside OR and parentheses (the log judges
+them, not the event). `loss=NaN` also matches a NaN float. Bad syntax raises `FilterSyntaxError`
+whose `position` is the 0-based column of the problem.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +50,8 @@ FILTER_TERMS: tuple[tuple[str, str], ...] = (
     ('"two words"', "quoted text"),
     ("!term", "negation"),
     ("a b", "terms AND together"),
+    ("a OR b", "either (AND binds tighter)"),
+    ("(a OR b) c  !(..)", "grouping; a negated group"),
 )
 """Each term of the language with what it matches: the help screen and docs show these."""
 
@@ -71,13 +77,28 @@ class _Token:
     text: str
     position: int
     quoted: bool
+    paren: bool = False  # a grouping "(" or ")"
 
 
 def _tokenize(query: str) -> list[_Token]:
     tokens: list[_Token] = []
+    depth = 0  # open groups: outside one, a ")" after a "(" in the same word stays in it (`error=f(x)`)
     i, n = 0, len(query)
     while i < n:
         if query[i].isspace():
+            i += 1
+            continue
+        if query[i] == "(" or (query[i] == "!" and i + 1 < n and query[i + 1] == "("):
+            if query[i] == "!":
+                tokens.append(_Token("!", i, False))
+                i += 1
+            tokens.append(_Token("(", i, False, True))
+            depth += 1
+            i += 1
+            continue
+        if query[i] == ")":
+            tokens.append(_Token(")", i, False, True))
+            depth = max(0, depth - 1)
             i += 1
             continue
         start = i
@@ -86,6 +107,8 @@ def _tokenize(query: str) -> list[_Token]:
         quoted_parts = 0
         while i < n and not query[i].isspace():
             ch = query[i]
+            if ch == ")" and (depth > 0 or "(" not in buf) and _closes_word(query, i):
+                break
             parts += 1
             if ch in "\"'":
                 quoted_parts += 1
@@ -105,6 +128,14 @@ def _tokenize(query: str) -> list[_Token]:
         else:
             tokens.append(_Token(text, start, quoted_parts == 1 and parts == 1))
     return tokens
+
+
+def _closes_word(query: str, i: int) -> bool:
+    """Whether the ")" at `i` ends the word: only ")"s follow it before a space or the end."""
+    j = i
+    while j < len(query) and query[j] == ")":
+        j += 1
+    return j == len(query) or query[j].isspace()
 
 
 def _glob(pattern: str) -> Callable[[str], bool]:
@@ -165,6 +196,9 @@ def _equals(expected: str) -> Callable[[Any], bool]:
     number = _as_number(expected)
     lowered = expected.lower()
     glob = _glob(expected) if _GLOB_CHARS & set(expected) else None
+    if number is not None and math.isnan(number):  # `loss=NaN`: a NaN float live, "NaN" in the log
+        return lambda value: (isinstance(value, float) and math.isnan(value)) or (
+            isinstance(value, str) and value.lower() == "nan")
 
     def check(value: Any) -> bool:
         if value is _MISSING:
@@ -307,24 +341,89 @@ _EVENT_ATTRS = {"name", "source", "corr", "correlation_id", "id"}
 
 def parse_filter(query: str) -> EventMatcher:
     """Parse `query` into a matcher; an empty query matches everything."""
-    predicates: list[Predicate] = []
-    fields: list[tuple[str, ...]] = []
-    scopes: list[Scope] = []
-    uses_text = False
-    tokens = _tokenize(query)
-    pending_not: _Token | None = None
-    for i, token in enumerate(tokens):
-        if not token.quoted and token.text == "AND":
-            continue
-        if not token.quoted and token.text in ("OR", "||", "|"):
-            raise FilterSyntaxError("OR is not supported: terms AND together (use a glob like "
-                                    "'training.*' to match several names)", token.position)
-        if pending_not is None and not token.quoted and token.text == "!" and i + 1 < len(tokens) \
-                and tokens[i + 1].position == token.position + 1:
-            pending_not = token  # `!"quoted text"`
-            continue
-        negate = pending_not is not None
-        pending_not = None
+    parser = _Parser(_tokenize(query))
+    alternatives = parser.alternatives(0)
+    if len(alternatives) == 1:
+        items = alternatives[0]
+        predicates = [item for item in items if not isinstance(item, tuple)]
+        scopes = [item for item in items if isinstance(item, tuple)]
+    else:
+        predicates, scopes = [_any(parser.without_scopes(alternatives))], []
+    return EventMatcher(query, predicates, parser.uses_text, tuple(parser.fields), tuple(scopes))
+
+
+_Item = Predicate | Scope
+
+
+def _all(predicates: list[Predicate]) -> Predicate:
+    if len(predicates) == 1:
+        return predicates[0]
+    return lambda e, t: all(p(e, t) for p in predicates)
+
+
+def _any(alternatives: list[Predicate]) -> Predicate:
+    return lambda e, t: any(p(e, t) for p in alternatives)
+
+
+class _Parser:
+    """Recursive descent over the tokens: OR of ANDs of (maybe negated) terms and groups."""
+
+    def __init__(self, tokens: list[_Token]) -> None:
+        self.tokens = tokens
+        self.i = 0
+        self.fields: list[tuple[str, ...]] = []
+        self.uses_text = False
+        self._scope_at: dict[int, int] = {}  # id(scope) -> its column, for errors inside OR / groups
+
+    def alternatives(self, depth: int) -> list[list[_Item]]:
+        """The AND-lists between ORs, up to the ")" closing this depth (not consumed) or the end."""
+        alternatives: list[list[_Item]] = [[]]
+        last_or: _Token | None = None
+        tokens = self.tokens
+        while self.i < len(tokens):
+            token = tokens[self.i]
+            if token.paren and token.text == ")":
+                if depth == 0:
+                    raise FilterSyntaxError("')' without a matching '('", token.position)
+                break
+            if not token.quoted and token.text in ("OR", "||", "|"):
+                if not alternatives[-1]:
+                    raise FilterSyntaxError("OR needs a term before it, e.g. loss>5 OR loss=NaN", token.position)
+                alternatives.append([])
+                last_or = token
+                self.i += 1
+                continue
+            if not token.quoted and token.text == "AND":
+                self.i += 1
+                continue
+            alternatives[-1].append(self.item(depth))
+        if last_or is not None and not alternatives[-1]:
+            raise FilterSyntaxError("OR needs a term after it, e.g. loss>5 OR loss=NaN", last_or.position)
+        return alternatives
+
+    def without_scopes(self, alternatives: list[list[_Item]]) -> list[Predicate]:
+        """Each AND-list as one predicate; epoch:/step:/caused-by: can't be judged there."""
+        out = []
+        for items in alternatives:
+            for item in items:
+                if isinstance(item, tuple):
+                    raise FilterSyntaxError(f"'{item[0]}:' works only outside OR and parentheses",
+                                            self._scope_at[id(item)])
+            out.append(_all(items))  # type: ignore[arg-type]
+        return out
+
+    def item(self, depth: int) -> _Item:
+        tokens = self.tokens
+        token = tokens[self.i]
+        negate = False
+        if not token.quoted and token.text == "!" and self.i + 1 < len(tokens) \
+                and tokens[self.i + 1].position == token.position + 1:
+            negate = True  # `!"quoted text"` or `!(group)`
+            self.i += 1
+            token = tokens[self.i]
+        if token.paren:
+            return self.group(depth, negate)
+        self.i += 1
         if not negate and not token.quoted and token.text.startswith("!") and not token.text.startswith("!="):
             negate = True
             stripped = token.text[1:]
@@ -333,15 +432,28 @@ def parse_filter(query: str) -> EventMatcher:
             token = _Token(stripped, token.position + 1, False)
         scope = _scope(token, negate)
         if scope is not None:
-            scopes.append(scope)
-            continue
-        predicate, text = _term(token, None if negate else fields)
-        uses_text = uses_text or text
+            self._scope_at[id(scope)] = token.position
+            return scope
+        predicate, text = _term(token, None if negate else self.fields)
+        self.uses_text = self.uses_text or text
         if negate:
-            predicates.append(lambda e, t, p=predicate: not p(e, t))
-        else:
-            predicates.append(predicate)
-    return EventMatcher(query, predicates, uses_text, tuple(fields), tuple(scopes))
+            return lambda e, t, p=predicate: not p(e, t)
+        return predicate
+
+    def group(self, depth: int, negate: bool) -> Predicate:
+        opening = self.tokens[self.i]
+        self.i += 1
+        alternatives = self.alternatives(depth + 1)
+        if self.i >= len(self.tokens):
+            raise FilterSyntaxError("unclosed '(': add ')'", opening.position)
+        self.i += 1  # the ")"
+        if alternatives == [[]]:
+            raise FilterSyntaxError("empty parentheses", opening.position)
+        predicate = _any(self.without_scopes(alternatives)) if len(alternatives) > 1 \
+            else _all(self.without_scopes(alternatives))
+        if negate:
+            return lambda e, t: not predicate(e, t)
+        return predicate
 
 
 def _scope(token: _Token, negate: bool) -> Scope | None:
