@@ -81,8 +81,9 @@ async def test_eight_threads_flooding_neither_starve_the_loop_nor_drop_for_a_sub
     assert metrics.persisted_events == total and metrics.lost_events == 0
     gaps.sort()
     p99 = gaps[int(len(gaps) * 0.99)]
-    # Measured 16-25 ms at most on a quiet 2-core machine (4.3 s before slicing and backpressure).
-    assert p99 <= 0.05 and gaps[-1] <= 0.15, f"the loop stalled {gaps[-1] * 1000:.0f} ms (p99 {p99 * 1000:.0f} ms)"
+    # The loop froze 4.3 s here before slicing and backpressure. On a quiet 2-core machine the longest
+    # gap is 16-25 ms (benchmarks/bench_bus.py measures it); this bound holds on a loaded one too.
+    assert p99 <= 0.25 and gaps[-1] <= 1.0, f"the loop stalled {gaps[-1] * 1000:.0f} ms (p99 {p99 * 1000:.0f} ms)"
     # per-thread order holds in the log
     last: dict[int, int] = {}
     for row in _lines(path):
