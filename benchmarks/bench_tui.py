@@ -231,15 +231,115 @@ def bench_replay(count: int) -> dict[str, float]:
     return result
 
 
+# -- time to the end of the run, beside toolong, in a real terminal ------------------------------------
+
+def _last_event(path: Path) -> tuple[str, str, int | None]:
+    """The last line's id and HH:MM:SS.mmm time, and the last training step in the file's tail."""
+    with open(path, "rb") as fh:
+        fh.seek(max(0, path.stat().st_size - (1 << 20)))
+        lines = fh.read().splitlines()[1:]
+    last = json.loads(lines[-1])
+    step = None
+    for line in reversed(lines):
+        record = json.loads(line)
+        if record["name"] == "training.batch_completed":
+            step = record["data"]["step"]
+            break
+    return last["id"], last["timestamp"][11:23], step
+
+
+_sessions = itertools.count()
+
+
+def _time_in_tmux(command: str, ready, width: int = 160, height: int = 48, limit: float = 60.0) -> float | None:
+    """Seconds from launching `command` in a fresh tmux window until `ready(screen_text)` holds."""
+    name = f"kbench{os.getpid()}-{next(_sessions)}"
+    t0 = time.perf_counter()
+    started = subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", str(width), "-y", str(height),
+                              command], capture_output=True, text=True)
+    if started.returncode:
+        raise SystemExit(f"tmux could not start {command!r}: {started.stderr.strip()}")
+    try:
+        while time.perf_counter() - t0 < limit:
+            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", name], capture_output=True,
+                                    text=True).stdout
+            if ready(screen):
+                return time.perf_counter() - t0
+            time.sleep(0.02)
+        return None
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+
+
+def bench_end_state(count: int, repeats: int, toolong: str | None) -> dict[str, object]:
+    """Launch → the run's end on screen, for `kbert-tui replay` and for toolong on the same file, in
+    turn, in the same tmux size. kbert-tui: the last event's time in the log and the last step in the
+    Training pane; toolong: the last line's id (it shows raw lines). Both include process start."""
+    path = replay_file(count)
+    event_id, stamp, step = _last_event(path)
+    kbert = str(Path(sys.executable).with_name("kbert-tui"))
+    ours: list[float] = []
+    theirs: list[float] = []
+    for _ in range(repeats):
+        got = _time_in_tmux(f"{kbert} replay {path}",
+                            lambda screen: stamp in screen and (step is None or f"step {step}/" in screen))
+        if got is not None:
+            ours.append(got)
+        if toolong:
+            got = _time_in_tmux(f"{toolong} {path}", lambda screen: event_id in screen)
+            if got is not None:
+                theirs.append(got)
+    rss = _replay_rss(path)
+    return {"file_mb": round(path.stat().st_size / 1e6, 1), "kbert_s": ours, "toolong_s": theirs,
+            "kbert_median_s": round(statistics.median(ours), 2) if ours else None,
+            "toolong_median_s": round(statistics.median(theirs), 2) if theirs else None, **rss}
+
+
+def _replay_rss(path: Path) -> dict[str, object]:
+    """Headless: seconds until the end is shown and until the whole history is in, and peak RSS."""
+    proc = subprocess.run([sys.executable, __file__, "--child-end-first", str(path)], capture_output=True,
+                          text=True, timeout=900)
+    if proc.returncode != 0:
+        raise SystemExit(f"end-first child failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+async def end_first_child(path: str) -> dict[str, object]:
+    from kbert_tui.tui import MonitorApp, ReplaySource
+
+    t0 = time.perf_counter()
+    app = MonitorApp(ReplaySource(path))
+    async with app.run_test(size=(160, 48)) as pilot:
+        end_at = None
+        while True:
+            await pilot.pause(0.01)
+            if end_at is None and app.first_paint_at is not None:
+                end_at = time.perf_counter() - t0
+            if app.history_complete and app.source.finished and end_at is not None:
+                break
+            if time.perf_counter() - t0 > 600:
+                break
+        whole = time.perf_counter() - t0
+    return {"headless_end_s": round(end_at or -1, 2), "headless_history_s": round(whole, 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=("ingest", "filter", "replay"))
+    parser.add_argument("--only", choices=("ingest", "filter", "replay", "end"))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--toolong", default=os.environ.get("TOOLONG", "tl"),
+                        help="toolong's `tl` (it pins textual<0.59: install it in a venv of its own)")
+    parser.add_argument("--child-end-first", help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--filter-events", type=int, default=100_000)
     parser.add_argument("--replay-events", type=int, default=1_000_000)
     parser.add_argument("--child-replay", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child_end_first:
+        print(json.dumps(asyncio.run(end_first_child(args.child_end_first))))
+        return
     if args.child_replay:
         print(json.dumps(asyncio.run(replay_child(args.child_replay, full=True))))
         return
@@ -259,7 +359,17 @@ def main() -> None:
                 print(f"  {key:40s} {value * 1000:8.1f} ms" + (f"  {rows:,} rows" if rows is not None else ""))
         for key, value in asyncio.run(bench_filter_in_app(args.filter_events)).items():
             print(f"  {key:40s} {value * 1000:8.1f} ms" + ("" if "apply only" in key else "  (apply + repaint)"))
-    if args.only in (None, "replay"):
+    if args.only in (None, "end"):
+        import shutil
+
+        toolong = shutil.which(args.toolong)
+        r = bench_end_state(args.replay_events, args.repeats, toolong)
+        print(f"end of a {args.replay_events:,}-event run ({r['file_mb']} MB) on screen, tmux 160x48, from launch: "
+              f"kbert-tui replay median {r['kbert_median_s']}s {r['kbert_s']}; toolong median "
+              f"{r['toolong_median_s']}s {r['toolong_s']}" + ("" if toolong else " (toolong not found)"))
+        print(f"  headless: end shown {r['headless_end_s']}s, whole history in {r['headless_history_s']}s, "
+              f"peak RSS {r['peak_rss_mb']} MB")
+    if args.only == "replay":
         r = bench_replay(args.replay_events)
         print(f"replay {args.replay_events:,} events ({r['file_mb']} MB): first screen {r['first_screen_s']}s "
               f"({r['rows_on_first_screen']:,} rows); all loaded in {r['full_load_s']}s, "

@@ -447,7 +447,7 @@ async def test_80x24_keeps_the_loss_chart_key_hints_and_ten_log_rows(settle):
 async def test_a_replay_offers_only_the_keys_that_act_there(tmp_path: Path):
     path = tmp_path / "events.jsonl"
     write_log(path, sim(epochs=1, steps_per_epoch=10))
-    app = MonitorApp(ReplaySource(path))
+    app = MonitorApp(ReplaySource(path, speed=4.0))  # paced: playback can pause; a whole load can't
     async with app.run_test(size=(120, 40)) as pilot:
         footer = ""
         for _ in range(100):

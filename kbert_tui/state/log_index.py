@@ -94,6 +94,13 @@ class EventLog:
             self._trim()
         return seq
 
+    def skip(self, count: int) -> None:
+        """Count `count` events that arrived but are not kept (already outside the window): only an
+        empty log may skip, before anything is appended."""
+        if self.total:
+            raise ValueError("skip() only before the first append")
+        self.total = max(0, count)
+
     def extend(self, events: Iterable[Event]) -> None:
         for event in events:
             self.append(event)

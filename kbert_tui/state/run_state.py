@@ -339,6 +339,8 @@ class RunState:
         t = self.training
         t.last_at = event.timestamp
         if name == "training.started":
+            if t.started_at is not None:  # a second run in the same log: the panes show the newest
+                self.training = t = TrainingState()
             t.status = "running"
             t.started_at = event.timestamp
             t.ended_at = None

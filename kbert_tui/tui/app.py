@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import importlib.resources
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -26,6 +27,7 @@ from textual.worker import get_current_worker
 
 from kbert_tui.events import Event
 from kbert_tui.events.store import read_events
+from kbert_tui.state.replay_load import EndView, load_all, load_end
 from kbert_tui.state import (
     DEFAULT_CAPACITY,
     EventLog,
@@ -110,6 +112,8 @@ class MonitorApp(App[str | None]):
         self._panes_at = 0.0
         self._pane_versions = (-1, -1, -1)
         self._bindings_key: tuple[Any, ...] = ()
+        self.history_complete = True  # False while a recording's history loads behind its end
+        self.end_shown_s: float | None = None
 
     # -- layout ------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -149,6 +153,10 @@ class MonitorApp(App[str | None]):
 
     @work(exclusive=True, group="source")
     async def _start_source(self) -> None:
+        source = self.source
+        if isinstance(source, ReplaySource) and source.speed is None:
+            self._load_end_first(source)  # a whole recording: its end first, the history behind it
+            return
         try:
             await self.source.start(self.inbox)
         except Exception as exc:  # e.g. the run could not start: show it, keep the app usable
@@ -161,6 +169,60 @@ class MonitorApp(App[str | None]):
         elif (outcome := await self.source.wait()) is not None:  # an attached run is over
             self._drain()
             self.notify(f"the run is over ({outcome}); still showing it, q quits", timeout=8)
+
+    # -- a recording, end first ----------------------------------------------------------------------
+    @work(thread=True, exclusive=True, group="end-first")
+    def _load_end_first(self, source: ReplaySource) -> None:
+        """On a worker thread: the run's end (tail + milestones) onto the screen, then every event in
+        order behind it (the loss curve, the counts, the filterable window), with progress in the title."""
+        worker = get_current_worker()
+        capacity = self.log_index.capacity
+        started = time.perf_counter()
+        try:
+            end = load_end(source.reader.files, capacity)
+        except OSError as exc:
+            source.error = f"{type(exc).__name__}: {exc}"
+            source.loaded()
+            return
+        if worker.is_cancelled:
+            return
+        painted = threading.Event()
+        self.call_from_thread(self._show_end, end, painted)
+        painted.wait(2.0)  # the history's decoding holds the GIL: let the end reach the screen first
+        self.end_shown_s = time.perf_counter() - started
+        result = load_all(iter(source.reader), capacity, cancelled=lambda: worker.is_cancelled)
+        source.loaded()
+        if result is not None and not worker.is_cancelled:
+            self.call_from_thread(self._swap_in, *result, True)
+
+    def _show_end(self, end: EndView, painted: threading.Event) -> None:
+        self._swap_in(end.state, end.log, False)
+        self.call_after_refresh(painted.set)
+        if end.runs > 1:
+            ids = ", ".join(printable(r) for r in end.run_ids[-4:])
+            self.notify(f"this file holds {end.runs} runs ({ids}); the panes show the last one — "
+                        f"filter corr:RUN_ID to see one run's events", title="several runs", timeout=12)
+
+    def _swap_in(self, state: RunState, log: EventLog, complete: bool) -> None:
+        """Show another reduction of the same recording: the end first, then the whole history."""
+        view = self.log_view
+        keep = None if view.follow else view.selected_event()
+        self.state = state
+        for pane in (self.training_pane, self.system_pane, self.plugins_pane):
+            pane.state = state
+            pane.redraw_all()
+        matcher = self.log_index.matcher
+        self.log_index = log
+        log.set_filter(matcher)
+        view.events_log = log
+        view.clear_caches()
+        view.sync()
+        if keep is not None and (seq := log.threads.seq_of(keep.id)) is not None:
+            view.go_to_seq(seq)
+        self.history_complete = complete
+        self.refresh_panes()
+        if self.first_paint_at is None:
+            self.first_paint_at = time.perf_counter()
 
     def on_resize(self, event: Any) -> None:
         self._apply_width(self.size.width)
@@ -195,7 +257,7 @@ class MonitorApp(App[str | None]):
         if action in ("pause_training", "stop_training"):
             return source.controllable and self.state.training.live
         if action in ("replay_pause", "replay_step", "replay_speed"):
-            return isinstance(source, ReplaySource)
+            return isinstance(source, ReplaySource) and source.speed is not None
         if action == "toggle_plugins":
             return not self.screen_stack[0].has_class("wide")
         if action == "show_top":
@@ -285,6 +347,8 @@ class MonitorApp(App[str | None]):
             title.append(f" · {t.run_name}")
         title.append(f" · {t.status}")
         parts = [f"{log.total:,} events"]
+        if not self.history_complete:
+            parts.append("loading the history behind the end…")
         if log.evicted:
             where = f" in {self.source.events_path}" if self.source.events_path else ""
             parts.append(f"{log.evicted:,} older on disk{where}")

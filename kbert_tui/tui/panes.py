@@ -36,6 +36,10 @@ class StatePane(Widget):
         """A number that changes whenever what this pane shows may have changed."""
         return self.state.events_seen
 
+    def redraw_all(self) -> None:
+        """The state object was replaced: draw it at the next update."""
+        self._drawn_version = -1
+
     def update_state(self) -> None:
         version = self.version()
         if version != self._drawn_version:
@@ -112,7 +116,7 @@ class TrainingPane(StatePane):
             ident.append(f" · batch {t.batch_size}", pal.label)
         rows.append((8, ident))
 
-        label_w = 14
+        label_w = max(14, len(f"Batch {t.batch}/{t.steps_per_epoch or '?'}") + 1)
         tail_w = 15
         bar_w = max(4, width - label_w - tail_w)
         total_epochs = t.total_epochs or 0
@@ -283,6 +287,10 @@ class PluginsPane(Vertical):
             table.add_column(label, width=width, key=label)
         yield table
         yield Static("", id="plugin-details")
+
+    def redraw_all(self) -> None:
+        self._seen_version = -1
+        self._names = []
 
     def update_state(self) -> None:
         plugins = self.state.plugins

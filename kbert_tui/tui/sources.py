@@ -135,6 +135,10 @@ class ReplaySource(EventSource):
             parts.append("end of file")
         return " · ".join(parts)
 
+    def loaded(self) -> None:
+        """The monitor read the whole file itself (end first, kbert_tui.state.replay_load)."""
+        self._done = True
+
     # -- controls (called from the UI thread) -------------------------------------------------------
     def toggle_pause(self) -> bool:
         self.paused = not self.paused

@@ -1,0 +1,42 @@
+"""Loading a recording end first: the end state from the tail and the milestones equals the full reduction's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kbert_tui.events.store import JsonlStore, read_events
+from kbert_tui.state import RunState
+from kbert_tui.state.replay_load import load_all, load_end
+from kbert_tui.state.simulate import simulate_run
+
+
+def write(path: Path, events, segment_mb: float = 100.0) -> None:
+    store = JsonlStore(path, max_file_size_mb=segment_mb)
+    for event in events:
+        store.append(event)
+    store.close()
+
+
+def test_the_end_matches_the_whole_reduction_across_segments_and_runs(tmp_path: Path):
+    events = list(simulate_run(epochs=3, steps_per_epoch=400, run_id="run-a", system_every=2))
+    events += list(simulate_run(epochs=2, steps_per_epoch=300, run_id="run-b", system_every=2))
+    path = tmp_path / "events.jsonl"
+    write(path, events, segment_mb=0.2)
+    files = read_events(path).files
+    assert len(files) > 2
+    full = RunState()
+    full.apply_all(events)
+    end = load_end(files, capacity=1000, tail_bytes=64 << 10)
+    assert end.runs == 2 and end.run_ids == ["run-a", "run-b"]
+    assert 0 < end.log.total < len(events) and end.log.get(end.log.total - 1).id == events[-1].id
+    a, b = end.state.training, full.training
+    assert (a.run_id, a.status, a.epochs_done, a.step, a.loss, a.best_value, a.best_epoch) == (
+        b.run_id, b.status, b.epochs_done, b.step, b.loss, b.best_value, b.best_epoch) == (
+        "run-b", "completed", 2, 600, b.loss, b.best_value, b.best_epoch)
+    assert [m["epoch"] for m in a.epoch_metrics] == [1, 2]  # the second run's, not both
+    assert {n: p.state for n, p in end.state.plugins.plugins.items()} == {
+        n: p.state for n, p in full.plugins.plugins.items()}
+    state, log = load_all(iter(read_events(path)), capacity=1000)
+    assert log.total == len(events) and log.evicted == len(events) - 1000
+    assert log.get(log.total - 1).id == events[-1].id and log.get(log.base).id == events[-1000].id
+    assert state.training.loss_history.count == full.training.loss_history.count == 600
