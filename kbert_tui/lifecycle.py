@@ -24,16 +24,19 @@ __all__ = ["EXIT_TERMINATED", "ExitGuard", "on_sigterm"]
 EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
-def on_sigterm(callback: Callable[[], Any]) -> Callable[[], None]:
+def on_sigterm(callback: Callable[[], Any], *, at_once: Callable[[], Any] | None = None) -> Callable[[], None]:
     """Call `callback` on the main thread's event loop when SIGTERM arrives; returns an undo function.
 
     A Python-level handler runs between bytecodes of the main thread, where the loop runs: it only
-    schedules the callback, so loop state is never touched mid-callback.
+    schedules the callback, so loop state is never touched mid-callback. `at_once` runs in the handler
+    itself, for what must happen even if the loop never gets to the callback (it must be thread-safe).
     """
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
 
     def handler(signum: int, frame: Any) -> None:
+        if at_once is not None:
+            at_once()
         try:
             asyncio.get_running_loop().call_soon_threadsafe(callback)
         except RuntimeError:  # no loop running: call it here

@@ -67,7 +67,7 @@ def monitor_run(config: Any, *, output_dir: str | None = None,
                 bad_input_errors: Collection[str] = (), stopped_status: int = 3) -> int:
     """`kbert-tui run` with the monitor: 0 completed, 1 failed, 2 failed on bad input, `stopped_status`
     when the user stopped the run (`s`, or `q` then yes)."""
-    from kbert_tui.lifecycle import EXIT_TERMINATED, on_sigterm
+    from kbert_tui.lifecycle import EXIT_TERMINATED, ExitGuard, on_sigterm
 
     source = LiveSource(config, output_dir=output_dir)
     app = MonitorApp(source)
@@ -77,10 +77,19 @@ def monitor_run(config: Any, *, output_dir: str | None = None,
         terminated.append(True)
         app.run_worker(app._close_and_exit(), group="quit", exclusive=True)
 
-    undo_sigterm = on_sigterm(on_term)
+    # A loop blocked for good by a handler would never run on_term: the guard ends the process then.
+    guard = ExitGuard(grace=10.0, busy=lambda: source.bus.busy_handlers() if source.bus is not None else [])
+    def at_once() -> None:  # thread-safe: the worker checkpoints and stops between steps
+        guard.arm(EXIT_TERMINATED)
+        session = source.session
+        if session is not None and session.worker is not None:
+            session.worker.control.request_stop("SIGTERM", "signal")
+
+    undo_sigterm = on_sigterm(on_term, at_once=at_once)
     try:
         app.run()
     finally:
+        guard.disarm()
         undo_sigterm()
         source.abandon()  # a no-op after a clean quit; after a crash, training must not run on unseen
     if terminated:
