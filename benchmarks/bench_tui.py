@@ -278,6 +278,16 @@ def bench_end_state(count: int, repeats: int, toolong: str | None) -> dict[str, 
     path = replay_file(count)
     event_id, stamp, step = _last_event(path)
     kbert = str(Path(sys.executable).with_name("kbert-tui"))
+    keeper = f"kbench-keep{os.getpid()}"  # the tmux server exits with its last session: keep one
+    subprocess.run(["tmux", "new-session", "-d", "-s", keeper, "sleep 3600"], check=True)
+    try:
+        return _end_state_runs(path, event_id, stamp, step, kbert, repeats, toolong)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", keeper], capture_output=True)
+
+
+def _end_state_runs(path: Path, event_id: str, stamp: str, step: int | None, kbert: str, repeats: int,
+                    toolong: str | None) -> dict[str, object]:
     ours: list[float] = []
     theirs: list[float] = []
     for _ in range(repeats):
