@@ -249,7 +249,7 @@ async def test_disabled_plugins_are_skipped_and_config_records_load(recording_bu
     manager = PluginManager(recording_bus, specs)
     await manager.start()
     assert manager.states == {"on": "active"}
-    assert manager.plugins["on"].watch.mode == "max"  # inferred from the metric name
+    assert manager.plugins["on"].tracker.mode == "max"  # inferred from the metric name
     await manager.close()
     recording_bus.assert_not_emitted("plugin.error")
 

@@ -37,7 +37,8 @@ async def test_early_stopping_after_patience_epochs_without_improvement(recordin
     stopped = recording_bus.assert_emitted("training.early_stopped", count=1)[0]
     # 0.695 is not better than 0.7 by more than min_delta, 0.71 is worse: stop at epoch 4
     assert stopped.data == {"epoch": 4, "metric": "val_loss", "value": 0.71, "best_value": 0.7, "best_epoch": 2,
-                            "patience": 2, "min_delta": 0.01, "reason": "early_stopping"}
+                            "patience": 2, "min_delta": 0.01,
+                            "reason": "val_loss did not improve by more than 0.01 for 2 epoch(s)"}
     assert stopped.source == "plugin:es" and stopped.correlation_id == RUN
     req = recording_bus.assert_emitted("control.stop_requested", count=1)[0]
     assert req.data == {"reason": "early_stopping", "requested_by": "plugin:es"}
@@ -75,8 +76,8 @@ async def test_best_model_announces_each_improvement_with_step(recording_bus):
     manager = await _run(recording_bus, {"best": {"plugin": "best_model"}}, events)
     await manager.close()
     best = [e.data for e in recording_bus.assert_emitted("training.new_best_model", count=3)]
-    assert best[0] == {"epoch": 1, "step": 10, "metric": "val_loss", "value": 0.8, "previous": None}
-    assert best[1] == {"epoch": 1, "step": 20, "metric": "val_loss", "value": 0.6, "previous": 0.8}
+    assert best[0] == {"epoch": 1, "step": 10, "metric": "val_loss", "value": 0.8, "previous": None, "mode": "min"}
+    assert best[1] == {"epoch": 1, "step": 20, "metric": "val_loss", "value": 0.6, "previous": 0.8, "mode": "min"}
     assert best[2]["value"] == 0.4 and best[2]["previous"] == 0.6 and best[2]["epoch"] == 3
 
 

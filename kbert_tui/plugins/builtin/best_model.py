@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from kbert_tui.policy import BestTracker
+
 from ..base import PluginPort
-from ._metric import WatchedMetric
 
 
 class BestModelPlugin(PluginPort):
     """Config: metric ("val_loss"), mode ("min" for losses, else "max"), min_delta (0.0).
 
     Watches `training.evaluation_completed` and `training.epoch_completed`; emits
-    `training.new_best_model` {epoch, step, metric, value, previous} when the metric improves.
+    `training.new_best_model` {epoch, step, metric, value, previous, mode} when the metric improves
+    (kbert_tui.policy decides, as for the trainer's own `[training.early_stopping]` tracking).
     """
 
     name = "best_model"
@@ -20,15 +22,19 @@ class BestModelPlugin(PluginPort):
     capabilities = ("best_model",)
 
     async def initialize(self) -> None:
-        self.watch = WatchedMetric.from_config(self.config)
         self._reset()
         # One subscription keeps the run's events in order (the step of a result comes from the batches).
         await self.subscribe("training.*", self._on_training)
 
     def _reset(self) -> None:
-        self.best: float | None = None
-        self.best_epoch: int | None = None
+        c = self.config
+        self.tracker = BestTracker.from_settings(str(c.get("metric", "val_loss")), c.get("mode"),
+                                                 float(c.get("min_delta", 0.0)))
         self.step: int | None = None
+
+    @property
+    def best(self) -> float | None:
+        return self.tracker.best
 
     def _on_training(self, event: Any) -> Any:
         """Plain function: only a result needs a coroutine (the cheap path for every batch)."""
@@ -41,12 +47,12 @@ class BestModelPlugin(PluginPort):
         return None
 
     async def _on_result(self, event: Any) -> None:
-        value = self.watch.read(event.data)
-        if value is None or not self.watch.improves(value, self.best):
+        value = self.tracker.read(event.data)
+        if value is None or not self.tracker.improves(value):
             return
-        previous, self.best = self.best, value
-        self.best_epoch = event.data.get("epoch")
+        better = self.tracker.observe(value, event.data.get("epoch"))
+        assert better is not None
         await self.emit("training.new_best_model", {
-            "epoch": self.best_epoch, "step": event.data.get("step", self.step),
-            "metric": self.watch.metric, "value": value, "previous": previous,
+            "epoch": self.tracker.best_epoch, "step": event.data.get("step", self.step),
+            "metric": better.metric, "value": better.value, "previous": better.previous, "mode": better.mode,
         }, correlation_id=event.correlation_id)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from kbert_tui.policy import BestTracker
+
 from ..base import PluginPort
-from ._metric import WatchedMetric
 
 
 class EarlyStoppingPlugin(PluginPort):
@@ -20,17 +21,13 @@ class EarlyStoppingPlugin(PluginPort):
     capabilities = ("early_stopping", "control")
 
     async def initialize(self) -> None:
-        self.watch = WatchedMetric.from_config(self.config)
-        self.patience = int(self.config.get("patience", 3))
-        if self.patience < 1:
-            raise ValueError(f"patience must be >= 1, got {self.patience}")
-        self._reset()
+        self._reset()  # raises on a bad metric/mode/min_delta/patience: initialize() fails, plugin.error says why
         await self.subscribe("training.*", self._on_training)  # one subscription: events stay in order
 
     def _reset(self) -> None:
-        self.best: float | None = None
-        self.best_epoch: int | None = None
-        self.waited = 0
+        c = self.config
+        self.tracker = BestTracker.from_settings(str(c.get("metric", "val_loss")), c.get("mode"),
+                                                 float(c.get("min_delta", 0.0)), int(c.get("patience", 3)))
         self.stopped = False
         self._missing_reported = False
 
@@ -44,7 +41,7 @@ class EarlyStoppingPlugin(PluginPort):
     async def _on_epoch(self, event: Any) -> None:
         if self.stopped:
             return
-        value = self.watch.read(event.data)
+        value = self.tracker.read(event.data)
         epoch = event.data.get("epoch")
         if value is None:
             if not self._missing_reported:
@@ -52,20 +49,13 @@ class EarlyStoppingPlugin(PluginPort):
                 known = sorted((event.data.get("metrics") or {}).keys())
                 await self.emit("plugin.error", {
                     "plugin_name": self.instance_name, "stage": "config", "fatal": False,
-                    "error": f"metric {self.watch.metric!r} is not in the epoch metrics ({', '.join(known)})",
+                    "error": f"metric {self.tracker.metric!r} is not in the epoch metrics ({', '.join(known)})",
                 }, correlation_id=event.correlation_id)
             return
-        if self.watch.improves(value, self.best):
-            self.best, self.best_epoch, self.waited = value, epoch, 0
-            return
-        self.waited += 1
-        if self.waited < self.patience:
+        if self.tracker.observe(value, epoch) is not None or not self.tracker.patience_exhausted:
             return
         self.stopped = True
-        await self.emit("training.early_stopped", {
-            "epoch": epoch, "metric": self.watch.metric, "value": value, "best_value": self.best,
-            "best_epoch": self.best_epoch, "patience": self.patience, "min_delta": self.watch.min_delta,
-            "reason": "early_stopping",
-        }, correlation_id=event.correlation_id)
+        await self.emit("training.early_stopped", self.tracker.early_stop_payload(epoch, value),
+                        correlation_id=event.correlation_id)
         await self.emit("control.stop_requested", {"reason": "early_stopping", "requested_by": self.source},
                         correlation_id=event.correlation_id)
