@@ -160,7 +160,8 @@ async def test_session_stop_request_checkpoints_and_resumes(tmp_path):
     outcome = await asyncio.wait_for(session.wait(), 60)
     await session.close()
     assert outcome == "stopped"
-    events = [e for e in read_events(session.events_path) if not e.name.startswith("plugin.")]
+    # plugin lifecycle and the bus's own reports (a loaded machine may stall the loop) come after
+    events = [e for e in read_events(session.events_path) if not e.name.startswith(("plugin.", "bus."))]
     names = [e.name for e in events]
     assert "control.stop_requested" in names and names[-1] == "training.stopped"
     stopped = events[-1]

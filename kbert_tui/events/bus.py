@@ -214,7 +214,7 @@ class EventBus:
         max_file_size_mb: float = 100,
         history_size: int | None = None,
         default_source: str = "unknown",
-        loop_block_threshold_s: float = 0.5,
+        loop_block_threshold_s: float = 1.0,
     ) -> None:
         if max_subscribers < 1:
             raise ValueError("max_subscribers must be at least 1")

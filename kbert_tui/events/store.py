@@ -25,6 +25,7 @@ from typing import Any
 
 from ._codec import MalformedLine, decode_event, encode_event_bytes
 from ._event import Event
+from . import catalog as ev
 
 __all__ = ["JsonlStore", "EventLogReader", "PersistenceError", "read_events", "segment_paths"]
 
@@ -387,14 +388,14 @@ class JsonlStore:
         self._failure_started_lost = self._lost
         with self._cond:
             self._cond.notify_all()  # wake wait_written: it reports instead of hanging
-        self._report("bus.persistence_failed", {
+        self._report(ev.BUS_PERSISTENCE_FAILED, {
             "path": str(self.path), "errno": exc.errno, "error": errno.errorcode.get(exc.errno or 0, ""),
             "message": exc.strerror or str(exc), "pending": self.pending,
         })
 
     def _recovered(self) -> None:
         self.failing = False
-        self._report("bus.persistence_recovered", {
+        self._report(ev.BUS_PERSISTENCE_RECOVERED, {
             "path": str(self.path), "lost": self._lost - self._failure_started_lost, "pending": self.pending,
         })
 

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
+from kbert_tui.events import catalog as ev
 
 Handler = Callable[[Any], Any]
 Guard = Callable[[Handler, str], Handler]
@@ -114,7 +115,7 @@ class PluginPort:
 
     async def send_message(self, to: str, message: dict[str, Any]) -> None:
         """Send `message` to the plugin named `to` ("*" for all others) as a `plugin.message` event."""
-        await self.emit("plugin.message", {"from": self.instance_name, "to": to, "message": message})
+        await self.emit(ev.PLUGIN_MESSAGE, {"from": self.instance_name, "to": to, "message": message})
 
     def start_task(self, coro: Coroutine[Any, Any, Any] | Awaitable[Any], *, name: str | None = None) -> asyncio.Task[Any]:
         """Run a background task that is cancelled when the plugin is cleaned up or set aside."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .base import Handler, PluginContext, PluginPort, PluginState
+from kbert_tui.events import catalog as ev
 
 ENTRY_POINT_GROUP = "kbert_tui.plugins"
 
@@ -164,7 +165,7 @@ class PluginManager:
         if self._started:
             return
         self._started = True
-        self._router_id = await self.bus.subscribe("plugin.message", self._route_message)
+        self._router_id = await self.bus.subscribe(ev.PLUGIN_MESSAGE, self._route_message)
         for slot in self._slots.values():
             await self._start_one(slot)
         if self._slots and self.stats_interval_s > 0:
@@ -181,7 +182,7 @@ class PluginManager:
             counts = (slot.events_handled, slot.errors)
             if counts != slot.reported:
                 slot.reported = counts
-                await self._emit(slot, "plugin.stats", {
+                await self._emit(slot, ev.PLUGIN_STATS, {
                     "plugin_name": slot.name, "events_handled": slot.events_handled,
                     "errors": slot.errors, "state": slot.state.value,
                 })
@@ -197,10 +198,10 @@ class PluginManager:
             if slot.state in (PluginState.INITIALIZED, PluginState.ACTIVE):
                 error = await self._cleanup(slot)
                 if error:
-                    await self._emit(slot, "plugin.error", {"plugin_name": slot.name, "error": error,
+                    await self._emit(slot, ev.PLUGIN_ERROR, {"plugin_name": slot.name, "error": error,
                                                            "stage": "cleanup", "fatal": False})
                 await self._set_state(slot, PluginState.DEACTIVATED)
-                await self._emit(slot, "plugin.deactivated", {"plugin_name": slot.name, "reason": "shutdown",
+                await self._emit(slot, ev.PLUGIN_DEACTIVATED, {"plugin_name": slot.name, "reason": "shutdown",
                                                              "events_handled": slot.events_handled})
         leftovers = [t for s in self._slots.values() for t in s.inflight if not t.done()]
         for task in leftovers:
@@ -222,7 +223,7 @@ class PluginManager:
                       guard=lambda handler, label, slot=slot: self._guard(slot, handler, label))
         slot.plugin = plugin
         await self._set_state(slot, PluginState.LOADED)
-        await self._emit(slot, "plugin.loaded", {
+        await self._emit(slot, ev.PLUGIN_LOADED, {
             "plugin_name": slot.name, "version": plugin.version,
             "spec": slot.spec if isinstance(slot.spec, str) else f"{slot.spec.__module__}:{slot.spec.__qualname__}",
             "capabilities": list(plugin.capabilities),
@@ -235,9 +236,9 @@ class PluginManager:
             await self._fail(slot, "initialize", reason)
             return
         await self._set_state(slot, PluginState.INITIALIZED)
-        await self._emit(slot, "plugin.initialized", {"plugin_name": slot.name, "config": _jsonable(plugin.config)})
+        await self._emit(slot, ev.PLUGIN_INITIALIZED, {"plugin_name": slot.name, "config": _jsonable(plugin.config)})
         await self._set_state(slot, PluginState.ACTIVE)
-        await self._emit(slot, "plugin.activated", {
+        await self._emit(slot, ev.PLUGIN_ACTIVATED, {
             "plugin_name": slot.name, "version": plugin.version, "capabilities": list(plugin.capabilities),
         })
 
@@ -246,12 +247,12 @@ class PluginManager:
         was_live = slot.state in (PluginState.LOADED, PluginState.INITIALIZED, PluginState.ACTIVE)
         slot.last_error = error
         await self._set_state(slot, PluginState.FAILED)
-        await self._emit(slot, "plugin.error", {
+        await self._emit(slot, ev.PLUGIN_ERROR, {
             "plugin_name": slot.name, "error": error, "stage": stage, "fatal": True, "error_count": slot.errors,
         })
         if slot.plugin is not None and was_live:
             cleanup_error = await self._cleanup(slot)
-            await self._emit(slot, "plugin.deactivated", {
+            await self._emit(slot, ev.PLUGIN_DEACTIVATED, {
                 "plugin_name": slot.name, "reason": f"set aside after {stage} failure",
                 **({"cleanup_error": cleanup_error} if cleanup_error else {}),
             })
@@ -322,7 +323,7 @@ class PluginManager:
             await self._fail(slot, "handler",
                              f"{error} (in {label} on {event.name}; {slot.errors} errors, limit {slot.max_errors})")
             return
-        await self._emit(slot, "plugin.error", {
+        await self._emit(slot, ev.PLUGIN_ERROR, {
             "plugin_name": slot.name, "error": error, "stage": "handler", "handler": label,
             "event_name": event.name, "fatal": False, "error_count": slot.errors, "max_errors": slot.max_errors,
         })
@@ -334,7 +335,7 @@ class PluginManager:
         targets = [s for s in self._slots.values() if s.state is PluginState.ACTIVE
                    and (s.name == to or (to == "*" and s.name != sender))]
         if not targets and to != "*" and sender in self._slots:
-            await self._emit(self._slots[sender], "plugin.error", {
+            await self._emit(self._slots[sender], ev.PLUGIN_ERROR, {
                 "plugin_name": sender, "error": f"no active plugin named {to!r} to receive a message",
                 "stage": "message", "fatal": False,
             })
@@ -347,7 +348,7 @@ class PluginManager:
     async def _set_state(self, slot: _Slot, new: PluginState) -> None:
         old, slot.state = slot.state, new
         if old is not new:
-            await self._emit(slot, "plugin.state_changed",
+            await self._emit(slot, ev.PLUGIN_STATE_CHANGED,
                              {"plugin_name": slot.name, "old_state": old.value, "new_state": new.value})
 
     async def _emit(self, slot: _Slot, name: str, data: dict[str, Any]) -> None:

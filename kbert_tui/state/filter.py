@@ -31,12 +31,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from kbert_tui.events import Event
+from kbert_tui.events import catalog as ev
 
 __all__ = ["EventMatcher", "FilterSyntaxError", "parse_filter", "event_text", "FILTER_HELP", "FILTER_TERMS"]
 
 FILTER_TERMS: tuple[tuple[str, str], ...] = (
     ("training.*", "name glob (* ? [..])"),
-    ("training.started", "exact event name"),
+    (ev.TRAINING_STARTED, "exact event name"),
     ("name:GLOB", "explicit name glob"),
     ("source:NAME", "source (glob)"),
     ("corr:ID", "correlation id (glob)"),

@@ -29,6 +29,7 @@ from kbert_tui.events._codec import MalformedLine, decode_event
 
 from .log_index import EventLog
 from .run_state import RunState
+from kbert_tui.events import catalog as ev
 
 __all__ = ["EndView", "load_end", "load_all", "TAIL_BYTES"]
 
@@ -106,7 +107,7 @@ def load_end(files: list[Path], capacity: int, *, tail_bytes: int = TAIL_BYTES) 
             malformed += 1
             continue
         state.apply(event)
-        if event.name == "training.started":
+        if event.name == ev.TRAINING_STARTED:
             runs += 1
             run_ids.append(str(event.data.get("run_id") or event.correlation_id or "?"))
     for line in tail_lines:
@@ -119,7 +120,7 @@ def load_end(files: list[Path], capacity: int, *, tail_bytes: int = TAIL_BYTES) 
             continue
         state.apply(event)
         log.append(event)
-        if event.name == "training.started":
+        if event.name == ev.TRAINING_STARTED:
             runs += 1
             run_ids.append(str(event.data.get("run_id") or event.correlation_id or "?"))
     for _, m in maps:

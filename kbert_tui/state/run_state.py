@@ -16,6 +16,7 @@ from typing import Any
 from kbert_tui.events import Event
 
 from .summary import printable
+from kbert_tui.events import catalog as ev
 
 __all__ = ["RunState", "TrainingState", "SystemState", "PluginInfo", "PluginsState", "Series", "Notice"]
 
@@ -235,10 +236,10 @@ class PluginsState:
 
 
 _STATE_FOR = {
-    "plugin.loaded": "loaded",
-    "plugin.initialized": "initialized",
-    "plugin.activated": "active",
-    "plugin.deactivated": "deactivated",
+    ev.PLUGIN_LOADED: "loaded",
+    ev.PLUGIN_INITIALIZED: "initialized",
+    ev.PLUGIN_ACTIVATED: "active",
+    ev.PLUGIN_DEACTIVATED: "deactivated",
 }
 
 
@@ -270,7 +271,7 @@ class RunState:
         self.last_at = event.timestamp
         name = event.name
         data = event.data if isinstance(event.data, dict) else {}
-        if name == "training.batch_completed":  # the hot path first
+        if name == ev.TRAINING_BATCH_COMPLETED:  # the hot path first
             self._batch(event, data)
             self.training_version += 1
             return
@@ -338,7 +339,7 @@ class RunState:
     def _training(self, event: Event, name: str, d: dict[str, Any]) -> None:
         t = self.training
         t.last_at = event.timestamp
-        if name == "training.started":
+        if name == ev.TRAINING_STARTED:
             if t.started_at is not None:  # a second run in the same log: the panes show the newest
                 self.training = t = TrainingState()
             t.status = "running"
@@ -362,7 +363,7 @@ class RunState:
                     setattr(t, key, value)
             if t.total_steps is None and t.total_epochs and t.steps_per_epoch:
                 t.total_steps = t.total_epochs * t.steps_per_epoch
-        elif name == "training.epoch_started":
+        elif name == ev.TRAINING_EPOCH_STARTED:
             if t.status == "waiting":
                 t.status = "running"
             epoch = d.get("epoch")
@@ -373,7 +374,7 @@ class RunState:
             if isinstance(total, int):
                 t.total_epochs = total
             t.batch = 0
-        elif name == "training.epoch_completed":
+        elif name == ev.TRAINING_EPOCH_COMPLETED:
             epoch = d.get("epoch")
             if isinstance(epoch, int):
                 t.epochs_done = max(t.epochs_done, epoch)
@@ -382,17 +383,17 @@ class RunState:
             if _num(d.get("duration")) is not None:
                 row["duration"] = d["duration"]
             t.epoch_metrics.append(row)
-        elif name == "training.evaluation_completed":
+        elif name == ev.TRAINING_EVALUATION_COMPLETED:
             metrics = d.get("metrics") if isinstance(d.get("metrics"), dict) else {}
             t.eval_metrics.append({"epoch": d.get("epoch"), "step": d.get("step"),
                                    **{k: v for k, v in metrics.items() if _num(v) is not None}})
             del t.eval_metrics[:-500]
-        elif name == "training.new_best_model":
+        elif name == ev.TRAINING_NEW_BEST_MODEL:
             t.best_metric = printable(str(d.get("metric", "metric")))
             t.best_value = _num(d.get("value"))
             epoch = d.get("epoch")
             t.best_epoch = epoch if isinstance(epoch, int) else None
-        elif name == "training.completed":
+        elif name == ev.TRAINING_COMPLETED:
             t.status = "completed"
             t.ended_at = event.timestamp
             if isinstance(d.get("final_metrics"), dict):
@@ -402,27 +403,27 @@ class RunState:
             if t.total_epochs and not d.get("stopped_early"):
                 t.epochs_done = max(t.epochs_done, t.total_epochs)
             self.pending_control = None
-        elif name == "training.failed":
+        elif name == ev.TRAINING_FAILED:
             t.status = "failed"
             t.ended_at = event.timestamp
             t.error = printable(str(d.get("error", "unknown error")))
             t.traceback = str(d.get("traceback") or "") or None
             self.pending_control = None
-        elif name == "training.stopped":
+        elif name == ev.TRAINING_STOPPED:
             t.status = "stopped"
             t.ended_at = event.timestamp
             t.stop_reason = printable(str(d.get("reason", "")))
             path = d.get("checkpoint_path")
             t.checkpoint_path = printable(str(path)) if path else None
             self.pending_control = None
-        elif name == "training.early_stopped":
+        elif name == ev.TRAINING_EARLY_STOPPED:
             t.stopped_early = True
             t.stop_reason = printable(str(d.get("reason", "early stopping")))
-        elif name == "training.paused":
+        elif name == ev.TRAINING_PAUSED:
             if t.status in ("running", "waiting"):
                 t.status = "paused"
             self.pending_control = None
-        elif name == "training.resumed":
+        elif name == ev.TRAINING_RESUMED:
             if t.status == "paused":
                 t.status = "running"
             self.pending_control = None
@@ -431,12 +432,12 @@ class RunState:
     def _system(self, event: Event, name: str, d: dict[str, Any]) -> None:
         s = self.system
         s.last_at = event.timestamp
-        if name == "system.cpu_usage":
+        if name == ev.SYSTEM_CPU_USAGE:
             v = _num(d.get("percent"))
             if v is not None:
                 s.cpu_percent = v
                 s.record("cpu", v)
-        elif name == "system.memory_usage":
+        elif name == ev.SYSTEM_MEMORY_USAGE:
             v = _num(d.get("percentage"))
             if v is not None:
                 s.memory_percent = v
@@ -447,7 +448,7 @@ class RunState:
             if rss is not None:
                 s.process_rss_mb = rss
                 s.record("rss", rss)
-        elif name == "system.disk_usage":
+        elif name == ev.SYSTEM_DISK_USAGE:
             used, free = _num(d.get("used_gb")), _num(d.get("available_gb"))
             s.disk_used_gb, s.disk_available_gb = used, free
             pct = _num(d.get("percentage"))
@@ -458,12 +459,12 @@ class RunState:
                 s.record("disk", pct)
             if d.get("path") is not None:
                 s.disk_path = printable(str(d["path"]))
-        elif name in ("system.mlx_memory", "system.mlx_memory_usage"):
+        elif name in (ev.SYSTEM_MLX_MEMORY, "system.mlx_memory_usage"):
             s.mlx_active_mb = _num(d.get("active_mb"))
             s.mlx_peak_mb = _num(d.get("peak_mb"))
             if s.mlx_active_mb is not None:
                 s.record("mlx", s.mlx_active_mb)
-        elif name == "system.gpu_usage":
+        elif name == ev.SYSTEM_GPU_USAGE:
             key = printable(str(d.get("device", 0)))
             gpu = s.gpus.setdefault(key, {})
             gpu.update({k: v for k, v in d.items() if not isinstance(v, (dict, list))})
@@ -474,23 +475,23 @@ class RunState:
             if used is not None and total:
                 gpu["memory_percent"] = 100.0 * used / total
             s.gpu_unavailable = None
-        elif name == "system.gpu_unavailable":
+        elif name == ev.SYSTEM_GPU_UNAVAILABLE:
             s.gpu_unavailable = printable(str(d.get("reason", "no GPU")))
-        elif name == "system.performance_warning":
+        elif name == ev.SYSTEM_PERFORMANCE_WARNING:
             comp = printable(str(d.get("component", "?")))
             text = printable(f"{d.get('metric', '')} {_fmt(d.get('value'))} ≥ {_fmt(d.get('threshold'))}")
             notice = Notice("warning", comp, text, event.timestamp)
             s.notices.append(notice)
             s.warnings[(comp, str(d.get("metric")), str(d.get("device")))] = notice
-        elif name == "system.performance_recovered":
+        elif name == ev.SYSTEM_PERFORMANCE_RECOVERED:
             comp = printable(str(d.get("component", "?")))
             s.warnings.pop((comp, str(d.get("metric")), str(d.get("device"))), None)
-        elif name == "system.bottleneck_detected":
+        elif name == ev.SYSTEM_BOTTLENECK_DETECTED:
             comp = printable(str(d.get("component", "?")))
             sugg = d.get("suggestions") if isinstance(d.get("suggestions"), list) else []
             s.notices.append(Notice("bottleneck", comp, printable(str(d.get("description", ""))),
                                     event.timestamp, tuple(printable(str(x)) for x in sugg[:4])))
-        elif name == "system.error_threshold_exceeded":
+        elif name == ev.SYSTEM_ERROR_THRESHOLD_EXCEEDED:
             s.notices.append(Notice("error", printable(str(d.get("component", "events"))),
                                     printable(f"{d.get('error_count')} errors (threshold {d.get('threshold')})"),
                                     event.timestamp))
@@ -498,7 +499,7 @@ class RunState:
     # -- plugins -----------------------------------------------------------------------------------
     def _plugin(self, event: Event, name: str, d: dict[str, Any]) -> None:
         pname = d.get("plugin_name")
-        if name == "plugin.message":
+        if name == ev.PLUGIN_MESSAGE:
             target = d.get("from")
             if isinstance(target, str):
                 info = self.plugins.get(printable(target))
@@ -515,21 +516,21 @@ class RunState:
                 return
         info = self.plugins.get(printable(pname))
         self.plugins.version += 1
-        if name in _STATE_FOR and not (info.state == "set aside" and name == "plugin.deactivated"):
+        if name in _STATE_FOR and not (info.state == "set aside" and name == ev.PLUGIN_DEACTIVATED):
             info.state = _STATE_FOR[name]
         if isinstance(d.get("version"), str):
             info.version = printable(d["version"])
         caps = d.get("capabilities")
         if isinstance(caps, list):
             info.capabilities = tuple(printable(str(c)) for c in caps)
-        if name == "plugin.initialized" and isinstance(d.get("config"), dict):
+        if name == ev.PLUGIN_INITIALIZED and isinstance(d.get("config"), dict):
             info.config = d["config"]
         handled = d.get("events_handled")
         if isinstance(handled, int):
             info.events_handled = handled
         if isinstance(d.get("errors"), int):
             info.errors = max(info.errors, d["errors"])
-        if name == "plugin.error":
+        if name == ev.PLUGIN_ERROR:
             info.errors += 1
             if isinstance(d.get("error_count"), int):
                 info.errors = max(info.errors, d["error_count"])
@@ -537,12 +538,12 @@ class RunState:
             if d.get("fatal") or d.get("set_aside") or d.get("disabled"):
                 info.state = "set aside"
             info.messages.append(printable(f"error: {d.get('error', '')}"))
-        elif name == "plugin.state_changed":
+        elif name == ev.PLUGIN_STATE_CHANGED:
             new = d.get("new_state")
             if isinstance(new, str) and info.state != "set aside":
                 info.state = printable(new)
             info.messages.append(printable(f"state {d.get('old_state')} → {d.get('new_state')}"))
-        elif name != "plugin.stats":  # counters only, already taken above
+        elif name != ev.PLUGIN_STATS:  # counters only, already taken above
             info.messages.append(printable(name.partition(".")[2]))
 
     def _control(self, name: str, d: dict[str, Any]) -> None:

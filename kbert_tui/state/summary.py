@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kbert_tui.events import Event
+from kbert_tui.events import catalog as ev
 
 __all__ = ["summarize", "event_kind", "printable", "format_number", "KINDS"]
 
@@ -132,51 +133,51 @@ def _plugin_stats(d: dict[str, Any]) -> str:
 
 
 _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
-    "training.started": _started,
-    "training.batch_completed": _batch,
-    "training.epoch_started": lambda d: f"epoch {d.get('epoch')}/{d.get('total_epochs', '?')}",
-    "training.epoch_completed": lambda d: f"epoch {d.get('epoch')} {_key_metrics(d.get('metrics'))} "
+    ev.TRAINING_STARTED: _started,
+    ev.TRAINING_BATCH_COMPLETED: _batch,
+    ev.TRAINING_EPOCH_STARTED: lambda d: f"epoch {d.get('epoch')}/{d.get('total_epochs', '?')}",
+    ev.TRAINING_EPOCH_COMPLETED: lambda d: f"epoch {d.get('epoch')} {_key_metrics(d.get('metrics'))} "
                                           f"in {format_number(d.get('duration'))}s",
-    "training.evaluation_completed": lambda d: f"{_key_metrics(d.get('metrics'))} epoch {d.get('epoch')} "
+    ev.TRAINING_EVALUATION_COMPLETED: lambda d: f"{_key_metrics(d.get('metrics'))} epoch {d.get('epoch')} "
                                                f"step {d.get('step')}",
-    "training.completed": lambda d: f"{_key_metrics(d.get('final_metrics'))} "
+    ev.TRAINING_COMPLETED: lambda d: f"{_key_metrics(d.get('final_metrics'))} "
                                     f"in {format_number(d.get('total_duration'))}s",
-    "training.failed": _failed,
-    "training.new_best_model": lambda d: f"{d.get('metric')}={format_number(d.get('value'))} "
+    ev.TRAINING_FAILED: _failed,
+    ev.TRAINING_NEW_BEST_MODEL: lambda d: f"{d.get('metric')}={format_number(d.get('value'))} "
                                          f"(was {format_number(d.get('previous'))}) epoch {d.get('epoch')}",
-    "training.early_stopped": lambda d: f"epoch {d.get('epoch')}: {d.get('reason', '')}",
-    "training.stopped": lambda d: f"step {d.get('step')} ({d.get('reason', '')}) checkpoint {d.get('checkpoint_path')}",
-    "training.paused": lambda d: f"step {d.get('step')} epoch {d.get('epoch')}",
-    "training.resumed": lambda d: f"step {d.get('step')} epoch {d.get('epoch')}",
-    "system.cpu_usage": lambda d: f"cpu {format_number(d.get('percent'))}%",
-    "system.memory_usage": lambda d: f"mem {format_number(d.get('percentage'))}% rss "
+    ev.TRAINING_EARLY_STOPPED: lambda d: f"epoch {d.get('epoch')}: {d.get('reason', '')}",
+    ev.TRAINING_STOPPED: lambda d: f"step {d.get('step')} ({d.get('reason', '')}) checkpoint {d.get('checkpoint_path')}",
+    ev.TRAINING_PAUSED: lambda d: f"step {d.get('step')} epoch {d.get('epoch')}",
+    ev.TRAINING_RESUMED: lambda d: f"step {d.get('step')} epoch {d.get('epoch')}",
+    ev.SYSTEM_CPU_USAGE: lambda d: f"cpu {format_number(d.get('percent'))}%",
+    ev.SYSTEM_MEMORY_USAGE: lambda d: f"mem {format_number(d.get('percentage'))}% rss "
                                      f"{format_number(d.get('process_rss_mb'))} MB used "
                                      f"{format_number(d.get('used_mb'))} MB",
-    "system.disk_usage": lambda d: f"free {format_number(d.get('available_gb'))} GB used "
+    ev.SYSTEM_DISK_USAGE: lambda d: f"free {format_number(d.get('available_gb'))} GB used "
                                    f"{format_number(d.get('used_gb'))} GB {d.get('path', '')}",
-    "system.mlx_memory": lambda d: f"mlx {format_number(d.get('active_mb'))} MB active peak "
+    ev.SYSTEM_MLX_MEMORY: lambda d: f"mlx {format_number(d.get('active_mb'))} MB active peak "
                                    f"{format_number(d.get('peak_mb'))} MB cache {format_number(d.get('cache_mb'))} MB",
-    "system.gpu_usage": lambda d: f"gpu {d.get('device')} util {format_number(d.get('utilization'))}% "
+    ev.SYSTEM_GPU_USAGE: lambda d: f"gpu {d.get('device')} util {format_number(d.get('utilization'))}% "
                                   f"temp {format_number(d.get('temperature'))}°C",
-    "system.gpu_unavailable": lambda d: f"no GPU: {d.get('reason', '')}",
-    "system.performance_warning": lambda d: f"{d.get('component')} {d.get('metric')}="
+    ev.SYSTEM_GPU_UNAVAILABLE: lambda d: f"no GPU: {d.get('reason', '')}",
+    ev.SYSTEM_PERFORMANCE_WARNING: lambda d: f"{d.get('component')} {d.get('metric')}="
                                             f"{format_number(d.get('value'))} > {format_number(d.get('threshold'))}",
-    "system.performance_recovered": lambda d: f"{d.get('component')} {d.get('metric')}="
+    ev.SYSTEM_PERFORMANCE_RECOVERED: lambda d: f"{d.get('component')} {d.get('metric')}="
                                               f"{format_number(d.get('value'))} ≤ {format_number(d.get('threshold'))}",
-    "system.bottleneck_detected": lambda d: f"{d.get('component')}: {d.get('description', '')}",
-    "plugin.error": lambda d: f"{d.get('plugin_name')}: {d.get('error', '')}",
-    "plugin.state_changed": lambda d: f"{d.get('plugin_name')}: {d.get('old_state')} → {d.get('new_state')}",
-    "plugin.stats": _plugin_stats,
-    "plugin.message": lambda d: f"{d.get('from')} → {d.get('to')}: {_short(d.get('message'))}",
-    "model.checkpoint_saved": lambda d: f"epoch {d.get('epoch')} → {d.get('path')}",
-    "model.checkpoint_loaded": lambda d: f"{d.get('path')} (epoch {d.get('restored_epoch')})",
-    "model.backward_pass": _backward,
-    "data.validation_completed": lambda d: ("passed" if d.get("passed") else "FAILED")
+    ev.SYSTEM_BOTTLENECK_DETECTED: lambda d: f"{d.get('component')}: {d.get('description', '')}",
+    ev.PLUGIN_ERROR: lambda d: f"{d.get('plugin_name')}: {d.get('error', '')}",
+    ev.PLUGIN_STATE_CHANGED: lambda d: f"{d.get('plugin_name')}: {d.get('old_state')} → {d.get('new_state')}",
+    ev.PLUGIN_STATS: _plugin_stats,
+    ev.PLUGIN_MESSAGE: lambda d: f"{d.get('from')} → {d.get('to')}: {_short(d.get('message'))}",
+    ev.MODEL_CHECKPOINT_SAVED: lambda d: f"epoch {d.get('epoch')} → {d.get('path')}",
+    ev.MODEL_CHECKPOINT_LOADED: lambda d: f"{d.get('path')} (epoch {d.get('restored_epoch')})",
+    ev.MODEL_BACKWARD_PASS: _backward,
+    ev.DATA_VALIDATION_COMPLETED: lambda d: ("passed" if d.get("passed") else "FAILED")
                                            + (f"; {len(d.get('issues') or [])} issue(s): " + "; ".join(
                                                str(i) for i in (d.get('issues') or [])[:3])
                                               if d.get("issues") else ""),
-    "data.batch_loaded": lambda d: _kv(d, ("load_time", "batch_size", "sequence_length")),
-    "bus.handler_error": lambda d: _generic(d),
+    ev.DATA_BATCH_LOADED: lambda d: _kv(d, ("load_time", "batch_size", "sequence_length")),
+    ev.BUS_HANDLER_ERROR: lambda d: _generic(d),
 }
 
 
@@ -197,11 +198,11 @@ def event_kind(event: Event) -> str:
     tail = name.rpartition(".")[2]
     if tail in ("failed", "error", "handler_error", "schema_mismatch") or "error" in tail:
         return "error"
-    if name == "data.validation_completed" and not event.data.get("passed", True):
+    if name == ev.DATA_VALIDATION_COMPLETED and not event.data.get("passed", True):
         return "error"
     if "warning" in tail or "bottleneck" in tail or tail in ("gpu_unavailable", "stopped", "early_stopped"):
         return "warning"
-    if tail in ("completed", "new_best_model") and name.startswith("training.") and name != "training.batch_completed":
+    if tail in ("completed", "new_best_model") and name.startswith("training.") and name != ev.TRAINING_BATCH_COMPLETED:
         return "success"
     category = name.partition(".")[0]
     if category in ("control",) or tail in ("paused", "resumed"):

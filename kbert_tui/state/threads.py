@@ -21,6 +21,7 @@ from array import array
 from typing import Any
 
 from kbert_tui.events import Event
+from kbert_tui.events import catalog as ev
 
 __all__ = ["RunThreads", "CAUSE_RULES", "NO_VALUE"]
 
@@ -28,20 +29,20 @@ NO_VALUE = -1
 
 # event name -> the names whose latest occurrence caused it (first found wins)
 CAUSE_RULES: dict[str, tuple[str, ...]] = {
-    "training.epoch_completed": ("training.epoch_started",),
-    "training.evaluation_completed": ("training.batch_completed",),
-    "training.new_best_model": ("training.epoch_completed",),
-    "training.early_stopped": ("training.epoch_completed",),
-    "model.checkpoint_saved": ("control.stop_requested", "training.new_best_model", "training.epoch_completed"),
-    "training.stopped": ("control.stop_requested",),
-    "training.paused": ("control.pause_requested",),
-    "training.resumed": ("control.resume_requested",),
-    "training.completed": ("training.epoch_completed",),
-    "system.performance_recovered": ("system.performance_warning",),
+    ev.TRAINING_EPOCH_COMPLETED: (ev.TRAINING_EPOCH_STARTED,),
+    ev.TRAINING_EVALUATION_COMPLETED: (ev.TRAINING_BATCH_COMPLETED,),
+    ev.TRAINING_NEW_BEST_MODEL: (ev.TRAINING_EPOCH_COMPLETED,),
+    ev.TRAINING_EARLY_STOPPED: (ev.TRAINING_EPOCH_COMPLETED,),
+    ev.MODEL_CHECKPOINT_SAVED: (ev.CONTROL_STOP_REQUESTED, ev.TRAINING_NEW_BEST_MODEL, ev.TRAINING_EPOCH_COMPLETED),
+    ev.TRAINING_STOPPED: (ev.CONTROL_STOP_REQUESTED,),
+    ev.TRAINING_PAUSED: (ev.CONTROL_PAUSE_REQUESTED,),
+    ev.TRAINING_RESUMED: (ev.CONTROL_RESUME_REQUESTED,),
+    ev.TRAINING_COMPLETED: (ev.TRAINING_EPOCH_COMPLETED,),
+    ev.SYSTEM_PERFORMANCE_RECOVERED: (ev.SYSTEM_PERFORMANCE_WARNING,),
 }
 # A checkpoint or best model belongs to the epoch just completed: a rule only links within one epoch.
-_SAME_EPOCH = {"training.new_best_model", "training.early_stopped"}
-_KEYED = {"system.performance_warning", "system.performance_recovered"}  # linked per component+metric
+_SAME_EPOCH = {ev.TRAINING_NEW_BEST_MODEL, ev.TRAINING_EARLY_STOPPED}
+_KEYED = {ev.SYSTEM_PERFORMANCE_WARNING, ev.SYSTEM_PERFORMANCE_RECOVERED}  # linked per component+metric
 
 
 def _int(value: Any) -> int | None:
@@ -72,12 +73,12 @@ class RunThreads:
         data = event.data
         epoch = _int(data.get("epoch"))
         step = _int(data.get("step"))
-        if name == "training.batch_completed":
+        if name == ev.TRAINING_BATCH_COMPLETED:
             if step is not None:
                 self._step_now = step
             if epoch is not None:
                 self._epoch_now = epoch
-        elif name == "training.epoch_started" and epoch is not None:
+        elif name == ev.TRAINING_EPOCH_STARTED and epoch is not None:
             self._epoch_now = epoch
         self._epoch[slot] = epoch if epoch is not None else self._epoch_now
         self._step[slot] = step if step is not None else self._step_now
@@ -103,7 +104,7 @@ class RunThreads:
         cause = meta.get("caused_by") if meta else None
         if isinstance(cause, str):
             return self._by_id.get(cause, self._by_span.get(cause))
-        if name == "bus.handler_error" or name.endswith(".error"):
+        if name == ev.BUS_HANDLER_ERROR or name.endswith(".error"):
             failed = data.get("event_id")
             if isinstance(failed, str):
                 return self._by_id.get(failed)
@@ -116,11 +117,11 @@ class RunThreads:
             seq = self._latest.get(candidate)
             if seq is None:
                 continue
-            if candidate.startswith("control.") and name == "model.checkpoint_saved":
+            if candidate.startswith("control.") and name == ev.MODEL_CHECKPOINT_SAVED:
                 # a checkpoint answers a stop request only when the stop is the newest thing that happened
                 if any(self._latest.get(other, -1) > seq for other in rule[1:]):
                     continue
-            if name in _SAME_EPOCH or candidate == "training.epoch_completed":
+            if name in _SAME_EPOCH or candidate == ev.TRAINING_EPOCH_COMPLETED:
                 epoch = _int(data.get("epoch"))
                 if epoch is not None and self._epoch[seq % self.capacity] != epoch:
                     continue

@@ -6,8 +6,9 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
+from kbert_tui.events import catalog as ev
 
-_RUN_ENDS = frozenset({"training.completed", "training.failed", "training.stopped"})
+_RUN_ENDS = frozenset({ev.TRAINING_COMPLETED, ev.TRAINING_FAILED, ev.TRAINING_STOPPED})
 
 
 class _EventLike(Protocol):
@@ -71,21 +72,21 @@ class BottleneckDetector:
     def observe(self, event: _EventLike) -> list[dict[str, Any]]:
         """Feed one event; returns the payloads of any new findings."""
         name, data = event.name, event.data or {}
-        if name == "training.started":
+        if name == ev.TRAINING_STARTED:
             self._reset_run()
             self._running = True
             return self._check_blas(data)
         if name in _RUN_ENDS:
             self._running = False
             return []
-        if name == "training.batch_completed":
+        if name == ev.TRAINING_BATCH_COMPLETED:
             self._running = True
             self._batches += 1
             metrics = data.get("metrics") or {}
             return self._check_data_share(metrics) + self._check_throughput(metrics)
-        if name == "system.memory_usage" and self._running and self._batches:
+        if name == ev.SYSTEM_MEMORY_USAGE and self._running and self._batches:
             return self._check_memory("process", data.get("process_rss_mb"), event.timestamp)
-        if name == "system.mlx_memory" and self._running and self._batches:
+        if name == ev.SYSTEM_MLX_MEMORY and self._running and self._batches:
             return self._check_memory("mlx", data.get("active_mb"), event.timestamp)
         return []
 
@@ -235,7 +236,7 @@ class BottleneckDetector:
     async def attach(self, bus: Any) -> None:
         """Subscribe to the training and system events it reads."""
         self._bus = bus
-        for pattern in ("training.*", "system.memory_usage", "system.mlx_memory"):
+        for pattern in ("training.*", ev.SYSTEM_MEMORY_USAGE, ev.SYSTEM_MLX_MEMORY):
             self._sub_ids.append(await bus.subscribe(pattern, self._on_event))
 
     async def detach(self) -> None:
@@ -249,5 +250,5 @@ class BottleneckDetector:
         for payload in self.observe(event):
             if bus is not None:
                 await bus.emit(
-                    "system.bottleneck_detected", payload, source="system", correlation_id=event.correlation_id
+                    ev.SYSTEM_BOTTLENECK_DETECTED, payload, source="system", correlation_id=event.correlation_id
                 )

@@ -13,6 +13,7 @@ import psutil
 from .bottleneck import BottleneckDetector, DetectorSettings
 from .gpu import GpuSource, GpuUnavailable, NvmlGpuSource
 from .thresholds import ThresholdMonitor
+from kbert_tui.events import catalog as ev
 
 _MB = 1024 * 1024
 _GB = 1024 * 1024 * 1024
@@ -106,14 +107,14 @@ class SystemSampler:
         psutil.cpu_percent(percpu=True)
         self._process.cpu_percent()
         if self._gpu is None:
-            await self._emit("system.gpu_unavailable", {"reason": "GPU sampling is off ([system] gpu = false)"})
+            await self._emit(ev.SYSTEM_GPU_UNAVAILABLE, {"reason": "GPU sampling is off ([system] gpu = false)"})
         else:
             try:
                 await asyncio.to_thread(self._gpu.open)  # the first NVML call can take tens of ms
                 self._gpu_open = True
             except GpuUnavailable as exc:
                 self._gpu = None
-                await self._emit("system.gpu_unavailable", {"reason": str(exc)})
+                await self._emit(ev.SYSTEM_GPU_UNAVAILABLE, {"reason": str(exc)})
         await self.detector.attach(self.bus)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="kbert_tui.system.sampler")
 
@@ -155,7 +156,7 @@ class SystemSampler:
             try:
                 reading = probe()
             except Exception as exc:  # a probe failing must not stop the others
-                await self._report_once(f"probe:{probe.__name__}", "system.sampler_error",
+                await self._report_once(f"probe:{probe.__name__}", ev.SYSTEM_SAMPLER_ERROR,
                                         {"probe": probe.__name__.lstrip("_"), "error": f"{type(exc).__name__}: {exc}"})
                 continue
             if reading is not None:
@@ -176,7 +177,7 @@ class SystemSampler:
             "percentage": vm.percent,
             "process_rss_mb": round(rss / _MB, 1),
         }
-        return "system.memory_usage", data, [("memory", "memory_percent", vm.percent)]
+        return ev.SYSTEM_MEMORY_USAGE, data, [("memory", "memory_percent", vm.percent)]
 
     def _cpu(self) -> tuple[str, dict[str, Any], list[tuple[str, str, float]]]:
         per_cpu = psutil.cpu_percent(percpu=True)
@@ -187,7 +188,7 @@ class SystemSampler:
             "process_percent": self._process.cpu_percent(),
             "count": len(per_cpu),
         }
-        return "system.cpu_usage", data, [("cpu", "cpu_percent", percent)]
+        return ev.SYSTEM_CPU_USAGE, data, [("cpu", "cpu_percent", percent)]
 
     def _disk(self) -> tuple[str, dict[str, Any], list[tuple[str, str, float]]]:
         path = _existing(self.disk_path)
@@ -199,7 +200,7 @@ class SystemSampler:
             "percentage": du.percent,
             "path": str(path),
         }
-        return "system.disk_usage", data, [("disk", "disk_percent", du.percent)]
+        return ev.SYSTEM_DISK_USAGE, data, [("disk", "disk_percent", du.percent)]
 
     def _mlx(self) -> tuple[str, dict[str, Any], list[tuple[str, str, float]]] | None:
         mx = sys.modules.get("mlx.core")
@@ -210,7 +211,7 @@ class SystemSampler:
             "peak_mb": round(mx.get_peak_memory() / _MB, 2),
             "cache_mb": round(mx.get_cache_memory() / _MB, 2),
         }
-        return "system.mlx_memory", data, []
+        return ev.SYSTEM_MLX_MEMORY, data, []
 
     async def _sample_gpu(self) -> None:
         assert self._gpu is not None
@@ -219,10 +220,10 @@ class SystemSampler:
         except Exception as exc:  # the GPU fell off the bus, the driver went away
             self._gpu.close()
             self._gpu, self._gpu_open = None, False
-            await self._emit("system.gpu_unavailable", {"reason": f"NVML read failed: {type(exc).__name__}: {exc}"})
+            await self._emit(ev.SYSTEM_GPU_UNAVAILABLE, {"reason": f"NVML read failed: {type(exc).__name__}: {exc}"})
             return
         for reading in readings:
-            await self._emit("system.gpu_usage", reading.as_event_data())
+            await self._emit(ev.SYSTEM_GPU_USAGE, reading.as_event_data())
             await self._check("gpu", "gpu_memory_percent", reading.memory_percent, device=reading.device)
             await self._check("gpu", "gpu_temperature_c", reading.temperature, device=reading.device)
 
@@ -230,7 +231,7 @@ class SystemSampler:
         change = self.monitor.observe(component, metric, value, device=device)
         if change is not None:
             kind, payload = change
-            name = "system.performance_warning" if kind == "warning" else "system.performance_recovered"
+            name = ev.SYSTEM_PERFORMANCE_WARNING if kind == "warning" else ev.SYSTEM_PERFORMANCE_RECOVERED
             await self._emit(name, payload)
 
     async def _report_once(self, key: str, name: str, data: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from kbert_tui.config import DataSection
 
 from .demo import demo_splits
+from kbert_tui.events import catalog as ev
 
 Emit = Callable[..., None]
 MAX_LISTED_ISSUES = 50
@@ -125,15 +126,15 @@ def _label_order(labels: set[str]) -> list[str]:
 
 def load_data(section: DataSection, seed: int, emit: Emit, *, label_names: list[str] | None = None) -> PreparedData:
     """Read, check and split the data; `label_names` (from a checkpoint) fixes the label ids."""
-    emit("data.validation_started", {"validation_type": "schema_and_rows", "files": _files(section)}, source="data")
+    emit(ev.DATA_VALIDATION_STARTED, {"validation_type": "schema_and_rows", "files": _files(section)}, source="data")
     issues: list[dict[str, Any]] = []
     try:
         prepared = _load(section, seed, emit, issues, label_names)
     except DataError as error:
         issues.append({"file": None, "row": None, "problem": str(error), "severity": "error"})
-        emit("data.validation_completed", _summary(False, issues, None), source="data")
+        emit(ev.DATA_VALIDATION_COMPLETED, _summary(False, issues, None), source="data")
         raise
-    emit("data.validation_completed", _summary(True, issues, prepared), source="data")
+    emit(ev.DATA_VALIDATION_COMPLETED, _summary(True, issues, prepared), source="data")
     prepared.issues = issues
     return prepared
 
@@ -189,7 +190,7 @@ def _load(
         missing = [c for c in needed if c not in table.header]
         if missing:
             emit(
-                "data.schema_mismatch",
+                ev.DATA_SCHEMA_MISMATCH,
                 {
                     "file": table.path,
                     "split": name,

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from kbert_tui.events import catalog as ev
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 PAD_ID = 0
@@ -153,10 +154,10 @@ def get_tokenizer(texts: Sequence[str], vocab_size: int, emit: Emit, *, director
         except Exception as error:  # a damaged cache file is retrained, never fatal
             reason = f"cache file unreadable: {error}"
         else:
-            emit("data.cache_hit", {"cache_key": key, "size_mb": path.stat().st_size / 2**20, "path": str(path)},
+            emit(ev.DATA_CACHE_HIT, {"cache_key": key, "size_mb": path.stat().st_size / 2**20, "path": str(path)},
                  source="data")
             return tokenizer
-    emit("data.cache_miss", {"cache_key": key, "reason": reason}, source="data")
+    emit(ev.DATA_CACHE_MISS, {"cache_key": key, "reason": reason}, source="data")
     tokenizer = train_wordpiece(texts, vocab_size)
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -43,6 +43,7 @@ from .log_view import LogView
 from .panes import PluginsPane, SystemPane, TrainingPane
 from .screens import ConfirmScreen, DetailScreen, EventListScreen, HelpScreen, TimelineScreen
 from .sources import EventSource, LiveSource, ReplaySource
+from kbert_tui.events import catalog as ev
 
 __all__ = ["MonitorApp", "styles_path"]
 
@@ -547,10 +548,10 @@ class MonitorApp(App[str | None]):
             return
         status = self.state.training.status
         if status == "running":
-            self._control("control.pause_requested", {"requested_by": "tui"})
+            self._control(ev.CONTROL_PAUSE_REQUESTED, {"requested_by": "tui"})
             self.notify("pause requested", timeout=2)
         elif status == "paused":
-            self._control("control.resume_requested", {"requested_by": "tui"})
+            self._control(ev.CONTROL_RESUME_REQUESTED, {"requested_by": "tui"})
             self.notify("resume requested", timeout=2)
         else:
             self.notify(f"training is {status}", timeout=2)
@@ -562,7 +563,7 @@ class MonitorApp(App[str | None]):
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self._control("control.stop_requested", {"reason": "user", "requested_by": "tui"})
+                self._control(ev.CONTROL_STOP_REQUESTED, {"reason": "user", "requested_by": "tui"})
                 self.notify("stop requested: saving a checkpoint", timeout=3)
 
         self.push_screen(ConfirmScreen("Stop training? A checkpoint is saved first.", "Stop", "Keep going"),

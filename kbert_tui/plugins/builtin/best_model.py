@@ -7,6 +7,7 @@ from typing import Any
 from kbert_tui.policy import BestTracker
 
 from ..base import PluginPort
+from kbert_tui.events import catalog as ev
 
 
 class BestModelPlugin(PluginPort):
@@ -38,11 +39,11 @@ class BestModelPlugin(PluginPort):
 
     def _on_training(self, event: Any) -> Any:
         """Plain function: only a result needs a coroutine (the cheap path for every batch)."""
-        if event.name == "training.batch_completed":
+        if event.name == ev.TRAINING_BATCH_COMPLETED:
             self.step = event.data.get("step", self.step)
-        elif event.name in ("training.evaluation_completed", "training.epoch_completed"):
+        elif event.name in (ev.TRAINING_EVALUATION_COMPLETED, ev.TRAINING_EPOCH_COMPLETED):
             return self._on_result(event)
-        elif event.name == "training.started":
+        elif event.name == ev.TRAINING_STARTED:
             self._reset()
         return None
 
@@ -52,7 +53,7 @@ class BestModelPlugin(PluginPort):
             return
         better = self.tracker.observe(value, event.data.get("epoch"))
         assert better is not None
-        await self.emit("training.new_best_model", {
+        await self.emit(ev.TRAINING_NEW_BEST_MODEL, {
             "epoch": self.tracker.best_epoch, "step": event.data.get("step", self.step),
             "metric": better.metric, "value": better.value, "previous": better.previous, "mode": better.mode,
         }, correlation_id=event.correlation_id)

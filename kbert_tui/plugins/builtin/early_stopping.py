@@ -7,6 +7,7 @@ from typing import Any
 from kbert_tui.policy import BestTracker
 
 from ..base import PluginPort
+from kbert_tui.events import catalog as ev
 
 
 class EarlyStoppingPlugin(PluginPort):
@@ -32,9 +33,9 @@ class EarlyStoppingPlugin(PluginPort):
         self._missing_reported = False
 
     def _on_training(self, event: Any) -> Any:
-        if event.name == "training.epoch_completed":
+        if event.name == ev.TRAINING_EPOCH_COMPLETED:
             return self._on_epoch(event)
-        if event.name == "training.started":
+        if event.name == ev.TRAINING_STARTED:
             self._reset()
         return None
 
@@ -47,7 +48,7 @@ class EarlyStoppingPlugin(PluginPort):
             if not self._missing_reported:
                 self._missing_reported = True
                 known = sorted((event.data.get("metrics") or {}).keys())
-                await self.emit("plugin.error", {
+                await self.emit(ev.PLUGIN_ERROR, {
                     "plugin_name": self.instance_name, "stage": "config", "fatal": False,
                     "error": f"metric {self.tracker.metric!r} is not in the epoch metrics ({', '.join(known)})",
                 }, correlation_id=event.correlation_id)
@@ -55,7 +56,7 @@ class EarlyStoppingPlugin(PluginPort):
         if self.tracker.observe(value, epoch) is not None or not self.tracker.patience_exhausted:
             return
         self.stopped = True
-        await self.emit("training.early_stopped", self.tracker.early_stop_payload(epoch, value),
+        await self.emit(ev.TRAINING_EARLY_STOPPED, self.tracker.early_stop_payload(epoch, value),
                         correlation_id=event.correlation_id)
-        await self.emit("control.stop_requested", {"reason": "early_stopping", "requested_by": self.source},
+        await self.emit(ev.CONTROL_STOP_REQUESTED, {"reason": "early_stopping", "requested_by": self.source},
                         correlation_id=event.correlation_id)

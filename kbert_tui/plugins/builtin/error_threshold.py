@@ -6,6 +6,7 @@ from collections import deque
 from typing import Any
 
 from ..base import PluginPort
+from kbert_tui.events import catalog as ev
 
 DEFAULT_PATTERNS = ("*.error", "*.failed", "*_error")
 
@@ -53,7 +54,7 @@ class ErrorThresholdPlugin(PluginPort):
             return
         self.exceeded = True
         data = event.data or {}
-        await self.emit("system.error_threshold_exceeded", {
+        await self.emit(ev.SYSTEM_ERROR_THRESHOLD_EXCEEDED, {
             "error_count": len(self.times), "threshold": self.threshold, "window_s": self.window_s,
             "component": data.get("component") or data.get("plugin_name") or event.source,
             "last_error": event.name,

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..base import PluginPort
+from kbert_tui.events import catalog as ev
 
 
 class _Window:
@@ -48,7 +49,7 @@ class MetricsAggregatorPlugin(PluginPort):
         w = self.window
         w.training += 1
         w.correlation_id = event.correlation_id or w.correlation_id
-        if event.name == "training.batch_completed":
+        if event.name == ev.TRAINING_BATCH_COMPLETED:
             data = event.data
             if data.get("loss") is not None:
                 w.losses.append(float(data["loss"]))
@@ -59,9 +60,9 @@ class MetricsAggregatorPlugin(PluginPort):
     def _on_system(self, event: Any) -> None:
         w = self.window
         w.system += 1
-        if event.name == "system.cpu_usage" and event.data.get("percent") is not None:
+        if event.name == ev.SYSTEM_CPU_USAGE and event.data.get("percent") is not None:
             w.cpu.append(float(event.data["percent"]))
-        elif event.name == "system.memory_usage" and event.data.get("percentage") is not None:
+        elif event.name == ev.SYSTEM_MEMORY_USAGE and event.data.get("percentage") is not None:
             w.memory.append(float(event.data["percentage"]))
 
     async def _tick(self) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..base import PluginPort
+from kbert_tui.events import catalog as ev
 
 COLUMNS = (
     "timestamp", "run_id", "kind", "epoch", "step", "batch", "loss",
@@ -15,9 +16,9 @@ COLUMNS = (
     "train_loss", "val_loss", "val_accuracy", "val_f1", "duration", "extra",
 )
 _KINDS = {
-    "training.batch_completed": "batch",
-    "training.evaluation_completed": "eval",
-    "training.epoch_completed": "epoch",
+    ev.TRAINING_BATCH_COMPLETED: "batch",
+    ev.TRAINING_EVALUATION_COMPLETED: "eval",
+    ev.TRAINING_EPOCH_COMPLETED: "epoch",
 }
 
 
