@@ -263,6 +263,7 @@ async def _headless(session: Any, ended_by: list[int]) -> int:
         await session.start()
         assert session.bus is not None
         session.bus.subscribe_sync("training.*", _print_progress)
+        session.bus.subscribe_sync("rule.fired", _print_progress)
         print(f"run {session.run_id}: events → {session.events_path}", flush=True)
         outcome = await session.wait()
     except asyncio.CancelledError:
@@ -320,6 +321,11 @@ def _print_progress(event: Any) -> None:
         print(f"completed in {d['total_duration']:.1f} s{extra}", flush=True)
     elif event.name == "training.stopped":
         print(f"stopped at step {d['step']} ({d['reason']}); checkpoint → {d['checkpoint_path']}", flush=True)
+    elif event.name == "rule.fired":
+        bell = "\a" if d.get("action") == "notify" and sys.stdout.isatty() else ""
+        print(f"{bell}rule {d.get('rule')} fired: {d.get('action')} ({d.get('reason')})", flush=True)
+    elif event.name == "training.paused":
+        print(f"paused at step {d.get('step')} by {d.get('requested_by')}; resume from `kbert-tui attach`", flush=True)
 
 
 def _num(value: Any, digits: int = 4) -> str:

@@ -14,7 +14,10 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kbert_tui.state.rules import Rule
 
 __all__ = [
     "ConfigError",
@@ -156,6 +159,7 @@ class RunConfig:
     system: SystemSection = field(default_factory=SystemSection)
     plugins: tuple[PluginSpec, ...] = ()
     source: Path | None = None  # the file it was read from; None for the built-in demo
+    rules: tuple[Rule, ...] = ()  # [[rules]]: act on events (kbert_tui.state.rules)
 
     def replace(self, **sections: Any) -> RunConfig:
         return dataclasses.replace(self, **sections)
@@ -337,8 +341,28 @@ def parse_config(
         run = dataclasses.replace(run, name=source.stem if source is not None else "run")
     system = _parse_system(root.table_of("system"))
     plugins = _parse_plugins(root.table_of("plugins"))
+    rules = _parse_rules(root)
     root.done()
-    return RunConfig(run, data, model, training, events, system, plugins, source)
+    return RunConfig(run, data, model, training, events, system, plugins, source, rules=rules)
+
+
+def _parse_rules(root: _Reader) -> tuple[Rule, ...]:
+    """[[rules]]: each checked whole (its filter parsed), so a bad one stops the run before it starts."""
+    from kbert_tui.state.rules import RuleProblem, parse_rule
+
+    raw = root._get("rules")
+    if raw is dataclasses.MISSING:
+        return ()
+    if not isinstance(raw, list):
+        raise root.fail("rules", "an array of tables ([[rules]])", raw)
+    rules = []
+    for number, table in enumerate(raw, 1):
+        try:
+            rules.append(parse_rule(table, number))
+        except RuleProblem as problem:
+            key = f"rules[{number}]" + (f".{problem.key}" if problem.key else "")
+            raise ConfigError(f"{root.origin}: {key}: {problem.message}") from None
+    return tuple(rules)
 
 
 def _parse_run(t: _Reader) -> RunSection:
@@ -635,4 +659,13 @@ plugin = "error_threshold"    # system.error_threshold_exceeded when errors pile
 # [plugins.summary]
 # plugin = "metrics_aggregator"
 # interval_s = 5
+
+# Rules: act when an event matches a filter (the monitor's filter language). Actions: pause, stop,
+# checkpoint, notify, emit (with event = "a.name"). See docs/config.md.
+# [[rules]]
+# name = "loss spike"
+# when = "training.batch_completed (loss>5 OR loss=NaN)"
+# action = ["pause", "checkpoint"]
+# for = 1                     # matching events of that name in a row before it fires
+# once = false                # true: at most once a run
 '''

@@ -8,8 +8,8 @@ Headless mode and the TUI both drive a run through this class::
     await session.close()            # stops what still runs, flushes and closes the bus
 
 Control goes through events (`control.pause_requested` / `control.resume_requested` /
-`control.stop_requested`), so a plugin or the TUI can steer the run by emitting; the
-`request_*` methods just emit those.
+`control.stop_requested` / `control.checkpoint_requested`), so a plugin, a rule or the TUI can steer
+the run by emitting; the `request_*` methods just emit those.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ class RunSession:
         self._control_sub: str | None = None
         self._closed = False
         self.local_control: Any = None  # session.json + control.jsonl beside the log (kbert_tui.remote)
+        self.rules: Any = None  # [[rules]] acting on this run's events (kbert_tui.rules)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -76,6 +77,11 @@ class RunSession:
         await self._start_remote()
         await self._start_system()
         await self._start_plugins()
+        if self.config.rules:
+            from kbert_tui.rules import RuleRunner
+
+            self.rules = RuleRunner(self.bus, self.config.rules, self.run_id)
+            await self.rules.start()
         loop = asyncio.get_running_loop()
         self._done = asyncio.Event()
 
@@ -121,6 +127,8 @@ class RunSession:
         if self.worker is not None and self.worker.alive:
             self.worker.control.request_stop("session closed", "session")
             await asyncio.get_running_loop().run_in_executor(None, self.worker.join)
+        if self.rules is not None:
+            await self.rules.stop()
         await self._stop_plugins()
         await self._stop_system()
         if self.bus is not None:
@@ -148,6 +156,9 @@ class RunSession:
     def request_stop(self, reason: str = "user", requested_by: str = "user", *, source: str = "cli") -> None:
         self._emit_control("control.stop_requested", {"reason": reason, "requested_by": requested_by}, source)
 
+    def request_checkpoint(self, requested_by: str = "user", *, source: str = "cli") -> None:
+        self._emit_control("control.checkpoint_requested", {"requested_by": requested_by}, source)
+
     def _emit_control(self, name: str, data: dict[str, Any], source: str) -> None:
         if self.bus is None:
             raise RuntimeError(f"{name} before RunSession.start()")
@@ -164,6 +175,8 @@ class RunSession:
             control.request_resume(who)
         elif event.name == "control.stop_requested":
             control.request_stop(str(event.data.get("reason", "user")), str(event.data.get("requested_by", "user")))
+        elif event.name == "control.checkpoint_requested":
+            control.request_checkpoint(who, event.id)
 
     # ------------------------------------------------------------------ attached monitors (issue 13)
 

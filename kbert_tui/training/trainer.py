@@ -77,16 +77,19 @@ class Trainer:
     # ------------------------------------------------------------------ events
 
     def emit(self, name: str, data: dict[str, Any], *, source: str = "trainer", span: str | None = None,
-             caused_by: str | None = None) -> None:
+             caused_by: str | None = None, cause_id: str | None = None) -> None:
         """`span` names this event so later ones can say it caused them (`caused_by`), as the bus
-        assigns ids the worker never sees; both go in metadata (see kbert_tui.state.threads)."""
+        assigns ids the worker never sees; both go in metadata (see kbert_tui.state.threads). `cause_id`
+        is the id of an event the worker was handed (a control request)."""
         metadata: dict[str, Any] | None = None
-        if span or caused_by:
+        if span or caused_by or cause_id:
             metadata = {}
             if span:
                 metadata["span_id"] = f"{self.run_id}/{span}"
             if caused_by:
                 metadata["caused_by"] = f"{self.run_id}/{caused_by}"
+            if cause_id:
+                metadata["caused_by"] = cause_id
         try:
             self.bus.emit_sync(name, data, source=source, correlation_id=self.run_id, metadata=metadata)
         except Exception:
@@ -316,11 +319,12 @@ class Trainer:
         return False
 
     def _check_control(self) -> bool:
-        """Honour pause/stop between steps; True when the loop should end normally (early stopping)."""
+        """Honour checkpoint/pause/stop between steps; True when the loop should end normally (early stopping)."""
         c, p = self.control, self.progress
+        self._save_requested()
         if c.paused and not c.stop_requested:
             self.emit("training.paused", {"epoch": p.epoch, "step": p.step, "requested_by": c.pause_requested_by})
-            c.wait_until_resumed()
+            c.wait_until_resumed(meanwhile=self._save_requested)
             if not c.stop_requested:
                 self.emit("training.resumed", {"epoch": p.epoch, "step": p.step,
                                                "requested_by": c.resume_requested_by})
@@ -332,6 +336,13 @@ class Trainer:
         self.emit("training.stopped", {"epoch": p.epoch, "step": p.step, "reason": c.stop_reason,
                                        "requested_by": c.requested_by, "checkpoint_path": str(path)})
         raise _Stop()
+
+    def _save_requested(self) -> None:
+        """A checkpoint someone asked for (`k` in the monitor, a rule), in checkpoints/requested-step-N."""
+        request = self.control.take_checkpoint_request()
+        if request is not None:
+            self._save(f"requested-step-{self.progress.step}", self.final_metrics or {}, cause_id=request[1],
+                       requested_by=request[0])
 
     def _evaluate(self, val: _Encoded) -> dict[str, float]:
         self.model.eval()
@@ -400,7 +411,8 @@ class Trainer:
         elif policy.policy == "last":
             self._save("last", metrics, caused_by=f"best-{epoch}" if improved else f"epoch-{epoch}")
 
-    def _save(self, name: str, metrics: dict[str, Any], caused_by: str | None = None) -> Path:
+    def _save(self, name: str, metrics: dict[str, Any], caused_by: str | None = None, *,
+              cause_id: str | None = None, requested_by: str | None = None) -> Path:
         p = self.progress
         folder = self.output_dir / "checkpoints" / name
         state = {
@@ -412,9 +424,11 @@ class Trainer:
         size = ckpt.save_checkpoint(folder, self.model, self.optimizer, self.tokenizer,
                                     config_to_dict(self.config), state)
         completed = p.epoch if p.batches_done else p.epoch - 1
-        self.emit("model.checkpoint_saved", {"path": str(folder), "epoch": completed, "step": p.step,
-                                             "metrics": metrics, "kind": name.split("-")[0], "size_mb": size},
-                  source="model", caused_by=caused_by)
+        data = {"path": str(folder), "epoch": completed, "step": p.step, "metrics": metrics,
+                "kind": name.split("-")[0], "size_mb": size}
+        if requested_by is not None:
+            data["requested_by"] = requested_by
+        self.emit("model.checkpoint_saved", data, source="model", caused_by=caused_by, cause_id=cause_id)
         return folder
 
     def _resume(self, folder: Path, state: dict[str, Any]) -> None:
