@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from kbert_tui.events import Event, EventBus
+from kbert_tui.events import catalog as ev
 from kbert_tui.state.rules import CONTROL_REQUESTS, RULES_SOURCE, Firing, Rule, RuleEngine
 
 __all__ = ["RuleRunner", "desktop_notify"]
@@ -54,7 +55,7 @@ class RuleRunner:
         span = f"rule-{next(self._spans)}"
         if self.run_id is not None:
             span = f"{self.run_id}/{span}"
-        self._emit("rule.fired", {
+        self._emit(ev.RULE_FIRED, {
             "rule": rule.name, "action": action, "caused_by": trigger.id, "trigger": trigger.name,
             "reason": firing.reason, "when": rule.when, "count": firing.count,
         }, {"caused_by": trigger.id, "span_id": span})

@@ -168,6 +168,9 @@ def test_the_runner_links_rule_fired_to_its_trigger_and_the_request_to_rule_fire
     assert pause.metadata["caused_by"] == fired[0].metadata["span_id"]
     assert seen[6].metadata["caused_by"] == fired[2].metadata["span_id"]
     assert seen[6].data["trigger_data"] == {"step": 4, "loss": 7.5}
+    from kbert_tui.events.catalog import check_payload
+
+    assert [p for e in seen if e.source == "rules" for p in check_payload(e.name, e.data)] == []  # as declared
 
 
 # ------------------------------------------------------------------ a real run

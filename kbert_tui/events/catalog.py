@@ -448,6 +448,21 @@ CONTROL_CHECKPOINT_REQUESTED = _declare("control.checkpoint_requested", ControlR
                                         "someone asked for a checkpoint now")
 
 
+# ---------------------------------------------------------------------------------------- rule.*
+class RuleFired(TypedDict):
+    rule: str
+    action: Literal["pause", "stop", "checkpoint", "notify", "emit"]
+    caused_by: str
+    trigger: str
+    reason: str
+    when: str
+    count: int
+
+
+RULE_FIRED = _declare("rule.fired", RuleFired,
+                      "a [[rules]] rule matched `caused_by` (the trigger's id); one per action, before it is done")
+
+
 # ----------------------------------------------------------------------------------------- bus.*
 class SubscriberOverflow(TypedDict):
     subscription_id: str
@@ -599,7 +614,7 @@ def payload_table(category: str | None = None) -> str:
 def docs_page() -> str:
     """docs/events.md: every declared event, by category (`python -m kbert_tui.events.catalog > docs/events.md`)."""
     titles = {"data": "Data", "training": "Training", "model": "Model", "system": "System", "plugin": "Plugins",
-              "control": "Control requests", "bus": "The bus itself"}
+              "control": "Control requests", "rule": "Rules", "bus": "The bus itself"}
     parts = [
         "# Events",
         "",

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kbert_tui.events import Event
+from kbert_tui.events import catalog as ev
 
 from .filter import EventMatcher, FilterSyntaxError, parse_filter
 
@@ -31,8 +32,8 @@ ACTIONS: dict[str, str] = {
 }
 """Each action a rule may take, with what it does (the docs and errors list these)."""
 
-CONTROL_REQUESTS = {"pause": "control.pause_requested", "stop": "control.stop_requested",
-                    "checkpoint": "control.checkpoint_requested"}
+CONTROL_REQUESTS = {"pause": ev.CONTROL_PAUSE_REQUESTED, "stop": ev.CONTROL_STOP_REQUESTED,
+                    "checkpoint": ev.CONTROL_CHECKPOINT_REQUESTED}
 RULES_SOURCE = "rules"
 _KEYS = ("name", "when", "action", "for", "once", "event")
 
