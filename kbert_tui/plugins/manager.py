@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
+from kbert_tui.events import catalog as ev
 
 from .base import Handler, PluginContext, PluginPort, PluginState
-from kbert_tui.events import catalog as ev
 
 ENTRY_POINT_GROUP = "kbert_tui.plugins"
 

@@ -26,10 +26,10 @@ from pathlib import Path
 
 from kbert_tui.events import Event
 from kbert_tui.events._codec import MalformedLine, decode_event
+from kbert_tui.events import catalog as ev
 
 from .log_index import EventLog
 from .run_state import RunState
-from kbert_tui.events import catalog as ev
 
 __all__ = ["EndView", "load_end", "load_all", "TAIL_BYTES"]
 

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from array import array
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from kbert_tui.events import Event
+from kbert_tui.events import catalog as ev
 
 from .summary import printable
-from kbert_tui.events import catalog as ev
 
 __all__ = ["RunState", "TrainingState", "SystemState", "PluginInfo", "PluginsState", "Series", "Notice"]
 
@@ -276,11 +276,16 @@ class RunState:
             self.training_version += 1
             return
         category = name.partition(".")[0]
+        reduce = _DISPATCH.get(name)
         if category == "training":
-            self._training(event, name, data)
+            self.training.last_at = event.timestamp
+            if reduce is not None:
+                reduce(self, event, data)
             self.training_version += 1
         elif category == "system":
-            self._system(event, name, data)
+            self.system.last_at = event.timestamp
+            if reduce is not None:
+                reduce(self, event, data)
             self.system_version += 1
         elif category == "plugin":
             self._plugin(event, name, data)
@@ -336,165 +341,202 @@ class RunState:
         t.last_at = event.timestamp
         t._recent.append((event.timestamp.timestamp(), t.step))
 
-    def _training(self, event: Event, name: str, d: dict[str, Any]) -> None:
+    # -- training and system: one method per event, dispatched by name (_DISPATCH below) ---------
+    def _on_training_started(self, event: Event, d: dict[str, Any]) -> None:
         t = self.training
-        t.last_at = event.timestamp
-        if name == ev.TRAINING_STARTED:
-            if t.started_at is not None:  # a second run in the same log: the panes show the newest
-                self.training = t = TrainingState()
+        if t.started_at is not None:  # a second run in the same log: the panes show the newest
+            self.training = t = TrainingState()
+        t.status = "running"
+        t.started_at = event.timestamp
+        t.ended_at = None
+        t.error = t.traceback = None
+        for key in ("run_id", "run_name", "model_type", "device", "blas"):
+            value = d.get(key)
+            if isinstance(value, dict):  # e.g. blas: {"name": "openblas", "threads": 1, ...}
+                threads = value.get("threads")
+                value = value.get("name")
+                if isinstance(threads, int) and value is not None:
+                    value = f"{value}, {threads} thread{'s' if threads != 1 else ''}"
+            if value is not None:
+                setattr(t, key, printable(str(value)))
+        if t.run_id is None and event.correlation_id:
+            t.run_id = event.correlation_id
+        for key in ("num_parameters", "total_epochs", "steps_per_epoch", "total_steps", "batch_size"):
+            value = d.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                setattr(t, key, value)
+        if t.total_steps is None and t.total_epochs and t.steps_per_epoch:
+            t.total_steps = t.total_epochs * t.steps_per_epoch
+
+    def _on_training_epoch_started(self, event: Event, d: dict[str, Any]) -> None:
+        t = self.training
+        if t.status == "waiting":
             t.status = "running"
-            t.started_at = event.timestamp
-            t.ended_at = None
-            t.error = t.traceback = None
-            for key in ("run_id", "run_name", "model_type", "device", "blas"):
-                value = d.get(key)
-                if isinstance(value, dict):  # e.g. blas: {"name": "openblas", "threads": 1, ...}
-                    threads = value.get("threads")
-                    value = value.get("name")
-                    if isinstance(threads, int) and value is not None:
-                        value = f"{value}, {threads} thread{'s' if threads != 1 else ''}"
-                if value is not None:
-                    setattr(t, key, printable(str(value)))
-            if t.run_id is None and event.correlation_id:
-                t.run_id = event.correlation_id
-            for key in ("num_parameters", "total_epochs", "steps_per_epoch", "total_steps", "batch_size"):
-                value = d.get(key)
-                if isinstance(value, int) and not isinstance(value, bool):
-                    setattr(t, key, value)
-            if t.total_steps is None and t.total_epochs and t.steps_per_epoch:
-                t.total_steps = t.total_epochs * t.steps_per_epoch
-        elif name == ev.TRAINING_EPOCH_STARTED:
-            if t.status == "waiting":
-                t.status = "running"
-            epoch = d.get("epoch")
-            if isinstance(epoch, int):
-                t.epoch = epoch
-                t.epochs_done = max(t.epochs_done, epoch - 1)
-            total = d.get("total_epochs")
-            if isinstance(total, int):
-                t.total_epochs = total
-            t.batch = 0
-        elif name == ev.TRAINING_EPOCH_COMPLETED:
-            epoch = d.get("epoch")
-            if isinstance(epoch, int):
-                t.epochs_done = max(t.epochs_done, epoch)
-            metrics = d.get("metrics") if isinstance(d.get("metrics"), dict) else {}
-            row = {"epoch": epoch, **{k: v for k, v in metrics.items() if _num(v) is not None}}
-            if _num(d.get("duration")) is not None:
-                row["duration"] = d["duration"]
-            t.epoch_metrics.append(row)
-        elif name == ev.TRAINING_EVALUATION_COMPLETED:
-            metrics = d.get("metrics") if isinstance(d.get("metrics"), dict) else {}
-            t.eval_metrics.append({"epoch": d.get("epoch"), "step": d.get("step"),
-                                   **{k: v for k, v in metrics.items() if _num(v) is not None}})
-            del t.eval_metrics[:-500]
-        elif name == ev.TRAINING_NEW_BEST_MODEL:
-            t.best_metric = printable(str(d.get("metric", "metric")))
-            t.best_value = _num(d.get("value"))
-            epoch = d.get("epoch")
-            t.best_epoch = epoch if isinstance(epoch, int) else None
-        elif name == ev.TRAINING_COMPLETED:
-            t.status = "completed"
-            t.ended_at = event.timestamp
-            if isinstance(d.get("final_metrics"), dict):
-                t.final_metrics = d["final_metrics"]
-            if d.get("stopped_early"):
-                t.stopped_early = True
-            if t.total_epochs and not d.get("stopped_early"):
-                t.epochs_done = max(t.epochs_done, t.total_epochs)
-            self.pending_control = None
-        elif name == ev.TRAINING_FAILED:
-            t.status = "failed"
-            t.ended_at = event.timestamp
-            t.error = printable(str(d.get("error", "unknown error")))
-            t.traceback = str(d.get("traceback") or "") or None
-            self.pending_control = None
-        elif name == ev.TRAINING_STOPPED:
-            t.status = "stopped"
-            t.ended_at = event.timestamp
-            t.stop_reason = printable(str(d.get("reason", "")))
-            path = d.get("checkpoint_path")
-            t.checkpoint_path = printable(str(path)) if path else None
-            self.pending_control = None
-        elif name == ev.TRAINING_EARLY_STOPPED:
+        epoch = d.get("epoch")
+        if isinstance(epoch, int):
+            t.epoch = epoch
+            t.epochs_done = max(t.epochs_done, epoch - 1)
+        total = d.get("total_epochs")
+        if isinstance(total, int):
+            t.total_epochs = total
+        t.batch = 0
+
+    def _on_training_epoch_completed(self, event: Event, d: dict[str, Any]) -> None:
+        t = self.training
+        epoch = d.get("epoch")
+        if isinstance(epoch, int):
+            t.epochs_done = max(t.epochs_done, epoch)
+        metrics = d.get("metrics") if isinstance(d.get("metrics"), dict) else {}
+        row = {"epoch": epoch, **{k: v for k, v in metrics.items() if _num(v) is not None}}
+        if _num(d.get("duration")) is not None:
+            row["duration"] = d["duration"]
+        t.epoch_metrics.append(row)
+
+    def _on_training_evaluation_completed(self, event: Event, d: dict[str, Any]) -> None:
+        t = self.training
+        metrics = d.get("metrics") if isinstance(d.get("metrics"), dict) else {}
+        t.eval_metrics.append({"epoch": d.get("epoch"), "step": d.get("step"),
+                               **{k: v for k, v in metrics.items() if _num(v) is not None}})
+        del t.eval_metrics[:-500]
+
+    def _on_training_new_best_model(self, event: Event, d: dict[str, Any]) -> None:
+        t = self.training
+        t.best_metric = printable(str(d.get("metric", "metric")))
+        t.best_value = _num(d.get("value"))
+        epoch = d.get("epoch")
+        t.best_epoch = epoch if isinstance(epoch, int) else None
+
+    def _on_training_completed(self, event: Event, d: dict[str, Any]) -> None:
+        t = self.training
+        t.status = "completed"
+        t.ended_at = event.timestamp
+        if isinstance(d.get("final_metrics"), dict):
+            t.final_metrics = d["final_metrics"]
+        if d.get("stopped_early"):
             t.stopped_early = True
-            t.stop_reason = printable(str(d.get("reason", "early stopping")))
-        elif name == ev.TRAINING_PAUSED:
-            if t.status in ("running", "waiting"):
-                t.status = "paused"
-            self.pending_control = None
-        elif name == ev.TRAINING_RESUMED:
-            if t.status == "paused":
-                t.status = "running"
-            self.pending_control = None
+        if t.total_epochs and not d.get("stopped_early"):
+            t.epochs_done = max(t.epochs_done, t.total_epochs)
+        self.pending_control = None
+
+    def _on_training_failed(self, event: Event, d: dict[str, Any]) -> None:
+        t = self.training
+        t.status = "failed"
+        t.ended_at = event.timestamp
+        t.error = printable(str(d.get("error", "unknown error")))
+        t.traceback = str(d.get("traceback") or "") or None
+        self.pending_control = None
+
+    def _on_training_stopped(self, event: Event, d: dict[str, Any]) -> None:
+        t = self.training
+        t.status = "stopped"
+        t.ended_at = event.timestamp
+        t.stop_reason = printable(str(d.get("reason", "")))
+        path = d.get("checkpoint_path")
+        t.checkpoint_path = printable(str(path)) if path else None
+        self.pending_control = None
+
+    def _on_training_early_stopped(self, event: Event, d: dict[str, Any]) -> None:
+        t = self.training
+        t.stopped_early = True
+        t.stop_reason = printable(str(d.get("reason", "early stopping")))
+
+    def _on_training_paused(self, event: Event, d: dict[str, Any]) -> None:
+        t = self.training
+        if t.status in ("running", "waiting"):
+            t.status = "paused"
+        self.pending_control = None
+
+    def _on_training_resumed(self, event: Event, d: dict[str, Any]) -> None:
+        t = self.training
+        if t.status == "paused":
+            t.status = "running"
+        self.pending_control = None
 
     # -- system ------------------------------------------------------------------------------------
-    def _system(self, event: Event, name: str, d: dict[str, Any]) -> None:
+
+    def _on_system_cpu_usage(self, event: Event, d: dict[str, Any]) -> None:
         s = self.system
-        s.last_at = event.timestamp
-        if name == ev.SYSTEM_CPU_USAGE:
-            v = _num(d.get("percent"))
-            if v is not None:
-                s.cpu_percent = v
-                s.record("cpu", v)
-        elif name == ev.SYSTEM_MEMORY_USAGE:
-            v = _num(d.get("percentage"))
-            if v is not None:
-                s.memory_percent = v
-                s.record("memory", v)
-            s.memory_used_mb = _num(d.get("used_mb"))
-            s.memory_available_mb = _num(d.get("available_mb"))
-            rss = _num(d.get("process_rss_mb"))
-            if rss is not None:
-                s.process_rss_mb = rss
-                s.record("rss", rss)
-        elif name == ev.SYSTEM_DISK_USAGE:
-            used, free = _num(d.get("used_gb")), _num(d.get("available_gb"))
-            s.disk_used_gb, s.disk_available_gb = used, free
-            pct = _num(d.get("percentage"))
-            if pct is None and used is not None and free is not None and used + free > 0:
-                pct = 100.0 * used / (used + free)
-            if pct is not None:
-                s.disk_percent = pct
-                s.record("disk", pct)
-            if d.get("path") is not None:
-                s.disk_path = printable(str(d["path"]))
-        elif name in (ev.SYSTEM_MLX_MEMORY, "system.mlx_memory_usage"):
-            s.mlx_active_mb = _num(d.get("active_mb"))
-            s.mlx_peak_mb = _num(d.get("peak_mb"))
-            if s.mlx_active_mb is not None:
-                s.record("mlx", s.mlx_active_mb)
-        elif name == ev.SYSTEM_GPU_USAGE:
-            key = printable(str(d.get("device", 0)))
-            gpu = s.gpus.setdefault(key, {})
-            gpu.update({k: v for k, v in d.items() if not isinstance(v, (dict, list))})
-            util = _num(d.get("utilization"))
-            if util is not None:
-                s.record(f"gpu{key}", util)
-            used, total = _num(d.get("memory_used")), _num(d.get("memory_total"))
-            if used is not None and total:
-                gpu["memory_percent"] = 100.0 * used / total
-            s.gpu_unavailable = None
-        elif name == ev.SYSTEM_GPU_UNAVAILABLE:
-            s.gpu_unavailable = printable(str(d.get("reason", "no GPU")))
-        elif name == ev.SYSTEM_PERFORMANCE_WARNING:
-            comp = printable(str(d.get("component", "?")))
-            text = printable(f"{d.get('metric', '')} {_fmt(d.get('value'))} ≥ {_fmt(d.get('threshold'))}")
-            notice = Notice("warning", comp, text, event.timestamp)
-            s.notices.append(notice)
-            s.warnings[(comp, str(d.get("metric")), str(d.get("device")))] = notice
-        elif name == ev.SYSTEM_PERFORMANCE_RECOVERED:
-            comp = printable(str(d.get("component", "?")))
-            s.warnings.pop((comp, str(d.get("metric")), str(d.get("device"))), None)
-        elif name == ev.SYSTEM_BOTTLENECK_DETECTED:
-            comp = printable(str(d.get("component", "?")))
-            sugg = d.get("suggestions") if isinstance(d.get("suggestions"), list) else []
-            s.notices.append(Notice("bottleneck", comp, printable(str(d.get("description", ""))),
-                                    event.timestamp, tuple(printable(str(x)) for x in sugg[:4])))
-        elif name == ev.SYSTEM_ERROR_THRESHOLD_EXCEEDED:
-            s.notices.append(Notice("error", printable(str(d.get("component", "events"))),
-                                    printable(f"{d.get('error_count')} errors (threshold {d.get('threshold')})"),
-                                    event.timestamp))
+        v = _num(d.get("percent"))
+        if v is not None:
+            s.cpu_percent = v
+            s.record("cpu", v)
+
+    def _on_system_memory_usage(self, event: Event, d: dict[str, Any]) -> None:
+        s = self.system
+        v = _num(d.get("percentage"))
+        if v is not None:
+            s.memory_percent = v
+            s.record("memory", v)
+        s.memory_used_mb = _num(d.get("used_mb"))
+        s.memory_available_mb = _num(d.get("available_mb"))
+        rss = _num(d.get("process_rss_mb"))
+        if rss is not None:
+            s.process_rss_mb = rss
+            s.record("rss", rss)
+
+    def _on_system_disk_usage(self, event: Event, d: dict[str, Any]) -> None:
+        s = self.system
+        used, free = _num(d.get("used_gb")), _num(d.get("available_gb"))
+        s.disk_used_gb, s.disk_available_gb = used, free
+        pct = _num(d.get("percentage"))
+        if pct is None and used is not None and free is not None and used + free > 0:
+            pct = 100.0 * used / (used + free)
+        if pct is not None:
+            s.disk_percent = pct
+            s.record("disk", pct)
+        if d.get("path") is not None:
+            s.disk_path = printable(str(d["path"]))
+
+    def _on_system_mlx_memory(self, event: Event, d: dict[str, Any]) -> None:
+        s = self.system
+        s.mlx_active_mb = _num(d.get("active_mb"))
+        s.mlx_peak_mb = _num(d.get("peak_mb"))
+        if s.mlx_active_mb is not None:
+            s.record("mlx", s.mlx_active_mb)
+
+    def _on_system_gpu_usage(self, event: Event, d: dict[str, Any]) -> None:
+        s = self.system
+        key = printable(str(d.get("device", 0)))
+        gpu = s.gpus.setdefault(key, {})
+        gpu.update({k: v for k, v in d.items() if not isinstance(v, (dict, list))})
+        util = _num(d.get("utilization"))
+        if util is not None:
+            s.record(f"gpu{key}", util)
+        used, total = _num(d.get("memory_used")), _num(d.get("memory_total"))
+        if used is not None and total:
+            gpu["memory_percent"] = 100.0 * used / total
+        s.gpu_unavailable = None
+
+    def _on_system_gpu_unavailable(self, event: Event, d: dict[str, Any]) -> None:
+        s = self.system
+        s.gpu_unavailable = printable(str(d.get("reason", "no GPU")))
+
+    def _on_system_performance_warning(self, event: Event, d: dict[str, Any]) -> None:
+        s = self.system
+        comp = printable(str(d.get("component", "?")))
+        text = printable(f"{d.get('metric', '')} {_fmt(d.get('value'))} ≥ {_fmt(d.get('threshold'))}")
+        notice = Notice("warning", comp, text, event.timestamp)
+        s.notices.append(notice)
+        s.warnings[(comp, str(d.get("metric")), str(d.get("device")))] = notice
+
+    def _on_system_performance_recovered(self, event: Event, d: dict[str, Any]) -> None:
+        s = self.system
+        comp = printable(str(d.get("component", "?")))
+        s.warnings.pop((comp, str(d.get("metric")), str(d.get("device"))), None)
+
+    def _on_system_bottleneck_detected(self, event: Event, d: dict[str, Any]) -> None:
+        s = self.system
+        comp = printable(str(d.get("component", "?")))
+        sugg = d.get("suggestions") if isinstance(d.get("suggestions"), list) else []
+        s.notices.append(Notice("bottleneck", comp, printable(str(d.get("description", ""))),
+                                event.timestamp, tuple(printable(str(x)) for x in sugg[:4])))
+
+    def _on_system_error_threshold_exceeded(self, event: Event, d: dict[str, Any]) -> None:
+        s = self.system
+        s.notices.append(Notice("error", printable(str(d.get("component", "events"))),
+                                printable(f"{d.get('error_count')} errors (threshold {d.get('threshold')})"),
+                                event.timestamp))
+
 
     # -- plugins -----------------------------------------------------------------------------------
     def _plugin(self, event: Event, name: str, d: dict[str, Any]) -> None:
@@ -557,3 +599,29 @@ class RunState:
 def _fmt(value: Any) -> str:
     v = _num(value)
     return f"{v:.4g}" if v is not None else str(value)
+
+
+# Which method reduces which event; the category's version counter is bumped in apply().
+_DISPATCH: dict[str, Callable[[RunState, Event, dict[str, Any]], None]] = {
+    ev.TRAINING_STARTED: RunState._on_training_started,
+    ev.TRAINING_EPOCH_STARTED: RunState._on_training_epoch_started,
+    ev.TRAINING_EPOCH_COMPLETED: RunState._on_training_epoch_completed,
+    ev.TRAINING_EVALUATION_COMPLETED: RunState._on_training_evaluation_completed,
+    ev.TRAINING_NEW_BEST_MODEL: RunState._on_training_new_best_model,
+    ev.TRAINING_COMPLETED: RunState._on_training_completed,
+    ev.TRAINING_FAILED: RunState._on_training_failed,
+    ev.TRAINING_STOPPED: RunState._on_training_stopped,
+    ev.TRAINING_EARLY_STOPPED: RunState._on_training_early_stopped,
+    ev.TRAINING_PAUSED: RunState._on_training_paused,
+    ev.TRAINING_RESUMED: RunState._on_training_resumed,
+    ev.SYSTEM_CPU_USAGE: RunState._on_system_cpu_usage,
+    ev.SYSTEM_MEMORY_USAGE: RunState._on_system_memory_usage,
+    ev.SYSTEM_DISK_USAGE: RunState._on_system_disk_usage,
+    ev.SYSTEM_MLX_MEMORY: RunState._on_system_mlx_memory,
+    ev.SYSTEM_GPU_USAGE: RunState._on_system_gpu_usage,
+    ev.SYSTEM_GPU_UNAVAILABLE: RunState._on_system_gpu_unavailable,
+    ev.SYSTEM_PERFORMANCE_WARNING: RunState._on_system_performance_warning,
+    ev.SYSTEM_PERFORMANCE_RECOVERED: RunState._on_system_performance_recovered,
+    ev.SYSTEM_BOTTLENECK_DETECTED: RunState._on_system_bottleneck_detected,
+    ev.SYSTEM_ERROR_THRESHOLD_EXCEEDED: RunState._on_system_error_threshold_exceeded,
+}

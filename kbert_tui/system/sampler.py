@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from kbert_tui.events import catalog as ev
 
 from .bottleneck import BottleneckDetector, DetectorSettings
 from .gpu import GpuSource, GpuUnavailable, NvmlGpuSource
 from .thresholds import ThresholdMonitor
-from kbert_tui.events import catalog as ev
 
 _MB = 1024 * 1024
 _GB = 1024 * 1024 * 1024

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from kbert_tui.config import DataSection
+from kbert_tui.events import catalog as ev
 
 from .demo import demo_splits
-from kbert_tui.events import catalog as ev
 
 Emit = Callable[..., None]
 MAX_LISTED_ISSUES = 50

@@ -38,12 +38,12 @@ from kbert_tui.state import (
     parse_filter,
     printable,
 )
+from kbert_tui.events import catalog as ev
 
 from .log_view import LogView
 from .panes import PluginsPane, SystemPane, TrainingPane
 from .screens import ConfirmScreen, DetailScreen, EventListScreen, HelpScreen, TimelineScreen
 from .sources import EventSource, LiveSource, ReplaySource
-from kbert_tui.events import catalog as ev
 
 __all__ = ["MonitorApp", "styles_path"]
 

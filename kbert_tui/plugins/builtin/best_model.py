@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from kbert_tui.policy import BestTracker
+from kbert_tui.events import catalog as ev
 
 from ..base import PluginPort
-from kbert_tui.events import catalog as ev
 
 
 class BestModelPlugin(PluginPort):

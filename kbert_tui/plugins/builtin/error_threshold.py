@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections import deque
 from typing import Any
+from kbert_tui.events import catalog as ev
 
 from ..base import PluginPort
-from kbert_tui.events import catalog as ev
 
 DEFAULT_PATTERNS = ("*.error", "*.failed", "*_error")
 

@@ -6,9 +6,9 @@ import asyncio
 import time
 from datetime import datetime, timezone
 from typing import Any
+from kbert_tui.events import catalog as ev
 
 from ..base import PluginPort
-from kbert_tui.events import catalog as ev
 
 
 class _Window:

@@ -6,9 +6,9 @@ import csv
 import json
 from pathlib import Path
 from typing import IO, Any
+from kbert_tui.events import catalog as ev
 
 from ..base import PluginPort
-from kbert_tui.events import catalog as ev
 
 COLUMNS = (
     "timestamp", "run_id", "kind", "epoch", "step", "batch", "loss",
