@@ -16,7 +16,6 @@ from typing import Any
 from kbert_tui import __version__
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-_BAD_INPUT_ERRORS = {"DataError", "ConfigError"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,8 +144,7 @@ def _run_tui(config: Any, output_dir: str | None) -> int:
     from kbert_tui.tui import monitor_run
 
     try:
-        code = monitor_run(config, output_dir=output_dir, bad_input_errors=_BAD_INPUT_ERRORS,
-                           stopped_status=EXIT_STOPPED)
+        code = monitor_run(config, output_dir=output_dir, stopped_status=EXIT_STOPPED)
     except KeyboardInterrupt:
         print("interrupted; the run was stopped", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -295,7 +293,7 @@ def _exit_status(session: Any, outcome: str | None, ended_by: list[int], *, repo
     if failure:
         if report:
             print(f"error: {failure.get('error')}", file=sys.stderr)
-        if failure.get("error_type") in _BAD_INPUT_ERRORS:
+        if failure.get("bad_input"):  # a UserInputError (config, data, checkpoint) raised in the worker
             return EXIT_BAD_INPUT
     if outcome == "stopped":  # by a stop request (a plugin, an attached monitor), not a signal
         return EXIT_STOPPED

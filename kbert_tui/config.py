@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ConfigError",
+    "UserInputError",
     "RunConfig",
     "RunSection",
     "DataSection",
@@ -40,7 +41,11 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
+class UserInputError(Exception):
+    """Bad input from the user (config, data, checkpoint): the message says where and what; exit status 2."""
+
+
+class ConfigError(UserInputError, ValueError):
     """A configuration problem; the message names the file, the key path and the expectation."""
 
 

@@ -113,6 +113,22 @@ def test_resume_rejects_another_model_shape(tmp_path, recording_bus):
     assert outcome == "failed"
     (failed,) = recording_bus.assert_emitted("training.failed")
     assert "hidden_size 16 (checkpoint) vs 32 (config)" in failed.data["error"]
+    assert failed.data["bad_input"] is True  # bad input: `kbert-tui run` exits 2
+
+
+def test_a_checkpoint_of_another_shape_exits_2(tmp_path, capsys):
+    from test_cli import write_toml
+
+    from kbert_tui.cli import main
+    from kbert_tui.training.testing import tiny_document
+
+    first = write_toml(tmp_path / "first.toml", tiny_document(tmp_path, training={"epochs": 1}))
+    assert main(["run", str(first), "--headless", "--output-dir", str(tmp_path / "a")]) == 0
+    checkpoint = tmp_path / "a" / "checkpoints" / "last"
+    other = write_toml(tmp_path / "other.toml", tiny_document(
+        tmp_path, model={"hidden_size": 32}, training={"epochs": 1, "resume_from": str(checkpoint)}))
+    assert main(["run", str(other), "--headless", "--output-dir", str(tmp_path / "b")]) == 2
+    assert "another shape" in capsys.readouterr().err
 
 
 def test_nan_loss_fails_naming_the_step(tmp_path, recording_bus, monkeypatch):

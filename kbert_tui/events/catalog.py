@@ -220,6 +220,7 @@ class TrainingCompleted(TypedDict):
 class TrainingFailed(TypedDict):
     error: str
     error_type: str
+    bad_input: bool  # a UserInputError (config, data, checkpoint): the CLI exits 2
     traceback: str
     epoch: int
     step: int

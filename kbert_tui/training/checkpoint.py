@@ -17,7 +17,13 @@ import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_unflatten
 from tokenizers import Tokenizer
 
+from kbert_tui.config import UserInputError
+
 from .tokenizer import load_tokenizer
+
+
+class CheckpointError(UserInputError):
+    """`resume_from` names a checkpoint that can't be resumed (missing, damaged, another model's shape)."""
 
 
 def save_checkpoint(
@@ -49,7 +55,11 @@ def save_checkpoint(
 
 
 def read_state(folder: Path) -> dict[str, Any]:
-    return json.loads((folder / "state.json").read_text())
+    try:
+        return json.loads((folder / "state.json").read_text())
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"training.resume_from: {folder} is not a readable checkpoint "
+                              f"(state.json: {getattr(error, 'strerror', None) or error})") from None
 
 
 def load_checkpoint_tokenizer(folder: Path) -> Tokenizer:

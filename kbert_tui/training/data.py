@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kbert_tui.config import DataSection
+from kbert_tui.config import DataSection, UserInputError
 from kbert_tui.events import catalog as ev
 
 from .demo import demo_splits
@@ -25,7 +25,7 @@ Emit = Callable[..., None]
 MAX_LISTED_ISSUES = 50
 
 
-class DataError(Exception):
+class DataError(UserInputError):
     """The data cannot be trained on; the message says which file and what to fix."""
 
 

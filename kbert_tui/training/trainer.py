@@ -12,6 +12,7 @@ import shutil
 import time
 import traceback
 from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,10 @@ import mlx.optimizers as optim
 import numpy as np
 
 from kbert_tui.blas import set_threads, verify_binding
-from kbert_tui.config import RunConfig, config_to_dict
+from kbert_tui.config import RunConfig, UserInputError, config_to_dict
+from kbert_tui.events import EventBusError
+from kbert_tui.events import catalog as ev
+from kbert_tui.policy import BestTracker
 
 from . import checkpoint as ckpt
 from .control import Control
@@ -49,9 +53,70 @@ class _Progress:
     epoch: int = 1  # the epoch being trained (1-based)
     batches_done: int = 0  # batches finished in that epoch
     step: int = 0  # optimizer steps over the whole run
-    best_value: float | None = None
-    best_epoch: int | None = None
-    epochs_without_improvement: int = 0
+
+
+# ---------------------------------------------------------------------- the loop's pieces (no bus)
+
+
+def make_batch(enc: _Encoded, rows: np.ndarray) -> tuple[mx.array, mx.array, mx.array | None]:
+    """Token ids padded to the batch's longest text, its attention mask, and its labels (if any)."""
+    length = max(len(enc.ids[i]) for i in rows)
+    ids = np.full((len(rows), length), PAD_ID, dtype=np.int32)
+    for r, i in enumerate(rows):
+        seq = enc.ids[i]
+        ids[r, : len(seq)] = seq
+    mask = (ids != PAD_ID).astype(np.int32)
+    labels = mx.array(enc.labels[rows]) if enc.labels is not None else None
+    return mx.array(ids), mx.array(mask), labels
+
+
+def iterate_batches(order: np.ndarray, batch_size: int, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+    """(batch index, row indices) for the batches of one epoch, from batch `start` on."""
+    for batch in range(start, math.ceil(len(order) / batch_size)):
+        yield batch, order[batch * batch_size: (batch + 1) * batch_size]
+
+
+@dataclass
+class StepResult:
+    loss: float
+    grad_norm: float
+    grads: Any
+    seconds: float
+
+
+def train_step(model: nn.Module, optimizer: optim.Optimizer, loss_and_grad: Any, ids: mx.array, mask: mx.array,
+               labels: mx.array, clip: float, where: str) -> StepResult:
+    """One optimizer step; raises NonFiniteLoss (before updating anything) when the loss or gradients blow up."""
+    started = time.perf_counter()
+    loss, grads = loss_and_grad(model, ids, mask, labels)
+    grads, norm = optim.clip_grad_norm(grads, clip if clip > 0 else float("inf"))
+    mx.eval(loss, norm)
+    loss_value, norm_value = loss.item(), norm.item()
+    if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+        what, bad = ("loss", loss_value) if not math.isfinite(loss_value) else ("gradient norm", norm_value)
+        raise NonFiniteLoss(f"non-finite {what} ({bad}) at {where}")
+    optimizer.update(model, grads)
+    mx.eval(model.parameters(), optimizer.state)
+    return StepResult(loss_value, norm_value, grads, time.perf_counter() - started)
+
+
+def predict(model: nn.Module, enc: _Encoded, batch_size: int) -> tuple[np.ndarray, float | None]:
+    """Predicted classes for every row of `enc`, and the summed loss when it has labels (evaluation mode)."""
+    was_training = model.training
+    model.eval()
+    preds, total_loss = [], 0.0
+    for start in range(0, len(enc.ids), batch_size):
+        ids, mask, labels = make_batch(enc, np.arange(start, min(len(enc.ids), start + batch_size)))
+        logits = model(ids, mask)
+        if labels is not None:
+            loss = nn.losses.cross_entropy(logits, labels, reduction="sum")
+            mx.eval(loss, logits)
+            total_loss += loss.item()
+        preds.append(np.array(mx.argmax(logits, axis=-1)))
+    if was_training:
+        model.train()
+    y = np.concatenate(preds) if preds else np.array([], dtype=np.int64)
+    return y, (total_loss if enc.labels is not None else None)
 
 
 class Trainer:
@@ -70,6 +135,8 @@ class Trainer:
         self.output_dir = Path(output_dir)
         self.control = control or Control()
         self.progress = _Progress()
+        es = config.training.early_stopping
+        self.best = BestTracker.from_settings(es.metric, es.mode, es.min_delta, es.patience)
         self.failure: dict[str, Any] | None = None
         self.final_metrics: dict[str, Any] | None = None
         self.outcome: str | None = None
@@ -92,8 +159,8 @@ class Trainer:
                 metadata["caused_by"] = cause_id
         try:
             self.bus.emit_sync(name, data, source=source, correlation_id=self.run_id, metadata=metadata)
-        except Exception:
-            pass  # a closed bus must never take the worker down
+        except EventBusError:
+            pass  # the bus was shut down under a run being stopped: the worker finishes quietly
 
     # ------------------------------------------------------------------ the run
 
@@ -107,11 +174,12 @@ class Trainer:
             self.failure = {
                 "error": str(error) or type(error).__name__,
                 "error_type": type(error).__name__,
+                "bad_input": isinstance(error, UserInputError),
                 "traceback": traceback.format_exc(),
                 "epoch": self.progress.epoch,
                 "step": self.progress.step,
             }
-            self.emit("training.failed", self.failure)
+            self.emit(ev.TRAINING_FAILED, self.failure)
             self.outcome = "failed"
         return self.outcome
 
@@ -144,7 +212,7 @@ class Trainer:
 
         set_threads(cfg.training.blas_threads)
         blas = verify_binding()  # says so when MLX still calls its reference BLAS
-        self.emit("training.started", {
+        self.emit(ev.TRAINING_STARTED, {
             "config": config_to_dict(cfg),
             "run_id": self.run_id,
             "run_name": cfg.run.name,
@@ -161,7 +229,7 @@ class Trainer:
             "resumed_from": str(resume) if resume else None,
         })
         if resume is not None:
-            self.emit("model.checkpoint_loaded", {
+            self.emit(ev.MODEL_CHECKPOINT_LOADED, {
                 "path": str(resume),
                 "restored_epoch": resume_state["epoch"] if resume_state["batches_done"] else resume_state["epoch"] - 1,
                 "restored_step": resume_state["step"],
@@ -171,14 +239,13 @@ class Trainer:
         stopped_early = self._train(train, val, steps_per_epoch)
         final = self.final_metrics or self._evaluate(val)
         predictions = self._predict(test, data) if test is not None else None
-        self.emit("training.completed", {
+        self.emit(ev.TRAINING_COMPLETED, {
             "final_metrics": final,
             "total_duration": time.perf_counter() - started,
             "epochs_completed": self.progress.epoch - (0 if self.progress.batches_done else 1),
             "total_steps": self.progress.step,
             "stopped_early": stopped_early,
-            "best": {"metric": cfg.training.early_stopping.metric, "value": self.progress.best_value,
-                     "epoch": self.progress.best_epoch},
+            "best": {"metric": self.best.metric, "value": self.best.best, "epoch": self.best.best_epoch},
             "predictions_path": str(predictions) if predictions else None,
             "output_dir": str(self.output_dir),
         })
@@ -189,7 +256,7 @@ class Trainer:
     def _encode(self, data: PreparedData) -> tuple[_Encoded, _Encoded, _Encoded | None]:
         splits: list[Split] = [data.train, data.validation] + ([data.test] if data.test else [])
         size = sum(len(s.texts) for s in splits)
-        self.emit("data.preprocessing_started", {"dataset_size": size}, source="data")
+        self.emit(ev.DATA_PREPROCESSING_STARTED, {"dataset_size": size}, source="data")
         t0 = time.perf_counter()
         encoded = [
             _Encoded(encode(self.tokenizer, s.texts, self.config.data.max_length),
@@ -197,7 +264,7 @@ class Trainer:
             for s in splits
         ]
         lengths = [len(ids) for e in encoded for ids in e.ids]
-        self.emit("data.preprocessing_completed", {
+        self.emit(ev.DATA_PREPROCESSING_COMPLETED, {
             "processed_samples": size,
             "duration": time.perf_counter() - t0,
             "mean_length": float(np.mean(lengths)),
@@ -214,126 +281,106 @@ class Trainer:
             return decay
         return optim.join_schedules([optim.linear_schedule(lr * 0.01, lr, warmup), decay], [warmup])
 
-    @staticmethod
-    def _batch(enc: _Encoded, rows: np.ndarray) -> tuple[mx.array, mx.array, mx.array | None]:
-        length = max(len(enc.ids[i]) for i in rows)
-        ids = np.full((len(rows), length), PAD_ID, dtype=np.int32)
-        for r, i in enumerate(rows):
-            seq = enc.ids[i]
-            ids[r, : len(seq)] = seq
-        mask = (ids != PAD_ID).astype(np.int32)
-        labels = mx.array(enc.labels[rows]) if enc.labels is not None else None
-        return mx.array(ids), mx.array(mask), labels
-
     def _train(self, train: _Encoded, val: _Encoded, steps_per_epoch: int) -> bool:
-        cfg = self.config
-        model, optimizer = self.model, self.optimizer
-        batch_size = cfg.data.batch_size
-        clip = cfg.training.max_grad_norm
-        every_model = cfg.events.model_events_every
-        every_batch = cfg.data.batch_event_every
+        """Epochs of steps from where progress says; True when it ended early (early stopping)."""
+        cfg, p = self.config, self.progress
 
         def loss_fn(m, ids, mask, labels):
             return nn.losses.cross_entropy(m(ids, mask), labels, reduction="mean")
 
-        loss_and_grad = nn.value_and_grad(model, loss_fn)
-        model.train()
-        p = self.progress
+        loss_and_grad = nn.value_and_grad(self.model, loss_fn)
+        self.model.train()
         while p.epoch <= cfg.training.epochs:
             epoch = p.epoch
             if p.batches_done == 0:
-                self.emit("training.epoch_started", {"epoch": epoch, "total_epochs": cfg.training.epochs,
-                                                     "steps": steps_per_epoch})
+                self.emit(ev.TRAINING_EPOCH_STARTED, {"epoch": epoch, "total_epochs": cfg.training.epochs,
+                                                      "steps": steps_per_epoch})
             epoch_start = time.perf_counter()
             order = np.random.default_rng([cfg.run.seed, epoch]).permutation(len(train.ids))
             losses: list[float] = []
             samples, busy = 0, 0.0
-            for batch in range(p.batches_done, steps_per_epoch):
+            for batch, rows in iterate_batches(order, cfg.data.batch_size, p.batches_done):
                 if self._check_control():
                     return True
                 t0 = time.perf_counter()
-                rows = order[batch * batch_size: (batch + 1) * batch_size]
-                ids, mask, labels = self._batch(train, rows)
+                ids, mask, labels = make_batch(train, rows)
                 data_time = time.perf_counter() - t0
                 p.step += 1
-                if every_batch and p.step % every_batch == 0:
-                    self.emit("data.batch_loaded", {"batch": batch + 1, "step": p.step, "batch_size": len(rows),
-                                                    "load_time": data_time, "sequence_length": int(ids.shape[1])},
-                              source="data")
-                if data_time > cfg.data.load_time_warning_s:
-                    self.emit("data.performance_warning", {"component": "data_loader", "metric": "load_time",
-                                                           "value": data_time,
-                                                           "threshold": cfg.data.load_time_warning_s}, source="data")
-                t1 = time.perf_counter()
-                loss, grads = loss_and_grad(model, ids, mask, labels)
-                if clip > 0:
-                    grads, norm = optim.clip_grad_norm(grads, clip)
-                else:
-                    norm = optim.clip_grad_norm(grads, float("inf"))[1]
-                mx.eval(loss, norm)
-                loss_value, norm_value = loss.item(), norm.item()
-                if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
-                    what = "loss" if not math.isfinite(loss_value) else "gradient norm"
-                    bad = loss_value if what == "loss" else norm_value
-                    raise NonFiniteLoss(f"non-finite {what} ({bad}) at step {p.step} (epoch {epoch}, batch {batch + 1})")
-                event_step = every_model and p.step % every_model == 0
-                if event_step:
-                    self.emit("model.forward_pass", {"step": p.step, "input_shape": list(ids.shape),
-                                                     "output_shape": [int(ids.shape[0]), len(self.data.label_names)]},
-                              source="model")
-                    self.emit("model.backward_pass", {"step": p.step, "loss": loss_value, "gradients": {
-                        "global_norm": norm_value, "layers": grouped_norms(grads)}}, source="model")
-                optimizer.update(model, grads)
-                mx.eval(model.parameters(), optimizer.state)
-                step_time = time.perf_counter() - t1
-                losses.append(loss_value)
+                self._report_batch_loaded(batch, len(rows), ids, data_time)
+                result = train_step(self.model, self.optimizer, loss_and_grad, ids, mask, labels,
+                                    cfg.training.max_grad_norm, f"step {p.step} (epoch {epoch}, batch {batch + 1})")
+                losses.append(result.loss)
                 samples += len(rows)
-                busy += step_time + data_time
+                busy += result.seconds + data_time
                 p.batches_done = batch + 1
-                self.emit("training.batch_completed", {
-                    "batch": batch + 1, "step": p.step, "epoch": epoch, "loss": loss_value,
-                    "metrics": {
-                        "learning_rate": optimizer.learning_rate.item(),
-                        "grad_norm": norm_value,
-                        "samples_per_sec": len(rows) / max(step_time + data_time, 1e-9),
-                        "step_time_ms": step_time * 1000.0,
-                        "data_time_ms": data_time * 1000.0,
-                    },
-                })
+                self._report_step(epoch, batch, ids, result, len(rows), data_time)
                 if cfg.training.eval_every and p.step % cfg.training.eval_every == 0 and p.batches_done < steps_per_epoch:
-                    metrics = self._evaluate(val)
-                    self.emit("training.evaluation_completed", {"epoch": epoch, "step": p.step, "metrics": metrics})
+                    self.emit(ev.TRAINING_EVALUATION_COMPLETED, {"epoch": epoch, "step": p.step,
+                                                                 "metrics": self._evaluate(val)})
             metrics = {"train_loss": float(np.mean(losses)) if losses else None, **self._evaluate(val),
-                       "learning_rate": optimizer.learning_rate.item(),
+                       "learning_rate": self.optimizer.learning_rate.item(),
                        "samples_per_sec": samples / busy if busy else None, "steps": p.step}
             self.final_metrics = metrics
-            self.emit("training.epoch_completed", {"epoch": epoch, "metrics": metrics,
-                                                   "duration": time.perf_counter() - epoch_start},
+            self.emit(ev.TRAINING_EPOCH_COMPLETED, {"epoch": epoch, "metrics": metrics,
+                                                    "duration": time.perf_counter() - epoch_start},
                       span=f"epoch-{epoch}")
             improved = self._track_best(epoch, metrics)
             self._save_for_policy(epoch, metrics, improved)
-            if self._early_stop(epoch, improved):
-                p.epoch, p.batches_done = epoch + 1, 0
-                return True
             p.epoch, p.batches_done = epoch + 1, 0
+            if self._early_stop(epoch, improved, metrics):
+                return True
         return False
+
+    # ------------------------------------------------------------------ step results as events
+
+    def _report_batch_loaded(self, batch: int, size: int, ids: mx.array, data_time: float) -> None:
+        cfg, step = self.config, self.progress.step
+        every = cfg.data.batch_event_every
+        if every and step % every == 0:
+            self.emit(ev.DATA_BATCH_LOADED, {"batch": batch + 1, "step": step, "batch_size": size,
+                                             "load_time": data_time, "sequence_length": int(ids.shape[1])},
+                      source="data")
+        if data_time > cfg.data.load_time_warning_s:
+            self.emit(ev.DATA_PERFORMANCE_WARNING, {"component": "data_loader", "metric": "load_time",
+                                                    "value": data_time, "threshold": cfg.data.load_time_warning_s},
+                      source="data")
+
+    def _report_step(self, epoch: int, batch: int, ids: mx.array, result: StepResult, size: int,
+                     data_time: float) -> None:
+        step, every = self.progress.step, self.config.events.model_events_every
+        if every and step % every == 0:
+            self.emit(ev.MODEL_FORWARD_PASS, {"step": step, "input_shape": list(ids.shape),
+                                              "output_shape": [int(ids.shape[0]), len(self.data.label_names)]},
+                      source="model")
+            self.emit(ev.MODEL_BACKWARD_PASS, {"step": step, "loss": result.loss, "gradients": {
+                "global_norm": result.grad_norm, "layers": grouped_norms(result.grads)}}, source="model")
+        self.emit(ev.TRAINING_BATCH_COMPLETED, {
+            "batch": batch + 1, "step": step, "epoch": epoch, "loss": result.loss,
+            "metrics": {
+                "learning_rate": self.optimizer.learning_rate.item(),
+                "grad_norm": result.grad_norm,
+                "samples_per_sec": size / max(result.seconds + data_time, 1e-9),
+                "step_time_ms": result.seconds * 1000.0,
+                "data_time_ms": data_time * 1000.0,
+            },
+        })
 
     def _check_control(self) -> bool:
         """Honour checkpoint/pause/stop between steps; True when the loop should end normally (early stopping)."""
         c, p = self.control, self.progress
         self._save_requested()
         if c.paused and not c.stop_requested:
-            self.emit("training.paused", {"epoch": p.epoch, "step": p.step, "requested_by": c.pause_requested_by})
+            self.emit(ev.TRAINING_PAUSED, {"epoch": p.epoch, "step": p.step, "requested_by": c.pause_requested_by})
             c.wait_until_resumed(meanwhile=self._save_requested)
             if not c.stop_requested:
-                self.emit("training.resumed", {"epoch": p.epoch, "step": p.step,
+                self.emit(ev.TRAINING_RESUMED, {"epoch": p.epoch, "step": p.step,
                                                "requested_by": c.resume_requested_by})
         if not c.stop_requested:
             return False
         if c.stop_reason == "early_stopping":
             return True
         path = self._save(f"stopped-step-{p.step}", self.final_metrics or {})
-        self.emit("training.stopped", {"epoch": p.epoch, "step": p.step, "reason": c.stop_reason,
+        self.emit(ev.TRAINING_STOPPED, {"epoch": p.epoch, "step": p.step, "reason": c.stop_reason,
                                        "requested_by": c.requested_by, "checkpoint_path": str(path)})
         raise _Stop()
 
@@ -345,57 +392,29 @@ class Trainer:
                        requested_by=request[0])
 
     def _evaluate(self, val: _Encoded) -> dict[str, float]:
-        self.model.eval()
-        total_loss, preds = 0.0, []
-        n = len(val.ids)
-        size = max(self.config.data.batch_size, 64)
-        for start in range(0, n, size):
-            rows = np.arange(start, min(n, start + size))
-            ids, mask, labels = self._batch(val, rows)
-            logits = self.model(ids, mask)
-            loss = nn.losses.cross_entropy(logits, labels, reduction="sum")
-            mx.eval(loss, logits)
-            total_loss += loss.item()
-            preds.append(np.array(mx.argmax(logits, axis=-1)))
-        self.model.train()
-        y_pred = np.concatenate(preds)
+        y_pred, total_loss = predict(self.model, val, max(self.config.data.batch_size, 64))
         y_true = val.labels
-        assert y_true is not None
-        return {"val_loss": total_loss / n, "val_accuracy": float(np.mean(y_pred == y_true)),
+        assert y_true is not None and total_loss is not None
+        return {"val_loss": total_loss / len(val.ids), "val_accuracy": float(np.mean(y_pred == y_true)),
                 "val_f1": macro_f1(y_true, y_pred)}
 
     def _track_best(self, epoch: int, metrics: dict[str, Any]) -> bool:
-        es, p = self.config.training.early_stopping, self.progress
-        value = metrics.get(es.metric)
-        if value is None:
-            return False
-        previous = p.best_value
-        if previous is None:
-            better = True
-        elif es.mode == "min":
-            better = value < previous - es.min_delta
-        else:
-            better = value > previous + es.min_delta
-        if better:
-            p.best_value, p.best_epoch, p.epochs_without_improvement = value, epoch, 0
-            self.emit("training.new_best_model", {"epoch": epoch, "step": p.step, "metric": es.metric,
-                                                  "value": value, "previous": previous, "mode": es.mode},
+        value = metrics.get(self.best.metric)
+        better = None if value is None else self.best.observe(value, epoch)
+        if better is not None:
+            self.emit(ev.TRAINING_NEW_BEST_MODEL, {"epoch": epoch, "step": self.progress.step,
+                                                   "metric": better.metric, "value": better.value,
+                                                   "previous": better.previous, "mode": better.mode},
                       span=f"best-{epoch}", caused_by=f"epoch-{epoch}")
-        else:
-            p.epochs_without_improvement += 1
-        return better
+        return better is not None
 
-    def _early_stop(self, epoch: int, improved: bool) -> bool:
-        es, p = self.config.training.early_stopping, self.progress
-        if not es.enabled or improved or p.epochs_without_improvement < es.patience:
+    def _early_stop(self, epoch: int, improved: bool, metrics: dict[str, Any]) -> bool:
+        if not self.config.training.early_stopping.enabled or improved or not self.best.patience_exhausted:
             return False
         if epoch >= self.config.training.epochs:
             return False
-        self.emit("training.early_stopped", {
-            "epoch": epoch,
-            "reason": f"{es.metric} did not improve by more than {es.min_delta} for {es.patience} epoch(s)",
-            "metric": es.metric, "best_value": p.best_value, "best_epoch": p.best_epoch},
-            caused_by=f"epoch-{epoch}")
+        self.emit(ev.TRAINING_EARLY_STOPPED, self.best.early_stop_payload(epoch, metrics.get(self.best.metric)),
+                  caused_by=f"epoch-{epoch}")
         return True
 
     def _save_for_policy(self, epoch: int, metrics: dict[str, Any], improved: bool) -> None:
@@ -417,8 +436,7 @@ class Trainer:
         folder = self.output_dir / "checkpoints" / name
         state = {
             "run_id": self.run_id, "epoch": p.epoch, "batches_done": p.batches_done, "step": p.step,
-            "best_value": p.best_value, "best_epoch": p.best_epoch,
-            "epochs_without_improvement": p.epochs_without_improvement,
+            **self.best.state(),
             "labels": self.data.label_names, "model": self.shape, "metrics": metrics,
         }
         size = ckpt.save_checkpoint(folder, self.model, self.optimizer, self.tokenizer,
@@ -428,33 +446,25 @@ class Trainer:
                 "kind": name.split("-")[0], "size_mb": size}
         if requested_by is not None:
             data["requested_by"] = requested_by
-        self.emit("model.checkpoint_saved", data, source="model", caused_by=caused_by, cause_id=cause_id)
+        self.emit(ev.MODEL_CHECKPOINT_SAVED, data, source="model", caused_by=caused_by, cause_id=cause_id)
         return folder
 
     def _resume(self, folder: Path, state: dict[str, Any]) -> None:
         theirs = {k: state["model"].get(k) for k in self.shape}
         if theirs != self.shape:
             diff = {k: (theirs[k], self.shape[k]) for k in self.shape if theirs[k] != self.shape[k]}
-            raise ValueError(f"training.resume_from: {folder} holds a model of another shape: "
+            raise ckpt.CheckpointError(f"training.resume_from: {folder} holds a model of another shape: "
                              + ", ".join(f"{k} {a} (checkpoint) vs {b} (config)" for k, (a, b) in diff.items()))
         ckpt.restore(folder, self.model, self.optimizer)
         p = self.progress
         p.epoch, p.batches_done, p.step = state["epoch"], state["batches_done"], state["step"]
-        p.best_value, p.best_epoch = state.get("best_value"), state.get("best_epoch")
-        p.epochs_without_improvement = state.get("epochs_without_improvement", 0)
+        self.best.restore(state)
         steps_per_epoch = math.ceil(len(self.data.train.texts) / self.config.data.batch_size)
         if p.batches_done >= steps_per_epoch:
             p.epoch, p.batches_done = p.epoch + 1, 0
 
     def _predict(self, test: _Encoded, data: PreparedData) -> Path:
-        self.model.eval()
-        preds = []
-        size = max(self.config.data.batch_size, 64)
-        for start in range(0, len(test.ids), size):
-            ids, mask, _ = self._batch(test, np.arange(start, min(len(test.ids), start + size)))
-            logits = self.model(ids, mask)
-            preds.append(np.array(mx.argmax(logits, axis=-1)))
-        y = np.concatenate(preds) if preds else np.array([], dtype=np.int64)
+        y, _ = predict(self.model, test, max(self.config.data.batch_size, 64))
         path = self.output_dir / "predictions.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         assert data.test is not None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from typing import Any
 
 from kbert_tui.events import Event
@@ -64,7 +64,7 @@ def _print_summary(path: Any, state: RunState, malformed: int, first_error: str 
 
 
 def monitor_run(config: Any, *, output_dir: str | None = None,
-                bad_input_errors: Collection[str] = (), stopped_status: int = 3) -> int:
+                stopped_status: int = 3) -> int:
     """`kbert-tui run` with the monitor: 0 completed, 1 failed, 2 failed on bad input, `stopped_status`
     when the user stopped the run (`s`, or `q` then yes)."""
     from kbert_tui.lifecycle import EXIT_TERMINATED, ExitGuard, on_sigterm
@@ -104,7 +104,7 @@ def monitor_run(config: Any, *, output_dir: str | None = None,
     if outcome == "failed":
         failure = (source.session.failure if source.session is not None else None) or {}
         print(f"error: {failure.get('error') or app.state.training.error}", file=sys.stderr)
-        return 2 if failure.get("error_type") in bad_input_errors else 1
+        return 2 if failure.get("bad_input") else 1
     return stopped_status if outcome == "stopped" else 0
 
 
