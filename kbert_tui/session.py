@@ -51,8 +51,8 @@ class RunSession:
         self.bus: EventBus | None = None
         self.outcome: str | None = None
         self.worker: Any = None
-        self.sampler: Any = None  # owned by system+plugins (see _start_system)
-        self.plugins: Any = None  # owned by system+plugins (see _start_plugins)
+        self.sampler: Any = None  # the system sampler, when [system] is enabled
+        self.plugins: Any = None  # the PluginManager, when [plugins] lists any
         self._done: asyncio.Event | None = None
         self._control_sub: str | None = None
         self._closed = False
@@ -193,9 +193,7 @@ class RunSession:
             outcome = self.outcome or (self.worker.outcome if self.worker is not None else None)
             await self.local_control.close(outcome)
 
-    # ------------------------------------------------------------------ hooks (owned by system+plugins)
-    # --- HOOK: system sampler (kbert_tui.system) — filled in by the system+plugins engineer ---
-
+    # ------------------------------------------------------------------ system sampler and plugins
     async def _start_system(self) -> None:
         """Start the system sampler on this loop (config.system, self.bus, self.output_dir, self.run_id)."""
         if not self.config.system.enabled:
@@ -209,8 +207,6 @@ class RunSession:
         """Stop the system sampler; must be safe when it never started."""
         if self.sampler is not None:
             await self.sampler.stop()
-
-    # --- HOOK: plugin manager (kbert_tui.plugins) — filled in by the system+plugins engineer ---
 
     async def _start_plugins(self) -> None:
         """Load and initialize config.plugins on this bus (before the worker starts)."""

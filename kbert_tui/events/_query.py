@@ -112,10 +112,6 @@ class EventQuery:
         self._limit = n
         return self
 
-    @property
-    def max_results(self) -> int | None:
-        return self._limit
-
     def matches(self, event: Event) -> bool:
         if self._patterns and not any(compile_pattern(p)(event.name) for p in self._patterns):
             return False

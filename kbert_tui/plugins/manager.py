@@ -27,7 +27,6 @@ BUILTIN_PLUGINS = {
 }
 
 # Keys of a [plugins.<name>] table that the manager reads; the rest is the plugin's own config.
-MANAGER_KEYS = ("plugin", "enabled", "timeout_s", "max_errors")
 DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_MAX_ERRORS = 5
 

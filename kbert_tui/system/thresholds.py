@@ -56,7 +56,3 @@ class ThresholdMonitor:
         if device is not None:
             payload["device"] = device
         return kind, payload
-
-    def active(self) -> list[tuple[str, str, Any]]:
-        """The (component, metric, device) keys now in the warning state."""
-        return [key for key, track in self._tracks.items() if track.above]

@@ -640,7 +640,3 @@ class MonitorApp(App[str | None]):
         yield SystemCommand("Keys and filter syntax", "Help (?)", self.action_help)
         yield SystemCommand("Quit kbert-tui", "Stop the run cleanly and quit (q)", self.action_quit_app)
 
-
-def run_app(app: MonitorApp) -> str | None:
-    """Run `app` in this terminal; returns the run's outcome (or status for a replay)."""
-    return app.run()

@@ -19,14 +19,10 @@ from kbert_tui.events.store import EventLogReader, read_events
 
 __all__ = ["EventSource", "ReplaySource", "LiveSource", "StaticSource"]
 
-Inbox = deque  # deque[Event]
-
 
 class EventSource:
     """The interface the app talks to."""
 
-    kind = "none"
-    live = False
     events_path: Path | None = None
     controllable = False  # `p` / `s` reach a running training through `emit_control` (else hidden)
 
@@ -58,8 +54,6 @@ class EventSource:
 class StaticSource(EventSource):
     """A fixed list of events (tests, demos)."""
 
-    kind = "static"
-
     def __init__(self, events: list[Event], *, label: str = "recorded events") -> None:
         self.events = events
         self.label = label
@@ -82,7 +76,6 @@ class ReplaySource(EventSource):
     bounded. Paced (speed X): at X times the recorded pace; `toggle_pause`, `step`, `set_speed`.
     """
 
-    kind = "replay"
     BATCH = 2000
     MAX_BACKLOG = 50_000
 
@@ -215,8 +208,6 @@ class ReplaySource(EventSource):
 class LiveSource(EventSource):
     """Runs training: creates the RunSession on the app's loop and forwards its bus to the inbox."""
 
-    kind = "live"
-    live = True
     controllable = True
 
     def __init__(self, config: Any, *, output_dir: str | os.PathLike[str] | None = None) -> None:
