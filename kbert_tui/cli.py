@@ -110,14 +110,6 @@ def _run(args: argparse.Namespace) -> int:
         out = Path(args.output_dir).expanduser()
         if out.exists() and not out.is_dir():
             return _error(f"--output-dir: {out} exists and is not a directory")
-    if args.broker is not None:
-        from dataclasses import replace
-
-        from kbert_tui.config import broker_url_problem
-
-        if problem := broker_url_problem(args.broker):
-            return _error(f"--broker: {problem}")
-        config = config.replace(events=replace(config.events, broker=args.broker))
     # Open the monitor unless --headless or stdout is not a terminal.
     if not args.headless:
         if sys.stdout.isatty():

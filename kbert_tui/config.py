@@ -490,16 +490,6 @@ def _parse_events(t: _Reader) -> EventsSection:
     return section
 
 
-def broker_url_problem(url: str) -> str | None:
-    """Why `url` is not a broker URL kbert-tui can use (None when it is)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme not in ("redis", "rediss", "unix"):
-        return f'expected a URL starting with redis://, rediss:// or unix://, got {url[:60]!r}'
-    if scheme != "unix" and not rest.split("/", 1)[0].rpartition("@")[2]:
-        return f"no host in {url[:60]!r}"
-    return None
-
-
 # --- [system] and [plugins] ---
 
 
