@@ -1,4 +1,4 @@
-"""`kbert-tui run | replay | attach | init`: the command line.
+"""`kbert-tui run | replay | attach | compare | init`: the command line.
 
 Exit status: 0 success, 1 training failed, 2 bad input (config, data, arguments), 3 stopped by the user
 (`s`, `q` then yes, or a stop request), 130 interrupted (Ctrl-C, a signal).
@@ -45,6 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     attach.add_argument("target", nargs="?", metavar="TARGET", help="a run directory or events.jsonl")
     attach.add_argument("--read-only", action="store_true", help="watch only: no pause/resume/stop keys")
 
+    compare = commands.add_parser(
+        "compare", help="runs side by side: loss and validation curves, final and best metrics, config differences",
+        description="Compare runs (run directories or events files, rotated segments included). In a terminal: "
+                    "a comparison view; otherwise, or with --format, the table on stdout.")
+    compare.add_argument("runs", nargs="+", metavar="RUN", help="a run directory or events.jsonl (two or more)")
+    compare.add_argument("--format", choices=("table", "markdown", "csv", "json"),
+                         help="print the table in this format instead of opening the view")
+
     init = commands.add_parser("init", help="write a commented example config that runs as is",
                                description="Write a commented example config (the built-in demo's settings).")
     init.add_argument("path", nargs="?", default="kbert-tui.toml", metavar="PATH",
@@ -71,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         return _replay(args)
     if args.command == "attach":
         return _attach(args)
+    if args.command == "compare":
+        return _compare(args)
     parser.print_help()
     return EXIT_OK
 
@@ -185,6 +195,32 @@ def _attach(args: argparse.Namespace) -> int:
             print("detached; the run goes on", file=sys.stderr)
             return EXIT_INTERRUPTED
     return run_attached(source)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from kbert_tui.remote import resolve_run
+    from kbert_tui.state.compare import compare_table, label_runs, load_run, render_table
+
+    if len(args.runs) < 2:
+        return _error("compare needs two or more runs (run directories or events files)")
+    records = []
+    for run in args.runs:
+        try:
+            record = load_run(resolve_run(run).events_path)
+        except OSError as error:  # resolve_run's messages name the path; open()'s carry it in .filename
+            return _error(f"{run}: {_os_problem(error)}" if error.filename else str(error))
+        if record.run_id is None and not record.steps:
+            what = "empty" if record.events == 0 else f"no training.started in its {record.events:,} lines"
+            return _error(f"{run}: not a run's events log ({what})")
+        records.append(record)
+    label_runs(records)
+    if args.format is None and sys.stdout.isatty():
+        from kbert_tui.tui.compare import CompareApp
+
+        CompareApp(records).run()
+        return EXIT_OK
+    sys.stdout.write(render_table(compare_table(records), args.format or "table"))
+    return EXIT_OK
 
 
 def _os_problem(error: OSError) -> str:
