@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", nargs="?", metavar="CONFIG", help="a TOML config file (see `kbert-tui init`)")
     run.add_argument("--headless", action="store_true", help="no TUI: a line per epoch, events in the log file")
     run.add_argument("--output-dir", metavar="DIR", help="where the events, checkpoints and predictions go")
+    run.add_argument("--broker", metavar="URL", help="also publish every event to Redis (redis://host:6379/0); "
+                                                     "overrides [events] broker")
 
     replay = commands.add_parser("replay", help="show a recorded run (an events.jsonl) in the monitor",
                                  description="Replay PATH (and its rotated segments) into the monitor.")
@@ -42,8 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
         "attach", help="watch (and steer) a run that another process is training",
         description="Open the monitor on a run written by another process: its history, then live, until it "
                     "ends. TARGET is a run directory or an events file; without it, the newest run under runs/.")
-    attach.add_argument("target", nargs="?", metavar="TARGET", help="a run directory or events.jsonl")
+    attach.add_argument("target", nargs="?", metavar="TARGET",
+                        help="a run directory, an events.jsonl, or a broker URL (redis://host:6379/0)")
+    attach.add_argument("run_id", nargs="?", metavar="RUN_ID",
+                        help="with a broker URL: the run to open (without it, the runs are listed)")
     attach.add_argument("--read-only", action="store_true", help="watch only: no pause/resume/stop keys")
+    attach.add_argument("--token", metavar="TOKEN",
+                        help="the run's [events] broker_token, for control through the broker "
+                             "(default: $KBERT_TUI_BROKER_TOKEN)")
 
     compare = commands.add_parser(
         "compare", help="runs side by side: loss and validation curves, final and best metrics, config differences",
@@ -120,6 +128,14 @@ def _run(args: argparse.Namespace) -> int:
         out = Path(args.output_dir).expanduser()
         if out.exists() and not out.is_dir():
             return _error(f"--output-dir: {out} exists and is not a directory")
+    if args.broker is not None:
+        from dataclasses import replace
+
+        from kbert_tui.config import broker_url_problem
+
+        if problem := broker_url_problem(args.broker):
+            return _error(f"--broker: {problem}")
+        config = config.replace(events=replace(config.events, broker=args.broker))
     # Open the monitor unless --headless or stdout is not a terminal.
     if not args.headless:
         if sys.stdout.isatty():
@@ -180,13 +196,50 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _attach(args: argparse.Namespace) -> int:
-    from kbert_tui.remote import resolve_run
-    from kbert_tui.tui import AttachSource, attach_headless, run_attached
+    from kbert_tui.remote import AttachedRun, resolve_run
+    from kbert_tui.tui import AttachSource
 
+    if args.target is not None and "://" in args.target:
+        return _attach_broker(args)
+    if args.run_id is not None:
+        return _error(f"attach: unexpected {args.run_id!r} (a RUN_ID goes with a redis:// URL)")
     try:
-        source = AttachSource(resolve_run(args.target), read_only=args.read_only)
+        source = AttachSource(AttachedRun(resolve_run(args.target)), read_only=args.read_only)
     except OSError as error:
         return _error(f"cannot attach: {error.strerror or error}")
+    return _show_attached(source)
+
+
+def _attach_broker(args: argparse.Namespace) -> int:
+    import os
+
+    from kbert_tui.config import broker_url_problem
+    from kbert_tui.remote.broker import BrokerError, BrokerRun, list_runs, redact
+    from kbert_tui.tui import AttachSource
+
+    url = args.target
+    if problem := broker_url_problem(url):
+        return _error(f"attach: {problem}")
+    try:
+        if args.run_id is None:
+            runs = list_runs(url)
+        else:
+            run = BrokerRun(url, args.run_id, token=args.token or os.environ.get("KBERT_TUI_BROKER_TOKEN"))
+    except BrokerError as error:
+        return _error(str(error))
+    if args.run_id is None:
+        if not runs:
+            print(f"no runs on {redact(url)}")
+        for r in runs:
+            print(f"{r.get('run_id', '?'):40s} {r.get('state', '?'):10s} {r.get('host', '?')} pid {r.get('pid', '?')}  "
+                  f"started {str(r.get('started_at', '?'))[:19]}{'  control' if r.get('control') else ''}")
+        return EXIT_OK
+    return _show_attached(AttachSource(run, read_only=args.read_only))
+
+
+def _show_attached(source: Any) -> int:
+    from kbert_tui.tui import attach_headless, run_attached
+
     if not sys.stdout.isatty():
         print("stdout is not a terminal: printing the history's summary, then progress lines", file=sys.stderr)
         try:

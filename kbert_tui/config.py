@@ -124,6 +124,9 @@ class EventsSection:
     path: Path | None = None  # None: <output_dir>/events.jsonl; relative: under output_dir
     max_file_size_mb: float = 100.0
     model_events_every: int = 10
+    broker: str | None = None  # "redis://host:6379/0": also publish every event to a Redis stream
+    broker_maxlen: int = 100_000  # the stream keeps about this many newest events (XADD MAXLEN ~)
+    broker_token: str | None = None  # control through the broker is off unless set (viewers present it)
 
 
 @dataclass(frozen=True)
@@ -485,9 +488,24 @@ def _parse_events(t: _Reader) -> EventsSection:
         path=Path(value).expanduser() if value is not None else None,
         max_file_size_mb=t.float("max_file_size_mb", d.max_file_size_mb, minimum=0.0, exclusive_min=True),
         model_events_every=t.int("model_events_every", d.model_events_every, minimum=0),
+        broker=t.str("broker", None),
+        broker_maxlen=t.int("broker_maxlen", d.broker_maxlen, minimum=100),
+        broker_token=t.str("broker_token", None),
     )
+    if section.broker is not None and (problem := broker_url_problem(section.broker)):
+        raise t.fail("broker", problem)
     t.done()
     return section
+
+
+def broker_url_problem(url: str) -> str | None:
+    """Why `url` is not a broker URL kbert-tui can use (None when it is)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("redis", "rediss", "unix"):
+        return f'expected a URL starting with redis://, rediss:// or unix://, got {url[:60]!r}'
+    if scheme != "unix" and not rest.split("/", 1)[0].rpartition("@")[2]:
+        return f"no host in {url[:60]!r}"
+    return None
 
 
 # --- [system] and [plugins] ---
@@ -629,6 +647,10 @@ min_delta = 0.0
 # path = "events.jsonl"       # default: <output_dir>/events.jsonl
 max_file_size_mb = 100        # rotate the log past this size
 model_events_every = 10       # model.forward_pass / model.backward_pass every N steps (0: never)
+# broker = "redis://localhost:6379/0"   # also publish events to Redis (kbert-tui attach redis://...);
+#                             # in clear text unless the URL is rediss://
+# broker_maxlen = 100000      # the stream keeps about this many newest events
+# broker_token = "..."        # allow pause/resume/stop through the broker to viewers presenting it
 
 [system]
 enabled = true

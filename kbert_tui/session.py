@@ -57,6 +57,7 @@ class RunSession:
         self._control_sub: str | None = None
         self._closed = False
         self.local_control: Any = None  # session.json + control.jsonl beside the log (kbert_tui.remote)
+        self.broker: Any = None  # the Redis publisher when [events] broker is set
         self.rules: Any = None  # [[rules]] acting on this run's events (kbert_tui.rules)
 
     # ------------------------------------------------------------------ lifecycle
@@ -184,13 +185,26 @@ class RunSession:
         """Let monitors in other processes find this run and steer it (session.json, control.jsonl)."""
         from kbert_tui.remote import LocalControlWatcher
 
-        self.local_control = LocalControlWatcher(self.bus, self.run_id, self.events_path.resolve())
+        events_path = self.events_path.resolve()
+        self.local_control = LocalControlWatcher(self.bus, self.run_id, events_path)
         await self.local_control.start()
+        settings = self.config.events
+        if settings.broker:
+            from kbert_tui.remote.broker import BrokerPublisher
+
+            info = self.local_control.info
+            self.broker = BrokerPublisher(
+                self.bus, self.run_id, events_path, settings.broker, maxlen=settings.broker_maxlen,
+                token=settings.broker_token, relay=self.local_control.relay,
+                info={"name": self.config.run.name, "host": info.host, "pid": info.pid, "events": info.events})
+            await self.broker.start()
 
     async def _stop_remote(self) -> None:
         """After the log is flushed: record the outcome, so attached monitors know the log is complete."""
+        outcome = self.outcome or (self.worker.outcome if self.worker is not None else None)
+        if self.broker is not None:
+            await self.broker.close(outcome)
         if self.local_control is not None:
-            outcome = self.outcome or (self.worker.outcome if self.worker is not None else None)
             await self.local_control.close(outcome)
 
     # ------------------------------------------------------------------ system sampler and plugins

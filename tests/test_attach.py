@@ -69,7 +69,7 @@ async def test_a_monitor_attached_to_a_headless_run_sees_it_live_pauses_resumes_
     run = HeadlessRun(tmp_path, epochs=2000)
     try:
         run.wait_started()
-        source = AttachSource(resolve_run(run.out))
+        source = AttachSource(AttachedRun(resolve_run(run.out)))
         app = MonitorApp(source)
         async with app.run_test(size=(120, 40)) as pilot:
             await wait_for(pilot, lambda: source.run.live and app.state.training.step > 0)
@@ -113,7 +113,7 @@ async def test_two_monitors_at_once_and_detaching_leaves_the_run_alone(tmp_path:
     try:
         run.wait_started()
         watcher = AttachedRun(resolve_run(run.out))
-        first = AttachSource(resolve_run(run.out / "events.jsonl"))
+        first = AttachSource(AttachedRun(resolve_run(run.out / "events.jsonl")))
         app = MonitorApp(first)
         async with app.run_test(size=(120, 40)) as pilot:
             await wait_for(pilot, lambda: app.state.training.step > 0)
@@ -190,7 +190,7 @@ async def test_read_only_sends_nothing_and_a_log_without_a_process_offers_no_con
     RunInfo(run_id="r1", pid=os.getpid(), host=os.uname().nodename, events=str(folder / "events.jsonl")).write(
         folder / "session.json")
     target = resolve_run(folder)
-    read_only = AttachSource(target, read_only=True)
+    read_only = AttachSource(AttachedRun(target), read_only=True)
     assert not read_only.controllable and "read-only" in read_only.describe()
     app = MonitorApp(read_only)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -200,7 +200,7 @@ async def test_read_only_sends_nothing_and_a_log_without_a_process_offers_no_con
     assert not (folder / "control.jsonl").exists()
     RunInfo(run_id="r1", pid=os.getpid(), host=os.uname().nodename, events=str(folder / "events.jsonl"),
             state="completed").write(folder / "session.json")
-    assert not AttachSource(target).controllable  # nobody watches the control file any more
+    assert not AttachSource(AttachedRun(target)).controllable  # nobody watches the control file any more
 
 
 async def test_the_control_watcher_relays_requests_for_its_run_and_rejects_the_rest(tmp_path: Path):

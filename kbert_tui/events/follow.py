@@ -18,9 +18,21 @@ from ._codec import MalformedLine, decode_event
 from ._event import Event
 from .store import segment_paths
 
-__all__ = ["LogFollower"]
+__all__ = ["LogFollower", "decode_lines"]
 
 _CHUNK = 1 << 20
+
+
+def decode_lines(lines: list[bytes]) -> tuple[list[Event], list[tuple[int, str]]]:
+    """The events in `lines` (event-log lines), and (index, reason) for each line that is not one."""
+    events: list[Event] = []
+    problems: list[tuple[int, str]] = []
+    for index, line in enumerate(lines):
+        try:
+            events.append(decode_event(line))
+        except MalformedLine as exc:
+            problems.append((index, str(exc)))
+    return events, problems
 
 
 class LogFollower:
@@ -55,16 +67,12 @@ class LogFollower:
 
     def read_events(self, limit: int | None = None) -> list[Event]:
         """Like `read_lines`, decoded; malformed lines are skipped and counted."""
-        events = []
         lines = self.read_lines(limit)
-        first = self.position - len(lines) + 1
-        for index, line in enumerate(lines):
-            try:
-                events.append(decode_event(line))
-            except MalformedLine as exc:
-                self.malformed += 1
-                if self.first_error is None:
-                    self.first_error = f"line {first + index} of the log: {exc}"
+        events, problems = decode_lines(lines)
+        self.malformed += len(problems)
+        if problems and self.first_error is None:
+            index, reason = problems[0]
+            self.first_error = f"line {self.position - len(lines) + index + 1} of the log: {reason}"
         return events
 
     @property

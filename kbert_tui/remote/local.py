@@ -27,6 +27,7 @@ from kbert_tui.events import Event, EventBus
 from kbert_tui.events.follow import LogFollower
 
 __all__ = ["INFO_NAME", "CONTROL_NAME", "CONTROL_REQUESTS", "RunInfo", "LocalControlWatcher", "send_control",
+           "control_line",
            "requester_name", "resolve_run", "newest_run", "AttachTarget", "AttachedRun"]
 
 INFO_NAME = "session.json"
@@ -92,21 +93,27 @@ def requester_name() -> str:
     return f"{user}@{socket.gethostname()} pid {os.getpid()}"
 
 
-def send_control(control_file: Path, name: str, data: dict[str, Any], *, source: str,
-                 run_id: str | None) -> str:
-    """Append one control request to `control_file`; returns the request's event id."""
+def control_line(name: str, data: dict[str, Any], *, source: str, run_id: str | None) -> tuple[str, bytes]:
+    """A control request as an event line (the events file's format): (its id, the line without newline)."""
     if name not in CONTROL_REQUESTS:
         raise ValueError(f"not a control request: {name}")
     event = Event(name, dict(data), source=source, correlation_id=run_id)
     line = json.dumps({"id": event.id, "name": event.name, "timestamp": event.timestamp.isoformat(),
                        "source": event.source, "correlation_id": event.correlation_id, "data": event.data,
-                       "metadata": {}}, separators=(",", ":")).encode() + b"\n"
+                       "metadata": {}}, separators=(",", ":")).encode()
+    return event.id, line
+
+
+def send_control(control_file: Path, name: str, data: dict[str, Any], *, source: str,
+                 run_id: str | None) -> str:
+    """Append one control request to `control_file`; returns the request's event id."""
+    request_id, line = control_line(name, data, source=source, run_id=run_id)
     fd = os.open(control_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
-        os.write(fd, line)  # one write: concurrent monitors never interleave inside a line
+        os.write(fd, line + b"\n")  # one write: concurrent monitors never interleave inside a line
     finally:
         os.close(fd)
-    return event.id
+    return request_id
 
 
 class LocalControlWatcher:
@@ -246,9 +253,14 @@ class AttachedRun:
     without session.json, a final training event was seen and nothing was added for `quiet_s`.
     """
 
+    idle_wait_s = 0.02  # how long a reader waits after an empty `read` (it does not block)
+
     def __init__(self, target: AttachTarget, *, info_every_s: float = 0.25, quiet_s: float = 1.0) -> None:
         self._clock = time.monotonic
         self.target = target
+        self.events_path: Path | None = target.events_path
+        self.label = f"{target.events_path.parent.name}/{target.events_path.name}"
+        self.requester = f"attach {requester_name()}"
         self.follower = LogFollower(target.events_path)
         self.info = target.info()
         self.run_id = self.info.run_id if self.info is not None else None
@@ -268,6 +280,23 @@ class AttachedRun:
     def controllable(self) -> bool:
         """A running process watches this run's control file."""
         return self.info is not None and not self.info.ended and not self.ended
+
+    @property
+    def malformed(self) -> int:
+        return self.follower.malformed
+
+    @property
+    def first_error(self) -> str | None:
+        return self.follower.first_error
+
+    @property
+    def position(self) -> int:
+        return self.follower.position
+
+    def send_control(self, name: str, data: dict[str, Any]) -> None:
+        """Ask the running process to pause / resume / stop, through its control file."""
+        send_control(self.target.control_path, name, dict(data, requested_by=self.requester),
+                     source="attach", run_id=self.run_id)
 
     def read(self, limit: int | None = None) -> list[Event]:
         """The next events (at most `limit`); [] when there is nothing new for now or the run is over."""

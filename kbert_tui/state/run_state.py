@@ -16,6 +16,7 @@ from typing import Any
 from kbert_tui.events import Event
 from kbert_tui.events import catalog as ev
 
+from .chart import LossCurve
 from .summary import printable
 
 __all__ = ["RunState", "TrainingState", "SystemState", "PluginInfo", "PluginsState", "Series", "Notice"]
@@ -115,6 +116,7 @@ class TrainingState:
     ended_at: datetime | None = None
     final_metrics: dict[str, Any] = field(default_factory=dict)
     loss_history: Series = field(default_factory=Series)
+    curve: LossCurve = field(default_factory=LossCurve)  # the loss chart: step / samples / time x's
     epoch_metrics: list[dict[str, Any]] = field(default_factory=list)  # one dict per epoch_completed
     eval_metrics: list[dict[str, Any]] = field(default_factory=list)  # evaluation_completed, newest last
     best_metric: str | None = None
@@ -324,6 +326,7 @@ class RunState:
             t.loss = loss
             if loss == loss and abs(loss) != float("inf"):
                 t.loss_history.append(loss)
+            t.curve.add(t.step, loss, event.timestamp.timestamp())
         m = d.get("metrics")
         if isinstance(m, dict):
             lr = _num(m.get("learning_rate"))
@@ -365,6 +368,7 @@ class RunState:
             value = d.get(key)
             if isinstance(value, int) and not isinstance(value, bool):
                 setattr(t, key, value)
+        t.curve.started(event.timestamp.timestamp(), t.batch_size)
         if t.total_steps is None and t.total_epochs and t.steps_per_epoch:
             t.total_steps = t.total_epochs * t.steps_per_epoch
 
@@ -391,6 +395,7 @@ class RunState:
         if _num(d.get("duration")) is not None:
             row["duration"] = d["duration"]
         t.epoch_metrics.append(row)
+        t.curve.epoch_end(_num(metrics.get("val_loss")))  # type: ignore[union-attr]
 
     def _on_training_evaluation_completed(self, event: Event, d: dict[str, Any]) -> None:
         t = self.training

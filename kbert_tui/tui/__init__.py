@@ -114,27 +114,28 @@ def run_attached(source: EventSource) -> int:
     return 0
 
 
-def attach_headless(source: AttachSource, progress: Callable[[Event], None], *, poll_s: float = 0.1) -> int:
+def attach_headless(source: AttachSource, progress: Callable[[Event], None]) -> int:
     """Without a terminal: what `replay` prints for the history, then `progress` for each new event,
     until the run is over."""
     run = source.run
     state = RunState()
     while batch := run.read(AttachSource.BATCH):
         state.apply_all(batch)
-    code = _print_summary(source.events_path, state, run.follower.malformed, run.follower.first_error)
+    code = _print_summary(run.events_path or run.label, state, run.malformed, run.first_error)
     if code or run.ended:
         if run.note:
             print(run.note)
         run.close()
         return code
-    print(f"following {source.events_path} until the run ends (Ctrl-C detaches; the run goes on)", flush=True)
+    print(f"following {run.events_path or run.label} until the run ends (Ctrl-C detaches; the run goes on)",
+          flush=True)
     try:
         while not run.ended:
             batch = run.read(AttachSource.BATCH)
             for event in batch:
                 progress(event)
             if not batch:
-                time.sleep(poll_s)
+                time.sleep(run.idle_wait_s)
     finally:
         run.close()
     print(run.note, flush=True)

@@ -12,7 +12,6 @@ from collections import deque
 from typing import Any
 
 from kbert_tui.events import Event
-from kbert_tui.remote import AttachedRun, AttachTarget, requester_name, send_control
 
 from .sources import EventSource
 
@@ -20,22 +19,20 @@ __all__ = ["AttachSource"]
 
 
 class AttachSource(EventSource):
-    """Follows a run's log on a reader thread: the history as fast as replay, then live, until it ends.
+    """Follows a run on a reader thread: the history as fast as replay, then live, until it ends.
 
-    Control requests go to the run's control file (unless `read_only`).
+    `run` is a `kbert_tui.remote.AttachedRun` (a log on this machine) or `BrokerRun` (a Redis stream);
+    control requests go back through it (unless `read_only`).
     """
 
     kind = "attach"
     BATCH = 2000
     MAX_BACKLOG = 50_000
-    POLL_S = 0.02
 
-    def __init__(self, target: AttachTarget, *, read_only: bool = False) -> None:
-        self.target = target
-        self.events_path = target.events_path
+    def __init__(self, run: Any, *, read_only: bool = False) -> None:
+        self.run = run
+        self.events_path = run.events_path
         self.read_only = read_only
-        self.run = AttachedRun(target)
-        self.requester = requester_name()
         self.error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -52,21 +49,23 @@ class AttachSource(EventSource):
 
     @property
     def malformed(self) -> int:
-        return self.run.follower.malformed
+        return self.run.malformed
 
     def describe(self) -> str:
         run = self.run
-        parts = [f"attach {self.events_path.parent.name}/{self.events_path.name}"]
+        parts = [f"attach {run.label}"]
         if run.ended:
             parts.append(f"run over: {run.outcome}")
         elif run.live:
             parts.append("live")
         else:
-            parts.append(f"history {run.follower.position:,} events")
+            parts.append(f"history {run.position:,} events")
+        if getattr(run, "connection_note", None):
+            parts.append(run.connection_note)
         if self.read_only:
             parts.append("read-only")
         elif not run.ended and not run.controllable:
-            parts.append("no control (no running process watches this run)")
+            parts.append("no control")
         if self.error:
             parts.append(f"reader stopped: {self.error}")
         return " · ".join(parts)
@@ -83,10 +82,8 @@ class AttachSource(EventSource):
         return self.run.outcome
 
     async def emit_control(self, name: str, data: dict[str, Any]) -> None:
-        if not self.controllable:
-            return
-        send_control(self.target.control_path, name, dict(data, requested_by=f"attach {self.requester}"),
-                     source="attach", run_id=self.run.run_id)
+        if self.controllable:
+            await asyncio.get_running_loop().run_in_executor(None, self.run.send_control, name, data)
 
     async def close(self) -> None:
         self._stop.set()
@@ -105,8 +102,8 @@ class AttachSource(EventSource):
                     inbox.extend(batch)
                 elif self.run.ended:
                     break
-                else:
-                    self._stop.wait(self.POLL_S)
+                elif self.run.idle_wait_s:
+                    self._stop.wait(self.run.idle_wait_s)
         except Exception as exc:  # an unreadable segment: say so, keep what was read
             self.error = f"{type(exc).__name__}: {exc}"
         finally:
