@@ -164,7 +164,8 @@ def _load() -> BlasInfo:
         return BlasInfo("reference", None, None)
     already = _loaded_openblas()
     if already:
-        return _loaded(already, "system" if already.startswith("/usr/") else "path", None)
+        source = "pip" if "ngsolve_openblas" in already else "system" if already.startswith("/usr/") else "path"
+        return _loaded(already, source, None)
     if "mlx.core" in sys.modules:
         # Too late to interpose: MLX has already bound its BLAS symbols.
         return BlasInfo("reference", None, "import kbert_tui.training before mlx.core to use OpenBLAS")
@@ -275,7 +276,7 @@ def _system_candidates() -> list[str]:
 
 
 def _loaded_openblas() -> str | None:
-    for start, _, path in _mappings():
+    for _, _, path in _mappings():
         if "libopenblas" in path:
             return path
     return None
