@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kbert_tui import __version__
+from kbert_tui.events import catalog as ev
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -350,7 +351,7 @@ async def _headless(session: Any, ended_by: list[int]) -> int:
         await session.start()
         assert session.bus is not None
         session.bus.subscribe_sync("training.*", _print_progress)
-        session.bus.subscribe_sync("rule.fired", _print_progress)
+        session.bus.subscribe_sync(ev.RULE_FIRED, _print_progress)
         print(f"run {session.run_id}: events → {session.events_path}", flush=True)
         outcome = await session.wait()
     except asyncio.CancelledError:
@@ -391,27 +392,27 @@ def _exit_status(session: Any, outcome: str | None, ended_by: list[int], *, repo
 
 def _print_progress(event: Any) -> None:
     d = event.data
-    if event.name == "training.started":
+    if event.name == ev.TRAINING_STARTED:
         blas = d.get("blas") if isinstance(d.get("blas"), dict) else {"name": d.get("blas")}
         print(f"training {d['model_type']} ({d['num_parameters']:,} parameters) on {d['device']}, "
               f"BLAS {blas.get('summary') or blas.get('name')}: {d['total_epochs']} epochs × {d['steps_per_epoch']} "
               "steps", flush=True)
         if blas.get("hint"):
             print(f"note: {blas['hint']}", file=sys.stderr, flush=True)
-    elif event.name == "training.epoch_completed":
+    elif event.name == ev.TRAINING_EPOCH_COMPLETED:
         m = d["metrics"]
         print(f"epoch {d['epoch']}: train_loss {_num(m.get('train_loss'))}  val_loss {_num(m.get('val_loss'))}  "
               f"val_acc {_num(m.get('val_accuracy'))}  val_f1 {_num(m.get('val_f1'))}  "
               f"({d['duration']:.1f} s, {_num(m.get('samples_per_sec'), 0)} samples/s)", flush=True)
-    elif event.name == "training.completed":
+    elif event.name == ev.TRAINING_COMPLETED:
         extra = f"; predictions → {d['predictions_path']}" if d.get("predictions_path") else ""
         print(f"completed in {d['total_duration']:.1f} s{extra}", flush=True)
-    elif event.name == "training.stopped":
+    elif event.name == ev.TRAINING_STOPPED:
         print(f"stopped at step {d['step']} ({d['reason']}); checkpoint → {d['checkpoint_path']}", flush=True)
-    elif event.name == "rule.fired":
+    elif event.name == ev.RULE_FIRED:
         bell = "\a" if d.get("action") == "notify" and sys.stdout.isatty() else ""
         print(f"{bell}rule {d.get('rule')} fired: {d.get('action')} ({d.get('reason')})", flush=True)
-    elif event.name == "training.paused":
+    elif event.name == ev.TRAINING_PAUSED:
         print(f"paused at step {d.get('step')} by {d.get('requested_by')}; resume from `kbert-tui attach`", flush=True)
 
 

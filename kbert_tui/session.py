@@ -22,6 +22,7 @@ from typing import Any
 
 from kbert_tui.config import RunConfig
 from kbert_tui.events import Event, EventBus
+from kbert_tui.events import catalog as ev
 
 __all__ = ["RunSession", "make_run_id"]
 
@@ -149,16 +150,16 @@ class RunSession:
     # ------------------------------------------------------------------ control
 
     def request_pause(self, requested_by: str = "user", *, source: str = "cli") -> None:
-        self._emit_control("control.pause_requested", {"requested_by": requested_by}, source)
+        self._emit_control(ev.CONTROL_PAUSE_REQUESTED, {"requested_by": requested_by}, source)
 
     def request_resume(self, requested_by: str = "user", *, source: str = "cli") -> None:
-        self._emit_control("control.resume_requested", {"requested_by": requested_by}, source)
+        self._emit_control(ev.CONTROL_RESUME_REQUESTED, {"requested_by": requested_by}, source)
 
     def request_stop(self, reason: str = "user", requested_by: str = "user", *, source: str = "cli") -> None:
-        self._emit_control("control.stop_requested", {"reason": reason, "requested_by": requested_by}, source)
+        self._emit_control(ev.CONTROL_STOP_REQUESTED, {"reason": reason, "requested_by": requested_by}, source)
 
     def request_checkpoint(self, requested_by: str = "user", *, source: str = "cli") -> None:
-        self._emit_control("control.checkpoint_requested", {"requested_by": requested_by}, source)
+        self._emit_control(ev.CONTROL_CHECKPOINT_REQUESTED, {"requested_by": requested_by}, source)
 
     def _emit_control(self, name: str, data: dict[str, Any], source: str) -> None:
         if self.bus is None:
@@ -170,13 +171,13 @@ class RunSession:
             return
         control = self.worker.control
         who = str(event.data.get("requested_by", event.source))
-        if event.name == "control.pause_requested":
+        if event.name == ev.CONTROL_PAUSE_REQUESTED:
             control.request_pause(who)
-        elif event.name == "control.resume_requested":
+        elif event.name == ev.CONTROL_RESUME_REQUESTED:
             control.request_resume(who)
-        elif event.name == "control.stop_requested":
+        elif event.name == ev.CONTROL_STOP_REQUESTED:
             control.request_stop(str(event.data.get("reason", "user")), str(event.data.get("requested_by", "user")))
-        elif event.name == "control.checkpoint_requested":
+        elif event.name == ev.CONTROL_CHECKPOINT_REQUESTED:
             control.request_checkpoint(who, event.id)
 
     # ------------------------------------------------------------------ attached monitors (issue 13)
