@@ -38,6 +38,7 @@ from kbert_tui.events import Event  # noqa: E402
 from kbert_tui.events._codec import MalformedLine, decode_event  # noqa: E402
 from kbert_tui.events.follow import LogFollower  # noqa: E402
 from kbert_tui.events.store import JsonlStore  # noqa: E402
+from kbert_tui.remote import AttachedRun, resolve_run  # noqa: E402
 
 POLL_S = 0.02
 BATCH = 2000
@@ -186,6 +187,16 @@ async def idle(follow: Follow, path: Path, count: int, seconds: float) -> float:
     return used
 
 
+def attach_time_to_live(path: Path) -> float:
+    """Seconds until `kbert-tui attach`'s reader (AttachedRun) has read a finished log's history."""
+    run = AttachedRun(resolve_run(path))
+    while not run.live:
+        run.read(BATCH)
+    run.close()
+    assert run.time_to_live is not None
+    return run.time_to_live
+
+
 def write_log(path: Path, count: int) -> None:
     store = JsonlStore(path)
     for i in range(count):
@@ -213,6 +224,9 @@ async def main_async(args: argparse.Namespace) -> None:
                 r.setdefault("live latency p50 ms", []).append(p50)
                 r.setdefault("live latency p95 ms", []).append(p95)
                 r.setdefault("idle CPU %", []).append(100 * await idle(follow, big, args.events, args.idle_seconds))
+        ttl = statistics.median(attach_time_to_live(big) for _ in range(args.repeats))
+        print(f"attach: history of {args.events:,} events read and decoded, live after {ttl * 1000:.0f} ms "
+              f"({args.events / ttl:,.0f} events/s)")
         keys = list(next(iter(rows.values())))
         print(f"{'':22s}" + "".join(f"{k:>27s}" for k in keys))
         medians = {name: {k: statistics.median(v) for k, v in r.items()} for name, r in rows.items()}
