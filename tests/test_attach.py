@@ -232,3 +232,23 @@ async def test_the_control_watcher_relays_requests_for_its_run_and_rejects_the_r
     assert RunInfo.read(tmp_path / "session.json").state == "completed"
     with pytest.raises(ValueError):
         send_control(control, "training.started", {}, source="x", run_id=None)
+
+
+async def test_a_request_that_cannot_be_sent_is_shown_not_raised(tmp_path: Path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "events.jsonl").write_text("")
+    RunInfo(run_id="r1", pid=os.getpid(), host=os.uname().nodename, events=str(folder / "events.jsonl")).write(
+        folder / "session.json")
+    (folder / "control.jsonl").mkdir()  # unwritable as a file, like someone else's run's control file
+    source = AttachSource(AttachedRun(resolve_run(folder)))
+    app = MonitorApp(source)
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.state.training.status = "running"
+        await pilot.press("p")
+        for _ in range(50):
+            await pilot.pause(0.02)
+            if source.control_error:
+                break
+        assert app.is_running
+    assert "request not sent: IsADirectoryError" in source.describe()

@@ -34,6 +34,7 @@ class AttachSource(EventSource):
         self.events_path = run.events_path
         self.read_only = read_only
         self.error: str | None = None
+        self.control_error: str | None = None  # the last request could not be sent: why
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._ended: asyncio.Event | None = None
@@ -66,6 +67,8 @@ class AttachSource(EventSource):
             parts.append("read-only")
         elif not run.ended and not run.controllable:
             parts.append("no control")
+        if self.control_error:
+            parts.append(f"request not sent: {self.control_error}")
         if self.error:
             parts.append(f"reader stopped: {self.error}")
         return " · ".join(parts)
@@ -82,8 +85,13 @@ class AttachSource(EventSource):
         return self.run.outcome
 
     async def emit_control(self, name: str, data: dict[str, Any]) -> None:
-        if self.controllable:
+        if not self.controllable:
+            return
+        try:
             await asyncio.get_running_loop().run_in_executor(None, self.run.send_control, name, data)
+            self.control_error = None
+        except Exception as exc:  # e.g. someone else's run (control.jsonl is its owner's), Redis away
+            self.control_error = f"{type(exc).__name__}: {exc}"
 
     async def close(self) -> None:
         self._stop.set()
