@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def run_demo(python: str, seed: int, folder: Path) -> dict:
     """One demo run with `seed` in `folder` (config, cache, output); accuracy, time, the BLAS header line."""
-    from kbert_tui.config import EXAMPLE_CONFIG
+    from kbert_tui.config import example_config
 
     config = folder / "demo.toml"
-    text = EXAMPLE_CONFIG.format(filename=config.name)
+    text = example_config(config.name)
     config.write_text(re.sub(r"(?m)^seed = \d+", f"seed = {seed}", text, count=1), encoding="utf-8")
     env = {**os.environ, "KBERT_TUI_CACHE_DIR": str(folder / "cache")}
     started = time.perf_counter()

@@ -98,14 +98,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _init(args: argparse.Namespace) -> int:
-    from kbert_tui.config import EXAMPLE_CONFIG
+    from kbert_tui.config import example_config
 
     path = Path(args.path).expanduser()
     if path.exists() and not args.force:
         return _error(f"{path} already exists (use --force to overwrite)")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(EXAMPLE_CONFIG.format(filename=path.name), encoding="utf-8")
+        path.write_text(example_config(path.name), encoding="utf-8")
     except OSError as error:
         return _error(f"cannot write {path}: {error.strerror or error}")
     print(f"wrote {path}; run it with: kbert-tui run {path}")

@@ -37,7 +37,9 @@ __all__ = [
     "parse_config",
     "default_config",
     "config_to_dict",
-    "EXAMPLE_CONFIG",
+    "example_config",
+    "config_table",
+    "key_list",
 ]
 
 
@@ -50,29 +52,59 @@ class ConfigError(UserInputError, ValueError):
 
 
 # --------------------------------------------------------------------------- sections
+# Each key is declared once: its type (the annotation), default, bounds or choices, and one line of
+# doc. The parser, `kbert-tui init`'s example, the docs tables and the README's key list follow from
+# these declarations; cross-field rules are explicit code in the _parse_* functions.
+
+
+def _key(default: Any = None, doc: str = "", *, minimum: Any = None, maximum: Any = None,
+         exclusive_min: bool = False, choices: tuple[str, ...] | None = None, path: str | None = None,
+         custom: bool = False, shown: str | None = None, typed: str | None = None,
+         factory: Callable[[], Any] | None = None) -> Any:
+    """A config key: `path` "file"/"directory" must exist, "out" may not; `custom` keys are read by
+    explicit code; `shown` / `typed` are how the docs spell a default or a type the declaration can't."""
+    meta = {"doc": doc, "minimum": minimum, "maximum": maximum, "exclusive_min": exclusive_min,
+            "choices": choices, "path": path, "custom": custom, "shown": shown, "typed": typed}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
 class RunSection:
-    name: str = "demo"
-    output_dir: Path | None = None  # None: runs/<name>-<timestamp> under the current directory
-    seed: int = 42
+    name: str = _key("demo", "shown in the TUI; starts the run id `<name>-<yyyymmdd-hhmmss>-<hex>`",
+                     shown='`"demo"`; with `data.train`, the config file\'s name (`titanic.toml` → `titanic`)')
+    output_dir: Path | None = _key(None, "events, checkpoints, predictions. An existing folder is reused (the "
+                                   "events log is appended to)", path="out",
+                                   shown="`runs/<run id>` in the current directory")
+    seed: int = _key(42, "model init, dropout, shuffling, validation split, demo data", minimum=0, maximum=2**32 - 1,
+                     typed="int 0 … 2³²-1")
 
 
 @dataclass(frozen=True)
 class DataSection:
-    train: Path | None = None  # None: the built-in demo dataset
-    validation: Path | None = None
-    test: Path | None = None
-    id_column: str | None = None
-    text_columns: tuple[str, ...] = ("text",)
-    template: str | None = None
-    label_column: str = "label"
-    max_length: int = 64
-    batch_size: int = 32
-    validation_split: float = 0.1
-    batch_event_every: int = 10
-    load_time_warning_s: float = 1.0
+    train: Path | None = _key(None, "Kaggle-style CSV with a header row, UTF-8", path="file",
+                              shown="— (built-in demo)")
+    validation: Path | None = _key(None, "without it, `validation_split` of the training rows is held out",
+                                   path="file")
+    test: Path | None = _key(None, "no label needed; `predictions.csv` (`<id_column>,<label_column>`) is written "
+                             "at the end", path="file")
+    id_column: str | None = _key(None, "the id written to `predictions.csv`", shown="row number")
+    text_columns: tuple[str, ...] = _key(("text",), "columns joined (with ` ; `) into the text; one string or a "
+                                         "list", custom=True)
+    template: str | None = _key(None, "instead of `text_columns`: a row template such as `\"{Name} is {Age} years "
+                                "old, {Sex}, class {Pclass}\"`; `{*}` expands to `Column: value, …` for every "
+                                "column but the id and label (empty cells skipped)", custom=True)
+    label_column: str = _key("label", "labels may be strings or ints, two or more classes; numeric labels are "
+                             "ordered numerically")
+    max_length: int = _key(64, "tokens per text including `[CLS]` and `[SEP]`; longer texts are cut",
+                           minimum=4, maximum=4096)
+    batch_size: int = _key(32, "texts per training step", minimum=1, maximum=65536)
+    validation_split: float = _key(0.1, "share held out when there is no validation file", minimum=0.0,
+                                   maximum=0.5, exclusive_min=True)
+    batch_event_every: int = _key(10, "a `data.batch_loaded` event every N batches (0: never)", minimum=0)
+    load_time_warning_s: float = _key(1.0, "`data.performance_warning` when one batch takes longer to build",
+                                      minimum=0.0, exclusive_min=True)
 
     @property
     def is_builtin_demo(self) -> bool:
@@ -81,72 +113,98 @@ class DataSection:
 
 @dataclass(frozen=True)
 class ModelSection:
-    hidden_size: int = 64
-    num_layers: int = 2
-    num_heads: int = 4
-    intermediate_size: int = 128
-    dropout: float = 0.1
-    vocab_size: int = 2000
-    max_position: int = 128
+    hidden_size: int = _key(64, "width of every layer", minimum=8, maximum=8192)
+    num_layers: int = _key(2, "transformer layers (post-LayerNorm, GELU, like BERT)", minimum=1, maximum=48)
+    num_heads: int = _key(4, "attention heads; must divide `hidden_size`", minimum=1, maximum=128)
+    intermediate_size: int = _key(128, "feed-forward width", minimum=8, maximum=65536)
+    dropout: float = _key(0.1, "dropout rate", minimum=0.0, maximum=0.9)
+    vocab_size: int = _key(2000, "WordPiece vocabulary size (upper bound; small corpora give fewer)",
+                           minimum=100, maximum=1_000_000)
+    max_position: int = _key(128, "position embeddings; at least `data.max_length`", minimum=8, maximum=8192)
 
 
 @dataclass(frozen=True)
 class CheckpointSection:
-    policy: str = "best"  # every_epoch | best | last | none
-    keep: int = 2  # every_epoch: how many epoch checkpoints to keep (0 = all)
+    policy: str = _key("best", "`checkpoints/epoch-NNN`, `checkpoints/best` (on a new best of the monitored "
+                       "metric), `checkpoints/last` (overwritten each epoch), or none",
+                       choices=("every_epoch", "best", "last", "none"))
+    keep: int = _key(2, "with `every_epoch`: keep the newest N (0: all)", minimum=0)
 
 
 @dataclass(frozen=True)
 class EarlyStoppingSection:
-    enabled: bool = False
-    metric: str = "val_loss"
-    mode: str = "min"  # min | max
-    patience: int = 3
-    min_delta: float = 0.0
+    enabled: bool = _key(False, "stop when the metric has not improved for `patience` epochs "
+                         "(`training.early_stopped`, then `training.completed` with `stopped_early: true`)")
+    metric: str = _key("val_loss", "the monitored metric (also decides `training.new_best_model` and the `best` "
+                       "checkpoint)", choices=("val_loss", "val_accuracy", "val_f1", "train_loss"))
+    mode: str = _key("min", "which way is better", choices=("min", "max"), custom=True,
+                     shown="`min` for losses, else `max`")
+    patience: int = _key(3, "epochs without improvement before stopping", minimum=1)
+    min_delta: float = _key(0.0, "smallest change that counts as an improvement", minimum=0.0)
 
 
 @dataclass(frozen=True)
 class TrainingSection:
-    epochs: int = 3
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    eval_every: int = 0  # 0: only at the end of each epoch
-    blas_threads: int = 0  # OpenBLAS threads on CPU; 0: the cores less one for the monitor (at least 1)
-    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
-    early_stopping: EarlyStoppingSection = field(default_factory=EarlyStoppingSection)
-    resume_from: Path | None = None
+    epochs: int = _key(3, "passes over the training data", minimum=1, maximum=10_000)
+    learning_rate: float = _key(1e-3, "peak rate of AdamW (the demo's 0.0005: at 0.001 two of five seeds stalled "
+                                "near 84%)", minimum=0.0, maximum=10.0, exclusive_min=True)
+    weight_decay: float = _key(0.01, "AdamW decoupled weight decay", minimum=0.0, maximum=1.0)
+    warmup_ratio: float = _key(0.1, "linear warm-up over this share of all steps, then linear decay to 1%",
+                               minimum=0.0, maximum=1.0)
+    max_grad_norm: float = _key(1.0, "clip the global gradient norm; 0 turns clipping off (the norm is still "
+                                "reported)", minimum=0.0)
+    eval_every: int = _key(0, "also validate every N steps (`training.evaluation_completed`); validation always "
+                           "runs after each epoch", minimum=0)
+    blas_threads: int = _key(0, "OpenBLAS threads for CPU training; `0` picks the cores less one (at least 1), "
+                             "left for the monitor and the event loop: on 2 cores, 2 threads were ~20% faster on a "
+                             "quiet machine but 2–7× slower than 1 once anything else ran. Shown in the Training "
+                             "pane and the headless header; `OPENBLAS_NUM_THREADS` is used when this is `0` and it "
+                             "is set", minimum=0, maximum=256)
+    checkpoint: CheckpointSection = _key(doc="[training.checkpoint]", factory=CheckpointSection)
+    early_stopping: EarlyStoppingSection = _key(doc="[training.early_stopping]", factory=EarlyStoppingSection)
+    resume_from: Path | None = _key(None, "continue a run from a checkpoint folder: weights, optimizer state, "
+                                    "tokenizer, labels, epoch and step (mid-epoch too)", path="directory")
 
 
 @dataclass(frozen=True)
 class EventsSection:
-    path: Path | None = None  # None: <output_dir>/events.jsonl; relative: under output_dir
-    max_file_size_mb: float = 100.0
-    model_events_every: int = 10
-    broker: str | None = None  # "redis://host:6379/0": also publish every event to a Redis stream
-    broker_maxlen: int = 100_000  # the stream keeps about this many newest events (XADD MAXLEN ~)
-    broker_token: str | None = None  # control through the broker is off unless set (viewers present it)
+    path: Path | None = _key(None, "the JSONL event log; a relative path is under `output_dir`", custom=True,
+                             shown="`<output_dir>/events.jsonl`", typed="path")
+    max_file_size_mb: float = _key(100.0, "rotate the log past this size", minimum=0.0, exclusive_min=True)
+    model_events_every: int = _key(10, "`model.forward_pass` / `model.backward_pass` every N steps (0: never)",
+                                   minimum=0)
+    broker: str | None = _key(None, "also publish every event to Redis Streams (`redis://host:6379/0`, "
+                              "`rediss://`, `unix://`) for `kbert-tui attach redis://…`; `kbert-tui run --broker URL` "
+                              "overrides it. In clear text unless `rediss://`. See [remote.md](remote.md)",
+                              typed="URL")
+    broker_maxlen: int = _key(100_000, "the stream keeps about this many newest events (XADD MAXLEN ~)",
+                              minimum=100)
+    broker_token: str | None = _key(None, "pause/resume/stop through the broker only for viewers presenting it "
+                                    "(off unless set)")
 
 
 @dataclass(frozen=True)
 class SystemThresholds:
-    cpu_percent: float = 95.0
-    memory_percent: float = 90.0
-    disk_percent: float = 95.0
-    gpu_memory_percent: float = 95.0
-    gpu_temperature_c: float = 85.0
-    data_load_share: float = 0.5
+    cpu_percent: float = _key(95.0, "`system.performance_warning` at or above this CPU use", minimum=0.0,
+                              maximum=100.0)
+    memory_percent: float = _key(90.0, "… memory use", minimum=0.0, maximum=100.0)
+    disk_percent: float = _key(95.0, "… disk use (the output directory's disk)", minimum=0.0, maximum=100.0)
+    gpu_memory_percent: float = _key(95.0, "… GPU memory use", minimum=0.0, maximum=100.0)
+    gpu_temperature_c: float = _key(85.0, "… GPU temperature", minimum=0.0, maximum=150.0)
+    data_load_share: float = _key(0.5, "`system.bottleneck_detected` when data loading takes this share of "
+                                  "step time", minimum=0.0, maximum=1.0)
 
 
 @dataclass(frozen=True)
 class SystemSection:
-    enabled: bool = True
-    interval_s: float = 1.0
-    gpu: bool = True
-    thresholds: SystemThresholds = field(default_factory=SystemThresholds)
-    hysteresis: float = 0.05  # a warning clears below threshold * (1 - hysteresis)
-    sustain_samples: int = 3  # samples in a row at/over a threshold before it warns
+    enabled: bool = _key(True, "sample CPU, memory, disk, MLX memory and GPUs")
+    interval_s: float = _key(1.0, "`system.*` readings every N seconds", minimum=0.01, maximum=3600.0)
+    gpu: bool = _key(True, "NVIDIA GPUs through NVML (`system.gpu_unavailable` without one)")
+    thresholds: SystemThresholds = _key(doc="[system.thresholds]", factory=SystemThresholds)
+    hysteresis: float = _key(0.05, "a performance warning clears below threshold × (1 − hysteresis)",
+                             minimum=0.0, maximum=0.5)
+    sustain_samples: int = _key(3, "samples in a row at or over a threshold before it warns", minimum=1,
+                                maximum=1000)
 
 
 @dataclass(frozen=True)
@@ -341,12 +399,12 @@ def parse_config(
     root = _Reader(document, "", origin, base_dir or Path.cwd())
     run = _parse_run(root.table_of("run"))
     data = _parse_data(root.table_of("data"))
-    model = _parse_model(root.table_of("model"), data)
-    training = _parse_training(root.table_of("training"))
-    events = _parse_events(root.table_of("events"))
     if "name" not in root.table.get("run", {}) and not data.is_builtin_demo:
         # a CSV run without [run] name is named after its config file, not "demo"
         run = dataclasses.replace(run, name=source.stem if source is not None else "run")
+    model = _parse_model(root.table_of("model"), data)
+    training = _parse_training(root.table_of("training"))
+    events = _parse_events(root.table_of("events"))
     system = _parse_system(root.table_of("system"))
     plugins = _parse_plugins(root.table_of("plugins"))
     rules = _parse_rules(root)
@@ -373,128 +431,100 @@ def _parse_rules(root: _Reader) -> tuple[Rule, ...]:
     return tuple(rules)
 
 
-def _parse_run(t: _Reader) -> RunSection:
-    d = RunSection()
-    section = RunSection(
-        name=t.str("name", d.name),
-        output_dir=t.path_value("output_dir", must_exist=False),
-        seed=t.int("seed", d.seed, minimum=0, maximum=2**32 - 1),
-    )
+def _read(cls: type, t: _Reader, **given: Any) -> Any:
+    """Read every declared key of section `cls` from `t` (custom keys come in `given`), then reject unknown keys."""
+    hints = _hints(cls)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        if f.name in given or meta.get("custom"):
+            if f.name in given:
+                values[f.name] = given[f.name]
+            continue
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            values[f.name] = _read(kind, t.table_of(f.name))
+        elif meta["path"] is not None:
+            values[f.name] = t.path_value(f.name, must_exist=meta["path"] != "out",
+                                          kind="directory" if meta["path"] == "directory" else "file")
+        elif kind is bool:
+            values[f.name] = t.bool(f.name, f.default)
+        elif kind is int:
+            values[f.name] = t.int(f.name, f.default, minimum=meta["minimum"], maximum=meta["maximum"])
+        elif kind is float:
+            values[f.name] = t.float(f.name, f.default, minimum=meta["minimum"], maximum=meta["maximum"],
+                                     exclusive_min=meta["exclusive_min"])
+        else:  # str, or str | None
+            values[f.name] = t.str(f.name, f.default, choices=meta["choices"])
     t.done()
-    return section
+    return cls(**values)
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    """Field types with `X | None` reduced to X (the declarations' defaults say what is optional)."""
+    if cls not in _HINTS:
+        import types
+        import typing
+
+        resolved = {}
+        for name, hint in typing.get_type_hints(cls).items():
+            if isinstance(hint, types.UnionType):
+                hint = next(a for a in typing.get_args(hint) if a is not type(None))
+            resolved[name] = hint
+        _HINTS[cls] = resolved
+    return _HINTS[cls]
+
+
+def _parse_run(t: _Reader) -> RunSection:
+    return _read(RunSection, t)
+
+
+_NEED_TRAIN = ("validation", "test", "id_column", "text_columns", "template", "label_column")
 
 
 def _parse_data(t: _Reader) -> DataSection:
-    d = DataSection()
-    train = t.path_value("train", must_exist=True)
-    validation = t.path_value("validation", must_exist=True)
-    test = t.path_value("test", must_exist=True)
-    text_columns = t.str_list("text_columns", d.text_columns)
+    text_columns = t.str_list("text_columns", DataSection.text_columns)
     template = t.str("template", None)
     if text_columns is not None and template is not None:
         raise t.fail("template", "either data.text_columns or data.template, not both")
-    if train is None:
-        for name in ("validation", "test", "id_column", "text_columns", "template", "label_column"):
+    if "train" not in t.table:
+        for name in _NEED_TRAIN:
             if name in t.table:
                 raise t.fail(name, "only meaningful with data.train (without it the built-in demo data is used)")
-    section = DataSection(
-        train=train,
-        validation=validation,
-        test=test,
-        id_column=t.str("id_column", None),
-        text_columns=text_columns or d.text_columns,
-        template=template,
-        label_column=t.str("label_column", d.label_column),
-        max_length=t.int("max_length", d.max_length, minimum=4, maximum=4096),
-        batch_size=t.int("batch_size", d.batch_size, minimum=1, maximum=65536),
-        validation_split=t.float("validation_split", d.validation_split, minimum=0.0, maximum=0.5, exclusive_min=True),
-        batch_event_every=t.int("batch_event_every", d.batch_event_every, minimum=0),
-        load_time_warning_s=t.float("load_time_warning_s", d.load_time_warning_s, minimum=0.0, exclusive_min=True),
-    )
-    t.done()
-    return section
+    return _read(DataSection, t, text_columns=text_columns or DataSection.text_columns, template=template)
 
 
 def _parse_model(t: _Reader, data: DataSection) -> ModelSection:
-    d = ModelSection()
-    hidden = t.int("hidden_size", d.hidden_size, minimum=8, maximum=8192)
-    heads = t.int("num_heads", d.num_heads, minimum=1, maximum=128)
-    if hidden % heads:
-        raise t.fail("num_heads", f"a divisor of model.hidden_size ({hidden})", heads)
-    max_position = t.int("max_position", d.max_position, minimum=8, maximum=8192)
-    if max_position < data.max_length:
-        raise t.fail("max_position", f"an integer >= data.max_length ({data.max_length})", max_position)
-    section = ModelSection(
-        hidden_size=hidden,
-        num_layers=t.int("num_layers", d.num_layers, minimum=1, maximum=48),
-        num_heads=heads,
-        intermediate_size=t.int("intermediate_size", d.intermediate_size, minimum=8, maximum=65536),
-        dropout=t.float("dropout", d.dropout, minimum=0.0, maximum=0.9),
-        vocab_size=t.int("vocab_size", d.vocab_size, minimum=100, maximum=1_000_000),
-        max_position=max_position,
-    )
-    t.done()
+    section = _read(ModelSection, t)
+    if section.hidden_size % section.num_heads:
+        raise t.fail("num_heads", f"a divisor of model.hidden_size ({section.hidden_size})", section.num_heads)
+    if section.max_position < data.max_length:
+        raise t.fail("max_position", f"an integer >= data.max_length ({data.max_length})", section.max_position)
     return section
 
 
 def _parse_training(t: _Reader) -> TrainingSection:
-    d = TrainingSection()
-    c = t.table_of("checkpoint")
-    dc = CheckpointSection()
-    checkpoint = CheckpointSection(
-        policy=_choice(c, "policy", dc.policy, ("every_epoch", "best", "last", "none")),
-        keep=c.int("keep", dc.keep, minimum=0),
-    )
-    c.done()
     e = t.table_of("early_stopping")
-    de = EarlyStoppingSection()
-    metric = _choice(e, "metric", de.metric, ("val_loss", "val_accuracy", "val_f1", "train_loss"))
-    early = EarlyStoppingSection(
-        enabled=e.bool("enabled", de.enabled),
-        metric=metric,
-        mode=_choice(e, "mode", "min" if metric.endswith("loss") else "max", ("min", "max")),
-        patience=e.int("patience", de.patience, minimum=1),
-        min_delta=e.float("min_delta", de.min_delta, minimum=0.0),
-    )
-    e.done()
-    section = TrainingSection(
-        epochs=t.int("epochs", d.epochs, minimum=1, maximum=10_000),
-        learning_rate=t.float("learning_rate", d.learning_rate, minimum=0.0, maximum=10.0, exclusive_min=True),
-        weight_decay=t.float("weight_decay", d.weight_decay, minimum=0.0, maximum=1.0),
-        warmup_ratio=t.float("warmup_ratio", d.warmup_ratio, minimum=0.0, maximum=1.0),
-        max_grad_norm=t.float("max_grad_norm", d.max_grad_norm, minimum=0.0),
-        eval_every=t.int("eval_every", d.eval_every, minimum=0),
-        blas_threads=t.int("blas_threads", d.blas_threads, minimum=0, maximum=256),
-        checkpoint=checkpoint,
-        early_stopping=early,
-        resume_from=t.path_value("resume_from", must_exist=True, kind="directory"),
-    )
+    metric = e.str("metric", EarlyStoppingSection.metric, choices=_choices(EarlyStoppingSection, "metric"))
+    mode = e.str("mode", "min" if metric.endswith("loss") else "max", choices=_choices(EarlyStoppingSection, "mode"))
+    section = _read(TrainingSection, t, early_stopping=_read(EarlyStoppingSection, e, metric=metric, mode=mode))
     if section.resume_from is not None and not (section.resume_from / "state.json").is_file():
         raise t.fail("resume_from", f"a checkpoint folder holding state.json: {section.resume_from}")
-    t.done()
     return section
 
 
-def _choice(t: _Reader, name: str, default: str, choices: tuple[str, ...]) -> str:
-    value = t.str(name, default, choices=choices)
-    assert value is not None
-    return value
+def _choices(cls: type, name: str) -> tuple[str, ...]:
+    return next(f.metadata["choices"] for f in dataclasses.fields(cls) if f.name == name)
 
 
 def _parse_events(t: _Reader) -> EventsSection:
-    d = EventsSection()
     value = t.str("path", None)
-    section = EventsSection(
-        path=Path(value).expanduser() if value is not None else None,
-        max_file_size_mb=t.float("max_file_size_mb", d.max_file_size_mb, minimum=0.0, exclusive_min=True),
-        model_events_every=t.int("model_events_every", d.model_events_every, minimum=0),
-        broker=t.str("broker", None),
-        broker_maxlen=t.int("broker_maxlen", d.broker_maxlen, minimum=100),
-        broker_token=t.str("broker_token", None),
-    )
+    section = _read(EventsSection, t, path=Path(value).expanduser() if value is not None else None)
     if section.broker is not None and (problem := broker_url_problem(section.broker)):
         raise t.fail("broker", problem)
-    t.done()
     return section
 
 
@@ -508,32 +538,8 @@ def broker_url_problem(url: str) -> str | None:
     return None
 
 
-# --- [system] and [plugins] ---
-
-
 def _parse_system(t: _Reader) -> SystemSection:
-    d = SystemSection()
-    th = t.table_of("thresholds")
-    dt = SystemThresholds()
-    thresholds = SystemThresholds(
-        cpu_percent=th.float("cpu_percent", dt.cpu_percent, minimum=0.0, maximum=100.0),
-        memory_percent=th.float("memory_percent", dt.memory_percent, minimum=0.0, maximum=100.0),
-        disk_percent=th.float("disk_percent", dt.disk_percent, minimum=0.0, maximum=100.0),
-        gpu_memory_percent=th.float("gpu_memory_percent", dt.gpu_memory_percent, minimum=0.0, maximum=100.0),
-        gpu_temperature_c=th.float("gpu_temperature_c", dt.gpu_temperature_c, minimum=0.0, maximum=150.0),
-        data_load_share=th.float("data_load_share", dt.data_load_share, minimum=0.0, maximum=1.0),
-    )
-    th.done()
-    section = SystemSection(
-        enabled=t.bool("enabled", d.enabled),
-        interval_s=t.float("interval_s", d.interval_s, minimum=0.01, maximum=3600.0),
-        gpu=t.bool("gpu", d.gpu),
-        thresholds=thresholds,
-        hysteresis=t.float("hysteresis", d.hysteresis, minimum=0.0, maximum=0.5),
-        sustain_samples=t.int("sustain_samples", d.sustain_samples, minimum=1, maximum=1000),
-    )
-    t.done()
-    return section
+    return _read(SystemSection, t)
 
 
 def _parse_plugins(t: _Reader) -> tuple[PluginSpec, ...]:
@@ -588,85 +594,118 @@ def config_to_dict(config: RunConfig) -> dict[str, Any]:
     return convert(config)
 
 
-EXAMPLE_CONFIG = '''\
-# kbert-tui run configuration. Run it with:  kbert-tui run {filename}
-# Every key is optional; the values below are the built-in demo's. Paths are relative to this file.
+# --------------------------------------------------------------------------- what the declarations give
 
-[run]
-name = "demo"                 # shows in the TUI and in the run id
-# output_dir = "runs/demo"    # default: runs/<name>-<timestamp> in the current directory
-seed = 42
+SECTIONS: tuple[tuple[str, type], ...] = (
+    ("run", RunSection), ("data", DataSection), ("model", ModelSection), ("training", TrainingSection),
+    ("training.checkpoint", CheckpointSection), ("training.early_stopping", EarlyStoppingSection),
+    ("events", EventsSection), ("system", SystemSection), ("system.thresholds", SystemThresholds),
+)
 
-[data]
-# Without `train`, the built-in generated sentiment dataset is used (no download).
-# train = "train.csv"         # Kaggle-style CSV with a header row
-# validation = "val.csv"      # optional; otherwise validation_split of train is held out
-# test = "test.csv"           # optional; predictions.csv (id, label) is written at the end
-# id_column = "PassengerId"   # for predictions.csv; default: the row number
-# text_columns = ["text"]     # one or more columns joined into the text ...
-# template = "{{Name}} is {{Age}} years old, {{Sex}}, class {{Pclass}}"   # ... or a row template;
-#                             # "{{*}}" expands to "column: value, ..." for every other column
-# label_column = "label"      # strings or ints; binary or multi-class
-max_length = 32               # tokens per text, [CLS] and [SEP] included
-batch_size = 32
-validation_split = 0.1
-batch_event_every = 10        # a data.batch_loaded event every N batches (0: never)
-load_time_warning_s = 1.0     # data.performance_warning when a batch takes longer to load
 
-[model]
-hidden_size = 128
-num_layers = 2
-num_heads = 4
-intermediate_size = 256
-dropout = 0.1
-vocab_size = 1000             # WordPiece vocabulary, trained on the training text
-max_position = 128
+def _keys(cls: type) -> list[dataclasses.Field[Any]]:
+    return [f for f in dataclasses.fields(cls) if not dataclasses.is_dataclass(_hints(cls)[f.name])]
 
-[training]
-epochs = 8
-learning_rate = 0.0005
-weight_decay = 0.01
-warmup_ratio = 0.1            # linear warm-up over this share of the steps, then linear decay
-max_grad_norm = 1.0           # 0 turns clipping off
-eval_every = 50               # validate every N steps as well as after each epoch (0: epochs only)
-blas_threads = 0              # OpenBLAS threads for CPU training (0: the cores less one, at least 1)
-# resume_from = "runs/demo/checkpoints/last"
 
-[training.checkpoint]
-policy = "best"               # "every_epoch", "best", "last" or "none"
-keep = 2                      # every_epoch: keep the newest N (0: all)
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | Path):
+        return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return repr(value)
 
-[training.early_stopping]
-enabled = false
-metric = "val_loss"           # val_loss, val_accuracy, val_f1 or train_loss
-mode = "min"
-patience = 3
-min_delta = 0.0
 
-[events]
-# path = "events.jsonl"       # default: <output_dir>/events.jsonl
-max_file_size_mb = 100        # rotate the log past this size
-model_events_every = 10       # model.forward_pass / model.backward_pass every N steps (0: never)
-# broker = "redis://localhost:6379/0"   # also publish events to Redis (kbert-tui attach redis://...);
-#                             # in clear text unless the URL is rediss://
-# broker_maxlen = 100000      # the stream keeps about this many newest events
-# broker_token = "..."        # allow pause/resume/stop through the broker to viewers presenting it
+def _type_text(cls: type, f: dataclasses.Field[Any]) -> str:
+    kind, meta = _hints(cls)[f.name], f.metadata
+    if meta["typed"]:
+        return meta["typed"]
+    if meta["choices"]:
+        return ", ".join(f'`"{c}"`' for c in meta["choices"])
+    if meta["path"]:
+        return {"file": "path to a file", "directory": "path to a folder", "out": "path"}[meta["path"]]
+    if kind in (int, float):
+        name = "int" if kind is int else "number"
+        low, high = meta["minimum"], meta["maximum"]
+        if low is not None and high is not None:
+            return f"{name} in ({low}, {high}]" if meta["exclusive_min"] else f"{name} {low} … {high}"
+        if low is not None:
+            return f"{name} {'>' if meta['exclusive_min'] else '≥'} {low}"
+        return name
+    if kind is bool:
+        return "bool"
+    return "string or list of strings" if getattr(kind, "__origin__", kind) is tuple else "string"
 
-[system]
-enabled = true
-interval_s = 1.0              # system.* readings every N seconds
-gpu = true                    # NVIDIA GPUs through NVML (system.gpu_unavailable without one)
-hysteresis = 0.05             # a performance warning clears below threshold * (1 - hysteresis)
-sustain_samples = 3           # samples in a row over a threshold before it warns
 
-[system.thresholds]
-cpu_percent = 95
-memory_percent = 90
-disk_percent = 95
-gpu_memory_percent = 95
-gpu_temperature_c = 85
-data_load_share = 0.5
+def config_table(path: str) -> str:
+    """The docs table of one section's keys (docs/config.md holds these; a test keeps them equal)."""
+    cls = dict(SECTIONS)[path]
+    demo = default_config()
+    demo_section: Any = demo
+    for part in path.split("."):
+        demo_section = getattr(demo_section, part)
+    rows = ["| key | type / range | default (demo) | meaning |", "|---|---|---|---|"]
+    for f in _keys(cls):
+        default = f.metadata["shown"] or ("—" if f.default is None else f"`{_toml(f.default)}`")
+        ours = getattr(demo_section, f.name)
+        if f.metadata["shown"] is None and ours != f.default and ours is not None:
+            default += f" (`{_toml(ours)}`)"
+        rows.append(f"| `{f.name}` | {_type_text(cls, f)} | {default} | {f.metadata['doc']} |")
+    return "\n".join(rows)
 
+
+def key_list() -> str:
+    """The README's one-line-per-section key list."""
+    rows = ["| section | keys |", "| --- | --- |"]
+    for path, cls in SECTIONS:
+        if "." in path:
+            continue
+        parts = [", ".join(f"`{f.name}`" for f in _keys(cls))]
+        for sub, sub_cls in SECTIONS:
+            if sub.startswith(path + "."):
+                parts.append(f"`[{sub}]` " + ", ".join(f"`{f.name}`" for f in _keys(sub_cls)))
+        rows.append(f"| `[{path}]` | " + "; ".join(parts) + " |")
+    rows.append("| `[plugins.<name>]` | `plugin` (a built-in or entry-point name, or `package.module:Class`), `enabled`, "
+                "`timeout_s`, `max_errors`, and the plugin's own keys |")
+    rows.append("| `[[rules]]` | `when`, `action`, `name`, `for`, `once`, `event` |")
+    return "\n".join(rows)
+
+
+def _wrap_comment(text: str, width: int = 100) -> list[str]:
+    import textwrap
+
+    return ["# " + line for line in textwrap.wrap(text, width - 2)]
+
+
+def example_config(filename: str) -> str:
+    """`kbert-tui init`'s file: every key with its doc, set to the built-in demo's value (paths commented)."""
+    demo = default_config()
+    lines = [f"# kbert-tui run configuration. Run it with:  kbert-tui run {filename}",
+             "# Every key is optional; the values below are the built-in demo's. Paths are relative to this file.",
+             "# Every key, its range and meaning: docs/config.md"]
+    for path, cls in SECTIONS:
+        section: Any = demo
+        for part in path.split("."):
+            section = getattr(section, part)
+        lines += ["", f"[{path}]"]
+        for f in _keys(cls):
+            value = getattr(section, f.name)
+            lines += _wrap_comment(f.metadata["doc"].replace("`", ""))
+            if path == "data" and f.name in _NEED_TRAIN and value is not None and f.name != "template":
+                lines.append(f"# {f.name} = {_toml(value)}")  # needs `train`: the demo has none
+            elif value is None or f.name == "template":
+                sample = {"train": "train.csv", "validation": "val.csv", "test": "test.csv", "id_column": "id",
+                          "template": "{Name} is {Age} years old", "output_dir": "runs/demo",
+                          "resume_from": "runs/demo/checkpoints/last", "path": "events.jsonl",
+                          "broker": "redis://localhost:6379/0", "broker_token": "a-shared-secret"}.get(f.name, "")
+                lines.append(f"# {f.name} = {_toml(sample)}")
+            else:
+                lines.append(f"{f.name} = {_toml(value)}")
+    return "\n".join(lines) + "\n\n" + TAIL
+
+
+TAIL = '''\
 # Plugins: one table each; `plugin` is a built-in or entry-point name, or "package.module:Class".
 # timeout_s / max_errors (per-call limit, error budget) are optional; other keys go to the plugin.
 # See docs/plugins.md for the built-ins and how to write one.
@@ -697,3 +736,24 @@ plugin = "error_threshold"    # system.error_threshold_exceeded when errors pile
 # for = 1                     # matching events of that name in a row before it fires
 # once = false                # true: at most once a run
 '''
+
+
+
+def sync_docs(text: str) -> str:
+    """`text` with every `<!-- config:PATH -->` … `<!-- /config:PATH -->` block (and `config:keys`) regenerated."""
+    import re
+
+    def block(match: re.Match[str]) -> str:
+        name = match.group(1)
+        body = key_list() if name == "keys" else config_table(name)
+        return f"<!-- config:{name} -->\n{body}\n<!-- /config:{name} -->"
+
+    return re.sub(r"<!-- config:([a-z_.]+) -->\n.*?\n<!-- /config:\1 -->", block, text, flags=re.S)
+
+
+if __name__ == "__main__":  # python -m kbert_tui.config FILE...: regenerate the key tables in those docs
+    import sys
+
+    for name in sys.argv[1:]:
+        doc = Path(name)
+        doc.write_text(sync_docs(doc.read_text(encoding="utf-8")), encoding="utf-8")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kbert_tui.config import EXAMPLE_CONFIG, ConfigError, default_config, load_config
+from kbert_tui.config import ConfigError, default_config, example_config, load_config
 
 
 def write(tmp_path: Path, text: str, name: str = "run.toml") -> Path:
@@ -31,7 +31,7 @@ def test_empty_file_is_the_demo(tmp_path):
 
 
 def test_example_config_loads_and_equals_the_builtin_demo(tmp_path):
-    config = load_config(write(tmp_path, EXAMPLE_CONFIG.format(filename="run.toml")))
+    config = load_config(write(tmp_path, example_config("run.toml")))
     assert config.replace(source=None) == default_config()
 
 

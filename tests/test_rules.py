@@ -270,10 +270,57 @@ def test_the_documented_rules_load(tmp_path):
 
 
 def test_the_example_config_still_loads_with_its_rule_uncommented(tmp_path):
-    from kbert_tui.config import EXAMPLE_CONFIG
+    from kbert_tui.config import example_config
 
-    text = EXAMPLE_CONFIG.format(filename="x.toml")
+    text = example_config("x.toml")
     text = re.sub(r"^# (\[\[rules\]\]|name = \"loss spike\"|when = .*|action = .*|for = .*|once = .*)$", r"\1",
                   text, flags=re.M)
     (tmp_path / "x.toml").write_text(text)
     assert load_config(tmp_path / "x.toml").rules[0].actions == ("pause", "checkpoint")
+
+
+# ------------------------------------------------------------------ in the monitor
+
+
+def test_the_monitor_lists_fired_rules_rings_for_notify_and_k_requests_a_checkpoint():
+    from kbert_tui.state.simulate import simulate_run
+    from kbert_tui.tui import MonitorApp, StaticSource
+
+    events = list(simulate_run(epochs=1, steps_per_epoch=8))
+    trigger = next(e for e in events if e.name == "training.batch_completed")
+    fired = [Event("rule.fired", {"rule": "spike", "action": action, "caused_by": trigger.id,
+                                  "trigger": trigger.name, "reason": "training.batch_completed loss=6 (step 1)",
+                                  "when": "loss>5", "count": 1}, T0, "rules", "run-0001") for action in
+             ("pause", "notify")]
+    at = events.index(trigger) + 1
+    events[at:at] = fired
+    sent: list[tuple[str, dict]] = []
+
+    class Steerable(StaticSource):
+        controllable = True
+
+        async def emit_control(self, name, data):
+            sent.append((name, data))
+
+    async def scenario() -> None:
+        app = MonitorApp(Steerable(events[:at + 2], label="live-ish"))
+        rang: list[bool] = []
+        app.bell = lambda: rang.append(True)  # type: ignore[method-assign]
+        async with app.run_test(size=(120, 40)) as pilot:
+            for _ in range(100):
+                await pilot.pause(0.01)
+                if app.ingested:
+                    break
+            app._drain()
+            await pilot.pause()
+            seen = app.state.rules["spike"]
+            assert (seen.count, seen.actions) == (1, ["pause", "notify"])
+            assert rang == [True] and app.state.last_notification == (
+                "rule spike: training.batch_completed loss=6 (step 1)")
+            pane = app.training_pane
+            assert any("spike ×1 pause+notify" in row.plain for _, row in pane._rows(110, pane.pal))
+            await pilot.press("k")
+            await pilot.pause()
+            assert sent == [("control.checkpoint_requested", {"requested_by": "tui"})]
+
+    asyncio.run(scenario())

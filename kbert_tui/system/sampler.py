@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import psutil
+
+from kbert_tui.config import SystemSection, SystemThresholds
 from kbert_tui.events import catalog as ev
 
 from .bottleneck import BottleneckDetector, DetectorSettings
@@ -18,15 +21,8 @@ from .thresholds import ThresholdMonitor
 _MB = 1024 * 1024
 _GB = 1024 * 1024 * 1024
 
-# Defaults of [system] and [system.thresholds]; a config object overrides any of them.
-DEFAULT_THRESHOLDS = {
-    "cpu_percent": 95.0,
-    "memory_percent": 90.0,
-    "disk_percent": 95.0,
-    "gpu_memory_percent": 95.0,
-    "gpu_temperature_c": 85.0,
-    "data_load_share": 0.5,
-}
+# The defaults of [system] and [system.thresholds], as kbert_tui.config declares them.
+DEFAULT_THRESHOLDS = dataclasses.asdict(SystemThresholds())
 # (component, metric) each threshold key watches.
 _WATCHED = {
     "cpu_percent": ("cpu", "cpu_percent"),
@@ -37,12 +33,17 @@ _WATCHED = {
 }
 
 
-def _setting(config: Any, key: str, default: Any) -> Any:
+def _section(config: SystemSection | dict[str, Any] | None) -> SystemSection:
+    """`[system]` as declared in kbert_tui.config; a dict overrides some of its keys (tests, scripts)."""
     if config is None:
-        return default
+        return SystemSection()
     if isinstance(config, dict):
-        return config.get(key, default)
-    return getattr(config, key, default)
+        given = dict(config)
+        thresholds = given.pop("thresholds", None) or {}
+        if isinstance(thresholds, dict):
+            thresholds = SystemThresholds(**{k: float(v) for k, v in thresholds.items()})
+        return SystemSection(**given, thresholds=thresholds)
+    return config
 
 
 def _existing(path: Path) -> Path:
@@ -72,21 +73,17 @@ class SystemSampler:
         detector: BottleneckDetector | None = None,
     ) -> None:
         self.bus = bus
-        self.interval_s = float(_setting(config, "interval_s", 1.0))
-        self.gpu_enabled = bool(_setting(config, "gpu", True))
+        section = _section(config)
+        self.interval_s = float(section.interval_s)
+        self.gpu_enabled = bool(section.gpu)
         self.correlation_id = correlation_id
         self.disk_path = Path(output_dir)
-        thresholds = dict(DEFAULT_THRESHOLDS)
-        configured = _setting(config, "thresholds", None)
-        for key in thresholds:
-            value = _setting(configured, key, None)
-            if value is not None:
-                thresholds[key] = float(value)
+        thresholds = dataclasses.asdict(section.thresholds)
         self.thresholds = thresholds
         self.monitor = ThresholdMonitor(
             {_WATCHED[k]: v for k, v in thresholds.items() if k in _WATCHED},
-            hysteresis=float(_setting(config, "hysteresis", 0.05)),
-            sustain=int(_setting(config, "sustain_samples", 3)),
+            hysteresis=float(section.hysteresis),
+            sustain=int(section.sustain_samples),
         )
         self.detector = detector or BottleneckDetector(
             DetectorSettings(data_load_share=thresholds["data_load_share"])
