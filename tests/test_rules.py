@@ -282,7 +282,7 @@ def test_the_example_config_still_loads_with_its_rule_uncommented(tmp_path):
 # ------------------------------------------------------------------ in the monitor
 
 
-def test_the_monitor_lists_fired_rules_rings_for_notify_and_k_requests_a_checkpoint():
+def test_the_monitor_lists_fired_rules_rings_for_notify_and_k_requests_a_checkpoint(settle):
     from kbert_tui.state.simulate import simulate_run
     from kbert_tui.tui import MonitorApp, StaticSource
 
@@ -307,11 +307,8 @@ def test_the_monitor_lists_fired_rules_rings_for_notify_and_k_requests_a_checkpo
         rang: list[bool] = []
         app.bell = lambda: rang.append(True)  # type: ignore[method-assign]
         async with app.run_test(size=(120, 40)) as pilot:
-            for _ in range(100):
-                await pilot.pause(0.01)
-                if app.ingested:
-                    break
-            app._drain()
+            await settle(pilot)
+            app._drain()  # the drain timer's work: it rings for new notifications
             await pilot.pause()
             seen = app.state.rules["spike"]
             assert (seen.count, seen.actions) == (1, ["pause", "notify"])

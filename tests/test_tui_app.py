@@ -429,7 +429,7 @@ async def test_80x24_keeps_the_loss_chart_key_hints_and_ten_log_rows(settle):
         await settle(pilot)
         await pilot.pause(0.1)
         lines = screen_lines(app)
-        assert any("loss/step" in line for line in lines)  # the chart sits beside the training text
+        assert any("loss by step" in line for line in lines)  # the chart sits beside the training text
         assert "?Help" in lines[-1].replace(" ", "") and "qQuit" in lines[-1].replace(" ", "")
         assert "pPause" in lines[-1].replace(" ", "")  # live: the training keys are offered
         assert app.log_view.scrollable_content_region.height >= 10

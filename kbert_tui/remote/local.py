@@ -32,7 +32,8 @@ __all__ = ["INFO_NAME", "CONTROL_NAME", "CONTROL_REQUESTS", "RunInfo", "LocalCon
 
 INFO_NAME = "session.json"
 CONTROL_NAME = "control.jsonl"
-CONTROL_REQUESTS = ("control.pause_requested", "control.resume_requested", "control.stop_requested")
+CONTROL_REQUESTS = ("control.pause_requested", "control.resume_requested", "control.stop_requested",
+                    "control.checkpoint_requested")
 
 
 def _now() -> str:

@@ -74,6 +74,16 @@ class Series:
 
 
 @dataclass
+class RuleSeen:
+    """A [[rules]] rule as the monitor saw it fire: how often, its last firing's actions and why."""
+
+    count: int = 0
+    actions: list[str] = field(default_factory=list)
+    reason: str = ""
+    trigger: str | None = None  # the id of the event its last firing matched
+
+
+@dataclass
 class Notice:
     """A warning, bottleneck or error worth showing until it's old."""
 
@@ -261,6 +271,9 @@ class RunState:
         self.system_version = 0
         self.controls: list[str] = []  # control requests seen (names), newest last, bounded
         self.pending_control: str | None = None  # e.g. "pause" requested but not yet answered
+        self.rules: dict[str, RuleSeen] = {}  # [[rules]] that fired (rule.fired), by name, first fired first
+        self.notifications = 0  # rule.fired with action notify, so far (the monitor rings on new ones)
+        self.last_notification: str | None = None
 
     def apply_all(self, events: Iterable[Event]) -> None:
         for event in events:
@@ -293,6 +306,9 @@ class RunState:
             self._plugin(event, name, data)
         elif category == "control":
             self._control(name, data)
+            self.training_version += 1
+        elif name == ev.RULE_FIRED:
+            self._rule_fired(data)
             self.training_version += 1
         if event.source.startswith("plugin:"):
             info = self.plugins.get(event.source[7:])
@@ -592,6 +608,22 @@ class RunState:
             info.messages.append(printable(f"state {d.get('old_state')} → {d.get('new_state')}"))
         elif name != ev.PLUGIN_STATS:  # counters only, already taken above
             info.messages.append(printable(name.partition(".")[2]))
+
+    def _rule_fired(self, d: dict[str, Any]) -> None:
+        name = printable(str(d.get("rule", "?")))
+        seen = self.rules.get(name)
+        if seen is None:
+            seen = self.rules[name] = RuleSeen()
+        trigger = d.get("caused_by")
+        if trigger != seen.trigger or trigger is None:  # one firing emits a rule.fired per action
+            seen.count += 1
+            seen.actions = []
+            seen.trigger = trigger if isinstance(trigger, str) else None
+        seen.actions.append(printable(str(d.get("action", "?"))))
+        seen.reason = printable(str(d.get("reason", "")))
+        if d.get("action") == "notify":
+            self.notifications += 1
+            self.last_notification = f"rule {name}: {seen.reason}"
 
     def _control(self, name: str, d: dict[str, Any]) -> None:
         action = name.partition(".")[2].removesuffix("_requested")

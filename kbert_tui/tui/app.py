@@ -82,6 +82,13 @@ class MonitorApp(App[str | None]):
         Binding("p", "pause_training", "Pause"),
         Binding("p", "replay_pause", "Pause replay"),
         Binding("s", "stop_training", "Stop"),
+        Binding("k", "checkpoint_training", "Checkpoint", show=False),
+        Binding("left_square_bracket", "smoothing(-1)", "Smooth-", show=False),
+        Binding("right_square_bracket", "smoothing(1)", "Smooth+", show=False),  # hinted in the chart caption
+        Binding("x", "chart_x", "X axis", show=False),
+        Binding("y", "chart_log", "Log y", show=False),
+        Binding("comma", "chart_cursor(-1)", "Cursor", show=False),
+        Binding("full_stop", "chart_cursor(1)", "Cursor →", show=False),
         Binding("n", "replay_step", "Step", show=False),
         Binding("plus,equals_sign", "replay_speed(2)", "Faster", show=False),
         Binding("minus", "replay_speed(0.5)", "Slower", show=False),
@@ -103,6 +110,7 @@ class MonitorApp(App[str | None]):
         self.tick = tick
         self.filter_error: str | None = None
         self.ingested = 0
+        self._notified = 0  # rule notifications already rung for
         self.start_error: str | None = None
         self.first_paint_at: float | None = None
         self._drain_timer: Timer | None = None
@@ -255,7 +263,7 @@ class MonitorApp(App[str | None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Keys that do nothing in the current mode are neither offered in the footer nor run."""
         source = self.source
-        if action in ("pause_training", "stop_training"):
+        if action in ("pause_training", "stop_training", "checkpoint_training"):
             return source.controllable and self.state.training.live
         if action in ("replay_pause", "replay_step", "replay_speed"):
             return isinstance(source, ReplaySource) and source.speed is not None
@@ -296,6 +304,13 @@ class MonitorApp(App[str | None]):
             gc.freeze()
         return moved
 
+    def _rule_notification(self) -> None:
+        """A rule with action notify fired: bell and a banner, live or attached (a replay only shows it)."""
+        self._notified = self.state.notifications
+        if not isinstance(self.source, ReplaySource) and self.state.last_notification:
+            self.bell()
+            self.notify(self.state.last_notification, title="rule", severity="warning", timeout=15)
+
     def drain_all(self) -> int:
         """Ingest everything waiting now and repaint (tests and benchmarks use this)."""
         moved = self._ingest(None)
@@ -306,6 +321,8 @@ class MonitorApp(App[str | None]):
         if self._stopped_ingest:
             return
         moved = self._ingest(DRAIN_BUDGET_S) if self.inbox else 0
+        if self.state.notifications != self._notified:
+            self._rule_notification()
         if moved:
             self.refresh_panes(force=False)
         else:
@@ -530,6 +547,32 @@ class MonitorApp(App[str | None]):
             target = target.parent  # type: ignore[assignment]
         screen.maximize(target if target is not None else self.log_view)
 
+    # -- the loss chart: smoothing, x axis, log y and a cursor, kept for the session -----------------
+    def action_smoothing(self, direction: int) -> None:
+        self.training_pane.chart.smoother(direction)
+        self._chart_changed(f"smoothing {self.training_pane.chart.smoothing:g}" if self.training_pane.chart.smoothing
+                            else "smoothing off")
+
+    def action_chart_x(self) -> None:
+        self.training_pane.chart.next_x()
+        self._chart_changed(f"loss by {self.training_pane.chart.x_axis}")
+
+    def action_chart_log(self) -> None:
+        chart = self.training_pane.chart
+        chart.log_y = not chart.log_y
+        self._chart_changed("log y" if chart.log_y else "linear y")
+
+    def action_chart_cursor(self, direction: int) -> None:
+        curve = self.state.training.curve
+        # a press moves about one chart column (the pane's width less the axis labels)
+        width = max(1, self.training_pane.content_region.width - 8)
+        self.training_pane.chart.move_cursor(len(curve), direction * max(1, len(curve) // (2 * width)))
+        self.training_pane.chart_changed()
+
+    def _chart_changed(self, what: str) -> None:
+        self.training_pane.chart_changed()
+        self.notify(what, timeout=1.5)
+
     def action_toggle_plugins(self) -> None:
         """Show or hide the plugins pane (it's always shown on wide terminals)."""
         self.screen_stack[0].toggle_class("show-plugins")
@@ -555,6 +598,13 @@ class MonitorApp(App[str | None]):
             self.notify("resume requested", timeout=2)
         else:
             self.notify(f"training is {status}", timeout=2)
+
+    def action_checkpoint_training(self) -> None:
+        if not self.source.controllable or not self.state.training.live:
+            self.notify("no live training to checkpoint", timeout=2)
+            return
+        self._control(ev.CONTROL_CHECKPOINT_REQUESTED, {"requested_by": "tui"})
+        self.notify("checkpoint requested", timeout=2)
 
     def action_stop_training(self) -> None:
         if not self.source.controllable or not self.state.training.live:

@@ -13,7 +13,10 @@ from textual.widgets import DataTable, Static
 
 from kbert_tui.state import PluginInfo, RunState, format_number, printable
 
-from .render import Palette, bar, block_chart, duration, fit_pairs, palette, sparkline
+from kbert_tui.state.chart import ChartSettings, readout, smoothed
+
+from .chart import Line, braille_chart
+from .render import Palette, bar, duration, fit_pairs, palette, sparkline
 
 __all__ = ["TrainingPane", "SystemPane", "PluginsPane"]
 
@@ -55,6 +58,14 @@ def _pair(text: Text, label: str, value: str, pal: Palette, style: Any = None) -
 
 class TrainingPane(StatePane):
     """Run identity, progress bars with ETA, current metrics, best metric, the loss chart, the state."""
+
+    def __init__(self, state: RunState, **kwargs: Any) -> None:
+        super().__init__(state, **kwargs)
+        self.chart = ChartSettings()  # smoothing, log y, x axis, cursor: kept for the session
+
+    def chart_changed(self) -> None:
+        self.redraw_all()
+        self.update_state()
 
     def version(self) -> int:
         return self.state.training_version
@@ -173,28 +184,55 @@ class TrainingPane(StatePane):
             rows.append((6, Text(note, pal.kind["success"])))
         elif t.status == "paused":
             rows.append((5, Text("❚❚ paused — press p to resume", pal.kind["warning"])))
+        if self.state.rules:
+            text = Text("rules ", pal.label)
+            for name, seen in self.state.rules.items():
+                style = pal.kind["warning"] if "notify" in seen.actions else pal.kind["control"]
+                text.append(f"{name} ×{seen.count} {'+'.join(seen.actions)}", style)
+                text.append("  ")
+            text.append(f"(last: {seen.reason})", pal.muted)
+            text.truncate(width, overflow="ellipsis")
+            rows.append((3, text))
         if self.state.pending_control and t.live:
             rows.append((5, Text(f"… {self.state.pending_control} requested", pal.kind["control"])))
         return rows
 
     def _chart(self, width: int, height: int, pal: Palette) -> list[Text]:
-        """The caption and the loss-per-step chart, `height` rows in all."""
-        t = self.state.training
-        caption = Text(f"loss/step ({t.loss_history.count:,}", pal.label)
-        if t.loss_history.stride > 1:
-            caption.append(f", {t.loss_history.stride}/pt", pal.label)
+        """The caption and the loss chart (raw faint, smoothed, validation per epoch), `height` rows in all."""
+        t, chart = self.state.training, self.chart
+        curve = t.curve
+        caption = Text(f"loss by {chart.x_axis} ({t.loss_history.count:,}", pal.label)
+        if curve.stride > 1:
+            caption.append(f", {curve.stride}/pt", pal.label)
         caption.append(")", pal.label)
-        vals = [m.get("val_loss") for m in t.epoch_metrics if isinstance(m.get("val_loss"), (int, float))]
-        if vals and width >= 40:
-            caption.append("  val_loss/epoch ", pal.label)
-            caption.append_text(sparkline(vals, min(len(vals), 20), pal.chart2))
+        caption.append(f" ema {chart.smoothing:g}" if chart.smoothing else " raw", pal.muted)
+        if chart.log_y:
+            caption.append(" log", pal.muted)
+        if curve.marks:
+            caption.append(" ▪val", pal.chart2)
+        if caption.cell_len + len(CHART_KEYS) <= width:  # the 80-column footer has no room for these
+            caption.append(" " * (width - caption.cell_len - len(CHART_KEYS)) + CHART_KEYS, pal.muted)
+        smooth = smoothed(curve, chart.smoothing)
         lines = [caption]
-        if height >= 2:
-            lines.extend(block_chart(t.loss_history.values(), width, min(height - 1, 8), pal.chart, pal.muted))
+        if chart.cursor is not None:
+            lines.append(Text(readout(curve, chart, smooth), pal.value, no_wrap=True, overflow="ellipsis"))
+        rows = min(height - len(lines), 8)
+        if rows < 1:
+            return lines[:height]
+        xs = curve.xs(chart.x_axis)
+        series = [Line(xs, smooth, pal.chart)]
+        if chart.smoothing:
+            series.insert(0, Line(xs, curve.loss, pal.muted))  # the raw loss, faint, under the smoothed
+        axis = ("step", "samples", "time").index(chart.x_axis)
+        series.append(Line([m[axis] for m in curve.marks], [m[3] for m in curve.marks], pal.chart2, points=True))
+        cursor_x = xs[chart.cursor] if chart.cursor is not None and chart.cursor < len(xs) else None
+        lines.extend(braille_chart(series, width, rows, pal.muted, log_y=chart.log_y, cursor_x=cursor_x,
+                                   cursor_style=pal.cursor))
         return lines
 
 
 CHART_MIN_ROWS = 4
+CHART_KEYS = "[ ] x y , ."  # smoothing, x axis, log y, cursor (the help says more)
 
 
 class SystemPane(StatePane):

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from rich.style import Style
 from rich.text import Text
 
-__all__ = ["Palette", "palette", "bar", "sparkline", "block_chart", "axis_label", "fit_pairs", "duration"]
+__all__ = ["Palette", "palette", "bar", "sparkline", "axis_label", "fit_pairs", "duration"]
 
 _BLOCKS = " ▁▂▃▄▅▆▇█"
 
@@ -111,28 +111,6 @@ def sparkline(values: Sequence[float], width: int, style: Style, *, lo: float | 
         level = 4 if span <= 0 else int(round((v - low) / span * 7)) + 1
         chars.append(_BLOCKS[min(8, max(1, level))])
     return Text("".join(chars).rjust(width), style)
-
-
-def block_chart(values: Sequence[float], width: int, height: int, style: Style,
-                label_style: Style) -> list[Text]:
-    """A `height`-row chart of `values` in eighth blocks with the max/min on the left axis."""
-    if width < 12 or height < 1:
-        return []
-    pts = _resample(values, width - 8)
-    if not pts:
-        return [Text(" " * width) for _ in range(height)]
-    low, high = min(pts), max(pts)
-    span = high - low or 1.0
-    levels = [int(round((v - low) / span * (height * 8 - 1))) + 1 for v in pts]
-    rows = []
-    for r in range(height):
-        floor = (height - 1 - r) * 8
-        line = "".join(_BLOCKS[min(8, max(0, lv - floor))] for lv in levels)
-        label = axis_label(high) + " " if r == 0 else (axis_label(low) + " " if r == height - 1 else " " * 8)
-        row = Text(label, label_style)
-        row.append(line, style)
-        rows.append(row)
-    return rows
 
 
 def axis_label(value: float) -> str:
