@@ -369,6 +369,9 @@ async def _headless(session: Any, ended_by: list[int]) -> int:
     if log_error is not None:  # the run may have gone well, but its log is not whole: say where and why
         print(f"kbert-tui: error: event log {session.events_path}: {log_error}", file=sys.stderr, flush=True)
         return EXIT_FAILED
+    if session.broker is not None and session.broker.unpublished:
+        print(f"note: {session.broker.unpublished:,} events did not reach the broker (Redis was away at the end); "
+              f"the log has them all", file=sys.stderr, flush=True)
     if outcome == "completed":
         print(f"done: {session.output_dir}", flush=True)
     return _exit_status(session, outcome, ended_by, report=True)

@@ -215,3 +215,13 @@ def test_broker_settings_are_checked():
     with pytest.raises(ConfigError, match="events.broker_maxlen"):
         parse_config({"events": {"broker_maxlen": 10}})
     assert redact("redis://user:pw@host:6379/0") == "redis://***@host:6379/0"
+
+
+def test_headless_says_when_events_did_not_reach_the_broker(tmp_path: Path, capsys):
+    from kbert_tui.cli import _run_headless
+
+    nowhere = RedisServer(tmp_path / "unused")
+    config = tiny_config(tmp_path, training={"epochs": 1}, events={"broker": nowhere.url})
+    assert _run_headless(config, None) == 0
+    err = capsys.readouterr().err
+    assert "events did not reach the broker (Redis was away at the end); the log has them all" in err
