@@ -109,7 +109,7 @@ async def test_a_monitor_attached_to_a_headless_run_sees_it_live_pauses_resumes_
 
 
 async def test_two_monitors_at_once_and_detaching_leaves_the_run_alone(tmp_path: Path):
-    run = HeadlessRun(tmp_path, epochs=60)
+    run = HeadlessRun(tmp_path, epochs=150)  # long enough to detach mid-run on a loaded machine
     try:
         run.wait_started()
         watcher = AttachedRun(resolve_run(run.out))

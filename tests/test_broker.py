@@ -225,3 +225,23 @@ def test_headless_says_when_events_did_not_reach_the_broker(tmp_path: Path, caps
     assert _run_headless(config, None) == 0
     err = capsys.readouterr().err
     assert "events did not reach the broker (Redis was away at the end); the log has them all" in err
+
+
+def test_a_viewer_ends_when_the_run_could_not_tell_the_broker_it_closed(redis_server):
+    import json
+
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    client.hset("kbert:runs", "r1", json.dumps({"run_id": "r1", "state": "running", "control": False}))
+    for n, name in enumerate(["training.started", "training.completed"], 1):
+        line = json.dumps({"name": name, "timestamp": "2026-11-29T00:00:00+00:00", "data": {}, "correlation_id": "r1"})
+        client.xadd("kbert:run:r1:events", {"event": line}, id=f"{n}-0")
+    client.close()
+    viewer = BrokerRun(redis_server.url, "r1", quiet_s=0.3, block_ms=50)
+    seen = []
+    deadline = time.monotonic() + 10
+    while not viewer.ended and time.monotonic() < deadline:
+        seen.extend(viewer.read(100))
+    assert [e.name for e in seen] == ["training.started", "training.completed"]
+    assert viewer.ended and viewer.outcome == "completed" and "never heard it close" in viewer.note

@@ -30,7 +30,7 @@ from typing import Any
 from kbert_tui.events import Event, EventBus
 from kbert_tui.events.follow import LogFollower, decode_lines
 
-from .local import CONTROL_REQUESTS, control_line, requester_name
+from .local import CONTROL_REQUESTS, FINAL_TRAINING_EVENTS, control_line, requester_name
 
 __all__ = ["BrokerPublisher", "BrokerRun", "BrokerError", "list_runs", "redact", "REGISTRY"]
 
@@ -356,7 +356,7 @@ class BrokerRun:
     events_path = None
 
     def __init__(self, url: str, run_id: str, *, token: str | None = None, block_ms: int = 250,
-                 registry_every_s: float = 0.25) -> None:
+                 registry_every_s: float = 0.25, quiet_s: float = 10.0) -> None:
         self.url = url
         self.run_id = run_id
         self.token = token
@@ -378,6 +378,9 @@ class BrokerRun:
         self.connection_note: str | None = None
         self.info: dict[str, Any] | None = None
         self._opened = time.monotonic()
+        self._quiet_s = quiet_s
+        self._final_seen: str | None = None  # the last training.completed / failed / stopped read
+        self._last_growth = self._opened
         self._registry_at = 0.0
         self._registry_every_s = registry_every_s
         self._backoff = 0.1
@@ -450,6 +453,10 @@ class BrokerRun:
         self.malformed += len(problems)
         if problems and self.first_error is None:
             self.first_error = f"stream entry {self.position - len(lines) + problems[0][0] + 1}: {problems[0][1]}"
+        self._last_growth = time.monotonic()
+        for event in events:
+            if event.name in FINAL_TRAINING_EVENTS:
+                self._final_seen = event.name.partition(".")[2]
         return events
 
     def _check_registry(self, client: Any, *, force: bool = False) -> None:
@@ -464,6 +471,12 @@ class BrokerRun:
             self.ended = True
             self.outcome = str(state)
             self.note = f"the run ended: {state}"
+        elif self._final_seen and now - self._last_growth >= self._quiet_s:
+            # The run could not tell the registry it closed (Redis away at its end): its training is over.
+            self.ended = True
+            self.outcome = self._final_seen
+            self.note = (f"the run ended with training.{self._final_seen}; nothing came for {self._quiet_s:g} s and "
+                         f"the broker never heard it close (its log has everything)")
 
     def _reconnected(self) -> Any:
         client = self._connect()

@@ -243,7 +243,7 @@ def newest_run(root: Path) -> Path | None:
     return None if best is None else best[1]
 
 
-_FINAL_TRAINING_EVENTS = frozenset({"training.completed", "training.failed", "training.stopped"})
+FINAL_TRAINING_EVENTS = frozenset({"training.completed", "training.failed", "training.stopped"})  # a run's end
 
 
 class AttachedRun:
@@ -308,7 +308,7 @@ class AttachedRun:
         if events:
             self._last_growth = now
             for event in events:
-                if event.name in _FINAL_TRAINING_EVENTS:
+                if event.name in FINAL_TRAINING_EVENTS:
                     self._final_seen = event.name.partition(".")[2]
                 if self.run_id is None and event.correlation_id:
                     self.run_id = event.correlation_id
