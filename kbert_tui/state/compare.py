@@ -21,12 +21,14 @@ from typing import Any
 
 from kbert_tui.events import catalog as ev
 
+from .chart import LossCurve
+
 try:  # ~3x faster than json on the hot path, optional like the codec's
     from orjson import loads as _loads
 except ImportError:  # pragma: no cover - exercised where orjson is missing
     _loads = json.loads
 
-__all__ = ["RunRecord", "CompareTable", "compare_table", "config_cell", "config_differences", "label_runs",
+__all__ = ["RunRecord", "CompareTable", "baseline_curve", "compare_table", "config_cell", "config_differences", "label_runs",
            "load_run", "METRICS", "FORMATS", "render_table"]
 
 METRICS = ("train_loss", "val_loss", "val_accuracy", "val_f1")
@@ -222,6 +224,16 @@ class RunRecord:
                 xs.append(float(row["epoch"]))
                 ys.append(row[metric])
         return xs, ys
+
+
+def baseline_curve(record: RunRecord) -> LossCurve:
+    """A loaded run's training loss as a bounded LossCurve, to draw under the monitor's own (a baseline)."""
+    curve = LossCurve()
+    start = record.started_at or 0.0
+    curve.started(start, record.batch_size)
+    for step, loss, seconds in zip(record.steps, record.losses, record.times, strict=True):
+        curve.add(step, loss, start + (seconds if math.isfinite(seconds) else 0.0))
+    return curve
 
 
 def load_run(path: str | Path, label: str = "") -> RunRecord:

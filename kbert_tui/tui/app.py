@@ -89,6 +89,7 @@ class MonitorApp(App[str | None]):
         Binding("y", "chart_log", "Log y", show=False),
         Binding("comma", "chart_cursor(-1)", "Cursor", show=False),
         Binding("full_stop", "chart_cursor(1)", "Cursor →", show=False),
+        Binding("b", "baseline", "Baseline", show=False),
         Binding("n", "replay_step", "Step", show=False),
         Binding("plus,equals_sign", "replay_speed(2)", "Faster", show=False),
         Binding("minus", "replay_speed(0.5)", "Slower", show=False),
@@ -568,6 +569,43 @@ class MonitorApp(App[str | None]):
         width = max(1, self.training_pane.content_region.width - 8)
         self.training_pane.chart.move_cursor(len(curve), direction * max(1, len(curve) // (2 * width)))
         self.training_pane.chart_changed()
+
+    def action_baseline(self) -> None:
+        """Ask for another run and draw its loss under this one's (Enter with nothing: no baseline)."""
+        from .compare import BaselineScreen
+
+        current = self.training_pane.baseline
+        self.push_screen(BaselineScreen(current[0] if current else None), self._baseline_chosen)
+
+    def _baseline_chosen(self, target: str | None) -> None:
+        if target is None:
+            return
+        if not target:
+            self.training_pane.baseline = None
+            self._chart_changed("no baseline")
+            return
+        self._load_baseline(target)
+
+    @work(thread=True, exclusive=True, group="baseline")
+    def _load_baseline(self, target: str) -> None:
+        from kbert_tui.remote import resolve_run
+        from kbert_tui.state.compare import baseline_curve, label_runs, load_run
+
+        try:
+            record = load_run(resolve_run(target).events_path)
+        except OSError as error:
+            self.call_from_thread(self.notify, f"baseline: {error}", severity="error", timeout=5)
+            return
+        if not record.steps:
+            self.call_from_thread(self.notify, f"baseline: {target} holds no training steps", severity="error",
+                                  timeout=5)
+            return
+        label_runs([record])
+        self.call_from_thread(self._set_baseline, record.label, baseline_curve(record))
+
+    def _set_baseline(self, label: str, curve: Any) -> None:
+        self.training_pane.baseline = (label, curve)
+        self._chart_changed(f"baseline {label}: {len(curve):,} points")
 
     def _chart_changed(self, what: str) -> None:
         self.training_pane.chart_changed()

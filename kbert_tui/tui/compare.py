@@ -12,8 +12,10 @@ from rich.table import Table
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
 from textual.widget import Widget
-from textual.widgets import Footer, Static
+from textual.widgets import Footer, Input, Label, Static
 
 from kbert_tui.events.follow import LogFollower
 from kbert_tui.state.chart import X_AXES
@@ -22,7 +24,7 @@ from kbert_tui.state.compare import METRICS, RunRecord, compare_table, config_ce
 from .chart import Line, braille_chart, x_axis
 from .render import duration, palette
 
-__all__ = ["CompareApp", "RUN_COLOURS"]
+__all__ = ["BaselineScreen", "CompareApp", "RUN_COLOURS"]
 
 RUN_COLOURS = ("#4fb3ff", "#ffc857", "#7bd88f", "#ff7a7a", "#c6a0f6", "#4dd0c8", "#f78c6c", "#ff9cce",
                "#b5e48c", "#d0d0d0")
@@ -206,3 +208,24 @@ class CompareApp(App[None]):
     def action_toggle_log(self) -> None:
         self.log_y = not self.log_y
         self.redraw()
+
+
+class BaselineScreen(ModalScreen[str | None]):
+    """Asks for a run to draw under the monitor's loss chart; Enter with nothing clears the baseline."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, current: str | None) -> None:
+        super().__init__()
+        self.current = current
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="modal-box"):
+            yield Label(Text("Baseline run: a run directory or events file (empty: none)"), classes="modal-title")
+            yield Input(value=self.current or "", placeholder="runs/demo-20261128-101500-ab12", id="baseline")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value.strip())
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

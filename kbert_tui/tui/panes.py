@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Static
 
 from kbert_tui.state import PluginInfo, RunState, format_number, printable
 
-from kbert_tui.state.chart import ChartSettings, readout, smoothed
+from kbert_tui.state.chart import ChartSettings, LossCurve, readout, smoothed
 
 from .chart import Line, braille_chart
 from .render import Palette, bar, duration, fit_pairs, palette, sparkline
@@ -62,6 +62,7 @@ class TrainingPane(StatePane):
     def __init__(self, state: RunState, **kwargs: Any) -> None:
         super().__init__(state, **kwargs)
         self.chart = ChartSettings()  # smoothing, log y, x axis, cursor: kept for the session
+        self.baseline: tuple[str, LossCurve] | None = None  # another run's loss, drawn for reference (b)
 
     def chart_changed(self) -> None:
         self.redraw_all()
@@ -210,6 +211,8 @@ class TrainingPane(StatePane):
             caption.append(" log", pal.muted)
         if curve.marks:
             caption.append(" ▪val", pal.chart2)
+        if self.baseline is not None:
+            caption.append(f" vs {self.baseline[0]}", pal.kind["control"])
         if caption.cell_len + len(CHART_KEYS) <= width:  # the 80-column footer has no room for these
             caption.append(" " * (width - caption.cell_len - len(CHART_KEYS)) + CHART_KEYS, pal.muted)
         smooth = smoothed(curve, chart.smoothing)
@@ -223,6 +226,9 @@ class TrainingPane(StatePane):
         series = [Line(xs, smooth, pal.chart)]
         if chart.smoothing:
             series.insert(0, Line(xs, curve.loss, pal.muted))  # the raw loss, faint, under the smoothed
+        if self.baseline is not None:  # smoothed alike, so the two curves compare fairly
+            base = self.baseline[1]
+            series.insert(0, Line(base.xs(chart.x_axis), smoothed(base, chart.smoothing), pal.kind["control"]))
         axis = ("step", "samples", "time").index(chart.x_axis)
         series.append(Line([m[axis] for m in curve.marks], [m[3] for m in curve.marks], pal.chart2, points=True))
         cursor_x = xs[chart.cursor] if chart.cursor is not None and chart.cursor < len(xs) else None

@@ -223,6 +223,7 @@ HELP_KEYS: tuple[tuple[str, str], ...] = (
     ("x", "loss chart x: step, samples seen, wall time"),
     ("y", "loss chart: log / linear y"),
     (", / .", "loss chart cursor: back / on (step and values under it)"),
+    ("b", "loss chart baseline: another run's loss drawn under this one's"),
     ("q", "quit (asks while training runs)"),
     ("?", "this help"),
     ("ctrl+p", "command palette (same actions, themes)"),
