@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -16,14 +15,11 @@ def redis_server_binary() -> str | None:
     return shutil.which("redis-server")
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec (Linux): the server gets SIGKILL when the test process dies, even hard."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # not Linux: stop() in the fixture's teardown is all there is
+def _die_with_parent() -> list[str]:
+    """A command prefix (Linux util-linux `setpriv`) so the server gets SIGKILL when the process that
+    started it dies, even hard; without it, stop() in the fixture's teardown is all there is."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL"] if setpriv else []
 
 
 def _free_port() -> int:
@@ -45,9 +41,9 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> RedisServer:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
+            [*_die_with_parent(), self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
              "--save", "", "--appendonly", "no", "--protected-mode", "yes", "--daemonize", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
