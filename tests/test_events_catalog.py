@@ -24,7 +24,7 @@ def demo_log(tmp_path_factory) -> list[dict]:
     """A short real run with the sampler, every built-in plugin and early stopping on."""
     folder = tmp_path_factory.mktemp("catalog")
     document = tiny_document(folder, training={"epochs": 3, "early_stopping": {"enabled": True, "patience": 1}},
-                             system={"enabled": True, "interval_s": 0.2})
+                             system={"enabled": True, "interval_s": 0.05})  # cpu_usage needs 2 samples
     document["plugins"] = {name: {"plugin": name} for name in
                            ("early_stopping", "best_model", "error_threshold", "metrics_aggregator", "metrics_csv")}
     config = parse_config(document, origin=str(folder / "run.toml"), base_dir=folder)
