@@ -464,6 +464,18 @@ RULE_FIRED = _declare("rule.fired", RuleFired,
                       "a [[rules]] rule matched `caused_by` (the trigger's id); one per action, before it is done")
 
 
+class RequestRejected(TypedDict):
+    name: str
+    reason: str
+    via: str
+    request_id: NotRequired[str | None]
+    requested_by: NotRequired[str | None]
+
+
+CONTROL_REQUEST_REJECTED = _declare("control.request_rejected", RequestRejected,
+                                    "a request from an attached monitor that the run refused, and why")
+
+
 # ----------------------------------------------------------------------------------------- bus.*
 class SubscriberOverflow(TypedDict):
     subscription_id: str
@@ -544,6 +556,25 @@ BUS_EVENT_DEGRADED = _declare("bus.event_degraded", EventDegraded, "an event's d
 BUS_PERSISTENCE_FAILED = _declare("bus.persistence_failed", PersistenceFailed, "a write to the log failed; retrying")
 BUS_PERSISTENCE_RECOVERED = _declare("bus.persistence_recovered", PersistenceRecovered,
                                      "writes succeed again; how many were given up meanwhile")
+
+class BrokerDisconnected(TypedDict):
+    broker: str
+    error: str
+    published: int
+    behind: int
+
+
+class BrokerReconnected(TypedDict):
+    broker: str
+    behind: int
+    down_s: Number
+    republish: int
+
+
+BUS_BROKER_DISCONNECTED = _declare("bus.broker_disconnected", BrokerDisconnected,
+                                   "publishing to Redis stopped; the run goes on and events wait in the log")
+BUS_BROKER_RECONNECTED = _declare("bus.broker_reconnected", BrokerReconnected,
+                                  "Redis is back; how far behind the stream was, caught up from the log")
 
 # Keys a TypedDict can't spell (Python keywords), per event.
 _EXTRA_KEYS: dict[str, dict[str, object]] = {PLUGIN_MESSAGE: {"from": str}}

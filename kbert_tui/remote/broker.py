@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from kbert_tui.events import Event, EventBus
+from kbert_tui.events import catalog as ev
 from kbert_tui.events.follow import LogFollower, decode_lines
 
 from .local import CONTROL_REQUESTS, FINAL_TRAINING_EVENTS, control_line, requester_name
@@ -203,7 +204,7 @@ class BrokerPublisher:
         if self._down_since is not None:
             down_s = time.monotonic() - self._down_since
             self._down_since = None
-            await self._emit("bus.broker_reconnected", {
+            await self._emit(ev.BUS_BROKER_RECONNECTED, {
                 "broker": redact(self.url), "behind": max(0, self.accepted - top), "down_s": round(down_s, 3),
                 "republish": self.republished,
             })
@@ -253,7 +254,7 @@ class BrokerPublisher:
         if self._down_since is None:
             self._down_since = time.monotonic()
             self.disconnects += 1
-            await self._emit("bus.broker_disconnected", {
+            await self._emit(ev.BUS_BROKER_DISCONNECTED, {
                 "broker": redact(self.url), "error": f"{type(exc).__name__}: {exc}",
                 "published": self.published, "behind": max(0, self.accepted - self.published),
             })
@@ -312,7 +313,7 @@ class BrokerPublisher:
         else:
             await self.relay(events[0], via="redis")
             return
-        await self._emit("control.request_rejected", {
+        await self._emit(ev.CONTROL_REQUEST_REJECTED, {
             "name": name, "reason": reason, "via": "redis",
             "requested_by": events[0].data.get("requested_by") if events else None,
         })

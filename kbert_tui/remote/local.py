@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from kbert_tui.events import Event, EventBus
+from kbert_tui.events import catalog as ev
 from kbert_tui.events.follow import LogFollower
 
 __all__ = ["INFO_NAME", "CONTROL_NAME", "CONTROL_REQUESTS", "RunInfo", "LocalControlWatcher", "send_control",
@@ -32,8 +33,8 @@ __all__ = ["INFO_NAME", "CONTROL_NAME", "CONTROL_REQUESTS", "RunInfo", "LocalCon
 
 INFO_NAME = "session.json"
 CONTROL_NAME = "control.jsonl"
-CONTROL_REQUESTS = ("control.pause_requested", "control.resume_requested", "control.stop_requested",
-                    "control.checkpoint_requested")
+CONTROL_REQUESTS = (ev.CONTROL_PAUSE_REQUESTED, ev.CONTROL_RESUME_REQUESTED, ev.CONTROL_STOP_REQUESTED,
+                    ev.CONTROL_CHECKPOINT_REQUESTED)
 
 
 def _now() -> str:
@@ -170,7 +171,7 @@ class LocalControlWatcher:
         if request.correlation_id not in (None, self.run_id):
             return False  # meant for another run sharing the folder
         if request.name not in CONTROL_REQUESTS:
-            await self.bus.emit("control.request_rejected", {
+            await self.bus.emit(ev.CONTROL_REQUEST_REJECTED, {
                 "name": request.name, "reason": "not a control request", "via": via, "request_id": request.id,
             }, source="control", correlation_id=self.run_id)
             return False
@@ -243,7 +244,7 @@ def newest_run(root: Path) -> Path | None:
     return None if best is None else best[1]
 
 
-FINAL_TRAINING_EVENTS = frozenset({"training.completed", "training.failed", "training.stopped"})  # a run's end
+FINAL_TRAINING_EVENTS = frozenset({ev.TRAINING_COMPLETED, ev.TRAINING_FAILED, ev.TRAINING_STOPPED})  # a run's end
 
 
 class AttachedRun:
