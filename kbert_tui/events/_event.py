@@ -6,10 +6,11 @@ import itertools
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 _UTC = timezone.utc
+_EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
 
 
 def _new_prefix() -> str:
@@ -34,6 +35,19 @@ if hasattr(os, "register_at_fork"):
 def new_event_id() -> str:
     """Return an id unique across processes and restarts (a per-process prefix and a counter)."""
     return f"{_prefix}{next(_counter):x}"
+
+
+def next_origin() -> tuple[int, str, int]:
+    """(nanoseconds since the epoch, id prefix, number): what an event's time and id are made from."""
+    return time.time_ns(), _prefix, next(_counter)
+
+
+def id_of(origin: tuple[int, str, int]) -> str:
+    return f"{origin[1]}{origin[2]:x}"
+
+
+def timestamp_of(origin: tuple[int, str, int]) -> datetime:
+    return _EPOCH + timedelta(microseconds=origin[0] // 1000)
 
 
 def utcnow() -> datetime:
@@ -76,6 +90,24 @@ class Event:
         fields["metadata"] = metadata
         fields["id"] = event_id
         return event
+
+    def __getattr__(self, attr: str) -> Any:
+        # The bus stores only `_origin` (time, id prefix, number): the datetime, the id string and an
+        # empty metadata dict are made the first time someone reads them (most handlers never do).
+        fields = self.__dict__
+        origin = fields.get("_origin")
+        if origin is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}")
+        if attr == "timestamp":
+            value: Any = timestamp_of(origin)
+        elif attr == "id":
+            value = id_of(origin)
+        elif attr == "metadata":
+            value = {}
+        else:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}")
+        fields[attr] = value
+        return value
 
     @property
     def category(self) -> str:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from ._codec import encode_line
+from . import _event as _ev
 from ._event import Event, new_event_id, utcnow
 from ._patterns import compile_pattern, validate_pattern
 from ._query import EventQuery
@@ -161,35 +162,42 @@ def _is_async_callable(handler: Callable[..., Any]) -> bool:
     return call is not None and inspect.iscoroutinefunction(call)
 
 
-_SCALARS = frozenset({str, int, float, bool, type(None)})
+_CONTAINERS = frozenset({dict, list, tuple, set})
 _COPY_DEPTH = 32
 
 
 def _snapshot(data: dict[str, Any]) -> dict[str, Any]:
     """A copy of `data` that the emitter's later changes can't reach (containers copied, values kept)."""
     try:
-        copy = dict(data)
-        for value in copy.values():
-            if type(value) not in _SCALARS:
-                return _copy_containers(copy, 0)
+        copy = data.copy() if type(data) is dict else dict(data)
+        for key, value in copy.items():
+            if type(value) in _CONTAINERS:
+                copy[key] = _copy_containers(value, 1)  # replacing a value leaves the iteration intact
         return copy
     except Exception:  # noqa: BLE001 - a hostile mapping: deliver it as given
         return data
 
 
 def _copy_containers(value: Any, depth: int) -> Any:
+    """Copies of the dicts, lists, tuples and sets in `value`; only containers are visited."""
     kind = type(value)
     if depth >= _COPY_DEPTH:
         return value
     if kind is dict:
-        return {k: _copy_containers(v, depth + 1) for k, v in value.items()}
+        copy = value.copy()
+        for key, item in copy.items():
+            if type(item) in _CONTAINERS:
+                copy[key] = _copy_containers(item, depth + 1)
+        return copy
     if kind is list:
-        return [_copy_containers(v, depth + 1) for v in value]
+        copy = value.copy()
+        for index, item in enumerate(copy):
+            if type(item) in _CONTAINERS:
+                copy[index] = _copy_containers(item, depth + 1)
+        return copy
     if kind is tuple:
-        return tuple(_copy_containers(v, depth + 1) for v in value)
-    if kind is set:
-        return {_copy_containers(v, depth + 1) for v in value}
-    return value
+        return tuple([_copy_containers(item, depth + 1) for item in value])
+    return set(value)  # members are hashable: nothing inside to copy
 
 
 _sub_ids = itertools.count(1)
@@ -197,6 +205,7 @@ _sub_ids = itertools.count(1)
 _LOOP, _THREAD, _NO_LOOP = 1, 2, 3
 _FILTERED, _DISPATCH, _QUEUED, _SCHEDULE = 0, 1, 2, 3
 _new_object = object.__new__
+_time_ns = time.time_ns
 _now = datetime.now
 _UTC = timezone.utc
 
@@ -228,12 +237,14 @@ class EventBus:
         self._filters: list[EventFilter] = []
         self._broken_filters: set[int] = set()
         self._history: deque[Event] = deque(maxlen=history_size or max(buffer_size, 10000))
-        self._lock = threading.Condition(threading.Lock())  # admission, the log's order, the inbox
+        # admission, the log's order, the inbox; `_mutex` is the same lock, held without Condition's Python wrapper
+        self._mutex = threading.Lock()
+        self._lock = threading.Condition(self._mutex)
         self._store: JsonlStore | None = None
         if enable_persistence or persistence_path is not None:
             self._store = JsonlStore(
                 persistence_path or "events.jsonl", max_file_size_mb=float(max_file_size_mb),
-                on_status=self._store_status,
+                on_status=self._store_status, append_lock=self._mutex,
             )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -260,7 +271,6 @@ class EventBus:
         self._degraded_repeats = _Repeats()
         self._handler_time = 0.0
         self._by_name: dict[str, int] = {}
-        self._admitted = 0
         self._rate_samples: deque[tuple[float, int]] = deque([(time.monotonic(), 0)], maxlen=64)
         try:
             self._bind(asyncio.get_running_loop())
@@ -300,8 +310,35 @@ class EventBus:
         if self._pending >= self.buffer_size:
             await asyncio.sleep(0)  # let backlogged handlers run before anything is dropped
         event = self._make_event(event_name, data, source, correlation_id, metadata)
-        if self._admit(event, False) == _DISPATCH:
-            self._dispatch(event)
+        if self._filters or self._record is not None or self._inbox:
+            if self._admit(event, False) == _DISPATCH:
+                self._dispatch(event)
+            return
+        # _admit and _dispatch for the common case, inlined: this is the hot path of every loop-side emit.
+        store = self._store
+        if store is not None:
+            line, degraded = encode_line(event)
+            if degraded is not None:
+                self._admit_degraded(event, line, degraded)
+                return
+        with self._mutex:
+            by_name = self._by_name
+            by_name[event_name] = by_name.get(event_name, 0) + 1
+            self._history.append(event)
+            if store is not None:
+                store.append_line_locked(line)
+        subs = self._routes.get(event_name)
+        if subs is None:
+            subs = self._route(event_name)
+        for sub in subs:
+            backlog = sub.backlog
+            if len(backlog) >= self.buffer_size:
+                self._overflow(sub)
+            backlog.append(event)
+            self._pending += 1
+            if not sub.scheduled:
+                sub.scheduled = True
+                sub.task = loop.create_task(self._drain(sub))
 
     def emit_sync(
         self,
@@ -325,20 +362,24 @@ class EventBus:
         if type(name) is not str or not name:
             if not isinstance(name, str) or not name:
                 raise ValueError(f"event name must be a non-empty string, got {name!r}")
-        if type(data) is dict:
-            data = _snapshot(data)
+        if type(data) is dict:  # _snapshot, inlined
+            data = data.copy()
+            for key, value in data.items():
+                if type(value) in _CONTAINERS:
+                    data[key] = _copy_containers(value, 1)
         else:
             data = {} if data is None else _snapshot(data) if isinstance(data, dict) else {"value": data}
-        # Event._build, inlined: this is the hottest line of the project.
+        # Event._build, inlined and lazy: the hottest lines of the project (Event.__getattr__ fills in the rest).
         event = _new_object(Event)
         fields = event.__dict__
         fields["name"] = name
         fields["data"] = data
-        fields["timestamp"] = _now(_UTC)
         fields["source"] = self.default_source if source is None else source
-        fields["correlation_id"] = correlation_id
-        fields["metadata"] = {} if metadata is None else dict(metadata)
-        fields["id"] = new_event_id()
+        if correlation_id is not None:  # else the class default, None
+            fields["correlation_id"] = correlation_id
+        if metadata is not None:
+            fields["metadata"] = dict(metadata)
+        fields["_origin"] = (_time_ns(), _ev._prefix, next(_ev._counter))  # next_origin(), inlined
         return event
 
     def _publish(self, event: Event, mode: int | None = None) -> None:
@@ -419,7 +460,12 @@ class EventBus:
             self._wake_idle()
 
     # ---------------------------------------------------------------- accepting and routing
-    def _admit(self, event: Event, from_thread: bool) -> int:
+    def _admit_degraded(self, event: Event, line: bytes, reason: str) -> None:
+        """emit's fast path found `event` degraded: admit it the general way (the line is already made)."""
+        if self._admit(event, False, (line, reason)) == _DISPATCH:
+            self._dispatch(event)
+
+    def _admit(self, event: Event, from_thread: bool, encoded: tuple[bytes, str | None] | None = None) -> int:
         """Filters, metrics, history and the log, in the emitting thread; then what delivery must do.
 
         One lock orders the log, the history and the delivery queue alike, so handlers see events
@@ -430,15 +476,14 @@ class EventBus:
         store = self._store
         degraded = None
         if store is not None:
-            line, degraded = encode_line(event)
-        with self._lock:
+            line, degraded = encoded or encode_line(event)
+        with self._mutex:
             by_name = self._by_name
             name = event.name
             by_name[name] = by_name.get(name, 0) + 1
-            self._admitted += 1
             self._history.append(event)
             if store is not None:
-                store.append_line(line)
+                store.append_line_locked(line)
             if self._record is not None:
                 self._record(event)
             if from_thread or self._inbox:
@@ -867,11 +912,16 @@ class EventBus:
         return list(self._history)
 
     # ---------------------------------------------------------------- metrics
+    def _admitted(self) -> int:
+        """Events accepted so far (the per-name counts are the only per-event tally kept)."""
+        with self._mutex:
+            return sum(self._by_name.values())
+
     def _sample_rate(self) -> None:
         """Remember (time, admitted) at most every 0.25 s, for the rate over the last ~10 s."""
         now = time.monotonic()
         if now - self._rate_samples[-1][0] >= 0.25:
-            self._rate_samples.append((now, self._admitted))
+            self._rate_samples.append((now, self._admitted()))
 
     def _events_per_second(self) -> float:
         now = time.monotonic()
@@ -882,13 +932,13 @@ class EventBus:
                 break
         self._sample_rate()
         elapsed = now - base_time
-        return (self._admitted - base_count) / max(elapsed, 1e-3)
+        return (self._admitted() - base_count) / max(elapsed, 1e-3)
 
     def metrics(self) -> EventMetrics:
         rate = self._events_per_second()
         store = self._store
         return EventMetrics(
-            total_events=self._admitted + self._filtered,
+            total_events=self._admitted() + self._filtered,
             events_per_second=float(rate),
             avg_processing_time_ms=(self._handler_time / self._delivered * 1000.0) if self._delivered else 0.0,
             events_by_name=dict(self._by_name),

@@ -29,8 +29,6 @@ from . import catalog as ev
 
 __all__ = ["JsonlStore", "EventLogReader", "PersistenceError", "read_events", "segment_paths"]
 
-_BATCH = 4096
-
 
 def segment_paths(path: str | os.PathLike[str]) -> list[Path]:
     """Every file of the log whose active file is `path`, oldest first (rotated segments, then `path`)."""
@@ -136,6 +134,7 @@ class JsonlStore:
         max_file_size_mb: float = 100.0,
         on_status: StatusCallback | None = None,
         max_pending: int = 500_000,
+        append_lock: threading.Lock | None = None,
     ) -> None:
         if max_file_size_mb <= 0:
             raise ValueError("max_file_size_mb must be positive")
@@ -148,7 +147,7 @@ class JsonlStore:
         self._wake = threading.Event()
         self._idle = False
         self._cond = threading.Condition()
-        self._append_lock = threading.Lock()
+        self._append_lock = append_lock or threading.Lock()  # a bus passes the lock it admits events under
         self._enqueued = 0
         self._written = 0
         self._lost = 0
@@ -174,14 +173,19 @@ class JsonlStore:
 
     def append_line(self, line: bytes) -> None:
         """Queue one encoded line (ending in a newline). Thread-safe."""
+        with self._append_lock:
+            self.append_line_locked(line)
+
+    def append_line_locked(self, line: bytes) -> None:
+        """`append_line` for a caller that holds the `append_lock` it gave the store."""
         if self._closing:
             raise RuntimeError(f"event log {self.path} is closed")
-        with self._append_lock:
-            self._queue.append(line)
-            self._enqueued += 1
+        self._queue.append(line)
+        self._enqueued += 1
         if self.failing and len(self._queue) > self.max_pending:
             self._shed()
         if self._idle:
+            self._idle = False  # one wake-up per idle writer, not one per line
             self._wake.set()
 
     def _shed(self) -> None:
@@ -278,30 +282,24 @@ class JsonlStore:
         self._size = 0
 
     def _run(self) -> None:
-        queue = self._queue
         try:
             while True:
                 self._wake.clear()
                 self._idle = True
-                if not queue:
+                if not self._queue:
                     if self._closing:
                         break
                     self._wake.wait(0.5)
                 self._idle = False
-                while queue:
-                    batch: list[bytes] = []
-                    pop = queue.popleft
-                    try:
-                        for _ in range(min(_BATCH, len(queue))):
-                            batch.append(pop())
-                    except IndexError:  # shed by a producer meanwhile
-                        pass
+                while self._queue:
+                    with self._append_lock:  # take everything queued at once: producers go on with a new deque
+                        batch, self._queue = self._queue, deque()
                     written = self._write_batch(batch)
                     with self._cond:
                         self._written += written
                         self._lost += len(batch) - written
                         self._cond.notify_all()
-                if self._closing and not queue:
+                if self._closing and not self._queue:
                     break
         finally:
             if self._fd is not None:
@@ -314,15 +312,18 @@ class JsonlStore:
             with self._cond:
                 self._cond.notify_all()
 
-    def _write_batch(self, batch: list[bytes]) -> int:
+    def _write_batch(self, batch: deque[bytes]) -> int:
         """Write `batch`, rotating where needed; returns how many lines reached the file."""
+        if self._size + sum(map(len, batch)) <= self.max_bytes:  # the usual case: no rotation inside
+            return len(batch) if self._commit(batch) else 0
+        lines = list(batch)
         done = 0
         start = 0
         size = self._size
         limit = self.max_bytes
-        for i, line in enumerate(batch):
+        for i, line in enumerate(lines):
             if size and size + len(line) > limit:
-                if not self._commit(batch[start:i]):
+                if not self._commit(lines[start:i]):
                     return done
                 done += i - start
                 start = i
@@ -330,11 +331,11 @@ class JsonlStore:
                     return done
                 size = 0
             size += len(line)
-        if self._commit(batch[start:]):
-            done += len(batch) - start
+        if self._commit(lines[start:]):
+            done += len(lines) - start
         return done
 
-    def _commit(self, lines: list[bytes]) -> bool:
+    def _commit(self, lines: list[bytes] | deque[bytes]) -> bool:
         """Append `lines` whole, retrying until they are in; False (and the file unchanged) if given up."""
         if not lines:
             return True
