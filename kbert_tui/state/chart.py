@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 from array import array
+
+import numpy as np
 from collections.abc import Sequence
 
 __all__ = ["SMOOTHING_STEPS", "X_AXES", "DEFAULT_SMOOTHING", "ChartSettings", "LossCurve", "debiased_ema",
@@ -56,21 +58,24 @@ def finite_range(*series: Sequence[float]) -> tuple[float, float] | None:
 
 
 def bucket(xs: Sequence[float], ys: Sequence[float], x0: float, x1: float, columns: int) -> list[float]:
-    """The mean finite y of the points in each of `columns` equal slices of [x0, x1] (NaN when empty)."""
-    sums = [0.0] * columns
-    counts = [0] * columns
+    """The mean finite y of the points in each of `columns` equal slices of [x0, x1] (NaN when empty).
+
+    numpy over the arrays' buffers: ten runs of 43k steps each bucket in milliseconds, not a third of a second.
+    """
+    x = np.asarray(xs, dtype=np.float64)
+    y = np.asarray(ys, dtype=np.float64)
+    n = min(len(x), len(y))
+    x, y = x[:n], y[:n]
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
     span = x1 - x0
-    for x, y in zip(xs, ys, strict=False):
-        if not math.isfinite(y) or not math.isfinite(x):
-            continue
-        i = int((x - x0) / span * columns) if span > 0 else 0
-        if 0 <= i < columns:
-            sums[i] += y
-            counts[i] += 1
-        elif i == columns:
-            sums[-1] += y
-            counts[-1] += 1
-    return [s / c if c else math.nan for s, c in zip(sums, counts, strict=True)]
+    index = ((x - x0) / span * columns).astype(np.int64) if span > 0 else np.zeros(len(x), dtype=np.int64)
+    index[index == columns] = columns - 1  # x1 itself belongs to the last slice
+    inside = (index >= 0) & (index < columns)
+    sums = np.bincount(index[inside], weights=y[inside], minlength=columns)
+    counts = np.bincount(index[inside], minlength=columns)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (sums / counts).tolist()
 
 
 DEFAULT_SMOOTHING = 0.6
