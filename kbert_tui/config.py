@@ -156,8 +156,9 @@ class TrainingSection:
     eval_every: int = _key(0, "also validate every N steps (`training.evaluation_completed`); validation always "
                            "runs after each epoch", minimum=0)
     blas_threads: int = _key(0, "OpenBLAS threads for CPU training; `0` picks the cores less one (at least 1), "
-                             "left for the monitor and the event loop: on 2 cores, 2 threads were ~20% faster on a "
-                             "quiet machine but 2–7× slower than 1 once anything else ran. Shown in the Training "
+                             "left for the monitor and the event loop: on this 2-core VM, with other processes "
+                             "running, 2 threads of the pip OpenBLAS were 1.4–2× slower than 1 (issue 9: ~20% faster "
+                             "on a quiet machine, 2.4× slower under load). Shown in the Training "
                              "pane and the headless header; `OPENBLAS_NUM_THREADS` is used when this is `0` and it "
                              "is set", minimum=0, maximum=256)
     checkpoint: CheckpointSection = _key(doc="[training.checkpoint]", factory=CheckpointSection)
