@@ -46,8 +46,9 @@ def test_every_event_of_a_real_run_conforms_to_its_declaration(demo_log):
     undeclared = sorted({row["name"] for row in demo_log} - set(SPECS))
     assert undeclared == []
     seen = {row["name"] for row in demo_log}
-    assert {"training.started", "training.batch_completed", "training.completed", "system.cpu_usage",
+    assert {"training.started", "training.batch_completed", "training.completed",
             "plugin.activated", "model.checkpoint_saved", "data.validation_completed"} <= seen
+    assert any(name.startswith("system.") for name in seen)  # which readings land in a short run varies
 
 
 def test_the_checker_catches_missing_undeclared_and_mistyped_keys():
