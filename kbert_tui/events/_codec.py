@@ -296,6 +296,67 @@ def decode_event(line: str | bytes) -> Event:
     return event_from_dict(raw)
 
 
+_RECORD_KEYS = frozenset({"id", "name", "timestamp", "source", "correlation_id", "data", "metadata"})
+_fromisoformat = datetime.fromisoformat
+_set_fields = object.__setattr__
+
+
+def decode_lines(lines: list[bytes]) -> tuple[list[Event], list[tuple[int, str]]]:
+    """The events in `lines` (event-log lines, stripped), and (index, reason) for each line that is not one.
+
+    The one decoder of every read path (replay, query, attach, search): the lines are parsed by one
+    C-level pass (orjson), and a line as JsonlStore writes it becomes an Event whose fields are the
+    parsed object itself, its timestamp parsed; anything else goes through `event_from_dict`.
+    """
+    problems: list[tuple[int, str]] = []
+    records: list[Any] | None = None
+    if _orjson is not None:
+        try:
+            records = list(map(_orjson.loads, lines))
+        except ValueError:
+            pass  # some line is not JSON: parse them one by one below, to say which
+    if records is None:
+        records = []
+        for index, line in enumerate(lines):
+            try:
+                records.append(loads(line))
+            except (ValueError, UnicodeDecodeError) as exc:
+                problems.append((index, f"not JSON: {exc}"))
+                records.append(None)
+    events: list[Event] = []
+    append = events.append
+    new = _new_event
+    for index, raw in enumerate(records):
+        if type(raw) is dict and raw.keys() == _RECORD_KEYS:
+            stamp, name = raw["timestamp"], raw["name"]
+            corr = raw["correlation_id"]
+            if (type(stamp) is str and type(name) is str and name and type(raw["data"]) is dict
+                    and type(raw["metadata"]) is dict and type(raw["source"]) is str
+                    and type(raw["id"]) is str and raw["id"] and (corr is None or type(corr) is str)):
+                try:
+                    timestamp = _fromisoformat(stamp)
+                except ValueError:
+                    problems.append((index, f"bad timestamp {stamp!r}"))
+                    continue
+                raw["timestamp"] = timestamp if timestamp.tzinfo is not None else timestamp.replace(tzinfo=timezone.utc)
+                event = new(Event)
+                _set_fields(event, "__dict__", raw)  # the parsed object becomes the event's fields
+                append(event)
+                continue
+        if raw is None and problems and problems[-1][0] == index:
+            continue
+        try:
+            append(event_from_dict(raw))
+        except MalformedLine as exc:
+            problems.append((index, str(exc)))
+    if problems:
+        problems.sort()
+    return events, problems
+
+
+_new_event = object.__new__
+
+
 def event_from_dict(raw: Any) -> Event:
     if not isinstance(raw, dict):
         raise MalformedLine("not a JSON object")

@@ -882,7 +882,7 @@ class EventBus:
             if reader is None:
                 return []
             query = EventQuery().correlation_id(correlation_id)
-            found = await asyncio.to_thread(query.run, reader.raw_lines(), reader.skip, time_order=False)
+            found = await asyncio.to_thread(query.run_chunks, reader.chunks(), reader.skip, time_order=False)
             self.last_query_skipped = reader.malformed
             return found
         return [e for e in self._history if e.correlation_id == correlation_id]
@@ -898,7 +898,7 @@ class EventBus:
             if not self._store.path.exists():
                 return []
             reader = read_events(self._store.path)
-            found = await asyncio.to_thread(query.run, reader.raw_lines(), reader.skip)
+            found = await asyncio.to_thread(query.run_chunks, reader.chunks(), reader.skip)
             self.last_query_skipped = reader.malformed
             return found
         self.last_query_skipped = 0

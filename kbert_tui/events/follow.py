@@ -14,25 +14,13 @@ from collections import deque
 from pathlib import Path
 from typing import BinaryIO
 
-from ._codec import MalformedLine, decode_event
+from ._codec import decode_lines  # the shared bulk decoder; re-exported here for the readers that follow a log
 from ._event import Event
 from .store import segment_paths
 
 __all__ = ["LogFollower", "decode_lines"]
 
 _CHUNK = 1 << 20
-
-
-def decode_lines(lines: list[bytes]) -> tuple[list[Event], list[tuple[int, str]]]:
-    """The events in `lines` (event-log lines), and (index, reason) for each line that is not one."""
-    events: list[Event] = []
-    problems: list[tuple[int, str]] = []
-    for index, line in enumerate(lines):
-        try:
-            events.append(decode_event(line))
-        except MalformedLine as exc:
-            problems.append((index, str(exc)))
-    return events, problems
 
 
 class LogFollower:

@@ -23,11 +23,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ._codec import MalformedLine, decode_event, encode_event_bytes
+from ._codec import decode_lines, encode_event_bytes
 from ._event import Event
 from . import catalog as ev
 
 __all__ = ["JsonlStore", "EventLogReader", "PersistenceError", "read_events", "segment_paths"]
+
+_BLOCK = 1 << 20  # bytes a reader takes at a time
 
 
 def segment_paths(path: str | os.PathLike[str]) -> list[Path]:
@@ -59,20 +61,32 @@ class EventLogReader:
         self.bytes_read = 0
         self.first_error: str | None = None
 
-    def _lines(self) -> Iterator[tuple[Path, int, bytes]]:
+    def _blocks(self) -> Iterator[tuple[Path, int, list[bytes]]]:
+        """(file, number of the first line, its lines unstripped) for each ~1 MB of the log, lines whole."""
         for file in self.files:
+            lineno = 1
+            rest = b""
             with open(file, "rb") as fh:
-                for lineno, line in enumerate(fh, 1):
-                    self.bytes_read += len(line)
-                    stripped = line.strip()
-                    if stripped:
-                        self.lines += 1
-                        yield file, lineno, stripped
+                while block := fh.read(_BLOCK):
+                    self.bytes_read += len(block)
+                    parts = (rest + block).split(b"\n")
+                    rest = parts.pop()
+                    yield file, lineno, parts
+                    lineno += len(parts)
+            if rest:
+                yield file, lineno, [rest]
+
+    def chunks(self) -> Iterator[list[bytes]]:
+        """The non-blank lines (bytes, stripped) of every segment, oldest first, ~1 MB at a time."""
+        for _, _, parts in self._blocks():
+            lines = list(filter(None, map(bytes.strip, parts)))
+            self.lines += len(lines)
+            yield lines
 
     def raw_lines(self) -> Iterator[bytes]:
         """Yield each non-blank line (bytes, stripped) of every segment, oldest first."""
-        for _, _, line in self._lines():
-            yield line
+        for lines in self.chunks():
+            yield from lines
 
     def skip(self, reason: str, where: str = "") -> None:
         """Count a line that could not be read; the first reason is kept for messages."""
@@ -80,12 +94,21 @@ class EventLogReader:
         if self.first_error is None:
             self.first_error = f"{where}: {reason}" if where else reason
 
+    def event_chunks(self) -> Iterator[list[Event]]:
+        """The events of the log ~1 MB at a time (decoded in bulk); unreadable lines are counted."""
+        for file, first, parts in self._blocks():
+            lines = list(filter(None, map(bytes.strip, parts)))
+            self.lines += len(lines)
+            events, problems = decode_lines(lines)
+            if problems:
+                numbers = [first + i for i, part in enumerate(parts) if part.strip()]
+                for index, reason in problems:
+                    self.skip(reason, f"{file.name}:{numbers[index]}")
+            yield events
+
     def __iter__(self) -> Iterator[Event]:
-        for file, lineno, line in self._lines():
-            try:
-                yield decode_event(line)
-            except MalformedLine as exc:
-                self.skip(str(exc), f"{file.name}:{lineno}")
+        for events in self.event_chunks():
+            yield from events
 
 
 def read_events(path: str | os.PathLike[str], *, include_segments: bool = True) -> EventLogReader:
