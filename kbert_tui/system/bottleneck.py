@@ -104,9 +104,10 @@ class BottleneckDetector:
                     "matrix multiplies run about 10x slower than with OpenBLAS."
                 ),
                 "suggestions": ([hint] if hint else []) + [
-                    "Install OpenBLAS (Debian/Ubuntu: sudo apt-get install libopenblas0-pthread) "
-                    "and start the run again; kbert-tui loads it before MLX when it is present.",
-                    "Or preload it yourself: LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libopenblas.so.0 kbert-tui run ...",
+                    "Reinstall kbert-tui with pip on Linux x86_64 (it brings the ngsolve-openblas wheel) and "
+                    "check KBERT_TUI_BLAS is not 'off'; kbert-tui loads OpenBLAS before MLX by itself.",
+                    "Elsewhere: install OpenBLAS (Debian/Ubuntu: apt-get install libopenblas0-pthread) or set "
+                    "KBERT_TUI_BLAS to the path of a libopenblas.so.0, then start the run again.",
                     "Until then keep [model] small (hidden_size, num_layers) so steps stay short.",
                 ],
                 "blas": data.get("blas"),
