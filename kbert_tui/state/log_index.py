@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from kbert_tui.events import Event
 
-from .filter import EventMatcher, event_text
+from .filter import EventMatcher, event_text, event_texts
 from .summary import event_kind
 from .threads import RunThreads
 
@@ -122,10 +122,13 @@ class EventLog:
         start = max(self._warm, self.base)
         end = min(self.total, start + limit)
         texts, ring, cap = self._text, self._ring, self.capacity
-        for seq in range(start, end):
-            slot = seq % cap
-            if texts[slot] is None:
-                texts[slot] = event_text(ring[slot])  # type: ignore[arg-type]
+        for low, high in _slot_runs(start, end, cap):
+            if texts[low:high].count(None) == high - low:  # none built yet: whole slices at C speed
+                texts[low:high] = event_texts(ring[low:high])  # type: ignore[arg-type]
+                continue
+            missing = [slot for slot in range(low, high) if texts[slot] is None]
+            for slot, text in zip(missing, event_texts([ring[slot] for slot in missing])):  # type: ignore[misc]
+                texts[slot] = text
         self._warm = end
         return end - start
 
@@ -149,6 +152,14 @@ class EventLog:
         if matcher.uses_text:
             self.warm_text(self.total)
             texts = self._text
+            needles = matcher.text_needles
+            if needles is not None:  # only free text: search the cached texts without calling the matcher
+                if len(needles) == 1:
+                    needle = needles[0]
+                    out.extend([seq for seq in seqs if needle in texts[seq % cap]])  # type: ignore[operator]
+                else:
+                    out.extend([seq for seq in seqs if all(n in texts[seq % cap] for n in needles)])  # type: ignore[operator]
+                return
             for seq in seqs:
                 slot = seq % cap
                 if matcher.matches(ring[slot], texts[slot].__str__):  # type: ignore[arg-type, union-attr]
@@ -276,6 +287,14 @@ class EventLog:
             event = ring[seq % cap]
             if event is not None and event.correlation_id == correlation_id:
                 yield seq
+
+
+def _slot_runs(start: int, end: int, capacity: int) -> list[tuple[int, int]]:
+    """The ring slots of sequence numbers start..end-1 as at most two contiguous [low, high) runs."""
+    if end <= start:
+        return []
+    low, high = start % capacity, (end - 1) % capacity + 1
+    return [(low, high)] if low < high else [(low, capacity), (0, high)]
 
 
 def _no_text() -> str:
