@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kbert_tui.events import Event
-from kbert_tui.events._codec import MalformedLine, decode_event
+from kbert_tui.events._codec import decode_lines
 from kbert_tui.events import catalog as ev
 
 from .log_index import EventLog
@@ -50,13 +50,6 @@ class EndView:
     malformed: int = 0
     total_bytes: int = 0
     run_ids: list[str] = field(default_factory=list)
-
-
-def _decode(line: bytes) -> Event | None:
-    try:
-        return decode_event(line)
-    except (MalformedLine, RecursionError):
-        return None
 
 
 def _map(path: Path) -> mmap.mmap | None:
@@ -101,23 +94,16 @@ def load_end(files: list[Path], capacity: int, *, tail_bytes: int = TAIL_BYTES) 
     log = EventLog(capacity)
     malformed = 0
     run_ids: list[str] = []
-    for _, _, line in milestones:
-        event = _decode(line)
-        if event is None:
-            malformed += 1
-            continue
+    found, problems = decode_lines([line for _, _, line in milestones])
+    malformed += len(problems)
+    for event in found:
         state.apply(event)
         if event.name == ev.TRAINING_STARTED:
             runs += 1
             run_ids.append(str(event.data.get("run_id") or event.correlation_id or "?"))
-    for line in tail_lines:
-        line = line.strip()
-        if not line:
-            continue
-        event = _decode(line)
-        if event is None:
-            malformed += 1
-            continue
+    found, problems = decode_lines(list(filter(None, map(bytes.strip, tail_lines))))
+    malformed += len(problems)
+    for event in found:
         state.apply(event)
         log.append(event)
         if event.name == ev.TRAINING_STARTED:
