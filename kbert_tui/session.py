@@ -15,6 +15,7 @@ the run by emitting; the `request_*` methods just emit those.
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,7 +25,7 @@ from kbert_tui.config import RunConfig
 from kbert_tui.events import Event, EventBus
 from kbert_tui.events import catalog as ev
 
-__all__ = ["RunSession", "make_run_id"]
+__all__ = ["RankedEventBus", "RunSession", "make_run_id"]
 
 
 def make_run_id(name: str) -> str:
@@ -34,10 +35,38 @@ def make_run_id(name: str) -> str:
     return f"{safe}-{stamp}-{secrets.token_hex(2)}"
 
 
+class RankedEventBus(EventBus):
+    """A bus whose every event says which rank of a multi-rank run emitted it (metadata rank, world_size, host)."""
+
+    def __init__(self, stamp: dict[str, Any], **options: Any) -> None:
+        super().__init__(**options)
+        self.stamp = dict(stamp)
+
+    def _stamped(self, metadata: dict[str, Any] | None) -> dict[str, Any]:
+        return {**self.stamp, **metadata} if metadata else self.stamp
+
+    async def emit(self, event_name: str, data: dict[str, Any] | None = None, *, source: str | None = None,
+                   correlation_id: str | None = None, metadata: dict[str, Any] | None = None) -> None:
+        await super().emit(event_name, data, source=source, correlation_id=correlation_id,
+                           metadata=self._stamped(metadata))
+
+    def emit_sync(self, event_name: str, data: dict[str, Any] | None = None, *, source: str | None = None,
+                  correlation_id: str | None = None, metadata: dict[str, Any] | None = None) -> None:
+        super().emit_sync(event_name, data, source=source, correlation_id=correlation_id,
+                          metadata=self._stamped(metadata))
+
+
 class RunSession:
     def __init__(self, config: RunConfig, *, output_dir: str | Path | None = None) -> None:
         self.config = config
+        self.ranks: Any = None  # kbert_tui.training.distributed.Ranks when `mlx.launch` started this process
         self.run_id = make_run_id(config.run.name)
+        if os.environ.get("MLX_RANK") is not None:
+            import kbert_tui.training  # noqa: F401  -- OpenBLAS under MLX before mx.distributed loads it
+            from kbert_tui.training.distributed import current_ranks
+
+            self.ranks = current_ranks()
+            self.run_id = self.ranks.share_text(self.run_id)  # one run id (and run directory) for all ranks
         if output_dir is not None:
             self.output_dir = Path(output_dir).expanduser().resolve()
         elif config.run.output_dir is not None:
@@ -49,6 +78,10 @@ class RunSession:
             self.events_path = self.output_dir / "events.jsonl"
         else:
             self.events_path = events_path if events_path.is_absolute() else self.output_dir / events_path
+        if self.ranks is not None and self.ranks.distributed:
+            from kbert_tui.training.distributed import rank_events_path
+
+            self.events_path = rank_events_path(self.events_path, self.ranks.rank)
         self.bus: EventBus | None = None
         self.outcome: str | None = None
         self.worker: Any = None
@@ -70,11 +103,10 @@ class RunSession:
 
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.events_path.parent.mkdir(parents=True, exist_ok=True)
-        self.bus = EventBus(
-            enable_persistence=True,
-            persistence_path=str(self.events_path),
-            max_file_size_mb=self.config.events.max_file_size_mb,
-        )
+        options: dict[str, Any] = {"enable_persistence": True, "persistence_path": str(self.events_path),
+                                   "max_file_size_mb": self.config.events.max_file_size_mb}
+        distributed = self.ranks is not None and self.ranks.distributed
+        self.bus = RankedEventBus(self.ranks.metadata(), **options) if distributed else EventBus(**options)
         self._control_sub = await self.bus.subscribe("control.*", self._on_control)
         await self._start_remote()
         await self._start_system()
@@ -95,7 +127,7 @@ class RunSession:
                 pass  # the loop is gone; close() will not wait on it
 
         self.worker = TrainingWorker(
-            self.config, self.bus, run_id=self.run_id, output_dir=self.output_dir, on_done=finished
+            self.config, self.bus, run_id=self.run_id, output_dir=self.output_dir, on_done=finished, ranks=self.ranks
         )
         self.worker.start()
 
@@ -185,6 +217,9 @@ class RunSession:
     async def _start_remote(self) -> None:
         """Let monitors in other processes find this run and steer it (session.json, control.jsonl)."""
         from kbert_tui.remote import LocalControlWatcher
+
+        if self.ranks is not None and not self.ranks.is_main:
+            return  # rank 0 answers for the run: one session.json, one control file; a stop reaches all ranks
 
         events_path = self.events_path.resolve()
         self.local_control = LocalControlWatcher(self.bus, self.run_id, events_path)

@@ -16,6 +16,7 @@ import asyncio
 import getpass
 import json
 import os
+import re
 import socket
 import time
 from dataclasses import asdict, dataclass
@@ -29,7 +30,7 @@ from kbert_tui.events.follow import LogFollower
 
 __all__ = ["INFO_NAME", "CONTROL_NAME", "CONTROL_REQUESTS", "RunInfo", "LocalControlWatcher", "send_control",
            "control_line",
-           "requester_name", "resolve_run", "newest_run", "AttachTarget", "AttachedRun"]
+           "requester_name", "resolve_run", "newest_run", "rank_logs", "AttachTarget", "AttachedRun"]
 
 INFO_NAME = "session.json"
 CONTROL_NAME = "control.jsonl"
@@ -226,6 +227,22 @@ def resolve_run(path: str | os.PathLike[str] | None, *, runs_root: Path = Path("
     return AttachTarget(events, events.parent / INFO_NAME, events.parent / CONTROL_NAME)
 
 
+def rank_logs(path: str | os.PathLike[str]) -> dict[int, Path]:
+    """The active log of every rank of the run whose log is `path`: {0: events.jsonl, 1: events.rank1.jsonl,
+    ...} (a multi-rank run's rank N writes beside rank 0); just {0: path} for a single process's run."""
+    active = Path(path)
+    logs = {0: active}
+    pattern = re.compile(re.escape(active.stem) + r"\.rank(\d+)" + re.escape(active.suffix) + "$")
+    try:
+        entries = list(active.parent.iterdir())
+    except OSError:
+        entries = []
+    for entry in entries:
+        if (m := pattern.match(entry.name)) and int(m.group(1)) > 0:
+            logs[int(m.group(1))] = entry
+    return dict(sorted(logs.items()))
+
+
 def newest_run(root: Path) -> Path | None:
     """The run directory under `root` whose log (or info file) changed last."""
     best: tuple[float, Path] | None = None
@@ -264,6 +281,8 @@ class AttachedRun:
         self.label = f"{target.events_path.parent.name}/{target.events_path.name}"
         self.requester = f"attach {requester_name()}"
         self.follower = LogFollower(target.events_path)
+        self.rank_followers: dict[int, LogFollower] = {}  # a multi-rank run's other ranks, found as they appear
+        self._find_ranks()
         self.info = target.info()
         self.run_id = self.info.run_id if self.info is not None else None
         self.live = False  # the history has been read; what comes now is new
@@ -285,15 +304,30 @@ class AttachedRun:
 
     @property
     def malformed(self) -> int:
-        return self.follower.malformed
+        return self.follower.malformed + sum(f.malformed for f in self.rank_followers.values())
 
     @property
     def first_error(self) -> str | None:
-        return self.follower.first_error
+        return self.follower.first_error or next(
+            (f"{f.path.name}: {f.first_error}" for f in self.rank_followers.values() if f.first_error), None)
 
     @property
     def position(self) -> int:
-        return self.follower.position
+        return self.follower.position + sum(f.position for f in self.rank_followers.values())
+
+    def _find_ranks(self) -> None:
+        for rank, path in rank_logs(self.target.events_path).items():
+            if rank and rank not in self.rank_followers:
+                self.rank_followers[rank] = LogFollower(path)
+
+    def _read_all(self, limit: int | None) -> list[Event]:
+        """New events of every rank's log (at most `limit` from each), merged in time order."""
+        events = self.follower.read_events(limit)
+        if self.rank_followers:
+            for follower in self.rank_followers.values():
+                events += follower.read_events(limit)
+            events.sort(key=lambda event: event.timestamp)
+        return events
 
     def send_control(self, name: str, data: dict[str, Any]) -> None:
         """Ask the running process to pause / resume / stop, through its control file."""
@@ -304,7 +338,7 @@ class AttachedRun:
         """The next events (at most `limit`); [] when there is nothing new for now or the run is over."""
         if self.ended:
             return []
-        events = self.follower.read_events(limit)
+        events = self._read_all(limit)
         now = self._clock()
         if events:
             self._last_growth = now
@@ -320,11 +354,12 @@ class AttachedRun:
             self.time_to_live = now - self._opened
         if first_time or now - self._info_at >= self._info_every_s or self.info is None:
             self._info_at = now
+            self._find_ranks()
             self.info = self.target.info() or self.info
             if self._over(now):
                 self.ended = True
                 # The writer flushed the log before it said so: what is left on disk is the run's last.
-                return self.follower.read_events()
+                return self._read_all(None)
         return []
 
     def _over(self, now: float) -> bool:
@@ -342,3 +377,5 @@ class AttachedRun:
 
     def close(self) -> None:
         self.follower.close()
+        for follower in self.rank_followers.values():
+            follower.close()

@@ -17,6 +17,7 @@ from kbert_tui.events import Event
 from kbert_tui.events import catalog as ev
 
 from .chart import LossCurve
+from .ranks import RankLanes, rank_of
 from .summary import printable
 
 __all__ = ["RunState", "TrainingState", "SystemState", "PluginInfo", "PluginsState", "Series", "Notice"]
@@ -274,6 +275,7 @@ class RunState:
         self.rules: dict[str, RuleSeen] = {}  # [[rules]] that fired (rule.fired), by name, first fired first
         self.notifications = 0  # rule.fired with action notify, so far (the monitor rings on new ones)
         self.last_notification: str | None = None
+        self.ranks = RankLanes()  # per-rank lanes of a multi-rank run (events with metadata.rank)
 
     def apply_all(self, events: Iterable[Event]) -> None:
         for event in events:
@@ -286,6 +288,9 @@ class RunState:
         self.last_at = event.timestamp
         name = event.name
         data = event.data if isinstance(event.data, dict) else {}
+        if (ranked := rank_of(event)) is not None and self.ranks.apply(event, ranked):
+            self.training_version += 1  # another rank's copy of what rank 0 reports: its lane only
+            return
         if name == ev.TRAINING_BATCH_COMPLETED:  # the hot path first
             self._batch(event, data)
             self.training_version += 1

@@ -30,6 +30,7 @@ from kbert_tui.policy import BestTracker
 from . import checkpoint as ckpt
 from .control import Control
 from .data import PreparedData, Split, load_data
+from .distributed import Ranks
 from .model import BertClassifier, count_parameters, grouped_norms
 from .tokenizer import PAD_ID, encode, get_tokenizer
 
@@ -85,10 +86,19 @@ class StepResult:
 
 
 def train_step(model: nn.Module, optimizer: optim.Optimizer, loss_and_grad: Any, ids: mx.array, mask: mx.array,
-               labels: mx.array, clip: float, where: str) -> StepResult:
-    """One optimizer step; raises NonFiniteLoss (before updating anything) when the loss or gradients blow up."""
+               labels: mx.array, clip: float, where: str, *, group: Any = None, scale: float = 1.0) -> StepResult:
+    """One optimizer step; raises NonFiniteLoss (before updating anything) when the loss or gradients blow up.
+
+    With an MLX `group` of several ranks, `loss_and_grad` takes `scale` (world size / global batch rows, 0 for an
+    empty shard) so that averaging the ranks' gradients gives exactly the whole batch's mean-loss gradient;
+    the loss reported is the same on every rank."""
     started = time.perf_counter()
-    loss, grads = loss_and_grad(model, ids, mask, labels)
+    if group is None:
+        loss, grads = loss_and_grad(model, ids, mask, labels)
+    else:
+        loss, grads = loss_and_grad(model, ids, mask, labels, scale)
+        grads = nn.utils.average_gradients(grads, group=group)
+        loss = mx.distributed.all_sum(loss, group=group) / group.size()
     grads, norm = optim.clip_grad_norm(grads, clip if clip > 0 else float("inf"))
     mx.eval(loss, norm)
     loss_value, norm_value = loss.item(), norm.item()
@@ -128,8 +138,10 @@ class Trainer:
         run_id: str,
         output_dir: Path,
         control: Control | None = None,
+        ranks: Ranks | None = None,
     ) -> None:
         self.config = config
+        self.ranks = ranks or Ranks()
         self.bus = bus
         self.run_id = run_id
         self.output_dir = Path(output_dir)
@@ -171,8 +183,9 @@ class Trainer:
         except _Stop:
             self.outcome = "stopped"
         except Exception as error:
+            where = f"rank {self.ranks.rank}: " if self.ranks.distributed else ""
             self.failure = {
-                "error": str(error) or type(error).__name__,
+                "error": where + (str(error) or type(error).__name__),
                 "error_type": type(error).__name__,
                 "bad_input": isinstance(error, UserInputError),
                 "traceback": traceback.format_exc(),
@@ -235,10 +248,11 @@ class Trainer:
                 "restored_step": resume_state["step"],
             }, source="model")
 
-        mx.random.seed(cfg.run.seed + 1 + self.progress.step)  # dropout stream, continued on resume
+        # The dropout stream, continued on resume; each rank draws its own.
+        mx.random.seed(cfg.run.seed + 1 + self.progress.step + 7919 * self.ranks.rank)
         stopped_early = self._train(train, val, steps_per_epoch)
         final = self.final_metrics or self._evaluate(val)
-        predictions = self._predict(test, data) if test is not None else None
+        predictions = self._predict(test, data) if test is not None and self.ranks.is_main else None
         self.emit(ev.TRAINING_COMPLETED, {
             "final_metrics": final,
             "total_duration": time.perf_counter() - started,
@@ -285,8 +299,10 @@ class Trainer:
         """Epochs of steps from where progress says; True when it ended early (early stopping)."""
         cfg, p = self.config, self.progress
 
-        def loss_fn(m, ids, mask, labels):
-            return nn.losses.cross_entropy(m(ids, mask), labels, reduction="mean")
+        def loss_fn(m, ids, mask, labels, scale=None):
+            if scale is None:
+                return nn.losses.cross_entropy(m(ids, mask), labels, reduction="mean")
+            return nn.losses.cross_entropy(m(ids, mask), labels, reduction="sum") * scale
 
         loss_and_grad = nn.value_and_grad(self.model, loss_fn)
         self.model.train()
@@ -303,12 +319,16 @@ class Trainer:
                 if self._check_control():
                     return True
                 t0 = time.perf_counter()
-                ids, mask, labels = make_batch(train, rows)
+                mine = self.ranks.shard(rows)
+                # An empty shard (a last batch smaller than the world) still joins the collectives, weighing 0.
+                ids, mask, labels = make_batch(train, mine if len(mine) else rows[:1])
                 data_time = time.perf_counter() - t0
                 p.step += 1
-                self._report_batch_loaded(batch, len(rows), ids, data_time)
+                self._report_batch_loaded(batch, len(mine), ids, data_time)
+                scale = self.ranks.world_size / len(rows) if len(mine) else 0.0
                 result = train_step(self.model, self.optimizer, loss_and_grad, ids, mask, labels,
-                                    cfg.training.max_grad_norm, f"step {p.step} (epoch {epoch}, batch {batch + 1})")
+                                    cfg.training.max_grad_norm, f"step {p.step} (epoch {epoch}, batch {batch + 1})",
+                                    group=self.ranks.group, scale=scale)
                 losses.append(result.loss)
                 samples += len(rows)
                 busy += result.seconds + data_time
@@ -317,6 +337,7 @@ class Trainer:
                 if cfg.training.eval_every and p.step % cfg.training.eval_every == 0 and p.batches_done < steps_per_epoch:
                     self.emit(ev.TRAINING_EVALUATION_COMPLETED, {"epoch": epoch, "step": p.step,
                                                                  "metrics": self._evaluate(val)})
+            busy = float(self.ranks.all_sum([busy])[0]) / self.ranks.world_size  # the ranks' mean: one figure on all
             metrics = {"train_loss": float(np.mean(losses)) if losses else None, **self._evaluate(val),
                        "learning_rate": self.optimizer.learning_rate.item(),
                        "samples_per_sec": samples / busy if busy else None, "steps": p.step}
@@ -375,28 +396,41 @@ class Trainer:
             if not c.stop_requested:
                 self.emit(ev.TRAINING_RESUMED, {"epoch": p.epoch, "step": p.step,
                                                "requested_by": c.resume_requested_by})
-        if not c.stop_requested:
-            return False
-        if c.stop_reason == "early_stopping":
-            return True
+        early = c.stop_requested and c.stop_reason == "early_stopping"
+        stop = c.stop_requested and not early
+        if self.ranks.distributed:  # one rank's stop stops them all, at the same step
+            stop, early = (bool(n) for n in self.ranks.all_sum([stop, early]))
+        if not stop:
+            return early
         path = self._save(f"stopped-step-{p.step}", self.final_metrics or {})
-        self.emit(ev.TRAINING_STOPPED, {"epoch": p.epoch, "step": p.step, "reason": c.stop_reason,
-                                       "requested_by": c.requested_by, "checkpoint_path": str(path)})
+        self.emit(ev.TRAINING_STOPPED, {"epoch": p.epoch, "step": p.step, "reason": c.stop_reason or "another rank",
+                                       "requested_by": c.requested_by or "another rank",
+                                       "checkpoint_path": str(path) if path else None})
         raise _Stop()
 
     def _save_requested(self) -> None:
         """A checkpoint someone asked for (`k` in the monitor, a rule), in checkpoints/requested-step-N."""
         request = self.control.take_checkpoint_request()
-        if request is not None:
+        if request is not None and self.ranks.is_main:
             self._save(f"requested-step-{self.progress.step}", self.final_metrics or {}, cause_id=request[1],
                        requested_by=request[0])
 
     def _evaluate(self, val: _Encoded) -> dict[str, float]:
-        y_pred, total_loss = predict(self.model, val, max(self.config.data.batch_size, 64))
-        y_true = val.labels
-        assert y_true is not None and total_loss is not None
-        return {"val_loss": total_loss / len(val.ids), "val_accuracy": float(np.mean(y_pred == y_true)),
-                "val_f1": macro_f1(y_true, y_pred)}
+        """Validation metrics; with several ranks each predicts its shard and the counts are summed, so every
+        rank reports the whole set's numbers in 1/world_size of the time."""
+        assert val.labels is not None
+        rows = self.ranks.shard(np.arange(len(val.ids)))
+        mine = _Encoded([val.ids[i] for i in rows], val.labels[rows])
+        y_pred, total_loss = predict(self.model, mine, max(self.config.data.batch_size, 64))
+        assert mine.labels is not None and total_loss is not None
+        classes = len(self.data.label_names)
+        counts = np.concatenate([[total_loss, len(rows)], class_counts(mine.labels, y_pred, classes)])
+        counts = self.ranks.all_sum(counts)
+        loss_sum, n, (tp, fp, fn) = counts[0], counts[1], counts[2:].reshape(3, classes)
+        present = tp + fp + fn > 0
+        f1 = 2 * tp[present] / (2 * tp[present] + fp[present] + fn[present])
+        return {"val_loss": float(loss_sum / n), "val_accuracy": float(tp.sum() / n),
+                "val_f1": float(np.mean(f1)) if present.any() else 0.0}
 
     def _track_best(self, epoch: int, metrics: dict[str, Any]) -> bool:
         value = metrics.get(self.best.metric)
@@ -431,7 +465,10 @@ class Trainer:
             self._save("last", metrics, caused_by=f"best-{epoch}" if improved else f"epoch-{epoch}")
 
     def _save(self, name: str, metrics: dict[str, Any], caused_by: str | None = None, *,
-              cause_id: str | None = None, requested_by: str | None = None) -> Path:
+              cause_id: str | None = None, requested_by: str | None = None) -> Path | None:
+        """Rank 0 writes the checkpoint (the ranks' weights are the same); other ranks return None."""
+        if not self.ranks.is_main:
+            return None
         p = self.progress
         folder = self.output_dir / "checkpoints" / name
         state = {
@@ -476,13 +513,10 @@ class Trainer:
         return path
 
 
-def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Macro-averaged F1 over the classes present in either the truth or the predictions."""
-    scores = []
-    for c in np.union1d(y_true, y_pred):
-        tp = float(np.sum((y_pred == c) & (y_true == c)))
-        fp = float(np.sum((y_pred == c) & (y_true != c)))
-        fn = float(np.sum((y_pred != c) & (y_true == c)))
-        denom = 2 * tp + fp + fn
-        scores.append(2 * tp / denom if denom else 0.0)
-    return float(np.mean(scores)) if scores else 0.0
+def class_counts(y_true: np.ndarray, y_pred: np.ndarray, classes: int) -> np.ndarray:
+    """True positives, false positives and false negatives per class, one after the other (3 × classes):
+    sums of these over ranks give the whole set's accuracy and macro F1."""
+    tp = np.bincount(y_true[y_pred == y_true], minlength=classes)
+    fp = np.bincount(y_pred[y_pred != y_true], minlength=classes)
+    fn = np.bincount(y_true[y_pred != y_true], minlength=classes)
+    return np.concatenate([tp, fp, fn]).astype(np.float64)

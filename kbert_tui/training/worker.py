@@ -12,6 +12,7 @@ import mlx.core as mx
 from kbert_tui.config import RunConfig
 
 from .control import Control
+from .distributed import Ranks
 from .trainer import Trainer
 
 
@@ -26,9 +27,10 @@ class TrainingWorker:
         run_id: str,
         output_dir: Path,
         on_done: Callable[[str], None] | None = None,
+        ranks: Ranks | None = None,
     ) -> None:
         self.control = Control()
-        self.trainer = Trainer(config, bus, run_id=run_id, output_dir=output_dir, control=self.control)
+        self.trainer = Trainer(config, bus, run_id=run_id, output_dir=output_dir, control=self.control, ranks=ranks)
         self._on_done = on_done
         self._thread = threading.Thread(target=self._main, name=f"kbert-train-{run_id}", daemon=True)
         self.outcome: str | None = None

@@ -56,6 +56,8 @@ def _print_summary(path: Any, state: RunState, malformed: int, first_error: str 
         status = f"ended without a final event (last event at {last}; killed?)"
     print(f"run {t.run_name or '?'} ({t.run_id or '?'}): {status}, epoch {t.epochs_done}/{t.total_epochs or '?'}, "
           f"step {t.step}/{t.total_steps or '?'}")
+    if lanes := state.ranks.summary():
+        print(lanes)
     if t.best_value is not None:
         print(f"best {t.best_metric} {format_number(t.best_value)} (epoch {t.best_epoch})")
     if t.error:

@@ -164,6 +164,10 @@ class TrainingPane(StatePane):
             if best.cell_len <= width:
                 break
         rows.append((4, best))
+        if lanes := self.state.ranks.summary():
+            row = Text(lanes, pal.label)
+            row.truncate(width, overflow="ellipsis")
+            rows.append((3, row))
         if t.epoch_metrics:
             last = t.epoch_metrics[-1]
             pairs = [(f"epoch {last.get('epoch')}", f"ep{last.get('epoch')}", "")]

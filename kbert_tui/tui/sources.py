@@ -16,6 +16,8 @@ from typing import Any
 
 from kbert_tui.events import Event
 from kbert_tui.events.store import EventLogReader, read_events
+from kbert_tui.remote import rank_logs
+from kbert_tui.state.ranks import MergedLogReader
 
 __all__ = ["EventSource", "ReplaySource", "LiveSource", "StaticSource"]
 
@@ -82,7 +84,9 @@ class ReplaySource(EventSource):
     def __init__(self, path: str | os.PathLike[str], *, speed: float | None = None) -> None:
         self.path = Path(path)
         self.events_path = self.path
-        self.reader: EventLogReader = read_events(self.path)  # raises for a missing file
+        logs = rank_logs(self.path)  # a multi-rank run: every rank's log, merged in time order
+        self.reader: EventLogReader | MergedLogReader = (
+            MergedLogReader(logs) if len(logs) > 1 else read_events(self.path))  # raises for a missing file
         for file in self.reader.files:
             with open(file, "rb"):
                 pass  # unreadable (permissions) → OSError here, before the app starts
