@@ -305,3 +305,20 @@ def test_system_section_from_toml_reaches_the_sampler(tmp_path, recording_bus):
     path.write_text("[system.thresholds]\ncpu = 80\n")
     with pytest.raises(ConfigError, match=r"system\.thresholds\.cpu: unknown key"):
         load_config(path)
+
+
+async def test_after_the_run_ends_the_sampler_slows_down_and_picks_up_again_with_a_new_run(recording_bus, tmp_path):
+    sampler = SystemSampler(recording_bus, {"interval_s": 0.01, "gpu": False}, tmp_path)
+    sampler.idle_interval_s = 0.3
+    await sampler.start()
+    await asyncio.sleep(0.15)
+    await recording_bus.emit("training.completed", {})
+    await recording_bus.flush()
+    before = len(recording_bus.emitted("system.cpu_usage"))
+    await asyncio.sleep(0.25)
+    after_end = len(recording_bus.emitted("system.cpu_usage")) - before
+    assert after_end <= 2  # ~25 at the running rate
+    await recording_bus.emit("training.started", {})
+    await asyncio.sleep(0.5)  # the pending idle wait ends, then the running rate again
+    await sampler.stop()
+    assert len(recording_bus.emitted("system.cpu_usage")) - before - after_end >= 5

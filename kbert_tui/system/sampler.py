@@ -18,6 +18,7 @@ from .bottleneck import BottleneckDetector, DetectorSettings
 from .gpu import GpuSource, GpuUnavailable, NvmlGpuSource
 from .thresholds import ThresholdMonitor
 
+_RUN_ENDS = frozenset({ev.TRAINING_COMPLETED, ev.TRAINING_FAILED, ev.TRAINING_STOPPED})
 _MB = 1024 * 1024
 _GB = 1024 * 1024 * 1024
 
@@ -94,6 +95,9 @@ class SystemSampler:
         self._task: asyncio.Task[None] | None = None
         self._reported: set[str] = set()
         self.samples = 0
+        self.idle_interval_s = max(10.0, 10 * self.interval_s)  # once training has ended
+        self._training_ended = False
+        self._sub_id: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -113,11 +117,22 @@ class SystemSampler:
                 self._gpu = None
                 await self._emit(ev.SYSTEM_GPU_UNAVAILABLE, {"reason": str(exc)})
         await self.detector.attach(self.bus)
+        self._sub_id = await self.bus.subscribe("training.*", self._on_training)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="kbert_tui.system.sampler")
+
+    def _on_training(self, event: Any) -> None:
+        # After the run the machine's readings matter less than the run's last events: sample rarely.
+        if event.name in _RUN_ENDS:
+            self._training_ended = True
+        elif event.name == ev.TRAINING_STARTED:
+            self._training_ended = False
 
     async def stop(self) -> None:
         """Stop sampling, detach the detector and close NVML; idempotent."""
         task, self._task = self._task, None
+        if self._sub_id is not None:
+            await self.bus.unsubscribe(self._sub_id)
+            self._sub_id = None
         if task is not None:
             task.cancel()
             try:
@@ -138,7 +153,7 @@ class SystemSampler:
         next_at = loop.time()
         while True:
             # CPU percentages compare with the previous reading, so the first one waits an interval.
-            next_at += self.interval_s
+            next_at += self.idle_interval_s if self._training_ended else self.interval_s
             now = loop.time()
             if next_at < now:  # fell behind (a suspended laptop, a stalled loop): don't burst
                 next_at = now
