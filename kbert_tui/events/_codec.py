@@ -169,16 +169,18 @@ _heads: dict[tuple[str, str, str | None], tuple[bytes, bytes]] = {}
 _id_head: tuple[str, bytes] = ("", b"")
 
 
-def _encode_fresh(fields: dict[str, Any], origin: tuple[int, str, int]) -> bytes | None:
-    """The line of an event the bus made, from its parts (names, sources and seconds written once);
-    None when its data or metadata holds a null, which the exact path must look at."""
+def encode_fresh(event: Event) -> bytes | None:
+    """The line of an event the bus made (it has `_origin`), from its parts: names, sources and
+    seconds are written once and cached. None when its data or metadata holds a null, which
+    `encode_line`'s exact path must look at."""
     global _seconds, _id_head
+    fields = event.__dict__
     data = _orjson.dumps(fields["data"], default=_default)
     metadata = fields.get("metadata")
     meta = _orjson.dumps(metadata, default=_default) if metadata else b"{}"
     if b"null" in data or b"null" in meta:  # NaN/inf (or a None) in the data: see encode_line
         return None
-    nanos, prefix, number = origin
+    nanos, prefix, number = fields["_origin"]
     key = (fields["name"], fields["source"], fields.get("correlation_id"))
     head = _heads.get(key)
     if head is None:
@@ -193,8 +195,10 @@ def _encode_fresh(fields: dict[str, Any], origin: tuple[int, str, int]) -> bytes
     if _seconds[0] != second:
         _seconds = (second, datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S").encode())
     micro = nanos // 1000 % 1_000_000
-    return b"".join((_id_head[1], b"%x" % number, head[0], _seconds[1],
-                     b".%06d+00:00" % micro if micro else b"+00:00", head[1], data, b',"metadata":', meta, b"}\n"))
+    if micro:
+        return b'%s%x%s%s.%06d+00:00%s%s,"metadata":%s}\n' % (
+            _id_head[1], number, head[0], _seconds[1], micro, head[1], data, meta)
+    return b'%s%x%s%s+00:00%s%s,"metadata":%s}\n' % (_id_head[1], number, head[0], _seconds[1], head[1], data, meta)
 
 
 def encode_line(event: Event) -> tuple[bytes, str | None]:
@@ -207,9 +211,8 @@ def encode_line(event: Event) -> tuple[bytes, str | None]:
     if _orjson is not None:
         try:
             fields = event.__dict__
-            origin = fields.get("_origin")
-            if origin is not None:  # made by the bus: written from its parts
-                line = _encode_fresh(fields, origin)
+            if "_origin" in fields:  # made by the bus: written from its parts
+                line = encode_fresh(event)
                 if line is not None:
                     return line, None
             else:

@@ -36,7 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
-from ._codec import encode_line
+from ._codec import encode_fresh, encode_line
 from . import _event as _ev
 from ._event import Event, new_event_id, utcnow
 from ._patterns import compile_pattern, validate_pattern
@@ -317,10 +317,15 @@ class EventBus:
         # _admit and _dispatch for the common case, inlined: this is the hot path of every loop-side emit.
         store = self._store
         if store is not None:
-            line, degraded = encode_line(event)
-            if degraded is not None:
-                self._admit_degraded(event, line, degraded)
-                return
+            try:
+                line = encode_fresh(event)
+            except Exception:  # noqa: BLE001 - too deep, odd keys, a failing conversion
+                line = None
+            if line is None:  # encode_line decides: NaN spelt out, or the event degraded
+                line, degraded = encode_line(event)
+                if degraded is not None:
+                    self._admit_degraded(event, line, degraded)
+                    return
         with self._mutex:
             by_name = self._by_name
             by_name[event_name] = by_name.get(event_name, 0) + 1
