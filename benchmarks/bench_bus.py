@@ -19,14 +19,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import importlib.util
-import io
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 import time
@@ -42,6 +38,7 @@ from blinker import Signal  # noqa: E402
 from pyee import EventEmitter  # noqa: E402
 from pyee.asyncio import AsyncIOEventEmitter  # noqa: E402
 
+from _baseline import load_package_at  # noqa: E402
 from kbert_tui.events import EventBus  # noqa: E402
 from kbert_tui.events.store import JsonlStore  # noqa: E402
 from kbert_tui.events._event import Event  # noqa: E402
@@ -70,21 +67,8 @@ H_EVENTS, H_YIELD_EVERY, H_ROUNDS = 50_000, 1_000, 7
 
 
 def load_events_at(rev: str) -> ModuleType:
-    """`kbert_tui/events` as of git `rev`, imported as a private package (it imports nothing else of the project)."""
-    name = f"kbert_events_{rev.replace('-', '_').replace('~', '_').replace('^', '_')}"
-    root = Path(tempfile.mkdtemp(prefix="kbert-baseline-"))
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "kbert_tui/events"],
-                             capture_output=True, check=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(root, filter="data")
-    package = root / "kbert_tui" / "events"
-    spec = importlib.util.spec_from_file_location(name, package / "__init__.py",
-                                                  submodule_search_locations=[str(package)])
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    """`kbert_tui/events` as of git `rev` (it imports nothing else of the project)."""
+    return load_package_at(rev, "kbert_tui/events")
 
 
 class _Clock:

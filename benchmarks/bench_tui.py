@@ -142,6 +142,34 @@ def bench_filter(count: int) -> dict[str, float]:
     return out
 
 
+FILTER_BASELINE = "f19b4a0"  # kbert_tui/state before issue 15's free-text index
+
+
+def bench_filter_before_after(count: int, rev: str, rounds: int = 5) -> dict[str, tuple[float, float]]:
+    """A free-text re-filter over `count` events, cold (first free-text filter after loading) and warm,
+    with kbert_tui/state as of `rev` beside today's: median of `rounds`, interleaved."""
+    from _baseline import load_package_at
+
+    before = load_package_at(rev, "kbert_tui/state")
+    events = sim_events(count)
+    times: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for side, state in (("now", sys.modules["kbert_tui.state"]), ("before", before)):
+            for query in ("nvidia", '"data loading"'):
+                log = state.EventLog(capacity=count)
+                log.extend(events)
+                for temperature in ("cold", "warm"):
+                    t = time.perf_counter()
+                    log.set_filter(state.parse_filter(query))
+                    times.setdefault(f"{side} {query} {temperature}", []).append(time.perf_counter() - t)
+    out: dict[str, tuple[float, float]] = {}
+    for key in times:
+        if key.startswith("now "):
+            rest = key[4:]
+            out[rest] = (statistics.median(times[f"before {rest}"]), statistics.median(times[key]))
+    return out
+
+
 async def bench_filter_in_app(count: int) -> dict[str, float]:
     from kbert_tui.tui import MonitorApp, StaticSource
 
@@ -369,6 +397,9 @@ def main() -> None:
                 print(f"  {key:40s} {value * 1000:8.1f} ms" + (f"  {rows:,} rows" if rows is not None else ""))
         for key, value in asyncio.run(bench_filter_in_app(args.filter_events)).items():
             print(f"  {key:40s} {value * 1000:8.1f} ms" + ("" if "apply only" in key else "  (apply + repaint)"))
+        print(f"free-text re-filter over {args.filter_events:,} events, before ({FILTER_BASELINE}) / now, median of 5:")
+        for key, (was, now) in bench_filter_before_after(args.filter_events, FILTER_BASELINE).items():
+            print(f"  {key:40s} {was * 1000:8.1f} ms -> {now * 1000:8.1f} ms")
     if args.only in (None, "end"):
         import shutil
 
