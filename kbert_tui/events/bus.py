@@ -370,8 +370,12 @@ class EventBus:
         if type(data) is dict:  # _snapshot, inlined
             data = data.copy()
             for key, value in data.items():
-                if type(value) in _CONTAINERS:
-                    data[key] = _copy_containers(value, 1)
+                kind = type(value)
+                if kind in _CONTAINERS:
+                    if kind is dict and _CONTAINERS.isdisjoint(map(type, value.values())):
+                        data[key] = value.copy()  # the usual nesting, a flat dict (metrics): no call
+                    else:
+                        data[key] = _copy_containers(value, 1)
         else:
             data = {} if data is None else _snapshot(data) if isinstance(data, dict) else {"value": data}
         # Event._build, inlined and lazy: the hottest lines of the project (Event.__getattr__ fills in the rest).
