@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from kbert_tui import __version__
 from kbert_tui.events import catalog as ev
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+RANK_STATUS_ENV = "KBERT_TUI_RANK_STATUS"  # `run --ranks`: the folder where each rank leaves its exit status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output-dir", metavar="DIR", help="where the events, checkpoints and predictions go")
     run.add_argument("--broker", metavar="URL", help="also publish every event to Redis (redis://host:6379/0); "
                                                      "overrides [events] broker")
+    run.add_argument("--ranks", type=_positive_int, metavar="N",
+                     help="train data-parallel on N ranks on this machine through mlx.launch (ring backend); headless")
+    run.add_argument("--hostfile", metavar="FILE",
+                     help="train on the ranks an mlx.launch hostfile lists (several hosts); headless")
 
     replay = commands.add_parser("replay", help="show a recorded run (an events.jsonl) in the monitor",
                                  description="Replay PATH (and its rotated segments) into the monitor.")
@@ -81,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:  # argparse: --help / --version exit 0, a usage error exits 2
         return int(exit_.code or 0)
     if args.command == "run":
-        return _run(args)
+        return _rank_status(_run(args))
     if args.command == "init":
         return _init(args)
     if args.command == "replay":
@@ -137,12 +143,72 @@ def _run(args: argparse.Namespace) -> int:
         if problem := broker_url_problem(args.broker):
             return _error(f"--broker: {problem}")
         config = config.replace(events=replace(config.events, broker=args.broker))
+    if args.hostfile is not None and args.ranks:
+        return _error("--ranks and --hostfile: the hostfile lists the ranks (give one or the other)")
+    if (args.ranks or 1) > 1 or args.hostfile is not None:
+        return _launch_ranks(args)
     # Open the monitor unless --headless or stdout is not a terminal.
     if not args.headless:
         if sys.stdout.isatty():
             return _run_tui(config, args.output_dir)
         print("stdout is not a terminal: running headless", file=sys.stderr, flush=True)
     return _run_headless(config, args.output_dir)
+
+
+def _launch_ranks(args: argparse.Namespace) -> int:
+    """`run --ranks N` / `--hostfile FILE`: the same run on N local ranks (ring backend) or on the hostfile's,
+    through `mlx.launch`; each rank is `run --headless`."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    launcher = shutil.which("mlx.launch", path=str(Path(sys.executable).parent)) or shutil.which("mlx.launch")
+    if launcher is None:
+        return _error("--ranks: mlx.launch not found (it comes with mlx; is this Python's environment active?)")
+    if args.hostfile is not None:
+        hostfile = Path(args.hostfile).expanduser()
+        if not hostfile.is_file():
+            return _error(f"--hostfile: {hostfile}: no such file")
+        command = [launcher, "--hostfile", str(hostfile.resolve())]  # its backend, or MLX's default
+    else:
+        command = [launcher, "-n", str(args.ranks), "--backend", "ring"]
+    command += ["--python", sys.executable, "-m", "kbert_tui", "run", "--headless"]
+    if args.config:
+        command.append(str(Path(args.config).expanduser().resolve()))
+    if args.output_dir is not None:
+        command += ["--output-dir", str(Path(args.output_dir).expanduser().resolve())]
+    if args.broker is not None:
+        command += ["--broker", args.broker]
+    ranks = f"the ranks of {args.hostfile}" if args.hostfile else f"{args.ranks} ranks"
+    print(f"launching {ranks}: {' '.join(command)}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="kbert-ranks-") as status:
+        # mlx.launch exits 0 whatever its ranks did: each rank leaves its status here instead.
+        command[1:1] = ["--env", f"{RANK_STATUS_ENV}={status}"]
+        try:
+            subprocess.call(command)
+        except KeyboardInterrupt:
+            print("interrupted; the ranks were stopped", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        codes = {int(f.name[4:]): int(f.read_text() or EXIT_FAILED) for f in Path(status).glob("rank[0-9]*")}
+    lost = sorted(set(range(args.ranks)) - set(codes)) if args.ranks else []
+    if lost or not codes:
+        what = ", ".join(f"rank {r}" for r in lost) or "no rank"
+        print(f"kbert-tui: error: {what} ended without an exit status (killed? see mlx.launch's messages above)",
+              file=sys.stderr)
+        return EXIT_FAILED
+    failed = {rank: code for rank, code in sorted(codes.items()) if code != EXIT_OK}
+    return failed.get(0) or next(iter(failed.values()), EXIT_OK)
+
+
+def _rank_status(code: int) -> int:
+    """Under `run --ranks`: leave this rank's exit status where the launching process reads it."""
+    folder, rank = os.environ.get(RANK_STATUS_ENV), os.environ.get("MLX_RANK")
+    if folder and rank is not None and rank.isdigit():
+        try:
+            Path(folder, f"rank{rank}").write_text(str(code))
+        except OSError:
+            pass  # the launching process is gone: nobody to tell
+    return code
 
 
 def _data_problem(config: Any) -> str | None:
@@ -303,6 +369,16 @@ def _events_problem(path: str) -> str | None:
             f"(first problem: {reader.first_error})")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {text}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -350,8 +426,9 @@ async def _headless(session: Any, ended_by: list[int]) -> int:
     try:
         await session.start()
         assert session.bus is not None
-        session.bus.subscribe_sync("training.*", _print_progress)
-        session.bus.subscribe_sync(ev.RULE_FIRED, _print_progress)
+        if session.ranks is None or session.ranks.is_main:  # the other ranks' lines would be the same
+            session.bus.subscribe_sync("training.*", _print_progress)
+            session.bus.subscribe_sync(ev.RULE_FIRED, _print_progress)
         print(f"run {session.run_id}: events → {session.events_path}", flush=True)
         outcome = await session.wait()
     except asyncio.CancelledError:

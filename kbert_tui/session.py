@@ -57,6 +57,8 @@ class RankedEventBus(EventBus):
 
 
 class RunSession:
+    RANK_STOP_WAIT_S = 10.0  # how long a closing rank waits for its training step, which may wait on lost peers
+
     def __init__(self, config: RunConfig, *, output_dir: str | Path | None = None) -> None:
         self.config = config
         self.ranks: Any = None  # kbert_tui.training.distributed.Ranks when `mlx.launch` started this process
@@ -110,8 +112,12 @@ class RunSession:
         self._control_sub = await self.bus.subscribe("control.*", self._on_control)
         await self._start_remote()
         await self._start_system()
-        await self._start_plugins()
-        if self.config.rules:
+        # Plugins and rules act for the run on rank 0 (they write files in the shared run directory, e.g.
+        # metrics.csv); the other ranks' events are copies of its, their lanes aside.
+        main = self.ranks is None or self.ranks.is_main
+        if main:
+            await self._start_plugins()
+        if self.config.rules and main:
             from kbert_tui.rules import RuleRunner
 
             self.rules = RuleRunner(self.bus, self.config.rules, self.run_id)
@@ -160,7 +166,16 @@ class RunSession:
         self._closed = True
         if self.worker is not None and self.worker.alive:
             self.worker.control.request_stop("session closed", "session")
-            await asyncio.get_running_loop().run_in_executor(None, self.worker.join)
+            # A rank waits in MLX's collectives for its peers, forever if one is gone: give it a while, then say so.
+            wait = self.RANK_STOP_WAIT_S if self.ranks is not None and self.ranks.distributed else None
+            await asyncio.get_running_loop().run_in_executor(None, self.worker.join, wait)
+            if self.worker.alive and self.bus is not None:
+                self.bus.emit_sync(ev.TRAINING_FAILED, {
+                    "error": f"rank {self.ranks.rank}: no answer from the other ranks for {wait:g} s after a stop "
+                             "request (one of them is gone?); this rank ends without finishing its step",
+                    "error_type": "RankLost", "bad_input": False, "traceback": "",
+                    "epoch": self.worker.trainer.progress.epoch, "step": self.worker.trainer.progress.step},
+                    source="trainer", correlation_id=self.run_id)
         if self.rules is not None:
             await self.rules.stop()
         await self._stop_plugins()

@@ -6,14 +6,17 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from kbert_tui.cli import main
 from kbert_tui.events import Event
 from kbert_tui.events import catalog as ev
+from kbert_tui.events.store import read_events
 from kbert_tui.remote import AttachedRun, rank_logs, resolve_run
 from kbert_tui.state import RunState
 from kbert_tui.state.ranks import MergedLogReader
@@ -178,6 +181,7 @@ def test_two_ranks_train_one_run_that_matches_one_rank(tmp_path: Path, ring: str
     assert not [e for e in r1 if e["name"] == ev.MODEL_CHECKPOINT_SAVED]
     assert [e for e in r0 if e["name"] == ev.MODEL_CHECKPOINT_SAVED]
     assert (out / "predictions.csv").is_file()
+    assert (out / "metrics.csv").read_text().count("timestamp,") == 1  # plugins run on rank 0 alone
 
     # a replay of the run directory reads both ranks, merged in time order
     merged = list(MergedLogReader(rank_logs(out / "events.jsonl")))
@@ -187,3 +191,69 @@ def test_two_ranks_train_one_run_that_matches_one_rank(tmp_path: Path, ring: str
     state.apply_all(merged)
     assert state.ranks.summary().startswith("ranks 2: r0 step 12 ") and " · r1 step 12 " in state.ranks.summary()
     assert state.training.status == "completed" and state.training.step == 12
+
+
+def test_run_ranks_launches_the_ranks_itself_and_bad_arguments_say_so(tmp_path: Path, ring: str, capsys):
+    write_toml(tmp_path / "tiny.toml", tiny_document(tmp_path, training={"epochs": 1}))
+    assert main(["run", str(tmp_path / "tiny.toml"), "--ranks", "2", "--hostfile", "hosts.json"]) == 2
+    assert "the hostfile lists the ranks" in capsys.readouterr().err
+    assert main(["run", str(tmp_path / "tiny.toml"), "--hostfile", str(tmp_path / "none")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["run", str(tmp_path / "tiny.toml"), "--ranks", "0"]) == 2
+    assert main(["run", str(tmp_path / "tiny.toml"), "--ranks", "2", "--output-dir", str(tmp_path / "two")]) == 0
+    logs = rank_logs(tmp_path / "two" / "events.jsonl")
+    assert sorted(logs) == [0, 1]
+    assert all(any(e.name == ev.TRAINING_COMPLETED for e in read_events(path)) for path in logs.values())
+
+
+def test_a_stop_from_an_attached_monitor_stops_every_rank_at_the_same_step(tmp_path: Path, ring: str):
+    write_toml(tmp_path / "tiny.toml", tiny_document(tmp_path, training={"epochs": 400}))
+    # `run --ranks` (mlx.launch exits 0 whatever its ranks did; `run --ranks` reports theirs)
+    proc = subprocess.Popen([sys.executable, "-m", "kbert_tui", "run", "tiny.toml", "--ranks", "2"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out = tmp_path / "out"
+        deadline = time.monotonic() + 60
+        while not ((out / "events.rank1.jsonl").exists() and b"batch_completed" in (out / "events.jsonl").read_bytes()):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()  # type: ignore[union-attr]
+            time.sleep(0.05)
+        run = AttachedRun(resolve_run(out))
+        run.send_control(ev.CONTROL_STOP_REQUESTED, {"reason": "user"})
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 3, output[-2000:]  # stopped by the user, on every rank
+    stops = {rank: [e for e in read_events(path) if e.name == ev.TRAINING_STOPPED]
+             for rank, path in rank_logs(out / "events.jsonl").items()}
+    assert len(stops[0]) == len(stops[1]) == 1
+    assert stops[0][0].data["step"] == stops[1][0].data["step"]
+    assert stops[0][0].data["checkpoint_path"] and stops[1][0].data["checkpoint_path"] is None
+    assert stops[1][0].data["requested_by"] == "another rank"
+
+
+def test_a_rank_that_dies_ends_the_run_failed_without_hanging(tmp_path: Path, ring: str):
+    import psutil
+
+    write_toml(tmp_path / "tiny.toml", tiny_document(tmp_path, training={"epochs": 400}))
+    proc = subprocess.Popen([sys.executable, "-m", "kbert_tui", "run", "tiny.toml", "--ranks", "2"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out, deadline = tmp_path / "out", time.monotonic() + 60
+        while not ((out / "events.rank1.jsonl").exists() and b"batch_completed" in (out / "events.jsonl").read_bytes()):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()  # type: ignore[union-attr]
+            time.sleep(0.05)
+        rank1 = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                 if "kbert_tui" in " ".join(p.cmdline()) and p.environ().get("MLX_RANK") == "1"]
+        assert len(rank1) == 1
+        rank1[0].kill()
+        output, _ = proc.communicate(timeout=60)  # mlx.launch stops rank 0, which gives up on its peer
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, output[-2000:]
+    assert "rank 1 ended without an exit status" in output
+    failed = [e for e in read_events(out / "events.jsonl") if e.name == ev.TRAINING_FAILED]
+    assert len(failed) == 1 and failed[0].data["error"].startswith("rank 0: "), failed

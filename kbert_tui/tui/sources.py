@@ -121,7 +121,10 @@ class ReplaySource(EventSource):
 
     def describe(self) -> str:
         parts = [f"replay {self.path.name}"]
-        if len(self.reader.files) > 1:
+        ranks = self.reader.ranks if isinstance(self.reader, MergedLogReader) else 1
+        if ranks > 1:
+            parts.append(f"{ranks} ranks")
+        if len(self.reader.files) > ranks:
             parts.append(f"{len(self.reader.files)} segments")
         if self.total_bytes and not self._done:
             parts.append(f"{min(100.0, 100.0 * self.reader.bytes_read / self.total_bytes):.0f}% read")
