@@ -471,6 +471,11 @@ def _exit_status(session: Any, outcome: str | None, ended_by: list[int], *, repo
 
 
 def _print_progress(event: Any) -> None:
+    from kbert_tui.state.ranks import rank_of
+
+    ranked = rank_of(event)
+    if ranked is not None and ranked["rank"] != 0:
+        return  # a multi-rank run's ranks report the same numbers: rank 0's lines say it once
     d = event.data
     if event.name == ev.TRAINING_STARTED:
         blas = d.get("blas") if isinstance(d.get("blas"), dict) else {"name": d.get("blas")}

@@ -257,3 +257,15 @@ def test_a_rank_that_dies_ends_the_run_failed_without_hanging(tmp_path: Path, ri
     assert "rank 1 ended without an exit status" in output
     failed = [e for e in read_events(out / "events.jsonl") if e.name == ev.TRAINING_FAILED]
     assert len(failed) == 1 and failed[0].data["error"].startswith("rank 0: "), failed
+
+
+def test_progress_lines_come_from_rank_0_alone(capsys):
+    from kbert_tui.cli import _print_progress
+
+    done = {"total_duration": 1.0, "predictions_path": None}
+    _print_progress(ranked(ev.TRAINING_COMPLETED, done, 1, 1))
+    assert capsys.readouterr().out == ""
+    _print_progress(ranked(ev.TRAINING_COMPLETED, done, 0, 1))
+    assert capsys.readouterr().out == "completed in 1.0 s\n"
+    _print_progress(ranked(ev.TRAINING_STOPPED, {"step": 3, "reason": "user", "checkpoint_path": None}, 0, 1))
+    assert "stopped at step 3" in capsys.readouterr().out
