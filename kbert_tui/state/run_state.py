@@ -288,7 +288,8 @@ class RunState:
         self.last_at = event.timestamp
         name = event.name
         data = event.data if isinstance(event.data, dict) else {}
-        if (ranked := rank_of(event)) is not None and self.ranks.apply(event, ranked):
+        metadata = event.__dict__.get("metadata")  # most events have none (live ones make it lazily): no call then
+        if metadata and (ranked := rank_of(event)) is not None and self.ranks.apply(event, ranked):
             self.training_version += 1  # another rank's copy of what rank 0 reports: its lane only
             return
         if name == ev.TRAINING_BATCH_COMPLETED:  # the hot path first
