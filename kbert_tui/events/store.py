@@ -30,6 +30,8 @@ from . import catalog as ev
 __all__ = ["JsonlStore", "EventLogReader", "PersistenceError", "read_events", "segment_paths"]
 
 _BLOCK = 1 << 20  # bytes a reader takes at a time
+_LINGER_S = 0.001  # how long the writer lets lines gather after a wake-up...
+_LINGER_LINES = 1024  # ...unless this many are already waiting
 
 
 def segment_paths(path: str | os.PathLike[str]) -> list[Path]:
@@ -314,6 +316,8 @@ class JsonlStore:
                         break
                     self._wake.wait(0.5)
                 self._idle = False
+                if len(self._queue) < _LINGER_LINES and not self._closing:
+                    time.sleep(_LINGER_S)  # let a burst gather: one wake-up and one write per batch, not per line
                 while self._queue:
                     with self._append_lock:  # take everything queued at once: producers go on with a new deque
                         batch, self._queue = self._queue, deque()

