@@ -147,6 +147,8 @@ def _run(args: argparse.Namespace) -> int:
         return _error("--ranks and --hostfile: the hostfile lists the ranks (give one or the other)")
     if (args.ranks or 1) > 1 or args.hostfile is not None:
         return _launch_ranks(args)
+    if os.environ.get("MLX_RANK") is not None and (problem := _ranks_problem()):
+        return _error(problem)
     # Open the monitor unless --headless or stdout is not a terminal.
     if not args.headless:
         if sys.stdout.isatty():
@@ -198,6 +200,20 @@ def _launch_ranks(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     failed = {rank: code for rank, code in sorted(codes.items()) if code != EXIT_OK}
     return failed.get(0) or next(iter(failed.values()), EXIT_OK)
+
+
+def _ranks_problem() -> str | None:
+    """Why this process, started as a rank (MLX_RANK set), cannot join the others, if it cannot."""
+    import kbert_tui.training  # noqa: F401  -- OpenBLAS under MLX first
+    from kbert_tui.training.distributed import current_ranks
+
+    try:
+        current_ranks()
+    except (RuntimeError, ValueError) as error:
+        env = ", ".join(f"{k}={os.environ.get(k)}" for k in ("MLX_RANK", "MLX_HOSTFILE") if k in os.environ)
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        return f"cannot join the other ranks ({env}): {reason}"
+    return None
 
 
 def _rank_status(code: int) -> int:

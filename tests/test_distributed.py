@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -269,3 +270,13 @@ def test_progress_lines_come_from_rank_0_alone(capsys):
     assert capsys.readouterr().out == "completed in 1.0 s\n"
     _print_progress(ranked(ev.TRAINING_STOPPED, {"step": 3, "reason": "user", "checkpoint_path": None}, 0, 1))
     assert "stopped at step 3" in capsys.readouterr().out
+
+
+def test_a_rank_that_cannot_join_the_others_says_so_in_one_line(tmp_path: Path):
+    write_toml(tmp_path / "tiny.toml", tiny_document(tmp_path))
+    env = {**os.environ, "MLX_RANK": "0", "MLX_WORLD_SIZE": "2", "MLX_HOSTFILE": str(tmp_path / "none")}
+    done = subprocess.run([sys.executable, "-m", "kbert_tui", "run", "tiny.toml", "--headless"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("kbert-tui: error: cannot join the other ranks (MLX_RANK=0, MLX_HOSTFILE=")
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
