@@ -155,6 +155,9 @@ class TrainingSection:
                                 "reported)", minimum=0.0)
     eval_every: int = _key(0, "also validate every N steps (`training.evaluation_completed`); validation always "
                            "runs after each epoch", minimum=0)
+    device: str = _key("auto", "where MLX trains: `auto` takes the GPU when this MLX has one (Apple silicon; "
+                       "Linux with an NVIDIA GPU and the `cuda` extra), else the CPU; `gpu` without one is an error",
+                       choices=("auto", "cpu", "gpu"))
     blas_threads: int = _key(0, "OpenBLAS threads for CPU training; `0` picks the cores less one (at least 1), "
                              "left for the monitor and the event loop: on this 2-core VM, with other processes "
                              "running, 2 threads of the pip OpenBLAS were 1.4–2× slower than 1 (issue 9: ~20% faster "

@@ -274,3 +274,19 @@ def test_a_checkpoint_that_cannot_be_written_leaves_no_tmp_folder(tmp_path, monk
     with pytest.raises(OSError):
         checkpoint_module.save_checkpoint(folder, nn.Linear(2, 2), None, None, {}, {})
     assert not folder.exists() and not folder.with_name("step-1.tmp").exists()
+
+
+def test_device_auto_and_cpu_train_on_the_cpu_here_and_gpu_without_one_is_bad_input(tmp_path, recording_bus):
+    import mlx.core as mx
+
+    from kbert_tui.training.trainer import select_device
+
+    assert select_device("cpu") == "cpu" and mx.default_device() == mx.cpu
+    assert select_device("auto") == ("gpu" if mx.is_available(mx.gpu) else "cpu")
+    if mx.is_available(mx.gpu):
+        pytest.skip("this machine has a GPU backend: the no-GPU error can't be shown")
+    _, outcome = run_trainer(tiny_config(tmp_path, training={"epochs": 1, "device": "gpu"}), recording_bus)
+    assert outcome == "failed"
+    (failed,) = recording_bus.assert_emitted("training.failed")
+    assert failed.data["bad_input"] is True and "no GPU backend" in failed.data["error"]
+    assert mx.default_device() == mx.cpu

@@ -59,6 +59,21 @@ class _Progress:
 # ---------------------------------------------------------------------- the loop's pieces (no bus)
 
 
+class DeviceError(UserInputError):
+    """`[training] device` asks for a GPU this MLX can't use."""
+
+
+def select_device(choice: str) -> str:
+    """Make `choice` ("auto", "cpu", "gpu") MLX's default device; returns the one in use."""
+    gpu = mx.is_available(mx.gpu)
+    if choice == "gpu" and not gpu:
+        raise DeviceError('training.device: "gpu", but this MLX has no GPU backend (on Linux with an NVIDIA GPU: '
+                          'pip install "kbert-tui[cuda]"; or use "auto" or "cpu")')
+    use_gpu = choice == "gpu" or (choice == "auto" and gpu)
+    mx.set_default_device(mx.gpu if use_gpu else mx.cpu)
+    return "gpu" if use_gpu else "cpu"
+
+
 def make_batch(enc: _Encoded, rows: np.ndarray) -> tuple[mx.array, mx.array, mx.array | None]:
     """Token ids padded to the batch's longest text, its attention mask, and its labels (if any)."""
     length = max(len(enc.ids[i]) for i in rows)
@@ -198,6 +213,7 @@ class Trainer:
 
     def _run(self, started: float) -> str:
         cfg = self.config
+        select_device(cfg.training.device)  # before anything is built: arrays live on the default device
         resume = cfg.training.resume_from
         resume_state = ckpt.read_state(resume) if resume else None
         data = load_data(cfg.data, cfg.run.seed, self.emit,
