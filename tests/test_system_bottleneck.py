@@ -152,3 +152,37 @@ async def test_detector_on_the_bus_emits_bottleneck_events(recording_bus):
     await recording_bus.emit("training.started", {"device": "cpu", "blas": "reference"})
     await recording_bus.flush()
     assert len(recording_bus.emitted("system.bottleneck_detected")) == 2  # detached: quiet
+
+
+def test_a_rank_whose_steps_stay_slower_is_flagged_once_as_a_straggler():
+    from datetime import datetime, timezone
+
+    from kbert_tui.events import Event
+    from kbert_tui.system import BottleneckDetector
+
+    detector = BottleneckDetector()
+    start = datetime(2026, 11, 29, tzinfo=timezone.utc)
+    detector.observe(Event("training.started", {"device": "cpu", "blas": {"name": "openblas"}}, start))
+    findings = []
+    for step in range(1, 41):
+        slow = 120.0 if step > 5 else 50.0  # rank 1 falls behind after a few steps
+        metrics = {"step_time_ms": 50.0, "rank_step_ms": [50.0 + step % 3, slow, 49.0]}
+        findings += detector.observe(Event("training.batch_completed", {"step": step, "metrics": metrics}, start))
+    stragglers = [f for f in findings if f["component"] == "straggler"]
+    assert len(stragglers) == 1
+    assert stragglers[0]["rank"] == 1 and 65 <= stragglers[0]["lag_ms"] <= 75
+
+
+def test_even_ranks_are_no_stragglers():
+    from datetime import datetime, timezone
+
+    from kbert_tui.events import Event
+    from kbert_tui.system import BottleneckDetector
+
+    detector = BottleneckDetector()
+    start = datetime(2026, 11, 29, tzinfo=timezone.utc)
+    findings = []
+    for step in range(1, 41):
+        metrics = {"rank_step_ms": [50.0 + step % 7, 52.0 - step % 5]}
+        findings += detector.observe(Event("training.batch_completed", {"step": step, "metrics": metrics}, start))
+    assert [f for f in findings if f["component"] == "straggler"] == []

@@ -343,6 +343,9 @@ class BottleneckDetected(TypedDict):
     memory_kind: NotRequired[str]
     rise_mb: NotRequired[Number]
     mb_per_min: NotRequired[Number]
+    rank: NotRequired[int]
+    lag_ms: NotRequired[Number]
+    step_time_ms: NotRequired[Number]
 
 
 class ErrorThresholdExceeded(TypedDict):

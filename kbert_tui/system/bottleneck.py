@@ -30,6 +30,8 @@ class DetectorSettings:
     memory_window: int = 60  # memory samples judged together
     memory_min_rise_mb: float = 256.0  # rise over the window that counts
     memory_monotonic: float = 0.8  # share of non-flat changes that must be rises
+    straggler_ratio: float = 1.5  # a rank whose median step time is this many times the others'…
+    straggler_min_lag_ms: float = 5.0  # …and at least this much slower is a straggler
 
 
 def _is_reference_blas(blas: Any) -> bool:
@@ -66,6 +68,8 @@ class BottleneckDetector:
         self._throughput_flagged = False
         self._memory: dict[str, deque[tuple[float, float]]] = {}
         self._memory_flagged: set[str] = set()
+        self._rank_steps: list[deque[float]] = []
+        self._stragglers: set[int] = set()
 
     # -- pure part -------------------------------------------------------------------------
 
@@ -83,12 +87,46 @@ class BottleneckDetector:
             self._running = True
             self._batches += 1
             metrics = data.get("metrics") or {}
-            return self._check_data_share(metrics) + self._check_throughput(metrics)
+            return (self._check_data_share(metrics) + self._check_throughput(metrics)
+                    + self._check_stragglers(metrics.get("rank_step_ms")))
         if name == ev.SYSTEM_MEMORY_USAGE and self._running and self._batches:
             return self._check_memory("process", data.get("process_rss_mb"), event.timestamp)
         if name == ev.SYSTEM_MLX_MEMORY and self._running and self._batches:
             return self._check_memory("mlx", data.get("active_mb"), event.timestamp)
         return []
+
+    def _check_stragglers(self, rank_ms: Any) -> list[dict[str, Any]]:
+        """With several ranks (`metrics.rank_step_ms`): one rank's steps staying well slower than the others'."""
+        if not isinstance(rank_ms, list) or len(rank_ms) < 2:
+            return []
+        s = self.settings
+        if len(self._rank_steps) != len(rank_ms):
+            self._rank_steps = [deque(maxlen=s.window) for _ in rank_ms]
+        for lane, ms in zip(self._rank_steps, rank_ms):
+            if isinstance(ms, int | float) and ms > 0:
+                lane.append(float(ms))
+        if any(len(lane) < s.window for lane in self._rank_steps):
+            return []
+        medians = [sorted(lane)[len(lane) // 2] for lane in self._rank_steps]
+        findings = []
+        for rank, slow in enumerate(medians):
+            others = sorted(m for r, m in enumerate(medians) if r != rank)[(len(medians) - 1) // 2]
+            lag = slow - others
+            if rank in self._stragglers or slow < s.straggler_ratio * others or lag < s.straggler_min_lag_ms:
+                continue
+            self._stragglers.add(rank)
+            findings.append({
+                "component": "straggler",
+                "description": (f"Rank {rank} is {lag:.0f} ms per step behind the others ({slow:.0f} vs "
+                                f"{others:.0f} ms, median of the last {s.window} steps); every step waits for it."),
+                "suggestions": [
+                    f"Look at rank {rank}'s machine: another process taking its CPU or GPU, a slower device, "
+                    "or swapping (its system.* events are in its log).",
+                    "On one machine, give each rank its own cores: ranks sharing cores slow each other down.",
+                ],
+                "rank": rank, "lag_ms": round(lag, 3), "step_time_ms": round(slow, 3),
+            })
+        return findings
 
     def _check_blas(self, data: dict[str, Any]) -> list[dict[str, Any]]:
         device = str(data.get("device") or "cpu").lower()

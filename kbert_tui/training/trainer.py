@@ -157,6 +157,8 @@ class Trainer:
     ) -> None:
         self.config = config
         self.ranks = ranks or Ranks()
+        self._step_seconds = 0.0  # this rank's last step, shared with the others at the next control check
+        self.rank_step_ms: list[float] | None = None  # every rank's last step time (several ranks only)
         self.bus = bus
         self.run_id = run_id
         self.output_dir = Path(output_dir)
@@ -348,6 +350,7 @@ class Trainer:
                 losses.append(result.loss)
                 samples += len(rows)
                 busy += result.seconds + data_time
+                self._step_seconds = result.seconds
                 p.batches_done = batch + 1
                 self._report_step(epoch, batch, ids, result, len(rows), data_time)
                 if cfg.training.eval_every and p.step % cfg.training.eval_every == 0 and p.batches_done < steps_per_epoch:
@@ -398,6 +401,7 @@ class Trainer:
                 "grad_norm": result.grad_norm,
                 "samples_per_sec": size / max(result.seconds + data_time, 1e-9),
                 "step_time_ms": result.seconds * 1000.0,
+                **({"rank_step_ms": self.rank_step_ms} if self.rank_step_ms else {}),
                 "data_time_ms": data_time * 1000.0,
             },
         })
@@ -414,8 +418,12 @@ class Trainer:
                                                "requested_by": c.resume_requested_by})
         early = c.stop_requested and c.stop_reason == "early_stopping"
         stop = c.stop_requested and not early
-        if self.ranks.distributed:  # one rank's stop stops them all, at the same step
-            stop, early = (bool(n) for n in self.ranks.all_sum([stop, early]))
+        if self.ranks.distributed:  # one rank's stop stops them all, at the same step; step times ride along
+            shared = [float(stop), float(early)] + [0.0] * self.ranks.world_size
+            shared[2 + self.ranks.rank] = self._step_seconds * 1000.0
+            summed = self.ranks.all_sum(shared)
+            stop, early = bool(summed[0]), bool(summed[1])
+            self.rank_step_ms = [round(float(ms), 3) for ms in summed[2:]]
         if not stop:
             return early
         path = self._save(f"stopped-step-{p.step}", self.final_metrics or {})
