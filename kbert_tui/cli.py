@@ -124,8 +124,11 @@ def _init(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from kbert_tui.config import ConfigError, default_config, load_config
 
+    from kbert_tui.plugins import check_options
+
     try:
         config = load_config(args.config) if args.config else default_config()
+        check_options(config)  # each plugin's keys against its declared Options, before anything starts
     except ConfigError as error:
         return _error(str(error))
     problem = _data_problem(config)

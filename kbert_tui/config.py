@@ -38,6 +38,8 @@ __all__ = [
     "default_config",
     "config_to_dict",
     "example_config",
+    "option",
+    "read_section",
     "config_table",
     "key_list",
 ]
@@ -446,7 +448,10 @@ def _read(cls: type, t: _Reader, **given: Any) -> Any:
                 values[f.name] = given[f.name]
             continue
         kind = hints[f.name]
-        if dataclasses.is_dataclass(kind):
+        if getattr(kind, "__origin__", None) is tuple:
+            listed = t.str_list(f.name, f.default)
+            values[f.name] = f.default if listed is None else listed
+        elif dataclasses.is_dataclass(kind):
             values[f.name] = _read(kind, t.table_of(f.name))
         elif meta["path"] is not None:
             values[f.name] = t.path_value(f.name, must_exist=meta["path"] != "out",
@@ -462,6 +467,18 @@ def _read(cls: type, t: _Reader, **given: Any) -> Any:
             values[f.name] = t.str(f.name, f.default, choices=meta["choices"])
     t.done()
     return cls(**values)
+
+
+def read_section(cls: type, table: Mapping[str, Any], path: str, origin: str = "<config>",
+                 base_dir: Path | None = None) -> Any:
+    """`table` read as the declared section `cls` (a dataclass of `_key` fields): ConfigError names
+    `origin: path.key` on an unknown key, a wrong type or a value out of bounds. Plugins use it."""
+    return _read(cls, _Reader(table, path, origin, base_dir or Path.cwd()))
+
+
+def option(default: Any = None, doc: str = "", **bounds: Any) -> Any:
+    """A plugin option, declared as config keys are (see `PluginPort.Options`)."""
+    return _key(default, doc, **bounds)
 
 
 _HINTS: dict[type, dict[str, Any]] = {}

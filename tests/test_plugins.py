@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 import pytest
 
+from kbert_tui.config import option
 from kbert_tui.plugins import (
     BUILTIN_PLUGINS,
     PluginLoadError,
@@ -330,8 +332,12 @@ class LossSpikeAlarm(PluginPort):
     version = "1.0.0"
     capabilities = ("monitoring",)
 
+    @dataclass(frozen=True)
+    class Options:
+        factor: float = option(3.0, "a loss this many times the running mean is a spike", minimum=1.0)
+
     async def initialize(self) -> None:
-        self.factor = float(self.config.get("factor", 3.0))
+        self.factor = self.options.factor
         self.mean = None
         await self.subscribe("training.batch_completed", self.on_batch)
 

@@ -185,3 +185,17 @@ async def test_metrics_csv_appends_when_a_run_resumes_and_keeps_a_foreign_file(r
     assert (tmp_path / "metrics.1.csv").read_text() == "a,b\n1,2\n"
     with open(tmp_path / "metrics.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == 1
+
+
+def test_a_typo_in_a_plugins_option_is_a_config_error_before_anything_starts(tmp_path, capsys):
+    from kbert_tui.cli import main
+
+    config = tmp_path / "run.toml"
+    config.write_text('[plugins.stop_early]\nplugin = "early_stopping"\npatiense = 2\n')
+    assert main(["run", str(config), "--headless", "--output-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{config.resolve()}: plugins.stop_early.patiense: unknown key (known keys here: " in err
+    assert "patience" in err and "Traceback" not in err and not (tmp_path / "out").exists()
+    config.write_text('[plugins.stop_early]\nplugin = "early_stopping"\npatience = 0\ntimeout_s = 2\n')
+    assert main(["run", str(config), "--headless", "--output-dir", str(tmp_path / "out")]) == 2
+    assert "plugins.stop_early.patience: expected an integer >= 1, got 0 (int)" in capsys.readouterr().err

@@ -7,11 +7,13 @@ from .manager import (
     PluginLoadError,
     PluginManager,
     PluginTimeout,
+    check_options,
     resolve_plugin,
 )
 
 __all__ = [
     "BUILTIN_PLUGINS",
+    "check_options",
     "ENTRY_POINT_GROUP",
     "PluginContext",
     "PluginLoadError",

@@ -49,6 +49,10 @@ class PluginPort:
     name: ClassVar[str] = ""
     version: ClassVar[str] = "0.0.0"
     capabilities: ClassVar[tuple[str, ...]] = ()
+    # A frozen dataclass of `kbert_tui.config.option(...)` fields: the plugin's keys, declared once.
+    # `kbert-tui run` checks a config's keys against it before anything starts (a typo is exit 2);
+    # `self.options` is the parsed instance. Without it, `self.config` is the raw table, unchecked.
+    Options: ClassVar[type | None] = None
 
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         self.config: dict[str, Any] = dict(config or {})
@@ -59,6 +63,14 @@ class PluginPort:
         # A plain list, as in the guide's EventAwarePlugin (which assigns and appends to it itself).
         self.subscription_ids: list[str] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._options: Any = None
+
+    @property
+    def options(self) -> Any:
+        """`self.config` read through `Options` (raises ConfigError naming the bad key)."""
+        if self._options is None and type(self).Options is not None:
+            self._options = plugin_options(type(self), self.config, self.instance_name)
+        return self._options
 
     # ------------------------------------------------------------------ hooks to override
     async def initialize(self) -> None:
@@ -137,3 +149,16 @@ class PluginPort:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=1.0)
+
+
+MANAGER_KEYS = ("plugin", "enabled", "timeout_s", "max_errors")  # read by the PluginManager, not the plugin
+
+
+def plugin_options(cls: type[PluginPort], table: Mapping[str, Any], instance: str, origin: str = "<config>") -> Any:
+    """`table`'s plugin keys parsed by `cls.Options` (None when the plugin declares none)."""
+    if cls.Options is None:
+        return None
+    from kbert_tui.config import read_section
+
+    own = {k: v for k, v in table.items() if k not in MANAGER_KEYS}
+    return read_section(cls.Options, own, f"plugins.{instance}", origin)

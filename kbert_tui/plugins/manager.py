@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from kbert_tui.events import catalog as ev
 
-from .base import Handler, PluginContext, PluginPort, PluginState
+from .base import Handler, PluginContext, PluginPort, PluginState, plugin_options
 
 ENTRY_POINT_GROUP = "kbert_tui.plugins"
 
@@ -362,3 +362,17 @@ def _jsonable(value: Any) -> Any:
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     return str(value)
+
+
+def check_options(config: Any) -> None:
+    """Raise ConfigError when a `[plugins.<name>]` table has keys its plugin's `Options` reject.
+
+    A plugin that can't be loaded is left to the run, which reports it (`plugin.error`) and goes on.
+    """
+    origin = str(config.source) if getattr(config, "source", None) else "<config>"
+    for spec in config.plugins:
+        try:
+            cls = resolve_plugin(spec.plugin)
+        except Exception:  # noqa: BLE001 - reported at run time, like any plugin that fails to load
+            continue
+        plugin_options(cls, dict(spec.options), spec.instance_name, origin)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+from kbert_tui.config import option
 
 from kbert_tui.policy import BestTracker
 from kbert_tui.events import catalog as ev
@@ -18,6 +21,13 @@ class BestModelPlugin(PluginPort):
     (kbert_tui.policy decides, as for the trainer's own `[training.early_stopping]` tracking).
     """
 
+    @dataclass(frozen=True)
+    class Options:
+        metric: str = option("val_loss", "the metric to watch, in evaluation and epoch results")
+        mode: str | None = option(None, "which way is better (default: min for losses, else max)",
+                                  choices=("min", "max"))
+        min_delta: float = option(0.0, "smallest change that counts as an improvement", minimum=0.0)
+
     name = "best_model"
     version = "1.0.0"
     capabilities = ("best_model",)
@@ -28,9 +38,8 @@ class BestModelPlugin(PluginPort):
         await self.subscribe("training.*", self._on_training)
 
     def _reset(self) -> None:
-        c = self.config
-        self.tracker = BestTracker.from_settings(str(c.get("metric", "val_loss")), c.get("mode"),
-                                                 float(c.get("min_delta", 0.0)))
+        o = self.options
+        self.tracker = BestTracker.from_settings(o.metric, o.mode, o.min_delta)
         self.step: int | None = None
 
     @property

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+from kbert_tui.config import option
 
 from kbert_tui.policy import BestTracker
 from kbert_tui.events import catalog as ev
@@ -17,6 +20,14 @@ class EarlyStoppingPlugin(PluginPort):
     worker then ends the run normally (`training.completed` with `stopped_early: true`).
     """
 
+    @dataclass(frozen=True)
+    class Options:
+        metric: str = option("val_loss", "the epoch metric to watch (val_loss, val_accuracy, val_f1, train_loss…)")
+        mode: str | None = option(None, "which way is better (default: min for losses, else max)",
+                                  choices=("min", "max"))
+        patience: int = option(3, "epochs without improvement before stopping", minimum=1)
+        min_delta: float = option(0.0, "smallest change that counts as an improvement", minimum=0.0)
+
     name = "early_stopping"
     version = "1.0.0"
     capabilities = ("early_stopping", "control")
@@ -26,9 +37,8 @@ class EarlyStoppingPlugin(PluginPort):
         await self.subscribe("training.*", self._on_training)  # one subscription: events stay in order
 
     def _reset(self) -> None:
-        c = self.config
-        self.tracker = BestTracker.from_settings(str(c.get("metric", "val_loss")), c.get("mode"),
-                                                 float(c.get("min_delta", 0.0)), int(c.get("patience", 3)))
+        o = self.options
+        self.tracker = BestTracker.from_settings(o.metric, o.mode, o.min_delta, o.patience)
         self.stopped = False
         self._missing_reported = False
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
+
+from kbert_tui.config import option
 from kbert_tui.events import catalog as ev
 
 from ..base import PluginPort
@@ -19,18 +22,19 @@ class ErrorThresholdPlugin(PluginPort):
     count has dropped below the threshold.
     """
 
+    @dataclass(frozen=True)
+    class Options:
+        threshold: int = option(10, "errors within the window that raise system.error_threshold_exceeded", minimum=1)
+        window_s: float = option(60.0, "the window in seconds (0: the whole run)", minimum=0.0)
+        patterns: tuple[str, ...] = option(tuple(DEFAULT_PATTERNS), "event-name globs that count as errors")
+
     name = "error_threshold"
     version = "1.0.0"
     capabilities = ("monitoring",)
 
     async def initialize(self) -> None:
-        self.threshold = int(self.config.get("threshold", 10))
-        self.window_s = float(self.config.get("window_s", 60.0))
-        if self.threshold < 1:
-            raise ValueError(f"threshold must be >= 1, got {self.threshold}")
-        patterns = self.config.get("patterns", DEFAULT_PATTERNS)
-        if isinstance(patterns, str):
-            patterns = [patterns]
+        o = self.options
+        self.threshold, self.window_s, patterns = o.threshold, o.window_s, o.patterns
         self.times: deque[float] = deque()
         self.exceeded = False
         self._seen: set[str] = set()

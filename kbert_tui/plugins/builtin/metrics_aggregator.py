@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime, timezone
+from dataclasses import dataclass
 from typing import Any
+
+from kbert_tui.config import option
 from kbert_tui.events import catalog as ev
 
 from ..base import PluginPort
@@ -32,14 +35,16 @@ def _mean(values: list[float]) -> float | None:
 class MetricsAggregatorPlugin(PluginPort):
     """Config: interval_s (5.0). Emits `metrics.aggregated` every interval in which events arrived."""
 
+    @dataclass(frozen=True)
+    class Options:
+        interval_s: float = option(5.0, "seconds per metrics.aggregated summary", minimum=0.0, exclusive_min=True)
+
     name = "metrics_aggregator"
     version = "1.0.0"
     capabilities = ("metrics",)
 
     async def initialize(self) -> None:
-        self.interval_s = float(self.config.get("interval_s", 5.0))
-        if self.interval_s <= 0:
-            raise ValueError(f"interval_s must be > 0, got {self.interval_s}")
+        self.interval_s = self.options.interval_s
         self.window = _Window()
         await self.subscribe("training.*", self._on_training)
         await self.subscribe("system.*", self._on_system)

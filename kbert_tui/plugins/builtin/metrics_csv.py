@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+
+from kbert_tui.config import option
 from kbert_tui.events import catalog as ev
 
 from ..base import PluginPort
@@ -29,13 +32,17 @@ class MetricsCsvPlugin(PluginPort):
     ("eval") and `training.epoch_completed` ("epoch"); metrics without a column go to `extra` as JSON.
     """
 
+    @dataclass(frozen=True)
+    class Options:
+        path: str = option("metrics.csv", "the CSV file; a relative path is under the run's output directory")
+
     name = "metrics_csv"
     version = "1.0.0"
     capabilities = ("metrics", "export")
     _file: IO[str] | None = None
 
     async def initialize(self) -> None:
-        path = Path(str(self.config.get("path", "metrics.csv")))
+        path = Path(self.options.path)
         if not path.is_absolute():
             path = (self.context.output_dir or Path.cwd()) / path
         path.parent.mkdir(parents=True, exist_ok=True)
