@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
+import tokenize
 from pathlib import Path
 
 import pytest
@@ -66,6 +66,20 @@ def test_the_checker_catches_missing_undeclared_and_mistyped_keys():
 def test_every_declared_name_is_a_module_constant():
     constants = {v for k, v in vars(catalog).items() if k.isupper() and isinstance(v, str)}
     assert set(SPECS) <= constants
+
+
+def test_producers_and_consumers_spell_no_declared_name_as_a_bare_string():
+    """A name is written once, in the catalog; code elsewhere uses the constant (docstrings may quote it)."""
+    names = set(SPECS)
+    offenders = []
+    for path in PROJECT.rglob("*.py"):
+        if path.name == "catalog.py" or "__pycache__" in path.parts:
+            continue
+        with tokenize.open(path) as source:
+            for token in tokenize.generate_tokens(source.readline):
+                if token.type == tokenize.STRING and token.string[1:-1] in names and token.string[0] in "\"'":
+                    offenders.append(f"{path.relative_to(PROJECT.parent)}:{token.start[0]}: {token.string}")
+    assert offenders == []
 
 
 def test_the_docs_tables_are_the_catalogs():

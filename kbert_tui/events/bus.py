@@ -42,6 +42,7 @@ from ._event import Event, new_event_id, utcnow
 from ._patterns import compile_pattern, validate_pattern
 from ._query import EventQuery
 from .store import JsonlStore, PersistenceError, read_events
+from . import catalog as ev
 
 EventHandler: TypeAlias = Callable[[Event], Any]
 AsyncEventHandler: TypeAlias = Callable[[Event], Awaitable[Any]]
@@ -519,7 +520,7 @@ class EventBus:
                 self._filter_errors += 1
                 if id(event_filter) not in self._broken_filters:  # announced once per filter
                     self._broken_filters.add(id(event_filter))
-                    self._emit_internal("bus.filter_error", {
+                    self._emit_internal(ev.BUS_FILTER_ERROR, {
                         "filter": _handler_name(type(event_filter)), "event_name": event.name,
                         "error": f"{type(exc).__name__}: {exc}", "policy": "fail_open",
                     })
@@ -534,7 +535,7 @@ class EventBus:
             self._degraded += 1
             report, repeats = self._degraded_repeats.allow()
         if report and not event.name.startswith("bus."):
-            self._emit_internal("bus.event_degraded", {
+            self._emit_internal(ev.BUS_EVENT_DEGRADED, {
                 "event_name": event.name, "event_id": event.id, "reason": reason, "repeats": repeats,
             }, correlation_id=event.correlation_id)
 
@@ -572,7 +573,7 @@ class EventBus:
         self._dropped += 1
         if not sub.overflowing:
             sub.overflowing = True
-            self._emit_internal("bus.subscriber_overflow", {
+            self._emit_internal(ev.BUS_SUBSCRIBER_OVERFLOW, {
                 "subscription_id": sub.id, "pattern": sub.pattern,
                 "buffer_size": self.buffer_size, "policy": "drop_oldest",
             })
@@ -607,7 +608,7 @@ class EventBus:
                 sub.overflowing = False
                 dropped, sub.episode_dropped = sub.episode_dropped, 0
                 if not self._closed:
-                    self._emit_internal("bus.subscriber_recovered", {
+                    self._emit_internal(ev.BUS_SUBSCRIBER_RECOVERED, {
                         "subscription_id": sub.id, "pattern": sub.pattern, "dropped": dropped,
                     })
             if self._pending <= 0 and self._idle_waiters and not self._inbox:
@@ -615,7 +616,7 @@ class EventBus:
 
     def _handler_failed(self, sub: _Subscription, event: Event, exc: BaseException) -> None:
         self._errors += 1
-        if event.name == "bus.handler_error" or self._closed:
+        if event.name == ev.BUS_HANDLER_ERROR or self._closed:
             return  # a failing error handler must not feed itself
         report, repeats = sub.errors.allow()
         if not report:
@@ -632,7 +633,7 @@ class EventBus:
         }
         if sub.errors.count <= _ERROR_BURST:
             data["traceback"] = "".join(traceback.format_exception(exc))
-        self._emit_internal("bus.handler_error", data, correlation_id=event.correlation_id)
+        self._emit_internal(ev.BUS_HANDLER_ERROR, data, correlation_id=event.correlation_id)
 
     def _emit_internal(self, name: str, data: dict[str, Any], correlation_id: str | None = None) -> None:
         """The bus's own `bus.*` events, from any thread; dropped silently once the bus is closed."""
@@ -702,7 +703,7 @@ class EventBus:
 
     def _loop_blocked(self, seconds: float, handler: str | None) -> None:
         self._loop_stalls += 1
-        self._emit_internal("bus.loop_blocked", {
+        self._emit_internal(ev.BUS_LOOP_BLOCKED, {
             "seconds": round(seconds, 3),
             "handler": handler or "unknown (not a bus handler)",
         })
@@ -854,7 +855,7 @@ class EventBus:
         for sub in list(self._subs.values()):
             if not sub.scheduled:
                 continue
-            self._emit_internal("bus.handler_abandoned", {
+            self._emit_internal(ev.BUS_HANDLER_ABANDONED, {
                 "subscription_id": sub.id, "pattern": sub.pattern, "handler": _handler_name(sub.handler),
                 "event_name": sub.current.name if sub.current is not None else None,
                 "undelivered": len(sub.backlog) + (sub.current is not None),
