@@ -27,11 +27,12 @@ from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # simulate.py: a test helper, not shipped
 
 from kbert_tui.events._codec import encode_event  # noqa: E402
 from kbert_tui.events.store import read_events  # noqa: E402
 from kbert_tui.state.compare import compare_table, label_runs, load_run  # noqa: E402
-from kbert_tui.state.simulate import SIM_START, simulate_run  # noqa: E402
+from simulate import SIM_START, simulate_run  # noqa: E402
 
 
 def write_runs(folder: Path, runs: int, events: int) -> list[Path]:

@@ -24,10 +24,12 @@ import threading
 import time
 from pathlib import Path
 
-from kbert_tui.events import Event, EventBus
-from kbert_tui.events._codec import encode_event
-from kbert_tui.state import EventLog, parse_filter
-from kbert_tui.state.simulate import simulate_run
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # simulate.py: a test helper, not shipped
+
+from kbert_tui.events import Event, EventBus  # noqa: E402
+from kbert_tui.events._codec import encode_event  # noqa: E402
+from kbert_tui.state import EventLog, parse_filter  # noqa: E402
+from simulate import simulate_run  # noqa: E402
 
 SIZE = (120, 40)
 

@@ -18,7 +18,7 @@ from kbert_tui.events._codec import encode_event
 from kbert_tui.events.store import segment_paths
 from kbert_tui.session import RunSession
 from kbert_tui.state.compare import compare_table, config_differences, label_runs, load_run, render_table
-from kbert_tui.state.simulate import simulate_run
+from simulate import simulate_run
 from kbert_tui.training.testing import tiny_document
 
 

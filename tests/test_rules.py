@@ -283,7 +283,7 @@ def test_the_example_config_still_loads_with_its_rule_uncommented(tmp_path):
 
 
 def test_the_monitor_lists_fired_rules_rings_for_notify_and_k_requests_a_checkpoint(settle):
-    from kbert_tui.state.simulate import simulate_run
+    from simulate import simulate_run
     from kbert_tui.tui import MonitorApp, StaticSource
 
     events = list(simulate_run(epochs=1, steps_per_epoch=8))

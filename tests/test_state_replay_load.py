@@ -7,7 +7,7 @@ from pathlib import Path
 from kbert_tui.events.store import JsonlStore, read_events
 from kbert_tui.state import RunState
 from kbert_tui.state.replay_load import load_all, load_end
-from kbert_tui.state.simulate import simulate_run
+from simulate import simulate_run
 
 
 def write(path: Path, events, segment_mb: float = 100.0) -> None:

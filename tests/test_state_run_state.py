@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 from kbert_tui.events import Event
 from kbert_tui.state import RunState, Series, event_kind, printable, summarize
-from kbert_tui.state.simulate import simulate_run
+from simulate import simulate_run
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

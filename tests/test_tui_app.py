@@ -13,7 +13,7 @@ from textual.widgets import Input, Static
 from kbert_tui.events import Event
 from kbert_tui.events.store import JsonlStore
 from kbert_tui.state import event_kind
-from kbert_tui.state.simulate import simulate_run
+from simulate import simulate_run
 from kbert_tui.tui import LiveSource, MonitorApp, ReplaySource, StaticSource
 from kbert_tui.tui.log_view import LogView
 from kbert_tui.tui.screens import ConfirmScreen, DetailScreen, EventListScreen, HelpScreen, TimelineScreen

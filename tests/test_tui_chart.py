@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from kbert_tui.state.simulate import simulate_run
+from simulate import simulate_run
 from kbert_tui.tui import MonitorApp, StaticSource
 
 

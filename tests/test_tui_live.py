@@ -10,7 +10,7 @@ import pytest
 from kbert_tui.cli import main
 from kbert_tui.events.store import read_events
 from kbert_tui.state import RunState
-from kbert_tui.state.simulate import simulate_run
+from simulate import simulate_run
 from kbert_tui.events.store import JsonlStore
 from kbert_tui.training.testing import tiny_config
 from kbert_tui.tui import LiveSource, MonitorApp

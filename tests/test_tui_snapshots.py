@@ -3,7 +3,7 @@ with fixed timestamps, so there is no clock to drift; the filter input does not 
 
 from __future__ import annotations
 
-from kbert_tui.state.simulate import simulate_run
+from simulate import simulate_run
 from kbert_tui.tui import MonitorApp, StaticSource
 from kbert_tui.tui.log_view import LogView
 
