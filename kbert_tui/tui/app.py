@@ -43,7 +43,7 @@ from kbert_tui.events import catalog as ev
 from .log_view import LogView
 from .panes import PluginsPane, SystemPane, TrainingPane
 from .screens import ConfirmScreen, DetailScreen, EventListScreen, HelpScreen, TimelineScreen
-from .sources import EventSource, LiveSource, ReplaySource
+from .sources import EventSource, ReplaySource
 
 __all__ = ["MonitorApp", "styles_path"]
 
@@ -164,8 +164,8 @@ class MonitorApp(App[str | None]):
     @work(exclusive=True, group="source")
     async def _start_source(self) -> None:
         source = self.source
-        if isinstance(source, ReplaySource) and source.speed is None:
-            self._load_end_first(source)  # a whole recording: its end first, the history behind it
+        if source.end_first:
+            self._load_end_first(source)  # type: ignore[arg-type]  # a whole recording: its end first, the history behind it
             return
         try:
             await self.source.start(self.inbox)
@@ -173,7 +173,7 @@ class MonitorApp(App[str | None]):
             self.start_error = printable(f"{type(exc).__name__}: {exc}")
             self.notify(self.start_error, title="could not start", severity="error", timeout=10)
             return
-        if isinstance(self.source, LiveSource):
+        if self.source.owns_run:
             await self.source.wait()  # the run ended by itself; the panes show how, until `q`
             self._drain()
         elif (outcome := await self.source.wait()) is not None:  # an attached run is over
@@ -267,7 +267,7 @@ class MonitorApp(App[str | None]):
         if action in ("pause_training", "stop_training", "checkpoint_training"):
             return source.controllable and self.state.training.live
         if action in ("replay_pause", "replay_step", "replay_speed"):
-            return isinstance(source, ReplaySource) and source.speed is not None
+            return source.paceable
         if action == "toggle_plugins":
             return not self.screen_stack[0].has_class("wide")
         if action == "show_top":
@@ -308,7 +308,7 @@ class MonitorApp(App[str | None]):
     def _rule_notification(self) -> None:
         """A rule with action notify fired: bell and a banner, live or attached (a replay only shows it)."""
         self._notified = self.state.notifications
-        if not isinstance(self.source, ReplaySource) and self.state.last_notification:
+        if not self.source.recording and self.state.last_notification:
             self.bell()
             self.notify(self.state.last_notification, title="rule", severity="warning", timeout=15)
 
@@ -620,7 +620,7 @@ class MonitorApp(App[str | None]):
 
     # -- training control --------------------------------------------------------------------------
     def action_replay_pause(self) -> None:
-        if isinstance(self.source, ReplaySource):
+        if self.source.paceable:
             paused = self.source.toggle_pause()
             self.notify("replay paused (n steps)" if paused else "replay resumed", timeout=2)
 
@@ -662,13 +662,13 @@ class MonitorApp(App[str | None]):
             self.run_worker(self.source.emit_control(name, data), group="control")
 
     def action_replay_step(self) -> None:
-        if isinstance(self.source, ReplaySource):
+        if self.source.paceable:
             if not self.source.paused:
                 self.source.toggle_pause()
             self.source.step(1)
 
     def action_replay_speed(self, factor: float) -> None:
-        if isinstance(self.source, ReplaySource):
+        if self.source.paceable:
             current = self.source.speed or 64.0
             self.source.set_speed(min(1024.0, max(1 / 16, current * factor)))
             self.notify(f"replay speed {self.source.speed:g}×", timeout=1.5)
@@ -679,7 +679,7 @@ class MonitorApp(App[str | None]):
         self.action_quit_app()
 
     def action_quit_app(self) -> None:
-        if isinstance(self.source, LiveSource) and self.state.training.live:
+        if self.source.owns_run and self.state.training.live:
             def answered(yes: bool | None) -> None:
                 if yes:
                     self.run_worker(self._close_and_exit(), group="quit", exclusive=True)

@@ -26,7 +26,20 @@ class EventSource:
     """The interface the app talks to."""
 
     events_path: Path | None = None
-    controllable = False  # `p` / `s` reach a running training through `emit_control` (else hidden)
+    # What the app may do with it (the footer and the actions follow these, not the source's type):
+    controllable = False  # `p` / `s` / `k` reach a running training through `emit_control` (else hidden)
+    owns_run = False  # the training runs in this process: quitting stops it (asking first), its end is awaited
+    recording = False  # a finished recording: nothing happens now (no bell for rules that fired then)
+
+    @property
+    def paceable(self) -> bool:
+        """Playback can be paused, stepped and sped up (`--speed` replay)."""
+        return False
+
+    @property
+    def end_first(self) -> bool:
+        """A whole recording, loaded from its end (the app reads it itself, off the UI thread)."""
+        return False
 
     async def start(self, inbox: deque[Event]) -> None:
         raise NotImplementedError
@@ -77,6 +90,16 @@ class ReplaySource(EventSource):
     Fast (speed None): as quickly as the app drains it, in batches, with back-pressure so memory stays
     bounded. Paced (speed X): at X times the recorded pace; `toggle_pause`, `step`, `set_speed`.
     """
+
+    recording = True
+
+    @property
+    def paceable(self) -> bool:
+        return self.speed is not None
+
+    @property
+    def end_first(self) -> bool:
+        return self.speed is None
 
     BATCH = 2000
     MAX_BACKLOG = 50_000
@@ -215,6 +238,7 @@ class ReplaySource(EventSource):
 class LiveSource(EventSource):
     """Runs training: creates the RunSession on the app's loop and forwards its bus to the inbox."""
 
+    owns_run = True
     controllable = True
 
     def __init__(self, config: Any, *, output_dir: str | os.PathLike[str] | None = None) -> None:
