@@ -73,10 +73,11 @@ def test_the_snapshot_copies_nested_containers_and_keeps_other_values():
     ({"batch": 12, "loss": 0.43, "metrics": {"lr": 1e-4}}, None, None),
     ({"text": 'é "quoted"\n', "n": 2**40}, "run-1", {"rank": 0}),
     ({}, "a\"b", {}),
+    ({"pct": "100%s%%"}, "run-%d", {"m": "%x"}),
 ])
 def test_the_bus_writes_exactly_what_the_exact_encoder_writes(data, corr, metadata):
-    bus = EventBus(default_source="trainer")
-    event = _bus_event(bus, data=data, correlation_id=corr, metadata=metadata)
+    bus = EventBus(default_source="trainer 50%")
+    event = _bus_event(bus, name="training.%s", data=data, correlation_id=corr, metadata=metadata)
     line = encode_fresh(event)
     assert line is not None and line == _encode_exact(event, None).encode()
     assert decode_event(line) == event

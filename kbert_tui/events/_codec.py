@@ -165,40 +165,48 @@ def encode_event_bytes(event: Event) -> bytes:
 
 
 _seconds: tuple[int, bytes] = (-1, b"")  # the last whole second written, as text
-_heads: dict[tuple[str, str, str | None], tuple[bytes, bytes]] = {}
-_id_head: tuple[str, bytes] = ("", b"")
+# (name, source, correlation id) -> (id prefix, the line with holes for number, time, data and metadata)
+_templates: dict[tuple[str, str, str | None], tuple[str, bytes, bytes]] = {}
+
+
+def _template(key: tuple[str, str, str | None], prefix: str) -> tuple[str, bytes, bytes]:
+    name, source, corr, ident = (_orjson.dumps(text).replace(b"%", b"%%") for text in (*key, prefix))
+    head = b'{"id":' + ident[:-1] + b'%x","name":' + name + b',"timestamp":"%s'
+    tail = b'+00:00","source":' + source + b',"correlation_id":' + corr + b',"data":%s,"metadata":%s}\n'
+    template = (prefix, head + b".%06d" + tail, head + tail)  # with microseconds, and for a whole second
+    if len(_templates) < 10_000:
+        _templates[key] = template
+    return template
 
 
 def encode_fresh(event: Event) -> bytes | None:
-    """The line of an event the bus made (it has `_origin`), from its parts: names, sources and
-    seconds are written once and cached. None when its data or metadata holds a null, which
+    """The line of an event the bus made (it has `_origin`), filled into a template per name, source and
+    correlation id, the seconds' text cached. None when its data or metadata holds a null, which
     `encode_line`'s exact path must look at."""
-    global _seconds, _id_head
+    global _seconds
     fields = event.__dict__
     data = _orjson.dumps(fields["data"], default=_default)
-    metadata = fields.get("metadata")
-    meta = _orjson.dumps(metadata, default=_default) if metadata else b"{}"
-    if b"null" in data or b"null" in meta:  # NaN/inf (or a None) in the data: see encode_line
+    if b"null" in data:  # NaN/inf (or a None) in the data: see encode_line
         return None
+    metadata = fields.get("metadata")
+    if metadata:
+        meta = _orjson.dumps(metadata, default=_default)
+        if b"null" in meta:
+            return None
+    else:
+        meta = b"{}"
     nanos, prefix, number = fields["_origin"]
     key = (fields["name"], fields["source"], fields.get("correlation_id"))
-    head = _heads.get(key)
-    if head is None:
-        name, source, corr = key
-        head = (b'","name":' + _orjson.dumps(name) + b',"timestamp":"',
-                b'","source":' + _orjson.dumps(source) + b',"correlation_id":' + _orjson.dumps(corr) + b',"data":')
-        if len(_heads) < 10_000:
-            _heads[key] = head
-    if _id_head[0] is not prefix:
-        _id_head = (prefix, b'{"id":' + _orjson.dumps(prefix)[:-1])
+    template = _templates.get(key)
+    if template is None or template[0] is not prefix:
+        template = _template(key, prefix)
     second = nanos // 1_000_000_000
     if _seconds[0] != second:
         _seconds = (second, datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S").encode())
     micro = nanos // 1000 % 1_000_000
     if micro:
-        return b'%s%x%s%s.%06d+00:00%s%s,"metadata":%s}\n' % (
-            _id_head[1], number, head[0], _seconds[1], micro, head[1], data, meta)
-    return b'%s%x%s%s+00:00%s%s,"metadata":%s}\n' % (_id_head[1], number, head[0], _seconds[1], head[1], data, meta)
+        return template[1] % (number, _seconds[1], micro, data, meta)
+    return template[2] % (number, _seconds[1], data, meta)
 
 
 def encode_line(event: Event) -> tuple[bytes, str | None]:
