@@ -329,7 +329,7 @@ def _show_attached(source: Any) -> int:
     if not sys.stdout.isatty():
         print("stdout is not a terminal: printing the history's summary, then progress lines", file=sys.stderr)
         try:
-            return attach_headless(source, _print_progress)
+            return attach_headless(source, _Progress())
         except KeyboardInterrupt:
             print("detached; the run goes on", file=sys.stderr)
             return EXIT_INTERRUPTED
@@ -446,8 +446,10 @@ async def _headless(session: Any, ended_by: list[int]) -> int:
         await session.start()
         assert session.bus is not None
         if session.ranks is None or session.ranks.is_main:  # the other ranks' lines would be the same
-            session.bus.subscribe_sync("training.*", _print_progress)
-            session.bus.subscribe_sync(ev.RULE_FIRED, _print_progress)
+            progress = _Progress()
+            session.bus.subscribe_sync("training.*", progress)
+            session.bus.subscribe_sync(ev.DATA_BASELINE_COMPUTED, progress)
+            session.bus.subscribe_sync(ev.RULE_FIRED, progress)
         print(f"run {session.run_id}: events → {session.events_path}", flush=True)
         outcome = await session.wait()
     except asyncio.CancelledError:
@@ -489,12 +491,30 @@ def _exit_status(session: Any, outcome: str | None, ended_by: list[int], *, repo
     return EXIT_FAILED if outcome == "failed" else EXIT_INTERRUPTED
 
 
-def _print_progress(event: Any) -> None:
-    from kbert_tui.state.ranks import rank_of
+class _Progress:
+    """The headless run's lines, one per event worth a line; the baseline's accuracy rides on each epoch line."""
 
-    ranked = rank_of(event)
-    if ranked is not None and ranked["rank"] != 0:
-        return  # a multi-rank run's ranks report the same numbers: rank 0's lines say it once
+    def __init__(self) -> None:
+        self.baseline: str | None = None  # "bag-of-words 0.770" once data.baseline_computed came
+
+    def __call__(self, event: Any) -> None:
+        from kbert_tui.state.ranks import rank_of
+
+        ranked = rank_of(event)
+        if ranked is not None and ranked["rank"] != 0:
+            return  # a multi-rank run's ranks report the same numbers: rank 0's lines say it once
+        if event.name == ev.DATA_BASELINE_COMPUTED:
+            from kbert_tui.state.run_state import baseline_label
+
+            d = event.data
+            self.baseline = baseline_label(d.get("model"), d["val_accuracy"])
+            print(f"baseline: {d.get('model')} val_acc {_num(d['val_accuracy'])}  val_f1 {_num(d.get('val_f1'))} "
+                  f"({d.get('features', 0):,} features, {d.get('seconds', 0.0):.1f} s)", flush=True)
+            return
+        _print_progress(event, self.baseline)
+
+
+def _print_progress(event: Any, baseline: str | None = None) -> None:
     d = event.data
     if event.name == ev.TRAINING_STARTED:
         blas = d.get("blas") if isinstance(d.get("blas"), dict) else {"name": d.get("blas")}
@@ -507,7 +527,8 @@ def _print_progress(event: Any) -> None:
         m = d["metrics"]
         print(f"epoch {d['epoch']}: train_loss {_num(m.get('train_loss'))}  val_loss {_num(m.get('val_loss'))}  "
               f"val_acc {_num(m.get('val_accuracy'))}  val_f1 {_num(m.get('val_f1'))}  "
-              f"({d['duration']:.1f} s, {_num(m.get('samples_per_sec'), 0)} samples/s)", flush=True)
+              f"({d['duration']:.1f} s, {_num(m.get('samples_per_sec'), 0)} samples/s)"
+              + (f"  · {baseline}" if baseline else ""), flush=True)
     elif event.name == ev.TRAINING_COMPLETED:
         extra = f"; predictions → {d['predictions_path']}" if d.get("predictions_path") else ""
         print(f"completed in {d['total_duration']:.1f} s{extra}", flush=True)

@@ -166,6 +166,9 @@ class TrainingSection:
                              "on a quiet machine, 2.4× slower under load). Shown in the Training "
                              "pane and the headless header; `OPENBLAS_NUM_THREADS` is used when this is `0` and it "
                              "is set", minimum=0, maximum=256)
+    baseline: bool = _key(True, "fit a bag-of-words logistic regression (TF-IDF unigrams and bigrams) on the same "
+                          "split when the run starts (seconds) and show its validation accuracy beside the "
+                          "model's (`data.baseline_computed`)")
     checkpoint: CheckpointSection = _key(doc="[training.checkpoint]", factory=CheckpointSection)
     early_stopping: EarlyStoppingSection = _key(doc="[training.early_stopping]", factory=EarlyStoppingSection)
     resume_from: Path | None = _key(None, "continue a run from a checkpoint folder: weights, optimizer state, "

@@ -261,8 +261,9 @@ def test_a_rank_that_dies_ends_the_run_failed_without_hanging(tmp_path: Path, ri
 
 
 def test_progress_lines_come_from_rank_0_alone(capsys):
-    from kbert_tui.cli import _print_progress
+    from kbert_tui.cli import _Progress
 
+    _print_progress = _Progress()
     done = {"total_duration": 1.0, "predictions_path": None}
     _print_progress(ranked(ev.TRAINING_COMPLETED, done, 1, 1))
     assert capsys.readouterr().out == ""

@@ -106,6 +106,14 @@ class DataBatchLoaded(TypedDict):
     sequence_length: int
 
 
+class DataBaselineComputed(TypedDict):
+    model: str
+    val_accuracy: Number
+    val_f1: Number
+    features: int
+    seconds: Number
+
+
 class PerformanceWarning(TypedDict):
     component: str
     metric: str
@@ -123,6 +131,9 @@ DATA_CACHE_MISS = _declare("data.cache_miss", DataCacheMiss, "the tokenizer is t
 DATA_PREPROCESSING_STARTED = _declare("data.preprocessing_started", DataPreprocessingStarted, "tokenizing begins")
 DATA_PREPROCESSING_COMPLETED = _declare("data.preprocessing_completed", DataPreprocessingCompleted,
                                         "every text is tokenized")
+DATA_BASELINE_COMPUTED = _declare("data.baseline_computed", DataBaselineComputed,
+                                  "a bag-of-words logistic regression was fitted on the run's training split: its "
+                                  "validation scores are the ones to beat (`[training] baseline`)")
 DATA_BATCH_LOADED = _declare("data.batch_loaded", DataBatchLoaded, "a batch was built (every `batch_event_every`)")
 DATA_PERFORMANCE_WARNING = _declare("data.performance_warning", PerformanceWarning,
                                     "a batch took longer to build than `load_time_warning_s`")

@@ -20,11 +20,16 @@ from .chart import LossCurve
 from .ranks import RankLanes, rank_of
 from .summary import printable
 
-__all__ = ["RunState", "TrainingState", "SystemState", "PluginInfo", "PluginsState", "Series", "Notice"]
+__all__ = ["RunState", "baseline_label", "TrainingState", "SystemState", "PluginInfo", "PluginsState", "Series", "Notice"]
 
 RESOURCE_HISTORY = 120
 NOTICE_LIMIT = 8
 WARNING_ACTIVE_S = 60.0
+
+
+def baseline_label(model: str | None, accuracy: float) -> str:
+    """"bag-of-words 0.770": the baseline's short name (its first word) and validation accuracy."""
+    return f"{(model or 'baseline').split()[0]} {accuracy:.3f}"
 
 
 def _num(value: Any) -> float | None:
@@ -133,6 +138,9 @@ class TrainingState:
     best_metric: str | None = None
     best_value: float | None = None
     best_epoch: int | None = None
+    baseline_model: str | None = None  # data.baseline_computed: the score the model has to beat
+    baseline_accuracy: float | None = None
+    baseline_f1: float | None = None
     _recent: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=64))
 
     @property
@@ -167,6 +175,15 @@ class TrainingState:
             return None
         end = self.ended_at or self.last_at or self.started_at
         return (end - self.started_at).total_seconds()
+
+    @property
+    def versus_baseline(self) -> str | None:
+        """"val_acc 0.781 · bag-of-words 0.770": the last epoch's validation accuracy beside the baseline's."""
+        if self.baseline_accuracy is None:
+            return None
+        last = next((m["val_accuracy"] for m in reversed(self.epoch_metrics) if "val_accuracy" in m), None)
+        mine = f"{last:.3f}" if last is not None else "—"
+        return f"val_acc {mine} · {baseline_label(self.baseline_model, self.baseline_accuracy)}"
 
     @property
     def live(self) -> bool:
@@ -308,6 +325,9 @@ class RunState:
             if reduce is not None:
                 reduce(self, event, data)
             self.system_version += 1
+        elif reduce is not None:  # the few other events the Training pane shows (data.baseline_computed)
+            reduce(self, event, data)
+            self.training_version += 1
         elif category == "plugin":
             self._plugin(event, name, data)
         elif category == "control":
@@ -393,6 +413,12 @@ class RunState:
         t.curve.started(event.timestamp.timestamp(), t.batch_size)
         if t.total_steps is None and t.total_epochs and t.steps_per_epoch:
             t.total_steps = t.total_epochs * t.steps_per_epoch
+
+    def _on_data_baseline_computed(self, event: Event, d: dict[str, Any]) -> None:
+        t = self.training
+        t.baseline_model = printable(str(d.get("model", "baseline")))
+        t.baseline_accuracy = _num(d.get("val_accuracy"))
+        t.baseline_f1 = _num(d.get("val_f1"))
 
     def _on_training_epoch_started(self, event: Event, d: dict[str, Any]) -> None:
         t = self.training
@@ -657,6 +683,7 @@ _DISPATCH: dict[str, Callable[[RunState, Event, dict[str, Any]], None]] = {
     ev.TRAINING_EARLY_STOPPED: RunState._on_training_early_stopped,
     ev.TRAINING_PAUSED: RunState._on_training_paused,
     ev.TRAINING_RESUMED: RunState._on_training_resumed,
+    ev.DATA_BASELINE_COMPUTED: RunState._on_data_baseline_computed,
     ev.SYSTEM_CPU_USAGE: RunState._on_system_cpu_usage,
     ev.SYSTEM_MEMORY_USAGE: RunState._on_system_memory_usage,
     ev.SYSTEM_DISK_USAGE: RunState._on_system_disk_usage,

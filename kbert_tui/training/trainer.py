@@ -28,6 +28,7 @@ from kbert_tui.events import catalog as ev
 from kbert_tui.policy import BestTracker
 
 from . import checkpoint as ckpt
+from .baseline import MODEL_NAME as BASELINE_MODEL, bag_of_words_predictions
 from .control import Control
 from .data import PreparedData, Split, load_data
 from .distributed import Ranks
@@ -259,6 +260,8 @@ class Trainer:
             "output_dir": str(self.output_dir),
             "resumed_from": str(resume) if resume else None,
         })
+        if cfg.training.baseline and self.ranks.is_main:
+            self._baseline(data)
         if resume is not None:
             self.emit(ev.MODEL_CHECKPOINT_LOADED, {
                 "path": str(resume),
@@ -304,6 +307,19 @@ class Trainer:
             "vocab_size": self.tokenizer.get_vocab_size(),
         }, source="data")
         return encoded[0], encoded[1], encoded[2] if len(encoded) > 2 else None
+
+    def _baseline(self, data: PreparedData) -> None:
+        """The bag-of-words score on this run's validation split (data.baseline_computed)."""
+        t0 = time.perf_counter()
+        assert data.train.labels is not None and data.validation.labels is not None
+        classes = len(data.label_names)
+        predicted, features = bag_of_words_predictions(data.train.texts, np.asarray(data.train.labels),
+                                                       data.validation.texts, classes)
+        y = np.asarray(data.validation.labels)
+        scores = accuracy_f1(class_counts(y, predicted, classes), len(y))
+        self.emit(ev.DATA_BASELINE_COMPUTED, {"model": BASELINE_MODEL, "val_accuracy": scores["val_accuracy"],
+                                              "val_f1": scores["val_f1"], "features": features,
+                                              "seconds": time.perf_counter() - t0}, source="data")
 
     def _schedule(self, total_steps: int):
         lr = self.config.training.learning_rate
@@ -450,11 +466,7 @@ class Trainer:
         classes = len(self.data.label_names)
         counts = np.concatenate([[total_loss, len(rows)], class_counts(mine.labels, y_pred, classes)])
         counts = self.ranks.all_sum(counts)
-        loss_sum, n, (tp, fp, fn) = counts[0], counts[1], counts[2:].reshape(3, classes)
-        present = tp + fp + fn > 0
-        f1 = 2 * tp[present] / (2 * tp[present] + fp[present] + fn[present])
-        return {"val_loss": float(loss_sum / n), "val_accuracy": float(tp.sum() / n),
-                "val_f1": float(np.mean(f1)) if present.any() else 0.0}
+        return {"val_loss": float(counts[0] / counts[1]), **accuracy_f1(counts[2:], counts[1])}
 
     def _track_best(self, epoch: int, metrics: dict[str, Any]) -> bool:
         value = metrics.get(self.best.metric)
@@ -544,3 +556,11 @@ def class_counts(y_true: np.ndarray, y_pred: np.ndarray, classes: int) -> np.nda
     fp = np.bincount(y_pred[y_pred != y_true], minlength=classes)
     fn = np.bincount(y_true[y_pred != y_true], minlength=classes)
     return np.concatenate([tp, fp, fn]).astype(np.float64)
+
+
+def accuracy_f1(counts: np.ndarray, n: float) -> dict[str, float]:
+    """Accuracy and macro F1 (over the classes seen) from class_counts' tp, fp, fn over `n` rows."""
+    tp, fp, fn = counts.reshape(3, -1)
+    present = tp + fp + fn > 0
+    f1 = 2 * tp[present] / (2 * tp[present] + fp[present] + fn[present])
+    return {"val_accuracy": float(tp.sum() / n), "val_f1": float(np.mean(f1)) if present.any() else 0.0}

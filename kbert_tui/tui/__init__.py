@@ -60,6 +60,8 @@ def _print_summary(path: Any, state: RunState, malformed: int, first_error: str 
         print(lanes)
     if t.best_value is not None:
         print(f"best {t.best_metric} {format_number(t.best_value)} (epoch {t.best_epoch})")
+    if t.versus_baseline:
+        print(t.versus_baseline)
     if t.error:
         print(f"error: {t.error}")
     return 0

@@ -176,6 +176,8 @@ class TrainingPane(StatePane):
                 if key in last:
                     pairs.append((key, short, format_number(last[key])))
             rows.append((3, fit_pairs(pairs, width, pal.label, pal.value)))
+        if versus := t.versus_baseline:
+            rows.append((3, Text(versus[: max(1, width)], pal.value)))
 
         if t.status == "failed":
             err = Text("✖ ", pal.kind["error"])

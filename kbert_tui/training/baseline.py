@@ -1,0 +1,123 @@
+"""A bag-of-words logistic regression on the run's own split: the score a transformer has to beat.
+
+TF-IDF weighted unigrams and bigrams of lower-cased words (a vocabulary of the training texts' n-grams),
+rows scaled to unit length, a softmax regression with an L2 penalty fitted by accelerated full-batch
+gradient descent. Numpy only; seconds on ten thousand short texts.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+MODEL_NAME = "bag-of-words logistic regression"
+_WORD = re.compile(r"\w\w+")  # words of two or more letters, as scikit-learn's CountVectorizer takes them
+
+
+@dataclass
+class SparseRows:
+    """A CSR matrix as three arrays: the row of each stored value, its column, its value."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    values: np.ndarray
+    shape: tuple[int, int]
+
+    def dot(self, w: np.ndarray) -> np.ndarray:
+        """self @ w for a dense (columns × k) w."""
+        weighted = self.values[:, None] * w[self.cols]
+        return np.stack([np.bincount(self.rows, weighted[:, k], minlength=self.shape[0])
+                         for k in range(w.shape[1])], axis=1)
+
+    def tdot(self, g: np.ndarray) -> np.ndarray:
+        """selfᵀ @ g for a dense (rows × k) g."""
+        weighted = self.values[:, None] * g[self.rows]
+        return np.stack([np.bincount(self.cols, weighted[:, k], minlength=self.shape[1])
+                         for k in range(g.shape[1])], axis=1)
+
+
+def ngrams(text: str) -> list[str]:
+    words = _WORD.findall(text.lower())
+    return words + [f"{a} {b}" for a, b in zip(words, words[1:])]
+
+
+class Vectorizer:
+    """TF-IDF (smoothed idf, sublinear tf) over the n-grams of the texts it is fitted on; unknown n-grams are dropped."""
+
+    def __init__(self, texts: list[str]) -> None:
+        vocabulary: dict[str, int] = {}
+        df: list[int] = []
+        for text in texts:
+            for gram in set(ngrams(text)):
+                column = vocabulary.setdefault(gram, len(vocabulary))
+                if column == len(df):
+                    df.append(0)
+                df[column] += 1
+        self.vocabulary = vocabulary
+        self.idf = np.log((1 + len(texts)) / (1 + np.asarray(df, dtype=np.float64))) + 1.0
+
+    def transform(self, texts: list[str]) -> SparseRows:
+        rows, cols, counts = [], [], []
+        for r, text in enumerate(texts):
+            seen: dict[int, int] = {}
+            for gram in ngrams(text):
+                column = self.vocabulary.get(gram)
+                if column is not None:
+                    seen[column] = seen.get(column, 0) + 1
+            rows.extend([r] * len(seen))
+            cols.extend(seen)
+            counts.extend(seen.values())
+        row = np.asarray(rows, dtype=np.int64)
+        col = np.asarray(cols, dtype=np.int64)
+        values = (1.0 + np.log(np.asarray(counts, dtype=np.float64))) * self.idf[col]
+        norms = np.sqrt(np.bincount(row, values * values, minlength=len(texts)))
+        values = values / np.where(norms > 0, norms, 1.0)[row]
+        return SparseRows(row, col, values, (len(texts), len(self.vocabulary)))
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_logistic(x: SparseRows, y: np.ndarray, classes: int, *, l2: float | None = None,
+                 iterations: int = 300) -> tuple[np.ndarray, np.ndarray]:
+    """Weights and biases of a softmax regression minimising mean cross-entropy + l2/2 ‖W‖².
+
+    The default l2 (1 / rows) is scikit-learn's C=1. The step is 1/L with L = ½ λmax(XᵀX/n) + l2, a bound on
+    the loss's curvature (Böhning), λmax by power iteration; Nesterov momentum makes a few hundred steps enough."""
+    n = x.shape[0]
+    l2 = 1.0 / n if l2 is None else l2
+    onehot = np.eye(classes)[y]
+    v = np.random.default_rng(0).standard_normal((x.shape[1], 1))
+    for _ in range(20):
+        v = x.tdot(x.dot(v)) / n
+        v /= np.linalg.norm(v) or 1.0
+    lam = float(np.linalg.norm(x.tdot(x.dot(v)) / n))
+    step = 1.0 / (0.5 * max(lam, 1.0 / n) + 0.5 + l2)  # + ½ for the bias column (a feature of 1)
+    w = np.zeros((x.shape[1], classes))
+    b = np.zeros(classes)
+    w_prev, b_prev = w, b
+    for t in range(1, iterations + 1):
+        momentum = (t - 1) / (t + 2)
+        w_look, b_look = w + momentum * (w - w_prev), b + momentum * (b - b_prev)
+        g = (_softmax(x.dot(w_look) + b_look) - onehot) / n
+        w_prev, b_prev = w, b
+        w = w_look - step * (x.tdot(g) + l2 * w_look)
+        b = b_look - step * g.sum(axis=0)
+    return w, b
+
+
+def bag_of_words_predictions(train_texts: list[str], train_labels: np.ndarray, texts: list[str],
+                             classes: int) -> tuple[np.ndarray, int]:
+    """Predicted classes for `texts` from a model fitted on the training texts, and its number of features."""
+    vectorizer = Vectorizer(train_texts)
+    w, b = fit_logistic(vectorizer.transform(train_texts), np.asarray(train_labels), classes)
+    predicted = np.argmax(vectorizer.transform(texts).dot(w) + b, axis=1)
+    return predicted, len(vectorizer.vocabulary)
+
+
+__all__ = ["MODEL_NAME", "Vectorizer", "bag_of_words_predictions", "fit_logistic", "ngrams"]
