@@ -27,15 +27,17 @@ class SparseRows:
 
     def dot(self, w: np.ndarray) -> np.ndarray:
         """self @ w for a dense (columns × k) w."""
-        weighted = self.values[:, None] * w[self.cols]
-        return np.stack([np.bincount(self.rows, weighted[:, k], minlength=self.shape[0])
-                         for k in range(w.shape[1])], axis=1)
+        return _gather_sum(self.rows, self.cols, self.values, w, self.shape[0])
 
     def tdot(self, g: np.ndarray) -> np.ndarray:
         """selfᵀ @ g for a dense (rows × k) g."""
-        weighted = self.values[:, None] * g[self.rows]
-        return np.stack([np.bincount(self.cols, weighted[:, k], minlength=self.shape[1])
-                         for k in range(g.shape[1])], axis=1)
+        return _gather_sum(self.cols, self.rows, self.values, g, self.shape[1])
+
+
+def _gather_sum(into: np.ndarray, take: np.ndarray, values: np.ndarray, dense: np.ndarray, size: int) -> np.ndarray:
+    """out[into[i], k] += values[i] · dense[take[i], k], one 1-D column at a time (2-D fancy indexing was 100× slower)."""
+    return np.stack([np.bincount(into, values * np.take(np.ascontiguousarray(dense[:, k]), take), minlength=size)
+                     for k in range(dense.shape[1])], axis=1)
 
 
 def ngrams(text: str) -> list[str]:
