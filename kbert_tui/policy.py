@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["BestTracker", "Improvement", "default_mode"]
+from kbert_tui.config import option
+
+__all__ = ["BestTracker", "Improvement", "WatchOptions", "default_mode"]
 
 Mode = Literal["min", "max"]
 
@@ -18,6 +20,15 @@ Mode = Literal["min", "max"]
 def default_mode(metric: str) -> Mode:
     """Losses go down, everything else (accuracy, F1, AUC...) goes up."""
     return "min" if "loss" in metric else "max"
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    """The keys of a plugin that watches a metric (best_model, early_stopping), declared once."""
+
+    metric: str = option("val_loss", "the metric to watch, in evaluation and epoch results")
+    mode: str | None = option(None, "which way is better (default: min for losses, else max)", choices=("min", "max"))
+    min_delta: float = option(0.0, "smallest change that counts as an improvement", minimum=0.0)
 
 
 @dataclass(frozen=True, slots=True)

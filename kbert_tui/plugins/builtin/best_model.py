@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from kbert_tui.config import option
-
-from kbert_tui.policy import BestTracker
 from kbert_tui.events import catalog as ev
+from kbert_tui.policy import BestTracker, WatchOptions
 
 from ..base import PluginPort
 
@@ -21,12 +18,7 @@ class BestModelPlugin(PluginPort):
     (kbert_tui.policy decides, as for the trainer's own `[training.early_stopping]` tracking).
     """
 
-    @dataclass(frozen=True)
-    class Options:
-        metric: str = option("val_loss", "the metric to watch, in evaluation and epoch results")
-        mode: str | None = option(None, "which way is better (default: min for losses, else max)",
-                                  choices=("min", "max"))
-        min_delta: float = option(0.0, "smallest change that counts as an improvement", minimum=0.0)
+    Options = WatchOptions
 
     name = "best_model"
     version = "1.0.0"

@@ -7,7 +7,7 @@ from typing import Any
 
 from kbert_tui.config import option
 
-from kbert_tui.policy import BestTracker
+from kbert_tui.policy import BestTracker, WatchOptions
 from kbert_tui.events import catalog as ev
 
 from ..base import PluginPort
@@ -21,12 +21,8 @@ class EarlyStoppingPlugin(PluginPort):
     """
 
     @dataclass(frozen=True)
-    class Options:
-        metric: str = option("val_loss", "the epoch metric to watch (val_loss, val_accuracy, val_f1, train_loss…)")
-        mode: str | None = option(None, "which way is better (default: min for losses, else max)",
-                                  choices=("min", "max"))
+    class Options(WatchOptions):
         patience: int = option(3, "epochs without improvement before stopping", minimum=1)
-        min_delta: float = option(0.0, "smallest change that counts as an improvement", minimum=0.0)
 
     name = "early_stopping"
     version = "1.0.0"
