@@ -333,6 +333,14 @@ class EventBus:
             self._history.append(event)
             if store is not None:
                 store.append_line_locked(line)
+            queued = None
+            if self._inbox:  # a thread queued events since the check above: deliver behind them, in log order
+                self._inbox.append(event)
+                queued, self._inbox_scheduled = self._inbox_scheduled, True
+        if queued is not None:
+            if not queued:
+                self._schedule_inbox(_LOOP)
+            return
         subs = self._routes.get(event_name)
         if subs is None:
             subs = self._route(event_name)
