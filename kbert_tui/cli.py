@@ -523,15 +523,24 @@ def _print_progress(event: Any, baseline: str | None = None) -> None:
               "steps", flush=True)
         if blas.get("hint"):
             print(f"note: {blas['hint']}", file=sys.stderr, flush=True)
+    elif event.name == ev.DATA_VALIDATION_COMPLETED and d.get("id_column_detected"):
+        print(f"predictions.csv takes its ids from the test file's {d['id_column_detected']!r} column "
+              "(data.id_column is not set)", flush=True)
     elif event.name == ev.TRAINING_EPOCH_COMPLETED:
         m = d["metrics"]
         print(f"epoch {d['epoch']}: train_loss {_num(m.get('train_loss'))}  val_loss {_num(m.get('val_loss'))}  "
-              f"val_acc {_num(m.get('val_accuracy'))}  val_f1 {_num(m.get('val_f1'))}  "
+              f"val_acc {_num(m.get('val_accuracy'))}{_encoder(m)}  val_f1 {_num(m.get('val_f1'))}  "
               f"({d['duration']:.1f} s, {_num(m.get('samples_per_sec'), 0)} samples/s)"
               + (f"  · {baseline}" if baseline else ""), flush=True)
     elif event.name == ev.TRAINING_COMPLETED:
+        m = d.get("final_metrics") or {}
+        best = d.get("best") or {}
+        score = f": val_acc {_num(m.get('val_accuracy'))}{_encoder(m)}" if "val_accuracy" in m else ""
+        score += f" · {baseline}" if score and baseline else ""
+        restored = (f", weights of epoch {d['restored_epoch']} (best {best.get('metric')})"
+                    if d.get("restored_epoch") else "")
         extra = f"; predictions → {d['predictions_path']}" if d.get("predictions_path") else ""
-        print(f"completed in {d['total_duration']:.1f} s{extra}", flush=True)
+        print(f"completed in {d['total_duration']:.1f} s{score}{restored}{extra}", flush=True)
     elif event.name == ev.TRAINING_STOPPED:
         print(f"stopped at step {d['step']} ({d['reason']}); checkpoint → {d['checkpoint_path']}", flush=True)
     elif event.name == ev.RULE_FIRED:
@@ -539,6 +548,12 @@ def _print_progress(event: Any, baseline: str | None = None) -> None:
         print(f"{bell}rule {d.get('rule')} fired: {d.get('action')} ({d.get('reason')})", flush=True)
     elif event.name == ev.TRAINING_PAUSED:
         print(f"paused at step {d.get('step')} by {d.get('requested_by')}; resume from `kbert-tui attach`", flush=True)
+
+
+def _encoder(metrics: dict[str, Any]) -> str:
+    """" (encoder 0.8125)" when the model predicts together with the bag-of-words (model.with_bag_of_words)."""
+    value = metrics.get("encoder_val_accuracy")
+    return f" (encoder {_num(value)})" if isinstance(value, (int, float)) else ""
 
 
 def _num(value: Any, digits: int = 4) -> str:

@@ -91,7 +91,8 @@ class DataSection:
                                    path="file")
     test: Path | None = _key(None, "no label needed; `predictions.csv` (`<id_column>,<label_column>`) is written "
                              "at the end", path="file")
-    id_column: str | None = _key(None, "the id written to `predictions.csv`", shown="row number")
+    id_column: str | None = _key(None, "the id written to `predictions.csv`", shown="the test file's `id` column "
+                                 "(any case) when it has one, else the row number")
     text_columns: tuple[str, ...] = _key(("text",), "columns joined (with ` ; `) into the text; one string or a "
                                          "list", custom=True)
     template: str | None = _key(None, "instead of `text_columns`: a row template such as `\"{Name} is {Age} years "
@@ -102,6 +103,8 @@ class DataSection:
     max_length: int = _key(64, "tokens per text including `[CLS]` and `[SEP]`; longer texts are cut",
                            minimum=4, maximum=4096)
     batch_size: int = _key(32, "texts per training step", minimum=1, maximum=65536)
+    length_buckets: bool = _key(True, "batch texts of similar length together (sorted within shuffled chunks of "
+                                "50 batches, batch order shuffled), so batches pad less (docs/model.md)")
     validation_split: float = _key(0.1, "share held out when there is no validation file", minimum=0.0,
                                    maximum=0.5, exclusive_min=True)
     batch_event_every: int = _key(10, "a `data.batch_loaded` event every N batches (0: never)", minimum=0)
@@ -120,9 +123,18 @@ class ModelSection:
     num_heads: int = _key(4, "attention heads; must divide `hidden_size`", minimum=1, maximum=128)
     intermediate_size: int = _key(128, "feed-forward width", minimum=8, maximum=65536)
     dropout: float = _key(0.1, "dropout rate", minimum=0.0, maximum=0.9)
-    vocab_size: int = _key(2000, "WordPiece vocabulary size (upper bound; small corpora give fewer)",
+    activation: str = _key("gelu_fast", "feed-forward activation: `gelu` (exact, erf), `gelu_approx` (tanh), "
+                           "`gelu_fast` (x·σ(1.702x): MLX's exact erf is a third of a CPU step) or `relu`",
+                           choices=("gelu", "gelu_approx", "gelu_fast", "relu"))
+    vocab_size: int = _key(8000, "WordPiece vocabulary size, an upper bound: learning stops when every word of "
+                           "the training texts is whole, so small corpora get fewer (whole words beat 2,000 "
+                           "sub-words by 0–4.5 points on real text, docs/model.md)",
                            minimum=100, maximum=1_000_000)
     max_position: int = _key(128, "position embeddings; at least `data.max_length`", minimum=8, maximum=8192)
+    with_bag_of_words: bool = _key(True, "predict with the encoder's and a bag-of-words logistic regression's "
+                                   "class probabilities multiplied (a product of experts, both fitted on the "
+                                   "training split): `val_accuracy` and `predictions.csv` are the pair's, "
+                                   "`encoder_val_accuracy` the encoder's alone; `false`: the encoder alone")
 
 
 @dataclass(frozen=True)
@@ -135,13 +147,13 @@ class CheckpointSection:
 
 @dataclass(frozen=True)
 class EarlyStoppingSection:
-    enabled: bool = _key(False, "stop when the metric has not improved for `patience` epochs "
+    enabled: bool = _key(True, "stop when the metric has not improved for `patience` epochs "
                          "(`training.early_stopped`, then `training.completed` with `stopped_early: true`)")
-    metric: str = _key("val_loss", "the monitored metric (also decides `training.new_best_model` and the `best` "
+    metric: str = _key("val_accuracy", "the monitored metric (also decides `training.new_best_model` and the `best` "
                        "checkpoint)", choices=("val_loss", "val_accuracy", "val_f1", "train_loss"))
     mode: str = _key("min", "which way is better", choices=("min", "max"), custom=True,
                      shown="`min` for losses, else `max`")
-    patience: int = _key(3, "epochs without improvement before stopping", minimum=1)
+    patience: int = _key(2, "epochs without improvement before stopping", minimum=1)
     min_delta: float = _key(0.0, "smallest change that counts as an improvement", minimum=0.0)
 
 
@@ -166,6 +178,9 @@ class TrainingSection:
                              "on a quiet machine, 2.4× slower under load). Shown in the Training "
                              "pane and the headless header; `OPENBLAS_NUM_THREADS` is used when this is `0` and it "
                              "is set", minimum=0, maximum=256)
+    restore_best: bool = _key(True, "at the end, go back to the weights of the epoch with the best monitored "
+                              "metric (`early_stopping.metric`) for the final metrics and `predictions.csv`; "
+                              "`training.completed` names it as `restored_epoch`")
     baseline: bool = _key(True, "fit a bag-of-words logistic regression (TF-IDF unigrams and bigrams) on the same "
                           "split when the run starts (seconds) and show its validation accuracy beside the "
                           "model's (`data.baseline_computed`)")

@@ -73,6 +73,7 @@ class DataValidationCompleted(TypedDict):
     rows: dict[str, int]
     labels: list[Any]
     num_labels: int
+    id_column_detected: NotRequired[str]  # data.id_column unset: predictions.csv takes its ids from this test column
 
 
 class DataCacheHit(TypedDict):
@@ -226,6 +227,7 @@ class TrainingCompleted(TypedDict):
     best: dict[str, Any] | None
     predictions_path: str | None
     output_dir: str
+    restored_epoch: NotRequired[int]  # training.restore_best went back to this (best) epoch's weights
 
 
 class TrainingFailed(TypedDict):

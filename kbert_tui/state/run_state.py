@@ -178,12 +178,17 @@ class TrainingState:
 
     @property
     def versus_baseline(self) -> str | None:
-        """"val_acc 0.781 · bag-of-words 0.770": the last epoch's validation accuracy beside the baseline's."""
+        """"val_acc 0.781 (encoder 0.752) · bag-of-words 0.770": the model's validation accuracy (the final
+        metrics once the run has them, else the last epoch's) beside the baseline's; the encoder's alone in
+        brackets when the model predicts together with the bag-of-words (`model.with_bag_of_words`)."""
         if self.baseline_accuracy is None:
             return None
-        last = next((m["val_accuracy"] for m in reversed(self.epoch_metrics) if "val_accuracy" in m), None)
-        mine = f"{last:.3f}" if last is not None else "—"
-        return f"val_acc {mine} · {baseline_label(self.baseline_model, self.baseline_accuracy)}"
+        latest = [self.final_metrics] if isinstance(self.final_metrics, dict) else []
+        metrics = next((m for m in latest + self.epoch_metrics[::-1] if "val_accuracy" in m), {})
+        mine = f"{metrics['val_accuracy']:.3f}" if _num(metrics.get("val_accuracy")) is not None else "—"
+        encoder = _num(metrics.get("encoder_val_accuracy"))
+        alone = f" (encoder {encoder:.3f})" if encoder is not None else ""
+        return f"val_acc {mine}{alone} · {baseline_label(self.baseline_model, self.baseline_accuracy)}"
 
     @property
     def live(self) -> bool:

@@ -52,7 +52,7 @@ class Vectorizer:
         vocabulary: dict[str, int] = {}
         df: list[int] = []
         for text in texts:
-            for gram in set(ngrams(text)):
+            for gram in dict.fromkeys(ngrams(text)):  # first-seen order: columns never depend on hashing
                 column = vocabulary.setdefault(gram, len(vocabulary))
                 if column == len(df):
                     df.append(0)
@@ -113,13 +113,27 @@ def fit_logistic(x: SparseRows, y: np.ndarray, classes: int, *, l2: float | None
     return w, b
 
 
+class BagOfWords:
+    """The fitted baseline: TF-IDF features of the training texts and a logistic regression over them."""
+
+    def __init__(self, train_texts: list[str], train_labels: np.ndarray, classes: int) -> None:
+        self.vectorizer = Vectorizer(train_texts)
+        self.weights, self.bias = fit_logistic(self.vectorizer.transform(train_texts), np.asarray(train_labels),
+                                               classes)
+        self.features = len(self.vectorizer.vocabulary)
+
+    def log_proba(self, texts: list[str]) -> np.ndarray:
+        """Log-probabilities of each class (rows × classes)."""
+        z = self.vectorizer.transform(texts).dot(self.weights) + self.bias
+        z = z - z.max(axis=1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
 def bag_of_words_predictions(train_texts: list[str], train_labels: np.ndarray, texts: list[str],
                              classes: int) -> tuple[np.ndarray, int]:
     """Predicted classes for `texts` from a model fitted on the training texts, and its number of features."""
-    vectorizer = Vectorizer(train_texts)
-    w, b = fit_logistic(vectorizer.transform(train_texts), np.asarray(train_labels), classes)
-    predicted = np.argmax(vectorizer.transform(texts).dot(w) + b, axis=1)
-    return predicted, len(vectorizer.vocabulary)
+    model = BagOfWords(train_texts, train_labels, classes)
+    return np.argmax(model.log_proba(texts), axis=1), model.features
 
 
-__all__ = ["MODEL_NAME", "Vectorizer", "bag_of_words_predictions", "fit_logistic", "ngrams"]
+__all__ = ["MODEL_NAME", "BagOfWords", "Vectorizer", "bag_of_words_predictions", "fit_logistic", "ngrams"]

@@ -8,6 +8,7 @@ never seen in training) drop the row and are listed in `data.validation_complete
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import random
 import string
@@ -45,6 +46,7 @@ class PreparedData:
     issues: list[dict[str, Any]] = field(default_factory=list)
     id_header: str = "id"
     label_header: str = "label"
+    id_column_detected: str | None = None  # the test file's `id` column, used with data.id_column unset
 
 
 @dataclass
@@ -158,6 +160,8 @@ def _summary(passed: bool, issues: list[dict[str, Any]], prepared: PreparedData 
             "test": len(prepared.test.texts) if prepared.test else 0,
         }
         data["labels"] = prepared.label_names
+        if prepared.id_column_detected:
+            data["id_column_detected"] = prepared.id_column_detected
         data["num_labels"] = len(prepared.label_names)
     return data
 
@@ -165,6 +169,7 @@ def _summary(passed: bool, issues: list[dict[str, Any]], prepared: PreparedData 
 def _load(
     section: DataSection, seed: int, emit: Emit, issues: list[dict[str, Any]], fixed_labels: list[str] | None
 ) -> PreparedData:
+    detected = None
     if section.is_builtin_demo:
         splits = demo_splits(seed)
         header = ["id", "text", "label"]
@@ -180,6 +185,9 @@ def _load(
             tables["validation"] = read_csv(section.validation)
         if section.test is not None:
             tables["test"] = read_csv(section.test)
+            detected = _detect_id_column(section, tables["test"])
+            if detected is not None:
+                section = dataclasses.replace(section, id_column=detected)
 
     exclude = tuple(c for c in (section.label_column, section.id_column) if c)
     builder = TextBuilder(section, exclude)
@@ -255,7 +263,19 @@ def _load(
         label_names=names,
         id_header=section.id_column or "id",
         label_header=section.label_column,
+        id_column_detected=detected,
     )
+
+
+def _detect_id_column(section: DataSection, test: _Table) -> str | None:
+    """With `id_column` unset, the test file's column named `id` (any case), unless it is a text column:
+    it gives predictions.csv its ids, as a Kaggle-style user expects (`data.validation_completed` says so)."""
+    if section.id_column is not None:
+        return None
+    found = next((h for h in test.header if h.lower() == "id"), None)
+    if found is None or (section.template is None and found in section.text_columns):
+        return None
+    return found
 
 
 def _labelled(table: _Table, builder: TextBuilder, section: DataSection, issues: list[dict[str, Any]]):

@@ -22,9 +22,13 @@ class Embeddings(nn.Module):
         return self.dropout(self.norm(self.token(ids) + self.position(positions)))
 
 
+ACTIVATIONS = {"gelu": nn.gelu, "gelu_approx": nn.gelu_approx, "gelu_fast": nn.gelu_fast_approx, "relu": nn.relu}
+
+
 class EncoderLayer(nn.Module):
-    def __init__(self, hidden: int, heads: int, intermediate: int, dropout: float) -> None:
+    def __init__(self, hidden: int, heads: int, intermediate: int, dropout: float, activation: str = "gelu") -> None:
         super().__init__()
+        self.activation = ACTIVATIONS[activation]
         self.attention = nn.MultiHeadAttention(hidden, heads, bias=True)
         self.attention_norm = nn.LayerNorm(hidden)
         self.up = nn.Linear(hidden, intermediate)
@@ -34,7 +38,7 @@ class EncoderLayer(nn.Module):
 
     def __call__(self, x: mx.array, mask: mx.array) -> mx.array:
         x = self.attention_norm(x + self.dropout(self.attention(x, x, x, mask)))
-        return self.output_norm(x + self.dropout(self.down(nn.gelu(self.up(x)))))
+        return self.output_norm(x + self.dropout(self.down(self.activation(self.up(x)))))
 
 
 class BertClassifier(nn.Module):
@@ -43,7 +47,7 @@ class BertClassifier(nn.Module):
         h = config.hidden_size
         self.embeddings = Embeddings(vocab_size, h, config.max_position, config.dropout)
         self.layers = [
-            EncoderLayer(h, config.num_heads, config.intermediate_size, config.dropout) for _ in range(config.num_layers)
+            EncoderLayer(h, config.num_heads, config.intermediate_size, config.dropout, config.activation) for _ in range(config.num_layers)
         ]
         self.pooler = nn.Linear(h, h)
         self.dropout = nn.Dropout(config.dropout)

@@ -42,7 +42,9 @@ def tiny_document(folder: Path, **sections: dict[str, Any]) -> dict[str, Any]:
                  "max_length": 16, "batch_size": 16, "batch_event_every": 2},
         "model": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "intermediate_size": 32,
                   "vocab_size": 200, "max_position": 32, "dropout": 0.0},
-        "training": {"epochs": 2, "learning_rate": 0.003, "eval_every": 4, "checkpoint": {"policy": "last"}},
+        # no early stopping: tests run a set number of epochs (or "forever", to stop or pause them)
+        "training": {"epochs": 2, "learning_rate": 0.003, "eval_every": 4, "checkpoint": {"policy": "last"},
+                     "early_stopping": {"enabled": False}},
         "events": {"model_events_every": 3},
         "system": {"enabled": False},
     }

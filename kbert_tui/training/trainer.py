@@ -20,6 +20,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
+from mlx.utils import tree_flatten, tree_unflatten
 
 from kbert_tui.blas import set_threads, verify_binding
 from kbert_tui.config import RunConfig, UserInputError, config_to_dict
@@ -28,7 +29,7 @@ from kbert_tui.events import catalog as ev
 from kbert_tui.policy import BestTracker
 
 from . import checkpoint as ckpt
-from .baseline import MODEL_NAME as BASELINE_MODEL, bag_of_words_predictions
+from .baseline import MODEL_NAME as BASELINE_MODEL, BagOfWords
 from .control import Control
 from .data import PreparedData, Split, load_data
 from .distributed import Ranks
@@ -87,10 +88,32 @@ def make_batch(enc: _Encoded, rows: np.ndarray) -> tuple[mx.array, mx.array, mx.
     return mx.array(ids), mx.array(mask), labels
 
 
-def iterate_batches(order: np.ndarray, batch_size: int, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+BUCKET_BATCHES = 50  # length bucketing sorts this many batches' worth of shuffled rows at a time
+
+
+def epoch_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, *,
+                  bucket: bool = True) -> list[np.ndarray]:
+    """The row indices of each batch of one epoch, in training order.
+
+    Rows are shuffled; with `bucket`, each run of BUCKET_BATCHES batches' worth of rows is sorted by length
+    before it is cut into batches and the batches are shuffled again, so a batch pads to little more than
+    its own texts (each batch is still a random draw from a random chunk)."""
+    order = rng.permutation(len(lengths))
+    if not bucket:
+        return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+    chunk = batch_size * BUCKET_BATCHES
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = order[start: start + chunk]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches += [part[i: i + batch_size] for i in range(0, len(part), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def iterate_batches(batches: list[np.ndarray], start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
     """(batch index, row indices) for the batches of one epoch, from batch `start` on."""
-    for batch in range(start, math.ceil(len(order) / batch_size)):
-        yield batch, order[batch * batch_size: (batch + 1) * batch_size]
+    for batch in range(start, len(batches)):
+        yield batch, batches[batch]
 
 
 @dataclass
@@ -126,23 +149,32 @@ def train_step(model: nn.Module, optimizer: optim.Optimizer, loss_and_grad: Any,
     return StepResult(loss_value, norm_value, grads, time.perf_counter() - started)
 
 
-def predict(model: nn.Module, enc: _Encoded, batch_size: int) -> tuple[np.ndarray, float | None]:
-    """Predicted classes for every row of `enc`, and the summed loss when it has labels (evaluation mode)."""
+def log_probabilities(model: nn.Module, enc: _Encoded, batch_size: int) -> np.ndarray:
+    """The model's log-probability of each class for every row of `enc` (rows × classes, evaluation mode)."""
     was_training = model.training
     model.eval()
-    preds, total_loss = [], 0.0
+    parts = []
     for start in range(0, len(enc.ids), batch_size):
-        ids, mask, labels = make_batch(enc, np.arange(start, min(len(enc.ids), start + batch_size)))
-        logits = model(ids, mask)
-        if labels is not None:
-            loss = nn.losses.cross_entropy(logits, labels, reduction="sum")
-            mx.eval(loss, logits)
-            total_loss += loss.item()
-        preds.append(np.array(mx.argmax(logits, axis=-1)))
+        ids, mask, _ = make_batch(enc, np.arange(start, min(len(enc.ids), start + batch_size)))
+        parts.append(np.array(nn.log_softmax(model(ids, mask).astype(mx.float32), axis=-1), dtype=np.float64))
     if was_training:
         model.train()
-    y = np.concatenate(preds) if preds else np.array([], dtype=np.int64)
-    return y, (total_loss if enc.labels is not None else None)
+    return np.concatenate(parts) if parts else np.zeros((0, 0))
+
+
+def combine(log_p: np.ndarray, prior: np.ndarray | None) -> np.ndarray:
+    """The encoder's log-probabilities, times the bag-of-words model's probabilities when there is one
+    (a product of the two experts), renormalized."""
+    if prior is None:
+        return log_p
+    z = log_p + prior
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def summed_loss(log_p: np.ndarray, labels: np.ndarray) -> float:
+    """Summed cross-entropy of labelled rows given their log-probabilities."""
+    return float(-log_p[np.arange(len(labels)), labels].sum())
 
 
 class Trainer:
@@ -168,6 +200,8 @@ class Trainer:
         es = config.training.early_stopping
         self.best = BestTracker.from_settings(es.metric, es.mode, es.min_delta, es.patience)
         self.failure: dict[str, Any] | None = None
+        self._prior: dict[str, np.ndarray] = {}  # the bag-of-words log-probabilities joined to the encoder's
+        self._best_weights: tuple[int, list, dict[str, Any]] | None = None
         self.final_metrics: dict[str, Any] | None = None
         self.outcome: str | None = None
 
@@ -260,8 +294,7 @@ class Trainer:
             "output_dir": str(self.output_dir),
             "resumed_from": str(resume) if resume else None,
         })
-        if cfg.training.baseline and self.ranks.is_main:
-            self._baseline(data)
+        self._bag_of_words(data, val, test)
         if resume is not None:
             self.emit(ev.MODEL_CHECKPOINT_LOADED, {
                 "path": str(resume),
@@ -272,6 +305,7 @@ class Trainer:
         # The dropout stream, continued on resume; each rank draws its own.
         mx.random.seed(cfg.run.seed + 1 + self.progress.step + 7919 * self.ranks.rank)
         stopped_early = self._train(train, val, steps_per_epoch)
+        restored = self._restore_best()
         final = self.final_metrics or self._evaluate(val)
         predictions = self._predict(test, data) if test is not None and self.ranks.is_main else None
         self.emit(ev.TRAINING_COMPLETED, {
@@ -283,6 +317,7 @@ class Trainer:
             "best": {"metric": self.best.metric, "value": self.best.best, "epoch": self.best.best_epoch},
             "predictions_path": str(predictions) if predictions else None,
             "output_dir": str(self.output_dir),
+            **({"restored_epoch": restored} if restored is not None else {}),
         })
         return "completed"
 
@@ -308,18 +343,28 @@ class Trainer:
         }, source="data")
         return encoded[0], encoded[1], encoded[2] if len(encoded) > 2 else None
 
-    def _baseline(self, data: PreparedData) -> None:
-        """The bag-of-words score on this run's validation split (data.baseline_computed)."""
+    def _bag_of_words(self, data: PreparedData, val: _Encoded, test: _Encoded | None) -> None:
+        """Fit the bag-of-words model on the training split when the run shows it (`training.baseline`: its
+        validation score as data.baseline_computed) or predicts with it (`model.with_bag_of_words`: its
+        log-probabilities on validation and test join the encoder's)."""
+        cfg = self.config
+        show = cfg.training.baseline and self.ranks.is_main
+        if not (show or cfg.model.with_bag_of_words):
+            return
         t0 = time.perf_counter()
-        assert data.train.labels is not None and data.validation.labels is not None
+        assert data.train.labels is not None and val.labels is not None
         classes = len(data.label_names)
-        predicted, features = bag_of_words_predictions(data.train.texts, np.asarray(data.train.labels),
-                                                       data.validation.texts, classes)
-        y = np.asarray(data.validation.labels)
-        scores = accuracy_f1(class_counts(y, predicted, classes), len(y))
-        self.emit(ev.DATA_BASELINE_COMPUTED, {"model": BASELINE_MODEL, "val_accuracy": scores["val_accuracy"],
-                                              "val_f1": scores["val_f1"], "features": features,
-                                              "seconds": time.perf_counter() - t0}, source="data")
+        bow = BagOfWords(data.train.texts, np.asarray(data.train.labels), classes)
+        prior = bow.log_proba(data.validation.texts)
+        if cfg.model.with_bag_of_words:
+            self._prior["validation"] = prior
+            if test is not None and data.test is not None:
+                self._prior["test"] = bow.log_proba(data.test.texts)
+        if show:
+            scores = accuracy_f1(class_counts(val.labels, np.argmax(prior, axis=1), classes), len(val.labels))
+            self.emit(ev.DATA_BASELINE_COMPUTED, {"model": BASELINE_MODEL, "val_accuracy": scores["val_accuracy"],
+                                                  "val_f1": scores["val_f1"], "features": bow.features,
+                                                  "seconds": time.perf_counter() - t0}, source="data")
 
     def _schedule(self, total_steps: int):
         lr = self.config.training.learning_rate
@@ -339,6 +384,7 @@ class Trainer:
             return nn.losses.cross_entropy(m(ids, mask), labels, reduction="sum") * scale
 
         loss_and_grad = nn.value_and_grad(self.model, loss_fn)
+        lengths = np.fromiter((len(ids) for ids in train.ids), dtype=np.int64, count=len(train.ids))
         self.model.train()
         while p.epoch <= cfg.training.epochs:
             epoch = p.epoch
@@ -346,10 +392,11 @@ class Trainer:
                 self.emit(ev.TRAINING_EPOCH_STARTED, {"epoch": epoch, "total_epochs": cfg.training.epochs,
                                                       "steps": steps_per_epoch})
             epoch_start = time.perf_counter()
-            order = np.random.default_rng([cfg.run.seed, epoch]).permutation(len(train.ids))
+            batches = epoch_batches(lengths, cfg.data.batch_size, np.random.default_rng([cfg.run.seed, epoch]),
+                                    bucket=cfg.data.length_buckets)
             losses: list[float] = []
             samples, busy = 0, 0.0
-            for batch, rows in iterate_batches(order, cfg.data.batch_size, p.batches_done):
+            for batch, rows in iterate_batches(batches, p.batches_done):
                 if self._check_control():
                     return True
                 t0 = time.perf_counter()
@@ -460,13 +507,20 @@ class Trainer:
         rank reports the whole set's numbers in 1/world_size of the time."""
         assert val.labels is not None
         rows = self.ranks.shard(np.arange(len(val.ids)))
-        mine = _Encoded([val.ids[i] for i in rows], val.labels[rows])
-        y_pred, total_loss = predict(self.model, mine, max(self.config.data.batch_size, 64))
-        assert mine.labels is not None and total_loss is not None
+        labels = val.labels[rows]
+        encoder = log_probabilities(self.model, _Encoded([val.ids[i] for i in rows], labels),
+                                    max(self.config.data.batch_size, 64))
+        prior = self._prior.get("validation")
+        scores = combine(encoder, None if prior is None else prior[rows])
         classes = len(self.data.label_names)
-        counts = np.concatenate([[total_loss, len(rows)], class_counts(mine.labels, y_pred, classes)])
+        counts = np.concatenate([[summed_loss(scores, labels), len(rows),
+                                  float(np.sum(np.argmax(encoder, axis=1) == labels))],
+                                 class_counts(labels, np.argmax(scores, axis=1), classes)])
         counts = self.ranks.all_sum(counts)
-        return {"val_loss": float(counts[0] / counts[1]), **accuracy_f1(counts[2:], counts[1])}
+        metrics = {"val_loss": float(counts[0] / counts[1]), **accuracy_f1(counts[3:], counts[1])}
+        if prior is not None:
+            metrics["encoder_val_accuracy"] = float(counts[2] / counts[1])
+        return metrics
 
     def _track_best(self, epoch: int, metrics: dict[str, Any]) -> bool:
         value = metrics.get(self.best.metric)
@@ -476,7 +530,21 @@ class Trainer:
                                                    "metric": better.metric, "value": better.value,
                                                    "previous": better.previous, "mode": better.mode},
                       span=f"best-{epoch}", caused_by=f"epoch-{epoch}")
+        if better is not None and self.config.training.restore_best:
+            # MLX arrays are immutable and the optimizer replaces them, so holding them is a snapshot.
+            self._best_weights = (epoch, tree_flatten(self.model.parameters()), metrics)
         return better is not None
+
+    def _restore_best(self) -> int | None:
+        """With `training.restore_best`, go back to the best epoch's weights when a later epoch was worse;
+        returns the epoch restored (None when the last epoch was the best, or nothing was tracked)."""
+        if self._best_weights is None or self._best_weights[0] == self.progress.epoch - 1:
+            return None
+        epoch, weights, metrics = self._best_weights
+        self.model.update(tree_unflatten(weights))
+        mx.eval(self.model.parameters())
+        self.final_metrics = metrics
+        return epoch
 
     def _early_stop(self, epoch: int, improved: bool, metrics: dict[str, Any]) -> bool:
         if not self.config.training.early_stopping.enabled or improved or not self.best.patience_exhausted:
@@ -537,7 +605,9 @@ class Trainer:
             p.epoch, p.batches_done = p.epoch + 1, 0
 
     def _predict(self, test: _Encoded, data: PreparedData) -> Path:
-        y, _ = predict(self.model, test, max(self.config.data.batch_size, 64))
+        scores = combine(log_probabilities(self.model, test, max(self.config.data.batch_size, 64)),
+                         self._prior.get("test"))
+        y = np.argmax(scores, axis=1)
         path = self.output_dir / "predictions.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         assert data.test is not None
