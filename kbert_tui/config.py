@@ -151,7 +151,7 @@ class EarlyStoppingSection:
                          "(`training.early_stopped`, then `training.completed` with `stopped_early: true`)")
     metric: str = _key("val_accuracy", "the monitored metric (also decides `training.new_best_model` and the `best` "
                        "checkpoint)", choices=("val_loss", "val_accuracy", "val_f1", "train_loss"))
-    mode: str = _key("min", "which way is better", choices=("min", "max"), custom=True,
+    mode: str = _key("max", "which way is better", choices=("min", "max"), custom=True,
                      shown="`min` for losses, else `max`")
     patience: int = _key(2, "epochs without improvement before stopping", minimum=1)
     min_delta: float = _key(0.0, "smallest change that counts as an improvement", minimum=0.0)

@@ -160,3 +160,15 @@ def test_the_headless_lines_name_the_id_column_the_encoder_and_the_restored_epoc
                                         "best": {"metric": "val_accuracy", "value": 0.81, "epoch": 2}})
     assert done == ("completed in 9.0 s: val_acc 0.8100 (encoder 0.7900) · bag-of-words 0.740, "
                     "weights of epoch 2 (best val_accuracy)")
+
+
+def test_the_default_monitored_metric_and_its_direction_agree(tmp_path):
+    # the built-in demo's config is built in code, not parsed: its mode must follow the metric too
+    from kbert_tui.config import default_config
+
+    parsed = parse_config({}, origin=str(tmp_path / "empty.toml"), base_dir=tmp_path).training.early_stopping
+    for section in (default_config().training.early_stopping, parsed):
+        assert section.metric == "val_accuracy" and section.mode == "max"
+    loss = parse_config({"training": {"early_stopping": {"metric": "val_loss"}}}, origin="x.toml",
+                        base_dir=tmp_path).training.early_stopping
+    assert loss.mode == "min"
