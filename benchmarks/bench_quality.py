@@ -39,6 +39,7 @@ import statistics
 import sys
 import tempfile
 import time
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -163,7 +164,9 @@ def run_model(paths: dict[str, Path], seed: int, out: Path, extra: dict) -> dict
 
     document = {"run": {"seed": seed, "output_dir": str(out)},
                 "data": {"train": str(paths["train"]), "validation": str(paths["validation"]),
-                         "test": str(paths["test"])}, **extra}
+                         "test": str(paths["test"])}}
+    for section, keys in extra.items():
+        document[section] = {**document.get(section, {}), **keys}
     config = parse_config(document, origin="bench_quality", base_dir=out)
     bus = _Collect()
     started = time.perf_counter()
@@ -202,8 +205,21 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 7, 123])
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="a config key for every recipe (a TOML value), to measure a change: training.epochs=6, "
+                        "training.early_stopping.enabled=false")
     parser.add_argument("--json", type=Path, help="also write every figure here")
     args = parser.parse_args()
+    for setting in args.set:
+        path, _, value = setting.partition("=")
+        *tables, key = path.split(".")
+        for recipe in RECIPES.values():
+            for table in tables:
+                recipe = recipe.setdefault(table, {})
+            try:
+                recipe[key] = tomllib.loads(f"v = {value}")["v"]
+            except tomllib.TOMLDecodeError:
+                recipe[key] = value  # a bare word: a string (model.activation=gelu)
     report = []
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.datasets:
