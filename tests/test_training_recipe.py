@@ -172,3 +172,20 @@ def test_the_default_monitored_metric_and_its_direction_agree(tmp_path):
     loss = parse_config({"training": {"early_stopping": {"metric": "val_loss"}}}, origin="x.toml",
                         base_dir=tmp_path).training.early_stopping
     assert loss.mode == "min"
+
+
+def test_resuming_ignores_the_bag_of_words_switch_and_names_an_activation_change(tmp_path, recording_bus):
+    run(tiny_config(tmp_path, training={"epochs": 1}), recording_bus)
+    checkpoint = recording_bus.emitted(ev.MODEL_CHECKPOINT_SAVED)[-1].data["path"]
+    recording_bus.clear()
+    # the switch changes no weight: the checkpoint resumes without it
+    run(tiny_config(tmp_path, model={"with_bag_of_words": False},
+                    training={"epochs": 2, "resume_from": checkpoint}, run={"output_dir": str(tmp_path / "o2")}),
+        recording_bus)
+    recording_bus.clear()
+    other = tiny_config(tmp_path, model={"activation": "relu"}, training={"epochs": 2, "resume_from": checkpoint},
+                        run={"output_dir": str(tmp_path / "o3")})
+    trainer = Trainer(other, recording_bus, run_id="r3", output_dir=other.run.output_dir)
+    assert trainer.run() == "failed"
+    assert "activation gelu_fast (checkpoint) vs relu (config)" in trainer.failure["error"]
+    assert trainer.failure["bad_input"] is True

@@ -37,6 +37,12 @@ from .model import BertClassifier, count_parameters, grouped_norms
 from .tokenizer import PAD_ID, encode, get_tokenizer
 
 
+# Model keys a checkpoint need not match: they change no weight (the bag-of-words is refitted from the data).
+_NOT_THE_NETWORK = frozenset({"with_bag_of_words"})
+# What a checkpoint written before a model key existed was trained with.
+_BEFORE_THE_KEY = {"activation": "gelu"}
+
+
 class NonFiniteLoss(RuntimeError):
     """The loss or the gradient norm became NaN or infinite."""
 
@@ -591,9 +597,10 @@ class Trainer:
         return folder
 
     def _resume(self, folder: Path, state: dict[str, Any]) -> None:
-        theirs = {k: state["model"].get(k) for k in self.shape}
-        if theirs != self.shape:
-            diff = {k: (theirs[k], self.shape[k]) for k in self.shape if theirs[k] != self.shape[k]}
+        mine = {k: v for k, v in self.shape.items() if k not in _NOT_THE_NETWORK}
+        theirs = {k: state["model"].get(k, _BEFORE_THE_KEY.get(k)) for k in mine}
+        if theirs != mine:
+            diff = {k: (theirs[k], mine[k]) for k in mine if theirs[k] != mine[k]}
             raise ckpt.CheckpointError(f"training.resume_from: {folder} holds a model of another shape: "
                              + ", ".join(f"{k} {a} (checkpoint) vs {b} (config)" for k, (a, b) in diff.items()))
         ckpt.restore(folder, self.model, self.optimizer)
