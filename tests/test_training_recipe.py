@@ -96,6 +96,9 @@ def test_the_best_epochs_weights_come_back_for_the_final_metrics_and_predictions
     assert best < 2
     (done,) = recording_bus.emitted(ev.TRAINING_COMPLETED)
     assert done.data["restored_epoch"] == best + 1 and done.data["final_metrics"] == epochs[best]
+    state = RunState()
+    state.apply_all(recording_bus.events)
+    assert state.training.restored_epoch == best + 1  # the Training pane's "weights of epoch N"
     # the weights themselves are that epoch's: validating them again gives its numbers
     again = trainer._evaluate(trainer._encode(trainer.data)[1])
     assert again["val_loss"] == pytest.approx(epochs[best]["val_loss"], rel=1e-6)

@@ -138,6 +138,7 @@ class TrainingState:
     best_metric: str | None = None
     best_value: float | None = None
     best_epoch: int | None = None
+    restored_epoch: int | None = None  # training.completed: the best epoch whose weights the run ended with
     baseline_model: str | None = None  # data.baseline_computed: the score the model has to beat
     baseline_accuracy: float | None = None
     baseline_f1: float | None = None
@@ -472,6 +473,8 @@ class RunState:
             t.final_metrics = d["final_metrics"]
         if d.get("stopped_early"):
             t.stopped_early = True
+        restored = d.get("restored_epoch")
+        t.restored_epoch = restored if isinstance(restored, int) and not isinstance(restored, bool) else None
         if t.total_epochs and not d.get("stopped_early"):
             t.epochs_done = max(t.epochs_done, t.total_epochs)
         self.pending_control = None

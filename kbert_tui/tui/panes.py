@@ -188,6 +188,8 @@ class TrainingPane(StatePane):
                                  pal.kind["warning"])))
         elif t.status == "completed":
             note = "✔ completed" + (" (stopped early)" if t.stopped_early else "")
+            if t.restored_epoch is not None:
+                note += f" · weights of epoch {t.restored_epoch}"
             rows.append((6, Text(note, pal.kind["success"])))
         elif t.status == "paused":
             rows.append((5, Text("❚❚ paused — press p to resume", pal.kind["warning"])))
