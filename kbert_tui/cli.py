@@ -449,6 +449,7 @@ async def _headless(session: Any, ended_by: list[int]) -> int:
             progress = _Progress()
             session.bus.subscribe_sync("training.*", progress)
             session.bus.subscribe_sync(ev.DATA_BASELINE_COMPUTED, progress)
+            session.bus.subscribe_sync(ev.DATA_VALIDATION_COMPLETED, progress)  # names a detected id column
             session.bus.subscribe_sync(ev.RULE_FIRED, progress)
         print(f"run {session.run_id}: events → {session.events_path}", flush=True)
         outcome = await session.wait()
