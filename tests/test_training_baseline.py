@@ -133,3 +133,15 @@ def test_a_headless_run_prints_the_baseline(tmp_path, capsys):
     assert "baseline: bag-of-words logistic regression val_acc" in printed
     assert all("· bag-of-words 0." in line for line in printed.splitlines() if line.startswith("epoch "))
     assert any(e.name == ev.DATA_BASELINE_COMPUTED for e in read_events(tmp_path / "out" / "events.jsonl"))
+
+
+def test_two_classes_weight_each_ngram_by_how_unevenly_it_falls_between_them():
+    from kbert_tui.training.baseline import BagOfWords
+
+    texts = ["great film", "great cast", "dull film", "dull cast"]
+    y = np.array([1, 1, 0, 0])
+    two = BagOfWords(texts, y, 2)
+    columns = two.vectorizer.vocabulary
+    assert two.scale[columns["great"]] == two.scale[columns["dull"]] > 0 == two.scale[columns["film"]]
+    assert (np.argmax(two.log_proba(["great", "dull"]), axis=1) == [1, 0]).all()
+    assert BagOfWords(texts, np.array([0, 1, 2, 0]), 3).scale is None  # several classes: plain TF-IDF

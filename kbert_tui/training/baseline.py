@@ -1,8 +1,9 @@
 """A bag-of-words logistic regression on the run's own split: the score a transformer has to beat.
 
-TF-IDF weighted unigrams and bigrams of lower-cased words (a vocabulary of the training texts' n-grams),
-rows scaled to unit length, a softmax regression with an L2 penalty fitted by accelerated full-batch
-gradient descent. Numpy only; seconds on ten thousand short texts.
+TF-IDF weighted unigrams and bigrams of lower-cased words (a vocabulary of the training texts' n-grams;
+with two classes, each also weighted by its naive-Bayes log-count ratio), rows scaled to unit length, a
+softmax regression with an L2 penalty fitted by accelerated full-batch gradient descent. Numpy only;
+seconds on ten thousand short texts.
 """
 
 from __future__ import annotations
@@ -114,19 +115,42 @@ def fit_logistic(x: SparseRows, y: np.ndarray, classes: int, *, l2: float | None
 
 
 class BagOfWords:
-    """The fitted baseline: TF-IDF features of the training texts and a logistic regression over them."""
+    """The fitted baseline: TF-IDF features of the training texts and a logistic regression over them.
+
+    With two classes each n-gram's weight is also scaled by how unevenly it falls between them — |r|, the
+    log-ratio of its smoothed document frequency in one class to the other (Wang & Manning 2012, "NBSVM")
+    — and rows are scaled to unit length again: 1 to 3 points of test accuracy over plain TF-IDF on each
+    of six real two-class sets (docs/model.md). Several classes keep plain TF-IDF.
+    """
 
     def __init__(self, train_texts: list[str], train_labels: np.ndarray, classes: int) -> None:
         self.vectorizer = Vectorizer(train_texts)
-        self.weights, self.bias = fit_logistic(self.vectorizer.transform(train_texts), np.asarray(train_labels),
-                                               classes)
+        x = self.vectorizer.transform(train_texts)
+        labels = np.asarray(train_labels)
+        self.scale = _log_count_ratio(x, labels) if classes == 2 else None
+        self.weights, self.bias = fit_logistic(self._scaled(x), labels, classes)
         self.features = len(self.vectorizer.vocabulary)
+
+    def _scaled(self, x: SparseRows) -> SparseRows:
+        if self.scale is None:
+            return x
+        values = x.values * self.scale[x.cols]
+        norms = np.sqrt(np.bincount(x.rows, values * values, minlength=x.shape[0]))
+        return SparseRows(x.rows, x.cols, values / np.where(norms > 0, norms, 1.0)[x.rows], x.shape)
 
     def log_proba(self, texts: list[str]) -> np.ndarray:
         """Log-probabilities of each class (rows × classes)."""
-        z = self.vectorizer.transform(texts).dot(self.weights) + self.bias
+        z = self._scaled(self.vectorizer.transform(texts)).dot(self.weights) + self.bias
         z = z - z.max(axis=1, keepdims=True)
         return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def _log_count_ratio(x: SparseRows, labels: np.ndarray) -> np.ndarray:
+    """|log((p / |p|₁) / (q / |q|₁))| per column, p and q the add-one document counts in class 1 and class 0."""
+    in_one = labels[x.rows] == 1
+    p = 1.0 + np.bincount(x.cols[in_one], minlength=x.shape[1])
+    q = 1.0 + np.bincount(x.cols[~in_one], minlength=x.shape[1])
+    return np.abs(np.log((p / p.sum()) / (q / q.sum())))
 
 
 def bag_of_words_predictions(train_texts: list[str], train_labels: np.ndarray, texts: list[str],
