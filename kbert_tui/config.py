@@ -181,7 +181,8 @@ class TrainingSection:
     restore_best: bool = _key(True, "at the end, go back to the weights of the epoch with the best monitored "
                               "metric (`early_stopping.metric`) for the final metrics and `predictions.csv`; "
                               "`training.completed` names it as `restored_epoch`")
-    baseline: bool = _key(True, "fit a bag-of-words logistic regression (TF-IDF unigrams and bigrams) on the same "
+    baseline: bool = _key(True, "fit a bag-of-words logistic regression (TF-IDF unigrams and bigrams, naive-Bayes "
+                          "weighted with two classes) on the same "
                           "split when the run starts (seconds) and show its validation accuracy beside the "
                           "model's (`data.baseline_computed`)")
     checkpoint: CheckpointSection = _key(doc="[training.checkpoint]", factory=CheckpointSection)
