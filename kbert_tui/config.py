@@ -180,7 +180,8 @@ class TrainingSection:
                              "is set", minimum=0, maximum=256)
     restore_best: bool = _key(True, "at the end, go back to the weights of the epoch with the best monitored "
                               "metric (`early_stopping.metric`) for the final metrics and `predictions.csv`; "
-                              "`training.completed` names it as `restored_epoch`")
+                              "`training.completed` names it as `restored_epoch`; a best epoch from before a "
+                              "resume comes back from its `best` checkpoint")
     baseline: bool = _key(True, "fit a bag-of-words logistic regression (TF-IDF unigrams and bigrams, naive-Bayes "
                           "weighted with two classes) on the same "
                           "split when the run starts (seconds) and show its validation accuracy beside the "

@@ -202,3 +202,22 @@ def test_a_headless_run_says_which_test_column_gave_the_ids(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "predictions.csv takes its ids from the test file's 'Id' column (data.id_column is not set)" in out
     assert "val_acc" in out.splitlines()[-2] and "(encoder " in out
+
+
+def test_a_best_epoch_from_before_a_resume_comes_back_from_its_checkpoint(tmp_path, recording_bus):
+    watch = {"metric": "train_loss", "mode": "max"}  # the first epoch is the best: later ones are worse
+    first = tiny_config(tmp_path, training={"epochs": 1, "checkpoint": {"policy": "best"}, "early_stopping": watch})
+    run(first, recording_bus)
+    epoch_one = recording_bus.emitted(ev.TRAINING_EPOCH_COMPLETED)[0].data["metrics"]
+    best = first.run.output_dir / "checkpoints" / "best"
+    recording_bus.clear()
+    resumed = tiny_config(tmp_path, training={"epochs": 3, "learning_rate": 0.01, "resume_from": str(best),
+                                              "checkpoint": {"policy": "best"}, "early_stopping": watch},
+                          run={"output_dir": str(tmp_path / "resumed")})
+    trainer = run(resumed, recording_bus)
+    later = [e.data["metrics"] for e in recording_bus.emitted(ev.TRAINING_EPOCH_COMPLETED)]
+    assert [m["train_loss"] < epoch_one["train_loss"] for m in later] == [True, True]
+    (done,) = recording_bus.emitted(ev.TRAINING_COMPLETED)
+    assert done.data["restored_epoch"] == 1 and done.data["final_metrics"] == epoch_one
+    again = trainer._evaluate(trainer._encode(trainer.data)[1])
+    assert again["val_loss"] == pytest.approx(epoch_one["val_loss"], rel=1e-6)

@@ -543,14 +543,34 @@ class Trainer:
 
     def _restore_best(self) -> int | None:
         """With `training.restore_best`, go back to the best epoch's weights when a later epoch was worse;
-        returns the epoch restored (None when the last epoch was the best, or nothing was tracked)."""
-        if self._best_weights is None or self._best_weights[0] == self.progress.epoch - 1:
+        returns the epoch restored (None when the last epoch was the best, or nothing was tracked). A best
+        epoch from before a resume comes back from its `best` checkpoint, when the policy saved one."""
+        if not self.config.training.restore_best:
             return None
-        epoch, weights, metrics = self._best_weights
-        self.model.update(tree_unflatten(weights))
-        mx.eval(self.model.parameters())
-        self.final_metrics = metrics
-        return epoch
+        last = self.progress.epoch - 1
+        if self._best_weights is not None:
+            epoch, weights, metrics = self._best_weights
+            if epoch == last:
+                return None
+            self.model.update(tree_unflatten(weights))
+            mx.eval(self.model.parameters())
+            self.final_metrics = metrics
+            return epoch
+        best = self.best.best_epoch
+        if best is None or best == last or not self.ranks.is_main and self.ranks.distributed:
+            return None
+        resumed = self.config.training.resume_from
+        for folder in [self.output_dir / "checkpoints" / "best"] + ([Path(resumed).parent / "best"] if resumed else []):
+            try:
+                state = ckpt.read_state(folder)
+            except Exception:  # noqa: BLE001 - no such checkpoint, or not one of ours: nothing to restore from
+                continue
+            if state.get("best_epoch") == best and state.get("run_id") and (folder / "model.safetensors").is_file():
+                self.model.load_weights(str(folder / "model.safetensors"), strict=True)
+                mx.eval(self.model.parameters())
+                self.final_metrics = state.get("metrics") or self.final_metrics
+                return best
+        return None
 
     def _early_stop(self, epoch: int, improved: bool, metrics: dict[str, Any]) -> bool:
         if not self.config.training.early_stopping.enabled or improved or not self.best.patience_exhausted:
