@@ -221,3 +221,13 @@ def test_a_best_epoch_from_before_a_resume_comes_back_from_its_checkpoint(tmp_pa
     assert done.data["restored_epoch"] == 1 and done.data["final_metrics"] == epoch_one
     again = trainer._evaluate(trainer._encode(trainer.data)[1])
     assert again["val_loss"] == pytest.approx(epoch_one["val_loss"], rel=1e-6)
+
+
+def test_an_empty_shard_has_no_rows_but_every_class(tmp_path):
+    # a rank whose share of a small validation set is empty still joins the pair (and the sums) cleanly
+    from kbert_tui.training.model import BertClassifier
+    from kbert_tui.training.trainer import _Encoded, log_probabilities
+
+    model = BertClassifier(tiny_config(tmp_path).model, vocab_size=50, num_labels=3)
+    empty = log_probabilities(model, _Encoded([], None), 8)
+    assert empty.shape == (0, 3) and combine(empty, np.zeros((0, 3))).shape == (0, 3)

@@ -165,7 +165,7 @@ def log_probabilities(model: nn.Module, enc: _Encoded, batch_size: int) -> np.nd
         parts.append(np.array(nn.log_softmax(model(ids, mask).astype(mx.float32), axis=-1), dtype=np.float64))
     if was_training:
         model.train()
-    return np.concatenate(parts) if parts else np.zeros((0, 0))
+    return np.concatenate(parts) if parts else np.zeros((0, model.classifier.weight.shape[0]))
 
 
 def combine(log_p: np.ndarray, prior: np.ndarray | None) -> np.ndarray:
