@@ -75,15 +75,23 @@ class Vectorizer:
         row = np.asarray(rows, dtype=np.int64)
         col = np.asarray(cols, dtype=np.int64)
         values = (1.0 + np.log(np.asarray(counts, dtype=np.float64))) * self.idf[col]
-        norms = np.sqrt(np.bincount(row, values * values, minlength=len(texts)))
-        values = values / np.where(norms > 0, norms, 1.0)[row]
-        return SparseRows(row, col, values, (len(texts), len(self.vocabulary)))
+        return unit_rows(SparseRows(row, col, values, (len(texts), len(self.vocabulary))))
+
+
+def unit_rows(x: SparseRows) -> SparseRows:
+    """x with every non-empty row scaled to unit L2 length."""
+    norms = np.sqrt(np.bincount(x.rows, x.values * x.values, minlength=x.shape[0]))
+    return SparseRows(x.rows, x.cols, x.values / np.where(norms > 0, norms, 1.0)[x.rows], x.shape)
+
+
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax of scores (rows × classes), stable for large scores."""
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    return np.exp(log_softmax(z))
 
 
 def fit_logistic(x: SparseRows, y: np.ndarray, classes: int, *, l2: float | None = None,
@@ -134,15 +142,11 @@ class BagOfWords:
     def _scaled(self, x: SparseRows) -> SparseRows:
         if self.scale is None:
             return x
-        values = x.values * self.scale[x.cols]
-        norms = np.sqrt(np.bincount(x.rows, values * values, minlength=x.shape[0]))
-        return SparseRows(x.rows, x.cols, values / np.where(norms > 0, norms, 1.0)[x.rows], x.shape)
+        return unit_rows(SparseRows(x.rows, x.cols, x.values * self.scale[x.cols], x.shape))
 
     def log_proba(self, texts: list[str]) -> np.ndarray:
         """Log-probabilities of each class (rows × classes)."""
-        z = self._scaled(self.vectorizer.transform(texts)).dot(self.weights) + self.bias
-        z = z - z.max(axis=1, keepdims=True)
-        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return log_softmax(self._scaled(self.vectorizer.transform(texts)).dot(self.weights) + self.bias)
 
 
 def _log_count_ratio(x: SparseRows, labels: np.ndarray) -> np.ndarray:
@@ -160,4 +164,4 @@ def bag_of_words_predictions(train_texts: list[str], train_labels: np.ndarray, t
     return np.argmax(model.log_proba(texts), axis=1), model.features
 
 
-__all__ = ["MODEL_NAME", "BagOfWords", "Vectorizer", "bag_of_words_predictions", "fit_logistic", "ngrams"]
+__all__ = ["MODEL_NAME", "BagOfWords", "log_softmax", "unit_rows", "Vectorizer", "bag_of_words_predictions", "fit_logistic", "ngrams"]

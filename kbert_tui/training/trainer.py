@@ -29,7 +29,7 @@ from kbert_tui.events import catalog as ev
 from kbert_tui.policy import BestTracker
 
 from . import checkpoint as ckpt
-from .baseline import MODEL_NAME as BASELINE_MODEL, BagOfWords
+from .baseline import MODEL_NAME as BASELINE_MODEL, BagOfWords, log_softmax
 from .control import Control
 from .data import PreparedData, Split, load_data
 from .distributed import Ranks
@@ -173,9 +173,7 @@ def combine(log_p: np.ndarray, prior: np.ndarray | None) -> np.ndarray:
     (a product of the two experts), renormalized."""
     if prior is None:
         return log_p
-    z = log_p + prior
-    z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return log_softmax(log_p + prior)
 
 
 def summed_loss(log_p: np.ndarray, labels: np.ndarray) -> float:
