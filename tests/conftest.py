@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_textual_snapshot
+from hypothesis import HealthCheck, settings
+
+# Property tests run a fixed, derandomized profile in the suite (about a minute in all); for a longer
+# hunt: HYPOTHESIS_PROFILE=long pytest tests -k props
+settings.register_profile(
+    "ci",
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile(
+    "long",
+    max_examples=5000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 _SNAPSHOTS = Path(__file__).resolve().parents[1] / "snapshots"
 
