@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import pytest
@@ -325,12 +328,55 @@ def test_plugin_tables_from_toml(tmp_path):
             load_config(path)
 
 
+def test_a_plugin_that_cannot_be_found_is_a_config_error_naming_the_nearest_name(tmp_path):
+    from kbert_tui.config import ConfigError, load_config
+
+    path = tmp_path / "run.toml"
+    path.write_text('[plugins.csv]\nplugin = "metrics_cvs"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(
+        f"{path}: plugins.csv.plugin: no plugin named 'metrics_cvs' (did you mean 'metrics_csv'?); known: ")
+    assert "\n" not in str(info.value)
+    for spec, message in (("kbert_tui.plugins.builtin.best_model:BestModelPlugn",
+                           r"has no 'BestModelPlugn' \(did you mean 'BestModelPlugin'\?\)"),
+                          ("no_such_package.module:Plugin", r"cannot import 'no_such_package\.module'"),
+                          ("kbert_tui.config:ConfigError", r"not a PluginPort subclass")):
+        path.write_text(f'[plugins.x]\nplugin = "{spec}"\n')
+        with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: plugins\.x\.plugin: .*{message}"):
+            load_config(path)
+    path.write_text('[plugins.x]\nplugin = "metrics_cvs"\nenabled = false\n')  # switched off: not looked for
+    assert [s.plugin for s in load_config(path).plugins] == ["metrics_cvs", "metrics_csv"]
+
+
+def test_a_module_that_raises_on_import_is_a_load_error_not_a_traceback(tmp_path, monkeypatch):
+    (tmp_path / "broken_plugin_mod.py").write_text("raise RuntimeError('half-written plugin')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(PluginLoadError, match="cannot import 'broken_plugin_mod'.*RuntimeError: half-written"):
+        resolve_plugin("broken_plugin_mod:Plugin")
+
+
+def test_run_with_a_misspelt_plugin_exits_2_in_one_line_and_writes_nothing(tmp_path):
+    out = tmp_path / "out"
+    path = tmp_path / "run.toml"
+    path.write_text(f'[run]\noutput_dir = "{out}"\n[plugins.csv]\nplugin = "metrics_cvs"\n')
+    proc = subprocess.run([sys.executable, "-m", "kbert_tui", "run", str(path), "--headless"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"kbert-tui: error: {path}: plugins.csv.plugin: no plugin named 'metrics_cvs' (did you mean "
+        "'metrics_csv'?); known: best_model, early_stopping, error_threshold, metrics_aggregator, metrics_csv; "
+        "or give \"package.module:Class\""]
+    assert not out.exists() and not (tmp_path / "runs").exists()
+
+
 class LossSpikeAlarm(PluginPort):
     """The example of docs/plugins.md, kept here so the documented code is known to work."""
 
     name = "loss_spike"
     version = "1.0.0"
     capabilities = ("monitoring",)
+    emits = ("loss_spike.detected",)
 
     @dataclass(frozen=True)
     class Options:

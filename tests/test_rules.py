@@ -133,6 +133,56 @@ def test_the_cli_refuses_a_bad_rule_with_exit_2_before_writing_anything(tmp_path
     assert not out.exists()
 
 
+def _load(tmp_path, text: str):
+    path = tmp_path / "run.toml"
+    path.write_text(text)
+    return load_config(path)
+
+
+def test_a_rule_on_an_event_no_producer_declares_is_refused_naming_the_nearest_declared_name(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        _load(tmp_path, '[[rules]]\nwhen = "training.epoch_complete val_acc>0.5"\naction = "notify"\n')
+    assert str(info.value) == (
+        f"{tmp_path / 'run.toml'}: rules[1].when: no producer declares an event named 'training.epoch_complete' "
+        "(did you mean 'training.epoch_completed'?) at column 1; for an event of your own add "
+        "custom_event = true to the rule")
+    # a glob matching no declared name, a name: term and a negated name are held to the same
+    for when, wrong, column in (("trainin.* loss>1", "trainin.*", 1), ("loss>1 name:traning.batch_completed",
+                                "traning.batch_completed", 13), ("!sytem.cpu_usage", "sytem.cpu_usage", 2)):
+        with pytest.raises(ConfigError, match=rf"rules\[1\]\.when: no producer declares an event named "
+                           rf"'{re.escape(wrong)}' \(did you mean '[a-z_.*]+'\?\) at column {column};"):
+            _load(tmp_path, f'[[rules]]\nwhen = "{when}"\naction = "notify"\n')
+
+
+def test_declared_names_custom_events_and_events_of_plugins_and_rules_are_accepted(tmp_path):
+    ok = _load(tmp_path, '[[rules]]\nwhen = "training.epoch_completed val_accuracy>0.5"\naction = "notify"\n'
+                         '[[rules]]\nwhen = "system.* OR bus.loop_blocked"\naction = "notify"\n'
+                         '[[rules]]\nwhen = "my.own_event"\naction = "notify"\ncustom_event = true\n'
+                         '[[rules]]\nwhen = "training.completed"\naction = "emit"\nevent = "alarm.raised"\n'
+                         '[[rules]]\nwhen = "alarm.raised"\naction = "notify"\n'
+                         '[plugins.summary]\nplugin = "metrics_aggregator"\n'
+                         '[[rules]]\nwhen = "metrics.aggregated"\naction = "notify"\n')
+    assert [r.custom_event for r in ok.rules] == [False, False, True, False, False, False]
+    # metrics.aggregated is the metrics_aggregator plugin's: without it configured nothing emits it
+    with pytest.raises(ConfigError, match=r"rules\[1\]\.when: no producer declares an event named "
+                                          r"'metrics\.aggregated'"):
+        _load(tmp_path, '[[rules]]\nwhen = "metrics.aggregated"\naction = "notify"\n')
+    with pytest.raises(ConfigError, match=r"rules\[1\]\.custom_event: expected true or false"):
+        _load(tmp_path, '[[rules]]\nwhen = "my.own_event"\naction = "notify"\ncustom_event = "yes"\n')
+
+
+def test_the_cli_refuses_a_rule_on_an_undeclared_event_with_exit_2_before_writing_anything(tmp_path):
+    bad = tmp_path / "bad.toml"
+    out = tmp_path / "out"
+    bad.write_text(f'[run]\noutput_dir = "{out}"\n[[rules]]\nwhen = "training.epoch_complete"\naction = "stop"\n')
+    proc = subprocess.run([sys.executable, "-m", "kbert_tui", "run", str(bad), "--headless"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    [line] = proc.stderr.strip().splitlines()
+    assert "rules[1].when: no producer declares an event named 'training.epoch_complete'" in line
+    assert "custom_event = true" in line and not out.exists()
+
+
 # ------------------------------------------------------------------ the runner on a bus
 
 

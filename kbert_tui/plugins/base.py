@@ -49,6 +49,8 @@ class PluginPort:
     name: ClassVar[str] = ""
     version: ClassVar[str] = "0.0.0"
     capabilities: ClassVar[tuple[str, ...]] = ()
+    # The names of its own events (beyond the catalogue's): a `[[rules]]` `when` may name them.
+    emits: ClassVar[tuple[str, ...]] = ()
     # A frozen dataclass of `kbert_tui.config.option(...)` fields: the plugin's keys, declared once.
     # `kbert-tui run` checks a config's keys against it before anything starts (a typo is exit 2);
     # `self.options` is the parsed instance. Without it, `self.config` is the raw table, unchecked.

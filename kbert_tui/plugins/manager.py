@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import difflib
 import importlib
 import inspect
 import time
@@ -40,19 +41,23 @@ class PluginTimeout(Exception):
 
 
 def resolve_plugin(spec: str | type) -> type[PluginPort]:
-    """Find a plugin class: an entry-point name in group `kbert_tui.plugins`, or `package.module:Class`."""
+    """Find a plugin class: an entry-point name in group `kbert_tui.plugins`, or `package.module:Class`.
+
+    Raises PluginLoadError in one line, with the nearest known name when the name is misspelt."""
     if isinstance(spec, type):
         target: Any = spec
     elif ":" in spec:
         module_name, _, attr = spec.partition(":")
         try:
             target = importlib.import_module(module_name)
-            for part in attr.split("."):
-                target = getattr(target, part)
-        except ImportError as exc:
-            raise PluginLoadError(f"cannot import {module_name!r} for plugin {spec!r}: {exc}") from exc
-        except AttributeError as exc:
-            raise PluginLoadError(f"module {module_name!r} has no {attr!r} (plugin {spec!r})") from exc
+        except Exception as exc:  # a plugin module may fail on import in any way
+            raise PluginLoadError(f"cannot import {module_name!r} for plugin {spec!r}: "
+                                  f"{type(exc).__name__}: {_one_line(exc)}") from exc
+        for part in attr.split("."):
+            if not hasattr(target, part):
+                hint = _nearest(part, [n for n in dir(target) if not n.startswith("_")])
+                raise PluginLoadError(f"module {module_name!r} has no {attr!r}{hint} (plugin {spec!r})")
+            target = getattr(target, part)
     else:
         found = list(entry_points(group=ENTRY_POINT_GROUP, name=spec))
         if found:
@@ -60,19 +65,30 @@ def resolve_plugin(spec: str | type) -> type[PluginPort]:
                 target = found[0].load()
             except Exception as exc:
                 raise PluginLoadError(
-                    f"entry point {spec!r} ({found[0].value}) failed to load: {type(exc).__name__}: {exc}"
+                    f"entry point {spec!r} ({found[0].value}) failed to load: {type(exc).__name__}: {_one_line(exc)}"
                 ) from exc
         elif spec in BUILTIN_PLUGINS:
             return resolve_plugin(BUILTIN_PLUGINS[spec])
         else:
             known = sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)} | set(BUILTIN_PLUGINS))
             raise PluginLoadError(
-                f"no plugin named {spec!r}: known names are {', '.join(known)}; "
+                f"no plugin named {spec!r}{_nearest(spec, known)}; known: {', '.join(known)}; "
                 f"or give \"package.module:Class\""
             )
     if not (isinstance(target, type) and issubclass(target, PluginPort)):
-        raise PluginLoadError(f"{spec!r} is {target!r}, not a PluginPort subclass")
+        raise PluginLoadError(f"{spec!r} is {_one_line(repr(target))}, not a PluginPort subclass")
     return target
+
+
+def _nearest(name: str, known: list[str]) -> str:
+    """` (did you mean 'x'?)` for the closest of `known`, or nothing when none is close."""
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _one_line(value: object) -> str:
+    text = " ".join(str(value).split())
+    return text if len(text) <= 200 else text[:199] + "…"
 
 
 @dataclass(slots=True)
@@ -367,7 +383,7 @@ def _jsonable(value: Any) -> Any:
 def check_options(config: Any) -> None:
     """Raise ConfigError when a `[plugins.<name>]` table has keys its plugin's `Options` reject.
 
-    A plugin that can't be loaded is left to the run, which reports it (`plugin.error`) and goes on.
+    Whether each plugin loads at all is checked by `load_config` (a name it can't find is refused there).
     """
     origin = str(config.source) if getattr(config, "source", None) else "<config>"
     for spec in config.plugins:

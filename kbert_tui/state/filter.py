@@ -36,8 +36,8 @@ import orjson
 from kbert_tui.events import Event
 from kbert_tui.events import catalog as ev
 
-__all__ = ["EventMatcher", "FilterSyntaxError", "parse_filter", "event_text", "event_texts", "FILTER_HELP",
-           "FILTER_TERMS"]
+__all__ = ["EventMatcher", "FilterSyntaxError", "NameTerm", "parse_filter", "event_text", "event_texts",
+           "FILTER_HELP", "FILTER_TERMS"]
 
 FILTER_TERMS: tuple[tuple[str, str], ...] = (
     ("training.*", "name glob (* ? [..])"),
@@ -252,15 +252,29 @@ Predicate = Callable[[Event, Callable[[], str]], bool]
 Scope = tuple[str, "int | str", bool]  # (epoch | step | caused-by, value, negated)
 
 
+@dataclass(frozen=True, slots=True)
+class NameTerm:
+    """An event name (or name glob) a filter mentions, and its 0-based column in the query."""
+
+    pattern: str
+    position: int
+
+    @property
+    def is_glob(self) -> bool:
+        return bool(_GLOB_CHARS & set(self.pattern))
+
+
 class EventMatcher:
     """A parsed filter. `matches(event, text)` where `text()` returns `event_text(event)` (maybe cached)."""
 
     def __init__(self, query: str, predicates: list[Predicate], uses_text: bool,
-                 fields: tuple[tuple[str, ...], ...] = (), scopes: tuple[Scope, ...] = ()) -> None:
+                 fields: tuple[tuple[str, ...], ...] = (), scopes: tuple[Scope, ...] = (),
+                 names: tuple[NameTerm, ...] = ()) -> None:
         self.query = query
         self._predicates = predicates
         self.uses_text = uses_text
         self.fields = fields  # data paths the filter compares (shown beside each matching row)
+        self.names = names  # the event names and name globs it mentions (rules check them against the catalogue)
         # epoch:N step:N caused-by:ID: where an event sits in the run, which the event log knows
         # (`EventLog` checks them); `matches` leaves them out, `matches_alone` reads data.epoch/step
         self.scopes = scopes
@@ -305,7 +319,8 @@ class EventMatcher:
         return " ".join(parts)
 
 
-def _term(token: _Token, fields: list[tuple[str, ...]] | None = None) -> tuple[Predicate, bool]:
+def _term(token: _Token, fields: list[tuple[str, ...]] | None = None,
+          names: list[NameTerm] | None = None) -> tuple[Predicate, bool]:
     raw, pos = token.text, token.position
     if token.quoted:
         return _Text(raw.lower()), True
@@ -315,6 +330,8 @@ def _term(token: _Token, fields: list[tuple[str, ...]] | None = None) -> tuple[P
             value = raw[len(prefix):]
             if not value:
                 raise FilterSyntaxError(f"'{prefix}' needs a value, e.g. {prefix}{_EXAMPLES[prefix]}", pos)
+            if attr == "name" and names is not None:
+                names.append(NameTerm(value, pos + len(prefix)))
             glob = _glob(value)
             return (lambda e, t, a=attr, g=glob: g(getattr(e, a) or "")), False
     for op in _OPERATORS:
@@ -354,8 +371,12 @@ def _term(token: _Token, fields: list[tuple[str, ...]] | None = None) -> tuple[P
         if raw.count("[") > raw.count("]"):
             raise FilterSyntaxError("unclosed '[' in name glob", pos + raw.index("["))
         glob = _glob(raw)
+        if names is not None:
+            names.append(NameTerm(raw, pos))
         return (lambda e, t: glob(e.name)), False
     if _EVENT_NAME.match(raw):  # `training.started`: that event name (quote it to search text)
+        if names is not None:
+            names.append(NameTerm(raw, pos))
         return (lambda e, t: e.name == raw), False
     return _Text(lowered), True
 
@@ -386,7 +407,8 @@ def parse_filter(query: str) -> EventMatcher:
         scopes = [item for item in items if isinstance(item, tuple)]
     else:
         predicates, scopes = [_any(parser.without_scopes(alternatives))], []
-    matcher = EventMatcher(query, predicates, parser.uses_text, tuple(parser.fields), tuple(scopes))
+    matcher = EventMatcher(query, predicates, parser.uses_text, tuple(parser.fields), tuple(scopes),
+                           tuple(parser.names))
     if predicates and all(type(p) is _Text for p in predicates):
         matcher.text_needles = tuple(p.needle for p in predicates)
     return matcher
@@ -412,6 +434,7 @@ class _Parser:
         self.tokens = tokens
         self.i = 0
         self.fields: list[tuple[str, ...]] = []
+        self.names: list[NameTerm] = []
         self.uses_text = False
         self._scope_at: dict[int, int] = {}  # id(scope) -> its column, for errors inside OR / groups
 
@@ -474,7 +497,7 @@ class _Parser:
         if scope is not None:
             self._scope_at[id(scope)] = token.position
             return scope
-        predicate, text = _term(token, None if negate else self.fields)
+        predicate, text = _term(token, None if negate else self.fields, self.names)
         self.uses_text = self.uses_text or text
         if negate:
             return lambda e, t, p=predicate: not p(e, t)

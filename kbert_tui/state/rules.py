@@ -11,7 +11,10 @@ Events the rules themselves emitted (source "rules") are never judged, so a rule
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import difflib
+import fnmatch
+import re
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +23,8 @@ from kbert_tui.events import catalog as ev
 
 from .filter import EventMatcher, FilterSyntaxError, parse_filter
 
-__all__ = ["ACTIONS", "CONTROL_REQUESTS", "RULES_SOURCE", "Firing", "Rule", "RuleEngine", "RuleProblem",
-           "parse_rule"]
+__all__ = ["ACTIONS", "CONTROL_REQUESTS", "RULE_KEYS", "RULES_SOURCE", "Firing", "Rule", "RuleEngine", "RuleProblem",
+           "parse_rule", "undeclared_event"]
 
 ACTIONS: dict[str, str] = {
     "pause": "pause the run (control.pause_requested)",
@@ -35,7 +38,8 @@ ACTIONS: dict[str, str] = {
 CONTROL_REQUESTS = {"pause": ev.CONTROL_PAUSE_REQUESTED, "stop": ev.CONTROL_STOP_REQUESTED,
                     "checkpoint": ev.CONTROL_CHECKPOINT_REQUESTED}
 RULES_SOURCE = "rules"
-_KEYS = ("name", "when", "action", "for", "once", "event")
+RULE_KEYS = ("when", "action", "name", "for", "once", "event", "custom_event")
+"""The keys of a `[[rules]]` table (the docs' key list follows this)."""
 
 
 class RuleProblem(ValueError):
@@ -58,6 +62,7 @@ class Rule:
     for_events: int = 1  # `for` in the config: matching events in a row before it fires
     once: bool = False
     event: str | None = None  # what `emit` emits
+    custom_event: bool = False  # `when` may name events no producer declares
 
 
 def _show(value: Any) -> str:
@@ -70,8 +75,8 @@ def parse_rule(table: Mapping[str, Any], number: int) -> Rule:
     if not isinstance(table, Mapping):
         raise RuleProblem("", f"expected a table ([[rules]]), got {_show(table)}")
     for key in table:
-        if key not in _KEYS:
-            raise RuleProblem(str(key), f"unknown key (known keys: {', '.join(_KEYS)})")
+        if key not in RULE_KEYS:
+            raise RuleProblem(str(key), f"unknown key (known keys: {', '.join(RULE_KEYS)})")
     name = table.get("name", f"rule {number}")
     if not isinstance(name, str) or not name.strip():
         raise RuleProblem("name", f"expected a non-empty string, got {_show(name)}")
@@ -109,7 +114,33 @@ def parse_rule(table: Mapping[str, Any], number: int) -> Rule:
                               + ("" if event is None else f", got {_show(event)}"))
     elif event is not None:
         raise RuleProblem("event", 'only meaningful with action "emit"')
-    return Rule(name.strip(), when, actions, count, once, event)
+    custom_event = table.get("custom_event", False)
+    if not isinstance(custom_event, bool):
+        raise RuleProblem("custom_event", f"expected true or false, got {_show(custom_event)}")
+    return Rule(name.strip(), when, actions, count, once, event, custom_event)
+
+
+def undeclared_event(rule: Rule, declared: Collection[str]) -> RuleProblem | None:
+    """The first event name or name glob in `rule.when` that matches no `declared` name (a misspelt
+    name never fires), with the nearest declared one; None when all match or the rule opted out."""
+    if rule.custom_event:
+        return None
+    for term in parse_filter(rule.when).names:
+        if term.is_glob:
+            glob = re.compile(fnmatch.translate(term.pattern), re.DOTALL)
+            if any(glob.match(name) for name in declared):
+                continue
+            candidates = sorted({*declared, *(name.partition(".")[0] + ".*" for name in declared)})
+        elif term.pattern in declared:
+            continue
+        else:
+            candidates = sorted(declared)
+        close = difflib.get_close_matches(term.pattern, candidates, n=1, cutoff=0.5)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return RuleProblem("when", f"no producer declares an event named {term.pattern!r}{hint} at column "
+                           f"{term.position + 1}; for an event of your own add custom_event = true to the rule",
+                           term.position)
+    return None
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ class MetricsAggregatorPlugin(PluginPort):
     name = "metrics_aggregator"
     version = "1.0.0"
     capabilities = ("metrics",)
+    emits = ("metrics.aggregated",)
 
     async def initialize(self) -> None:
         self.interval_s = self.options.interval_s
