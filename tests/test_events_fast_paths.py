@@ -14,7 +14,7 @@ import pytest
 
 from kbert_tui.events import Event, EventBus, EventQuery
 from kbert_tui.events._codec import _encode_exact, decode_event, decode_lines, encode_fresh, encode_line
-from kbert_tui.events._query import _name_regex
+from kbert_tui.events._query import _name_regex, _narrow
 from kbert_tui.events.store import JsonlStore, read_events
 
 
@@ -131,15 +131,15 @@ def test_a_decoded_event_is_an_ordinary_event():
 # -- byte-level query filters --------------------------------------------------------------------
 
 
-def test_the_name_regex_keeps_every_line_whose_name_may_match():
-    regex = _name_regex(["training.*", "a?c"])
-    assert regex is not None
-    keep = [b'{"id":"1","name":"training.x"}', b'{"id":"1","name":"abc"}', b'{"name":"system.x"}',
-            b'{"id":"1","name":"sys\\"x"}', b'{"id":"1\\"","name":"system"}', b'{ "id": "1", "name": "s"}']
-    drop = [b'{"id":"1","name":"system.x","data":{"name":"training.x"}}', b'{"id":"1","name":"abcd"}']
-    assert all(regex.match(line) for line in keep)
-    assert not any(regex.match(line) for line in drop)
-    assert _name_regex(["*"]) is None and _name_regex(["x[ab]"]) is None
+def test_the_byte_level_tests_keep_every_line_whose_name_may_match_in_any_layout():
+    tests = [_name_regex(["training.*", "a?c", "é?"]).search]  # type: ignore[union-attr]
+    keep = [b'{"id":"1","name":"training.x"}', b'{"id":"1","name":"abc"}', b'{"name":"\xc3\xa9\xe2\x82\xac"}',
+            b'{"id":"1","name":"sys\\"x"}', b'{"id":"1\\"","name":"system"}', b'{ "id": "1", "name" :\t"a\xc3\xa9c"}',
+            b'{"data":{},"name": "training.y","id":"2"}']
+    drop = [b'{"id":"1","name":"system.x"}', b'{"id":"1","name":"abcd"}', b'{"name":"training"}']
+    assert _narrow(keep + drop, tests) == keep
+    assert _narrow(drop, tests) == []  # without a backslash in the chunk: the C-level filter alone
+    assert _name_regex(["*"]) is None and _name_regex(["x[ab]"]) is None and _name_regex(['a"b']) is None
 
 
 async def test_a_query_over_chunks_finds_what_matching_every_event_finds(tmp_path):
@@ -197,3 +197,53 @@ def test_emit_from_the_loop_and_from_threads_keeps_each_threads_order_in_log_and
     assert seen == logged and len(seen) == 6000
     for t in (0, 1, 2):
         assert [i for tt, i in seen if tt == t] == list(range(2000))
+
+
+# -- logs written by others (issue 19) -----------------------------------------------------------
+
+
+def _line(name: str, data: dict, *, spaced: bool = True, **fields) -> bytes:
+    record = {"id": fields.get("id", "e1"), "name": name, "timestamp": fields.get("timestamp", "2026-01-01T00:00:00+00:00"),
+              "source": fields.get("source", "s"), "correlation_id": fields.get("correlation_id"), "data": data,
+              "metadata": {}}
+    return json.dumps(record, **({} if spaced else {"separators": (",", ":"), "ensure_ascii": False})).encode()
+
+
+def _found(query: EventQuery, lines: list[bytes]) -> list[str]:
+    return [e.id for e in query.run(lines)]
+
+
+def test_a_name_glob_with_a_question_mark_matches_a_name_with_a_non_ascii_character():
+    lines = [_line("résumé.saved", {}, spaced=False, id="raw"), _line("résumé.saved", {}, id="escaped"),
+             _line("rxsumx.saved", {}, spaced=False, id="ascii")]
+    assert _found(EventQuery().event_name_pattern("r?sum?.saved"), lines) == ["raw", "escaped", "ascii"]
+    assert _found(EventQuery().event_name_pattern("r?s*"), lines) == ["raw", "escaped", "ascii"]
+
+
+def test_data_contains_zero_matches_minus_zero_and_every_spelling_of_an_equal_number():
+    spellings = [b"0", b"-0", b"0.0", b"-0.0", b"0e5", b"-0E-3"]
+    lines = [b'{"id":"%d","name":"n","timestamp":"2026-01-01T00:00:00+00:00","source":"s","correlation_id":null,'
+             b'"data":{"x": %s},"metadata":{}}' % (i, s) for i, s in enumerate(spellings)]
+    assert _found(EventQuery().data_contains({"x": 0}), lines) == [str(i) for i in range(len(spellings))]
+    five = [b'{"name":"n","timestamp":"2026-01-01T00:00:00","id":"%d","data":{"x":%s}}' % (i, s)
+            for i, s in enumerate([b"5", b"5.0", b"50e-1", b"0.5e1", b"4.99999999999999999999", b"15", b"5.5"])]
+    assert _found(EventQuery().data_contains({"x": 5}), five) == ["0", "1", "2", "3", "4"]
+
+
+def test_every_byte_level_test_keeps_lines_that_spell_the_same_thing_with_escapes_or_in_another_key_order():
+    plain = {"run": "r/1", "epoch": 2}
+    lines = [
+        _line("training.step", plain, correlation_id="c/1", source="trainer", id="spaced"),
+        _line("training.step", plain, spaced=False, correlation_id="c/1", source="trainer", id="compact"),
+        json.dumps({"data": plain, "name": "training.step", "source": "trainer", "correlation_id": "c/1",
+                    "timestamp": "2026-01-01T00:00:00+00:00", "id": "reordered"}).encode(),
+        (b'{"n\\u0061me":"tr\\u0061ining.step","id":"escaped","timestamp":"2026-01-01T00:00:00+00:00","source":'
+         b'"tr\\u0061iner","correlation_id":"c\\/1","d\\u0061ta":{"r\\u0075n":"r\\/1","ep\\u006fch":2}}'),
+        (b'{"id":"corr-int","name":"training.step","timestamp":"2026-01-01T00:00:00+00:00","correlation_id":5,'
+         b'"data":{"run":"r/1","epoch":2}}'),
+    ]
+    query = (EventQuery().event_name_pattern("training.*").data_contains(plain).correlation_id("c/1")
+             .source("trainer"))
+    assert _found(query, lines) == ["spaced", "compact", "reordered", "escaped"]
+    assert _found(EventQuery().correlation_id("5"), lines) == ["corr-int"]
+    assert _found(EventQuery().source("unknown"), lines) == ["corr-int"]

@@ -6,6 +6,9 @@ import gc
 import heapq
 import json
 import re
+import threading
+import time
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -41,39 +44,58 @@ def _aware(moment: datetime | None) -> datetime | None:
     return moment if moment.tzinfo is not None else moment.astimezone()
 
 
+# A line holding no backslash spells every string as its plain UTF-8 between quotes, so the byte-level
+# tests below may look for those spellings; a line holding one may spell anything with escapes (\u0061,
+# \/), so it always passes and is decoded. Whitespace and key order are free in either case.
+_WS = rb"[ \t\r\n]*"
+_NEEDS_ESCAPE = re.compile('["\\\\\x00-\x1f]')  # characters JSON only writes escaped
+_UTF8_CHAR = rb'(?:[^"\x80-\xff]|[\xc0-\xff][\x80-\xbf]*)'  # one character, as `?` matches it
+_STR_OF_NON_STRING = re.compile(r"[-\d\[{]|True$|False$|inf$|nan$")  # str() of a number, list, dict or bool
+
+
+def _quoted(text: Any) -> bytes | None:
+    """`text` as a JSON string spelled without escapes (its UTF-8 in quotes); None if it needs one."""
+    if not isinstance(text, str) or _NEEDS_ESCAPE.search(text):
+        return None
+    try:
+        return b'"%s"' % text.encode()
+    except UnicodeEncodeError:  # a lone surrogate is only ever written escaped
+        return None
+
+
 def _needles(expected: Any) -> list[bytes]:
-    """Byte strings that any compact or spaced JSON line holding `expected` must contain."""
+    """Byte strings that every escape-free JSON line holding `expected` must contain."""
     found: list[bytes] = []
     if isinstance(expected, dict):
         for key, value in expected.items():
-            if _plain(key):
-                found.append(b'"%s"' % key.encode())
+            if (quoted := _quoted(key)) is not None:
+                found.append(quoted)
             found.extend(_needles(value))
+    elif isinstance(expected, (list, tuple)):
+        for item in expected:
+            found.extend(_needles(item))
     elif isinstance(expected, bool) or expected is None:
         found.append(json.dumps(expected).encode())
-    elif _plain(expected):
-        found.append(b'"%s"' % expected.encode())
-    # Numbers may be written as 5, 5.0 or 5e0: see _number_patterns.
+    elif (quoted := _quoted(expected)) is not None:
+        found.append(quoted)
+    # Numbers may be written as 5, 5.0 or 50e-1: see _number_patterns.
     return found
 
 
 def _number_patterns(expected: Any) -> list[re.Pattern[bytes]]:
-    """For each `"key": <int>` leaf, a regex that any JSON spelling of that pair matches."""
+    """For each `"key": <int>` leaf, a regex that every JSON spelling of that pair matches: the integer
+    itself (either sign of 0), or any number with a fraction or an exponent (5.0, 50e-1, -0.0, ...)."""
     found: list[re.Pattern[bytes]] = []
     if isinstance(expected, dict):
         for key, value in expected.items():
-            if isinstance(value, int) and not isinstance(value, bool) and _plain(key):
+            quoted = _quoted(key)
+            if isinstance(value, int) and not isinstance(value, bool) and quoted is not None:
+                digits = b"-?0" if value == 0 else str(value).encode()
                 found.append(re.compile(
-                    rb'"%s"\s*:\s*%s(?:\.0*)?(?:[eE]\+?0+)?(?![\d.eE])' % (re.escape(key.encode()), str(value).encode())
-                ))
+                    rb"%s%s:%s(?:%s(?![\d.eE])|-?\d+[.eE])" % (re.escape(quoted), _WS, _WS, digits)))
             else:
                 found.extend(_number_patterns(value))
     return found
-
-
-def _plain(text: Any) -> bool:
-    """True for strings every JSON writer spells the same way (ASCII, nothing to escape)."""
-    return isinstance(text, str) and text.isascii() and text.isprintable() and not any(c in text for c in '"\\/')
 
 
 class EventQuery:
@@ -130,17 +152,23 @@ class EventQuery:
         return not self._data or contains(event.data, self._data)
 
     def _line_filters(self) -> list[Callable[[bytes], Any]]:
-        """Byte-level tests every line of a match passes (C-level regex searches, run by `filter`)."""
+        """Byte-level tests every escape-free line of a match passes (C-level regex searches, run by
+        `_narrow`); the exact checks run on the decoded events."""
         needles = _needles(self._data)
-        if _plain(self._correlation_id):
-            needles.append(b'"%s"' % self._correlation_id.encode())  # type: ignore[union-attr]
-        if self._sources is not None and len(self._sources) == 1 and _plain(source := next(iter(self._sources))):
-            needles.append(b'"%s"' % source.encode())
-        tests = [re.compile(re.escape(needle)).search for needle in needles]
+        corr = self._correlation_id
+        # A non-string correlation id (5) reads back as its str() ("5"): such ids get no needle.
+        if corr is not None and not _STR_OF_NON_STRING.match(corr) and (quoted := _quoted(corr)) is not None:
+            needles.append(quoted)
+        if self._sources is not None and len(self._sources) == 1:
+            source = next(iter(self._sources))
+            # A missing or non-string source reads back as "unknown".
+            if source != "unknown" and (quoted := _quoted(source)) is not None:
+                needles.append(quoted)
+        tests: list[Callable[[bytes], Any]] = [re.compile(re.escape(needle)).search for needle in needles]
         tests.extend(number.search for number in _number_patterns(self._data))
         names = _name_regex(self._patterns)
         if names is not None:
-            tests.append(names.match)
+            tests.append(names.search)
         return tests
 
     def _predicate(self) -> Callable[[Event], bool]:
@@ -191,25 +219,29 @@ class EventQuery:
                     time_order: bool) -> list[Event]:
         tests = self._line_filters()
         predicate = self._predicate()
+        ordered = _TimeOrder() if time_order else None
         found: list[Event] = []
         for lines in chunks:
-            for test in tests:
-                lines = list(filter(test, lines))
-            events, problems = decode_lines(lines)
+            events, problems = decode_lines(_narrow(lines, tests))
             if on_malformed is not None:
                 for _, reason in problems:
                     on_malformed(reason)
             if predicate is not _always:
                 events = list(filter(predicate, events))
-            found.extend(events)
-            if not time_order and self._limit is not None and len(found) >= self._limit:
-                del found[self._limit:]
-                break
-        if time_order:
-            # limit(n) means the n earliest matches, so every line is read before choosing.
-            if self._limit is not None:
-                return heapq.nsmallest(self._limit, found, key=_timestamp)
-            found.sort(key=_timestamp)
+            if ordered is not None:
+                ordered.add(events)
+            else:
+                found.extend(events)
+                if self._limit is not None and len(found) >= self._limit:
+                    del found[self._limit:]
+                    break
+            time.sleep(0)  # hand the GIL over between chunks: the caller's event loop keeps turning
+        if ordered is None:
+            return found
+        # limit(n) means the n earliest matches, so every line is read before choosing.
+        found = ordered.merged()
+        while self._limit is not None and len(found) > self._limit:
+            del found[max(self._limit, len(found) - 4096):]  # freed a slice at a time, for the same reason
         return found
 
     def run_events(self, events: Iterable[Event]) -> list[Event]:
@@ -221,17 +253,84 @@ class EventQuery:
 _timestamp = attrgetter("timestamp")
 
 
+_MERGE_AT_ONCE = 1 << 15  # events one C-level sort may reorder while it holds the GIL (a few ms)
+
+
+class _TimeOrder:
+    """Events in time order (equal times in arrival order), built chunk by chunk so that no step holds
+    the GIL for long (one sort of 1M events did for ~90 ms): a log is nearly in time order, so a chunk
+    mostly extends the current run, or reorders a short tail of it; anything else starts a new run."""
+
+    def __init__(self) -> None:
+        self.runs: list[list[Event]] = [[]]
+
+    def add(self, events: list[Event]) -> None:
+        if not events:
+            return
+        events.sort(key=_timestamp)
+        run = self.runs[-1]
+        first = events[0].timestamp
+        if not run or run[-1].timestamp <= first:
+            run.extend(events)
+            return
+        start = bisect_right(run, first, key=_timestamp)
+        if len(run) - start + len(events) > _MERGE_AT_ONCE:
+            self.runs.append(events)
+            return
+        tail = run[start:]
+        del run[start:]
+        tail.extend(events)
+        tail.sort(key=_timestamp)  # stable: among equal times the earlier line stays first
+        run.extend(tail)
+
+    def merged(self) -> list[Event]:
+        if len(self.runs) == 1:
+            return self.runs[0]
+        return list(heapq.merge(*self.runs, key=_timestamp))  # Python-level steps: other threads get turns
+
+
+def _narrow(lines: list[bytes], tests: list[Callable[[bytes], Any]]) -> list[bytes]:
+    """The lines that pass every test, and every line holding a backslash (it may spell anything)."""
+    if not tests:
+        return lines
+    if b"\\" in b"".join(lines):  # one C-level scan of the chunk: escapes are rare
+        return [line for line in lines if b"\\" in line or all(test(line) for test in tests)]
+    for test in tests:
+        lines = list(filter(test, lines))
+    return lines
+
+
+_FREEZE_AT = 100_000  # young objects past which re-enabling the collector would scan them in one go
+_pause_lock = threading.Lock()
+_pauses = 0
+_resume_collector = False
+
+
 @contextmanager
 def _collector_paused() -> Iterator[None]:
-    """Pause the cyclic GC while a read builds many objects that all live on: it would rescan
-    them again and again (half the time of a 1M-event query); the events hold no cycles."""
-    was_enabled = gc.isenabled()
-    gc.disable()
+    """Pause the cyclic GC while a read builds many objects that all live on: it would rescan them
+    again and again (half the time of a 1M-event query).
+
+    Re-enabled as it was, the collector would then scan every object made meanwhile in one go, holding
+    the GIL (~340 ms after a 1M-event query: the caller's loop stalls), and rescan them in each later
+    full collection. So past `_FREEZE_AT` young objects they are frozen first (`gc.freeze`): events
+    hold no cycles and are still freed by reference counting. Nested reads pause it once.
+    """
+    global _pauses, _resume_collector
+    with _pause_lock:
+        if not _pauses:
+            _resume_collector = gc.isenabled()
+            gc.disable()
+        _pauses += 1
     try:
         yield
     finally:
-        if was_enabled:
-            gc.enable()
+        with _pause_lock:
+            _pauses -= 1
+            if not _pauses and _resume_collector:
+                if gc.get_count()[0] > _FREEZE_AT:
+                    gc.freeze()
+                gc.enable()
 
 
 def _always(event: Event) -> bool:
@@ -245,19 +344,14 @@ def _batches(lines: Iterable[bytes], size: int = 4096) -> Iterator[list[bytes]]:
 
 
 def _name_regex(patterns: list[str]) -> re.Pattern[bytes] | None:
-    """A match that a line JsonlStore wrote passes only if its name may match one of `patterns`.
-
-    Other lines (not starting with `{"id":`) and names holding an escape always pass; the exact
-    check runs on the decoded event.
-    """
+    """A search that an escape-free line passes if its name may match one of `patterns` (in any layout
+    and key order); None when the patterns can't be told from bytes (`*` alone, `[...]`)."""
     if not patterns or "*" in patterns:
         return None
     alternatives = []
     for pattern in patterns:
-        if "[" in pattern or not pattern.isascii() or any(c in pattern for c in '"\\'):
+        if "[" in pattern or _quoted(pattern) is None:
             return None
-        alternatives.append("".join('[^"\\\\]*' if c == "*" else '[^"\\\\]' if c == "?" else re.escape(c)
-                                    for c in pattern))
-    names = "|".join(alternatives)
-    layout = '\\{"id":"[^"\\\\]*","name":"'  # how JsonlStore starts a line
-    return re.compile(f'{layout}(?:(?:{names})"|[^"]*\\\\)|(?!{layout})'.encode())
+        alternatives.append(b"".join(b'[^"]*' if c == "*" else _UTF8_CHAR if c == "?" else re.escape(c.encode())
+                                     for c in pattern))
+    return re.compile(b'"name"%s:%s"(?:%s)"' % (_WS, _WS, b"|".join(alternatives)))
