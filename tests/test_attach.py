@@ -222,9 +222,16 @@ async def test_the_control_watcher_relays_requests_for_its_run_and_rejects_the_r
         if any(e.name == "control.request_rejected" for e in bus.history):
             break
         await asyncio.sleep(0.01)
+    for _ in range(200):
+        await bus.flush()
+        if sum(e.name == "control.request_rejected" for e in bus.history) == 2:
+            break
+        await asyncio.sleep(0.01)
     names = [e.name for e in bus.history]
-    assert names == ["control.pause_requested", "control.request_rejected"]
-    pause = bus.history[0]
+    assert sorted(names) == ["control.pause_requested", "control.request_rejected", "control.request_rejected"]
+    reasons = sorted(e.data["reason"] for e in bus.history if e.name == "control.request_rejected")
+    assert reasons[0] == "not a control request" and reasons[1].startswith("not an event line: not JSON")
+    [pause] = [e for e in bus.history if e.name == "control.pause_requested"]
     assert pause.data["requested_by"] == "me" and pause.data["via"] == "control file"
     assert pause.correlation_id == "run-1" and pause.source == "attach"
     await bus.shutdown()
@@ -252,3 +259,144 @@ async def test_a_request_that_cannot_be_sent_is_shown_not_raised(tmp_path: Path)
                 break
         assert app.is_running
     assert "request not sent: IsADirectoryError" in source.describe()
+
+
+# ------------------------------------------------------------------ the control file, attacked (issue 19)
+
+
+class ControlledRun:
+    """A bus with its log and a LocalControlWatcher on `folder`, for poking at the control file."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(exist_ok=True)
+        self.events_path = folder / "events.jsonl"
+        self.control = folder / "control.jsonl"
+        self.bus = EventBus(enable_persistence=True, persistence_path=self.events_path)
+        self.watcher = LocalControlWatcher(self.bus, "run-1", self.events_path, poll_s=0.01)
+
+    def names(self) -> list[str]:
+        return [e.name for e in self.bus.history]
+
+    def of(self, name: str) -> list:
+        return [e for e in self.bus.history if e.name == name]
+
+    async def settle(self, until=lambda: False, turns: int = 100) -> None:
+        for _ in range(turns):
+            await self.bus.flush()
+            if until():
+                return
+            await asyncio.sleep(0.01)
+
+    async def close(self) -> None:
+        await self.bus.shutdown()
+        await self.watcher.close("completed")
+
+
+def _request(name: str = "control.stop_requested", **fields) -> bytes:
+    from kbert_tui.remote.local import control_line
+
+    _, line = control_line(name, fields.pop("data", {"requested_by": "me"}), source=fields.pop("source", "attach"),
+                           run_id="run-1")
+    record = json.loads(line)
+    record.update(fields)
+    return json.dumps(record).encode() + b"\n"
+
+
+@pytest.mark.parametrize("kind", ["symlink", "mode 0666"])
+async def test_a_control_file_others_could_write_is_refused_and_never_read(tmp_path: Path, kind: str):
+    run = ControlledRun(tmp_path / "run")
+    if kind == "symlink":
+        elsewhere = tmp_path / "shared" / "anyone.jsonl"
+        elsewhere.parent.mkdir()
+        elsewhere.write_text("")
+        run.control.symlink_to(elsewhere)
+        expected = "is a symbolic link"
+    else:
+        run.control.write_text("")
+        run.control.chmod(0o666)
+        expected = "writable by group or others (mode 0666)"
+    await run.watcher.start()
+    with open(run.control, "ab") as fh:
+        fh.write(_request())
+    await run.settle(turns=30)
+    assert "control.stop_requested" not in run.names()
+    [refused] = run.of("control.request_rejected")
+    assert expected in refused.data["reason"] and "control requests through it are off" in refused.data["reason"]
+    assert refused.data["via"] == "control file"
+    await run.close()
+
+
+async def test_bad_lines_are_rejected_in_bounded_numbers_and_a_huge_line_is_skipped_unread(tmp_path: Path):
+    run = ControlledRun(tmp_path / "run")
+    await run.watcher.start()
+    with open(run.control, "ab") as fh:
+        fh.write(b"not json\n")
+        fh.write(b"x" * (2 << 20) + b"\n")  # 2 MB: skipped without being held or parsed
+        fh.write(_request("control.pause_requested"))
+    await run.settle(lambda: "control.pause_requested" in run.names())
+    rejected = run.of("control.request_rejected")
+    assert sorted(e.data["reason"].split(":")[0] for e in rejected) == ["a line longer than 65536 bytes",
+                                                                        "not an event line"]
+    assert "control.pause_requested" in run.names()
+    from kbert_tui.remote.local import RejectionBudget
+
+    now = [0.0]
+    run.watcher.rejections = RejectionBudget(limit=3, window_s=60.0, clock=lambda: now[0])
+    with open(run.control, "ab") as fh:
+        fh.write(b"".join(b"{garbage %d\n" % n for n in range(100)))
+    await run.settle(lambda: run.watcher.rejections.rejected >= 100)
+    assert run.watcher.rejections.rejected == 100 and len(run.of("control.request_rejected")) == 2 + 3
+    now[0] = 61.0  # a minute later the next one is written, with the count of those left out
+    with open(run.control, "ab") as fh:
+        fh.write(b"[1]\n")
+    await run.settle(lambda: len(run.of("control.request_rejected")) == 6)
+    assert run.of("control.request_rejected")[-1].data["suppressed"] == 97
+    await run.close()
+
+
+async def test_the_same_request_appended_twice_is_acted_on_once(tmp_path: Path):
+    run = ControlledRun(tmp_path / "run")
+    await run.watcher.start()
+    line = _request("control.checkpoint_requested")
+    respaced = json.dumps(json.loads(line), separators=(",", ":")).encode() + b"\n"
+    with open(run.control, "ab") as fh:
+        fh.write(line + line + respaced)  # the same line twice, then the same request id written another way
+    await run.settle(lambda: len(run.of("control.request_rejected")) == 2)
+    assert len(run.of("control.checkpoint_requested")) == 1
+    assert [e.data["reason"] for e in run.of("control.request_rejected")] == [
+        "the same line again: acted on once", "already acted on (the same request id again)"]
+    await run.close()
+
+
+async def test_the_run_names_the_source_and_keeps_only_clipped_known_fields(tmp_path: Path):
+    run = ControlledRun(tmp_path / "run")
+    await run.watcher.start()
+    with open(run.control, "ab") as fh:
+        fh.write(_request(source="trainer", data={"requested_by": "\x1b]0;PWNED\x07\x1b[2J" + "y" * 5000,
+                                                  "reason": "r" * 500, "extra": "z" * 10_000}))
+    await run.settle(lambda: "control.stop_requested" in run.names())
+    [stop] = run.of("control.stop_requested")
+    assert stop.source == "attach"  # the sender said "trainer"
+    assert set(stop.data) == {"requested_by", "reason", "via", "request_id"}
+    assert stop.data["requested_by"].startswith("\\x1b]0;PWNED\\x07\\x1b[2J") and "\x1b" not in stop.data["requested_by"]
+    assert len(stop.data["requested_by"]) == 200 and len(stop.data["reason"]) == 200
+    await run.close()
+
+
+async def test_a_64_mb_line_does_not_hold_the_loop(tmp_path: Path):
+    run = ControlledRun(tmp_path / "run")
+    await run.watcher.start()
+    with open(run.control, "ab") as fh:
+        fh.write(b"z" * (64 << 20) + b"\n")
+        fh.write(_request("control.pause_requested"))
+    longest, last = 0.0, time.perf_counter()
+    for _ in range(3000):
+        await asyncio.sleep(0)
+        now = time.perf_counter()
+        longest, last = max(longest, now - last), now
+        if "control.pause_requested" in run.names():
+            break
+        await run.bus.flush()
+    assert "control.pause_requested" in run.names()
+    assert longest < 0.5, f"the loop stood still {longest:.2f} s"  # it read the whole line at once: 4.2 s
+    await run.close()

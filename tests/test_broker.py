@@ -245,3 +245,36 @@ def test_a_viewer_ends_when_the_run_could_not_tell_the_broker_it_closed(redis_se
         seen.extend(viewer.read(100))
     assert [e.name for e in seen] == ["training.started", "training.completed"]
     assert viewer.ended and viewer.outcome == "completed" and "never heard it close" in viewer.note
+
+
+async def test_wrong_token_floods_and_huge_requests_cost_the_log_a_few_clipped_lines(tmp_path: Path):
+    """100 wrong-token requests of 256 KB grew events.jsonl by 26 MB in 3 s; now a few short lines."""
+    from kbert_tui.events import EventBus
+    from kbert_tui.remote.local import LocalControlWatcher, control_line
+    from kbert_tui.remote.broker import BrokerPublisher
+
+    events_path = tmp_path / "events.jsonl"
+    bus = EventBus(enable_persistence=True, persistence_path=events_path)
+    watcher = LocalControlWatcher(bus, "run-1", events_path)
+    publisher = BrokerPublisher(bus, "run-1", events_path, "redis://127.0.0.1:1/0", maxlen=1000, token="s3cret",
+                                relay=watcher.relay, info={})
+    _, long = control_line("control.stop_requested", {"requested_by": "\x1b[2J" + "A" * (32 << 10)},
+                           source="broker", run_id="run-1")
+    await publisher._control_request({b"event": long, b"token": b"guess"})
+    _, big = control_line("control.stop_requested", {"requested_by": "A" * (256 << 10)}, source="broker",
+                          run_id="run-1")
+    for _ in range(100):
+        await publisher._control_request({b"event": big, b"token": b"guess"})
+    await publisher._control_request({b"event": b"x" * (1 << 20), b"token": b"s3cret"})
+    _, forged = control_line("control.pause_requested", {"requested_by": "me"}, source="trainer", run_id="run-1")
+    await publisher._control_request({b"event": forged, b"token": b"s3cret"})
+    await bus.shutdown()
+    log = list(read_events(events_path))
+    rejected = [e for e in log if e.name == "control.request_rejected"]
+    assert len(rejected) == 10 and publisher.rejections.rejected == 102
+    assert rejected[0].data["reason"] == "wrong token" and rejected[0].data["requested_by"].startswith("\\x1b[2JAAA")
+    assert rejected[1].data["reason"] == "a request longer than 65536 bytes: not read"
+    assert all(len(e.data.get("requested_by", "")) <= 200 for e in rejected)
+    assert events_path.stat().st_size < 20_000
+    [pause] = [e for e in log if e.name == "control.pause_requested"]
+    assert pause.source == "broker" and pause.data["via"] == "redis"  # not the "trainer" it claimed

@@ -486,6 +486,7 @@ class RequestRejected(TypedDict):
     via: str
     request_id: NotRequired[str | None]
     requested_by: NotRequired[str | None]
+    suppressed: NotRequired[int]  # rejections left out of the log (over the minute's budget) since the last one
 
 
 CONTROL_REQUEST_REJECTED = _declare("control.request_rejected", RequestRejected,

@@ -31,7 +31,15 @@ from kbert_tui.events import Event, EventBus
 from kbert_tui.events import catalog as ev
 from kbert_tui.events.follow import LogFollower, decode_lines
 
-from .local import CONTROL_REQUESTS, FINAL_TRAINING_EVENTS, control_line, requester_name
+from .local import (
+    CONTROL_REQUESTS,
+    FINAL_TRAINING_EVENTS,
+    MAX_REQUEST_BYTES,
+    RejectionBudget,
+    control_line,
+    rejection,
+    requester_name,
+)
 
 __all__ = ["BrokerPublisher", "BrokerRun", "BrokerError", "list_runs", "redact", "REGISTRY"]
 
@@ -108,6 +116,7 @@ class BrokerPublisher:
         self.poll_s = poll_s
         self.stream = stream_key(run_id)
         self.control_stream = control_key(run_id)
+        self.rejections = RejectionBudget()  # unauthenticated requests can't grow the log past a few lines a minute
         self.published = 0  # lines of the log confirmed in the stream
         self.accepted = 0  # events the bus accepted (what the log will hold)
         self.disconnects = 0
@@ -302,21 +311,31 @@ class BrokerPublisher:
                         pass
 
     async def _control_request(self, fields: dict[bytes, bytes]) -> None:
-        events, _ = decode_lines([fields.get(b"event", b"")])
-        name = events[0].name if events else None
-        if not events or name not in CONTROL_REQUESTS:
+        line = fields.get(b"event", b"")
+        if len(line) > MAX_REQUEST_BYTES:
+            await self._reject(None, f"a request longer than {MAX_REQUEST_BYTES} bytes: not read")
+            return
+        events, _ = decode_lines([line])
+        request = events[0] if events else None
+        if request is None or request.name not in CONTROL_REQUESTS:
             reason = "not a control request"
         elif self.token is None:
             reason = "control through the broker is off: the run sets no [events] broker_token"
         elif not hmac.compare_digest(fields.get(b"token", b""), self.token.encode()):
             reason = "wrong token"
         else:
-            await self.relay(events[0], via="redis")
+            await self.relay(request, via="redis")
             return
-        await self._emit(ev.CONTROL_REQUEST_REJECTED, {
-            "name": name, "reason": reason, "via": "redis",
-            "requested_by": events[0].data.get("requested_by") if events else None,
-        })
+        await self._reject(request, reason)
+
+    async def _reject(self, request: Event | None, reason: str) -> None:
+        """`control.request_rejected`, its fields clipped, within this minute's budget (the rest counted)."""
+        suppressed = self.rejections.take()
+        if suppressed is None:
+            return
+        await self._emit(ev.CONTROL_REQUEST_REJECTED, rejection(
+            request.name if request is not None else "", reason, "redis", suppressed,
+            requested_by=request.data.get("requested_by") if request is not None else None))
 
 
 # ------------------------------------------------------------------------------ a viewer's side

@@ -8,17 +8,27 @@ Beside a run's events file (for the default layout, in the run directory) the ru
   appended with a single ``O_APPEND`` write so several monitors can write at once. The run reads the
   lines added since it started and re-emits each accepted request on its bus, naming where it came
   from; nothing else ever reads the file.
+
+Whoever can write the control file can stop the run, so the run refuses one that is a symbolic link,
+not a regular file, not its own or writable by group or others; it reads the file in bounded chunks
+(a request longer than `MAX_REQUEST_BYTES` is skipped unread), acts on each request id once, sets the
+source itself (``attach`` for the file, ``broker`` for Redis), keeps only the request's known fields,
+clipped, and writes at most `REJECTIONS_PER_WINDOW` rejections a minute, counting the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
 import getpass
+import hashlib
 import json
 import os
 import re
 import socket
+import stat
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,16 +36,149 @@ from typing import Any
 
 from kbert_tui.events import Event, EventBus
 from kbert_tui.events import catalog as ev
-from kbert_tui.events.follow import LogFollower
+from kbert_tui.events.follow import LogFollower, decode_lines
 
 __all__ = ["INFO_NAME", "CONTROL_NAME", "CONTROL_REQUESTS", "RunInfo", "LocalControlWatcher", "send_control",
-           "control_line",
+           "control_line", "ControlFile", "RejectionBudget", "clip", "rejection", "MAX_REQUEST_BYTES",
            "requester_name", "resolve_run", "newest_run", "rank_logs", "AttachTarget", "AttachedRun"]
 
 INFO_NAME = "session.json"
 CONTROL_NAME = "control.jsonl"
 CONTROL_REQUESTS = (ev.CONTROL_PAUSE_REQUESTED, ev.CONTROL_RESUME_REQUESTED, ev.CONTROL_STOP_REQUESTED,
                     ev.CONTROL_CHECKPOINT_REQUESTED)
+MAX_REQUEST_BYTES = 64 * 1024  # a request is a few hundred bytes; a longer line is skipped, not parsed
+FIELD_CHARS = 200  # what a request's text fields may put in the log
+REJECTIONS_PER_WINDOW = 10  # rejection events a minute per channel; the rest are counted
+_READ_BUDGET = 1 << 20  # bytes of control file read per loop turn: a flood costs ~1 ms a turn
+_SOURCES = {"control file": "attach", "redis": "broker"}  # the receiver names the source, not the sender
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def clip(value: object, limit: int = FIELD_CHARS) -> str:
+    """`value` as one line of printable text, at most `limit` characters: control characters (terminal
+    escapes) shown as `\\xNN`, the rest cut with `…`."""
+    text = _CONTROL_CHARS.sub(lambda m: f"\\x{ord(m.group()):02x}", value if isinstance(value, str) else str(value))
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+class RejectionBudget:
+    """At most `limit` rejections written per `window_s`; the rest are counted, and the count rides on
+    the next one written (`suppressed`), so a flood of bad requests can't flood the log."""
+
+    def __init__(self, limit: int = REJECTIONS_PER_WINDOW, window_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self.clock = clock
+        self.rejected = 0  # every rejection, written or not
+        self.suppressed = 0  # not written since the last one that was
+        self._window_start = clock()
+        self._written = 0
+
+    def take(self) -> int | None:
+        """None when this rejection is to be counted only; else how many were suppressed before it."""
+        self.rejected += 1
+        now = self.clock()
+        if now - self._window_start >= self.window_s:
+            self._window_start, self._written = now, 0
+        if self._written >= self.limit:
+            self.suppressed += 1
+            return None
+        self._written += 1
+        suppressed, self.suppressed = self.suppressed, 0
+        return suppressed
+
+
+def rejection(name: str, reason: str, via: str, suppressed: int, *, request_id: str | None = None,
+              requested_by: object = None) -> dict[str, Any]:
+    """A `control.request_rejected` payload, every field the sender chose clipped."""
+    data: dict[str, Any] = {"name": clip(name), "reason": clip(reason, 400), "via": via}
+    if request_id is not None:
+        data["request_id"] = clip(request_id)
+    if requested_by is not None:
+        data["requested_by"] = clip(requested_by)
+    if suppressed:
+        data["suppressed"] = suppressed
+    return data
+
+
+class ControlFile:
+    """The run's end of control.jsonl: opened without following links, refused unless it is a regular
+    file of ours that group and others can't write, then read in bounded chunks from where it was."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.problem: str | None = None  # why the file is not used (None: it is)
+        self.oversize = 0  # lines skipped for being longer than MAX_REQUEST_BYTES
+        self._fd: int | None = None
+        self._offset = 0
+        self._partial = bytearray()
+        self._skipping = False  # inside an oversize line: drop bytes up to its newline
+
+    def open(self, *, from_end: bool = True) -> str | None:
+        """Open (create, mode 0600) the file; returns the problem that makes it unusable, if any."""
+        flags = os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(self.path, flags, 0o600)
+        except OSError as error:
+            self.problem = self._refusal(error)
+            return self.problem
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            self.problem = f"{self.path} is not a regular file: control requests through it are off"
+        elif st.st_uid != os.geteuid():
+            self.problem = (f"{self.path} belongs to uid {st.st_uid}, not this run's user: control requests "
+                            f"through it are off")
+        elif st.st_mode & 0o022:
+            self.problem = (f"{self.path} is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}): "
+                            f"control requests through it are off (chmod 600 it before the run)")
+        if self.problem is not None:
+            os.close(fd)
+            return self.problem
+        self._fd = fd
+        self._offset = st.st_size if from_end else 0
+        return None
+
+    def _refusal(self, error: OSError) -> str:
+        if self.path.is_symlink():
+            try:
+                target = clip(os.readlink(self.path), 120)
+            except OSError:
+                target = "?"
+            return f"{self.path} is a symbolic link (to {target}): control requests through it are off"
+        return f"cannot open {self.path}: {error.strerror or error}: control requests through it are off"
+
+    def read_lines(self) -> tuple[list[bytes], bool]:
+        """The complete request lines added since the last call (at most ~1 MB read), and whether more waits."""
+        if self._fd is None:
+            return [], False
+        size = os.fstat(self._fd).st_size
+        if size < self._offset:  # truncated in place: what is there now is new
+            self._offset, self._partial, self._skipping = 0, bytearray(), False
+        budget = min(size - self._offset, _READ_BUDGET)
+        if budget <= 0:
+            return [], False
+        chunk = os.pread(self._fd, budget, self._offset)
+        self._offset += len(chunk)
+        lines: list[bytes] = []
+        for piece_index, piece in enumerate(chunk.split(b"\n")):
+            ended = piece_index > 0  # a newline came before this piece: the previous one is complete
+            if ended:
+                if not self._skipping and self._partial.strip():
+                    lines.append(bytes(self._partial).strip())
+                self._partial, self._skipping = bytearray(), False
+            if self._skipping:
+                continue
+            self._partial += piece
+            if len(self._partial) > MAX_REQUEST_BYTES:
+                self.oversize += 1
+                self._partial, self._skipping = bytearray(), True
+        return lines, self._offset < size
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def _now() -> str:
@@ -132,13 +275,18 @@ class LocalControlWatcher:
         self.relayed = 0
         self.info = RunInfo(run_id=run_id, pid=os.getpid(), host=socket.gethostname(),
                             events=str(events_path), started_at=_now())
-        self._follower: LogFollower | None = None
+        self.rejections = RejectionBudget()
+        self._control: ControlFile | None = None
+        self._seen: OrderedDict[str, None] = OrderedDict()  # request ids and line digests read (the newest 4096)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self.control_path.touch(mode=0o600, exist_ok=True)
-        self._follower = LogFollower(self.control_path, from_end=True)  # old requests are not replayed
+        self._control = ControlFile(self.control_path)
+        problem = self._control.open(from_end=True)  # old requests are not replayed
         self.info.write(self.info_path)
+        if problem is not None:
+            await self.reject("", problem, via="control file")
+            return
         self._task = asyncio.create_task(self._watch(), name=f"control-file:{self.run_id}")
 
     async def close(self, outcome: str | None) -> None:
@@ -150,9 +298,9 @@ class LocalControlWatcher:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        if self._follower is not None:
-            self._follower.close()
-            self._follower = None
+        if self._control is not None:
+            self._control.close()
+            self._control = None
             self.info.state = outcome or "failed"
             self.info.ended_at = _now()
             try:
@@ -161,25 +309,71 @@ class LocalControlWatcher:
                 pass  # the run directory went away: nothing left to tell attached monitors
 
     async def _watch(self) -> None:
-        assert self._follower is not None
+        control = self._control
+        assert control is not None
         while True:
-            for request in self._follower.read_events():
-                await self.relay(request, via="control file")
-            await asyncio.sleep(self.poll_s)
+            lines, more = control.read_lines()
+            oversize, control.oversize = control.oversize, 0
+            for _ in range(oversize):
+                await self.reject("", f"a line longer than {MAX_REQUEST_BYTES} bytes: skipped unread",
+                                  via="control file")
+            fresh = [line for line in lines if self._first_time(line)]
+            for _ in range(len(lines) - len(fresh)):
+                await self.reject("", "the same line again: acted on once", via="control file")
+            if fresh:
+                events, problems = decode_lines(fresh)
+                for reason in dict(reversed(problems)).values():  # one per line (its first reason)
+                    await self.reject("", f"not an event line: {reason}", via="control file")
+                for request in events:
+                    await self.relay(request, via="control file")
+            await asyncio.sleep(0 if more else self.poll_s)
+
+    def _first_time(self, line: bytes) -> bool:
+        """False for a line already read (a request appended twice is acted on once, with or without an id)."""
+        key = "line:" + hashlib.blake2b(line, digest_size=16).hexdigest()
+        if key in self._seen:
+            return False
+        self._remember(key)
+        return True
+
+    def _remember(self, key: str) -> None:
+        self._seen[key] = None
+        if len(self._seen) > 4096:
+            self._seen.popitem(last=False)
+
+    async def reject(self, name: str, reason: str, *, via: str, request_id: str | None = None,
+                     requested_by: object = None) -> None:
+        """`control.request_rejected`, its text clipped, unless this minute's budget is spent (then counted)."""
+        suppressed = self.rejections.take()
+        if suppressed is None or self.bus.is_closed:
+            return
+        data = rejection(name, reason, via, suppressed, request_id=request_id, requested_by=requested_by)
+        await self.bus.emit(ev.CONTROL_REQUEST_REJECTED, data, source="control", correlation_id=self.run_id)
 
     async def relay(self, request: Event, *, via: str) -> bool:
         """Emit an attached monitor's request on the bus (True), or say why it was not taken (False)."""
         if request.correlation_id not in (None, self.run_id):
             return False  # meant for another run sharing the folder
+        requested_by = request.data.get("requested_by")
         if request.name not in CONTROL_REQUESTS:
-            await self.bus.emit(ev.CONTROL_REQUEST_REJECTED, {
-                "name": request.name, "reason": "not a control request", "via": via, "request_id": request.id,
-            }, source="control", correlation_id=self.run_id)
+            await self.reject(request.name, "not a control request", via=via, request_id=request.id,
+                              requested_by=requested_by)
             return False
-        data = {k: v for k, v in request.data.items() if isinstance(k, str)}
-        data.setdefault("requested_by", request.source)
-        data.update(via=via, request_id=request.id)
-        await self.bus.emit(request.name, data, source=request.source or "attach", correlation_id=self.run_id)
+        if len(request.id) > FIELD_CHARS:
+            await self.reject(request.name, f"a request id longer than {FIELD_CHARS} characters", via=via,
+                              request_id=request.id, requested_by=requested_by)
+            return False
+        if request.id in self._seen:
+            await self.reject(request.name, "already acted on (the same request id again)", via=via,
+                              request_id=request.id, requested_by=requested_by)
+            return False
+        self._remember(request.id)
+        source = _SOURCES.get(via, "attach")
+        data: dict[str, Any] = {"requested_by": clip(requested_by) if requested_by is not None else source,
+                                "via": via, "request_id": request.id}
+        if request.name == ev.CONTROL_STOP_REQUESTED and "reason" in request.data:
+            data["reason"] = clip(request.data["reason"])
+        await self.bus.emit(request.name, data, source=source, correlation_id=self.run_id)
         self.relayed += 1
         return True
 
