@@ -25,7 +25,7 @@ from kbert_tui.config import RunConfig
 from kbert_tui.events import Event, EventBus
 from kbert_tui.events import catalog as ev
 
-__all__ = ["RankedEventBus", "RunSession", "make_run_id"]
+__all__ = ["RankedEventBus", "RunSession", "apply_control", "make_run_id"]
 
 
 def make_run_id(name: str) -> str:
@@ -33,6 +33,19 @@ def make_run_id(name: str) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)[:40] or "run"
     return f"{safe}-{stamp}-{secrets.token_hex(2)}"
+
+
+def apply_control(control: Any, event: Event) -> None:
+    """Hand a `control.*` request to the flags a training loop checks (a `training.Control`)."""
+    who = str(event.data.get("requested_by", event.source))
+    if event.name == ev.CONTROL_PAUSE_REQUESTED:
+        control.request_pause(who)
+    elif event.name == ev.CONTROL_RESUME_REQUESTED:
+        control.request_resume(who)
+    elif event.name == ev.CONTROL_STOP_REQUESTED:
+        control.request_stop(str(event.data.get("reason", "user")), str(event.data.get("requested_by", "user")))
+    elif event.name == ev.CONTROL_CHECKPOINT_REQUESTED:
+        control.request_checkpoint(who, event.id)
 
 
 class RankedEventBus(EventBus):
@@ -59,10 +72,10 @@ class RankedEventBus(EventBus):
 class RunSession:
     RANK_STOP_WAIT_S = 10.0  # how long a closing rank waits for its training step, which may wait on lost peers
 
-    def __init__(self, config: RunConfig, *, output_dir: str | Path | None = None) -> None:
+    def __init__(self, config: RunConfig, *, output_dir: str | Path | None = None, run_id: str | None = None) -> None:
         self.config = config
         self.ranks: Any = None  # kbert_tui.training.distributed.Ranks when `mlx.launch` started this process
-        self.run_id = make_run_id(config.run.name)
+        self.run_id = run_id or make_run_id(config.run.name)
         if os.environ.get("MLX_RANK") is not None:
             import kbert_tui.training  # noqa: F401  -- OpenBLAS under MLX before mx.distributed loads it
             from kbert_tui.training.distributed import current_ranks
@@ -95,14 +108,12 @@ class RunSession:
         self.local_control: Any = None  # session.json + control.jsonl beside the log (kbert_tui.remote)
         self.broker: Any = None  # the Redis publisher when [events] broker is set
         self.rules: Any = None  # [[rules]] acting on this run's events (kbert_tui.rules)
+        self.sampled_pid: int | None = None  # the process the System pane follows (None: this one; `watch`: the child)
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         """Create the bus and log, start the sampler and plugins, then the training worker."""
-        # Imported here so `import kbert_tui.session` stays cheap and MLX loads after OpenBLAS.
-        from kbert_tui.training import TrainingWorker
-
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.events_path.parent.mkdir(parents=True, exist_ok=True)
         options: dict[str, Any] = {"enable_persistence": True, "persistence_path": str(self.events_path),
@@ -132,10 +143,17 @@ class RunSession:
             except RuntimeError:
                 pass  # the loop is gone; close() will not wait on it
 
-        self.worker = TrainingWorker(
-            self.config, self.bus, run_id=self.run_id, output_dir=self.output_dir, on_done=finished, ranks=self.ranks
-        )
+        self.worker = self._make_worker(finished)
         self.worker.start()
+
+    def _make_worker(self, on_done: Any) -> Any:
+        """What trains: the built-in trainer's thread here; a script or a child process for the client API and
+        `watch` (anything with `control`, `start`, `alive`, `join`, `outcome`, `failure`, `final_metrics`)."""
+        from kbert_tui.training import TrainingWorker
+
+        return TrainingWorker(
+            self.config, self.bus, run_id=self.run_id, output_dir=self.output_dir, on_done=on_done, ranks=self.ranks
+        )
 
     async def wait(self) -> str:
         """Wait for the run to end by itself (or by a stop request); return its outcome."""
@@ -216,16 +234,7 @@ class RunSession:
     def _on_control(self, event: Event) -> None:
         if self.worker is None or (event.correlation_id not in (None, self.run_id)):
             return
-        control = self.worker.control
-        who = str(event.data.get("requested_by", event.source))
-        if event.name == ev.CONTROL_PAUSE_REQUESTED:
-            control.request_pause(who)
-        elif event.name == ev.CONTROL_RESUME_REQUESTED:
-            control.request_resume(who)
-        elif event.name == ev.CONTROL_STOP_REQUESTED:
-            control.request_stop(str(event.data.get("reason", "user")), str(event.data.get("requested_by", "user")))
-        elif event.name == ev.CONTROL_CHECKPOINT_REQUESTED:
-            control.request_checkpoint(who, event.id)
+        apply_control(self.worker.control, event)
 
     # ------------------------------------------------------------------ attached monitors (issue 13)
 
@@ -265,7 +274,8 @@ class RunSession:
             return
         from kbert_tui.system import SystemSampler
 
-        self.sampler = SystemSampler(self.bus, self.config.system, self.output_dir, correlation_id=self.run_id)
+        self.sampler = SystemSampler(self.bus, self.config.system, self.output_dir, correlation_id=self.run_id,
+                                     pid=self.sampled_pid)
         await self.sampler.start()
 
     async def _stop_system(self) -> None:

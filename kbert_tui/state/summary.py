@@ -178,6 +178,9 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
                                               if d.get("issues") else ""),
     ev.DATA_BATCH_LOADED: lambda d: _kv(d, ("load_time", "batch_size", "sequence_length")),
     ev.BUS_HANDLER_ERROR: lambda d: _generic(d),
+    ev.PROCESS_OUTPUT: lambda d: ("stderr: " if d.get("stream") == "stderr" else "") + str(d.get("line", "")),
+    ev.PROCESS_EXITED: lambda d: f"{d.get('how')} after {format_number(d.get('seconds'))} s (pid {d.get('pid')})",
+    ev.PROCESS_STARTED: lambda d: f"pid {d.get('pid')}: {' '.join(map(str, d.get('command') or []))}",
 }
 
 

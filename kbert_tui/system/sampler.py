@@ -72,6 +72,7 @@ class SystemSampler:
         correlation_id: str | None = None,
         gpu_source: GpuSource | None = None,
         detector: BottleneckDetector | None = None,
+        pid: int | None = None,
     ) -> None:
         self.bus = bus
         section = _section(config)
@@ -91,7 +92,7 @@ class SystemSampler:
         )
         self._gpu = gpu_source if gpu_source is not None else (NvmlGpuSource() if self.gpu_enabled else None)
         self._gpu_open = False
-        self._process = psutil.Process()
+        self._process = psutil.Process(pid)  # `pid`: another process's CPU and memory (`kbert-tui watch`'s child)
         self._task: asyncio.Task[None] | None = None
         self._reported: set[str] = set()
         self.samples = 0
@@ -218,6 +219,8 @@ class SystemSampler:
         mx = sys.modules.get("mlx.core")
         if mx is None or not hasattr(mx, "get_cache_memory"):  # not imported yet, or mid-import in the worker
             return None
+        if self._process.pid != os.getpid():
+            return None  # MLX's counters are this process's, not the sampled one's
         data = {
             "active_mb": round(mx.get_active_memory() / _MB, 2),
             "peak_mb": round(mx.get_peak_memory() / _MB, 2),

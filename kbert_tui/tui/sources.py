@@ -241,9 +241,11 @@ class LiveSource(EventSource):
     owns_run = True
     controllable = True
 
-    def __init__(self, config: Any, *, output_dir: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, config: Any, *, output_dir: str | os.PathLike[str] | None = None,
+                 session_factory: Any = None) -> None:
         self.config = config
         self.output_dir = output_dir
+        self.session_factory = session_factory  # (config, output_dir) -> a RunSession (`watch`: its child's)
         self.session: Any = None
         self.outcome: str | None = None
         self.error: str | None = None
@@ -252,7 +254,7 @@ class LiveSource(EventSource):
     async def start(self, inbox: deque[Event]) -> None:
         from kbert_tui.session import RunSession
 
-        self.session = RunSession(self.config, output_dir=self.output_dir)
+        self.session = (self.session_factory or RunSession)(self.config, output_dir=self.output_dir)
         self.events_path = Path(self.session.events_path)
         await self.session.start()
         bus = self.session.bus
