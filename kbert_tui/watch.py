@@ -224,6 +224,8 @@ def _run_name(command: list[str]) -> str:
     for word, following in zip(words, [*words[1:], ""]):
         if word == "-m":
             return following.rpartition(".")[2]
+        if word == "-c":
+            return "python"
         if not word.startswith("-"):
             return Path(word).stem
     return Path(command[0]).stem
