@@ -29,7 +29,7 @@ from typing import Any
 from kbert_tui.events import Event
 from kbert_tui.events import catalog as ev
 
-__all__ = ["LogError", "Run", "RunStopped", "init", "WATCH_DIR_ENV", "WATCH_RUN_ID_ENV", "OUTBOX_NAME", "INBOX_NAME"]
+__all__ = ["INBOX_NAME", "OUTBOX_NAME", "WATCH_DIR_ENV", "WATCH_RUN_ID_ENV", "LogError", "Run", "RunStopped", "init"]
 
 WATCH_DIR_ENV = "KBERT_TUI_RUN_DIR"  # set by `kbert-tui watch`: the run directory the script's init() uses
 WATCH_RUN_ID_ENV = "KBERT_TUI_RUN_ID"  # ... and the run id it names its events with
@@ -193,6 +193,7 @@ class _HostedSink:
             raise self._error
         self.worker: _ScriptWorker = self.session.worker
         self.control = self.worker.control
+        assert self.session.bus is not None
         self._emit = self.session.bus.emit_sync
 
     def _main(self) -> None:
@@ -231,8 +232,8 @@ class _OutboxSink:
     POLL_S = 0.05
 
     def __init__(self, run_dir: Path, run_id: str) -> None:
-        from kbert_tui.events.store import JsonlStore
         from kbert_tui.control import Control
+        from kbert_tui.events.store import JsonlStore
 
         self.run_id = run_id
         self.output_dir = run_dir
@@ -547,7 +548,8 @@ def _parameters(model: Any) -> int:
     try:
         from mlx.utils import tree_flatten
 
-        return int(sum(v.size for _, v in tree_flatten(model.parameters())))
+        flat: Any = tree_flatten(model.parameters())
+        return int(sum(v.size for _, v in flat))
     except Exception:  # noqa: BLE001 - not an MLX module after all: the count is a label only
         return 0
 
@@ -583,7 +585,7 @@ def _forget(run: Run) -> None:
 
 def _finish_open_runs() -> None:
     """A script that ends without `finish()` still ends its run: failed on an uncaught exception."""
-    for run in list(_open_runs):
+    for run in _open_runs:
         error = _uncaught[-1] if _uncaught else None
         if isinstance(error, KeyboardInterrupt):
             run.control.request_stop("KeyboardInterrupt", "user")

@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from kbert_tui.client import INBOX_NAME, OUTBOX_NAME, WATCH_DIR_ENV, WATCH_RUN_ID_ENV
+from kbert_tui.control import Control
 from kbert_tui.events import Event, EventBusError
 from kbert_tui.events import catalog as ev
 from kbert_tui.remote import send_control
 from kbert_tui.remote.local import FINAL_TRAINING_EVENTS
 from kbert_tui.session import RunSession, make_run_id
-from kbert_tui.control import Control
 
 __all__ = ["ChildWorker", "WatchSession", "exit_status_of", "watch_command"]
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
+from simulate import simulate_run
 
 import kbert_tui
 from kbert_tui.client import LogError
@@ -20,7 +21,6 @@ from kbert_tui.events.store import JsonlStore, read_events
 from kbert_tui.remote import AttachedRun, resolve_run
 from kbert_tui.state import RunState
 from kbert_tui.state.compare import compare_table, label_runs, load_run, render_table
-from simulate import simulate_run
 
 
 @pytest.fixture(autouse=True)

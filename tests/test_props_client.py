@@ -4,12 +4,13 @@ what it refuses, it refuses with a `LogError` naming the key."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 import kbert_tui
 from kbert_tui.client import OUTBOX_NAME, RESERVED_KEYS, LogError

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -12,12 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from simulate import simulate_run
 
 from kbert_tui.cli import main
 from kbert_tui.events import catalog as ev
 from kbert_tui.events.store import JsonlStore, read_events
 from kbert_tui.remote import AttachedRun, resolve_run
-from simulate import simulate_run
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "mlx_mlp.py"
