@@ -123,3 +123,31 @@ def test_from_end_skips_what_is_there_and_malformed_lines_are_counted(tmp_path: 
     assert follower.read_events() == [] and follower.malformed == 1
     assert follower.first_error and "line 1" in follower.first_error
     follower.close()
+
+
+def _lines(events: list[Event]) -> bytes:
+    from kbert_tui.events._codec import encode_event_bytes
+
+    return b"".join(encode_event_bytes(e) for e in events)
+
+
+def test_lines_written_after_the_log_was_truncated_in_place_are_read_and_the_truncation_counted(tmp_path: Path):
+    path = tmp_path / "events.jsonl"
+    old, shorter, longer = _events(20), _events(3, 100), _events(40, 200)
+    path.write_bytes(_lines(old))
+    follower = LogFollower(path)
+    assert len(follower.read_events()) == 20
+    with open(path, "r+b") as fh:  # cut to nothing in place (same inode), then a few new lines
+        fh.truncate(0)
+    with open(path, "ab") as fh:
+        fh.write(_lines(shorter))
+    assert [e.id for e in follower.read_events()] == [e.id for e in shorter]
+    assert follower.truncations == 1 and "truncated" in (follower.notice or "")
+    with open(path, "r+b") as fh:  # and again, the new content already longer than what was read
+        fh.truncate(0)
+    with open(path, "ab") as fh:
+        fh.write(_lines(longer))
+    assert [e.id for e in follower.read_events()] == [e.id for e in longer]
+    assert follower.truncations == 2 and follower.malformed == 0
+    assert follower.position == 20 + 3 + 40
+    follower.close()

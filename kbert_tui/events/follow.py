@@ -5,6 +5,10 @@ first the rotated segments and the active file as they are (the history), then w
 appends. Rotation (`events.jsonl` renamed to `events.N.jsonl`, a new `events.jsonl` started) is
 noticed by inode, so no line is read twice or skipped, even when several rotations happen between
 two calls. A line is delivered only once its newline is on disk; `position` counts delivered lines.
+
+A file cut back in place (truncated, then written again: same inode) is noticed by its size or by the
+bytes just before the read position no longer being the ones read there; it is then read again from
+its start, counted in `truncations` and described in `notice`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from .store import segment_paths
 __all__ = ["LogFollower", "decode_lines"]
 
 _CHUNK = 1 << 20
+_FINGERPRINT = 1 << 16  # at most this much before the read position must still be there for the file not to be cut
 
 
 class LogFollower:
@@ -33,6 +38,9 @@ class LogFollower:
         self.rotations = 0  # rotations noticed while following the active file
         self.malformed = 0
         self.first_error: str | None = None
+        self.truncations = 0  # times the file being read was cut back in place and read again from its start
+        self.notice: str | None = None  # what happened at the last truncation, for the user
+        self._seen_tail = b""  # the last bytes read from the open file, ending at its read position
         self._done: set[tuple[int, int]] = set()  # (device, inode) of files read to their final end
         self._fh: BinaryIO | None = None
         self._key: tuple[int, int] | None = None
@@ -86,6 +94,8 @@ class LogFollower:
             return False
         fh = self._fh
         assert fh is not None
+        if self._was_cut(fh):
+            self._read_again(fh)
         chunk = fh.read(_CHUNK)
         if chunk:
             self._take(chunk)
@@ -98,9 +108,35 @@ class LogFollower:
         self._finish_file()
         return True
 
+    def _was_cut(self, fh: BinaryIO) -> bool:
+        """Was the open file truncated in place since we read it (even if written past that point again)?"""
+        offset = fh.tell()
+        if not offset:
+            return False
+        if os.fstat(fh.fileno()).st_size < offset:
+            return True
+        seen = self._seen_tail
+        return os.pread(fh.fileno(), len(seen), offset - len(seen)) != seen
+
+    def _read_again(self, fh: BinaryIO) -> None:
+        offset = fh.tell()
+        size = os.fstat(fh.fileno()).st_size
+        self.truncations += 1
+        dropped = f"; an unfinished line of {len(self._partial):,} bytes was dropped" if self._partial else ""
+        self.notice = (f"{self.path.name} was truncated in place after {offset:,} bytes had been read "
+                       f"(now {size:,} bytes): reading it again from its start; lines written just before the cut "
+                       f"may be missing, and up to {min(size, offset):,} bytes may be read twice{dropped}")
+        self._partial = b""
+        self._seen_tail = b""
+        fh.seek(0)
+
     def _take(self, chunk: bytes) -> None:
         self.bytes_read += len(chunk)
-        lines = (self._partial + chunk).split(b"\n")
+        data = self._partial + chunk
+        last = data.rfind(b"\n")  # remember from the start of the last whole line (it holds an id, a time)
+        start = data.rfind(b"\n", 0, last) + 1 if last > 0 else 0
+        self._seen_tail = (data if last >= 0 else self._seen_tail + chunk)[start if last >= 0 else 0:][-_FINGERPRINT:]
+        lines = data.split(b"\n")
         self._partial = lines.pop()
         ready = self._ready
         for line in lines:
@@ -114,6 +150,7 @@ class LogFollower:
         if tail:
             self._ready.append(tail)
         self._partial = b""
+        self._seen_tail = b""
         assert self._fh is not None and self._key is not None
         self._done.add(self._key)
         self._fh.close()
@@ -191,4 +228,5 @@ class LogFollower:
             self._done.add((st.st_dev, st.st_ino))
         if self.path.exists() and self._open_next():
             assert self._fh is not None
-            self._fh.seek(0, os.SEEK_END)
+            end = self._fh.seek(0, os.SEEK_END)
+            self._seen_tail = os.pread(self._fh.fileno(), min(end, _FINGERPRINT), max(0, end - _FINGERPRINT))

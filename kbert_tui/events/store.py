@@ -15,6 +15,7 @@ import atexit
 import errno
 import os
 import re
+import stat
 import threading
 import time
 import weakref
@@ -116,11 +117,19 @@ class EventLogReader:
 def read_events(path: str | os.PathLike[str], *, include_segments: bool = True) -> EventLogReader:
     """Open the event log at `path` for reading (raises FileNotFoundError if it doesn't exist)."""
     p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"no such events file: {p}")
-    if p.is_dir():
+    try:
+        mode = p.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise FileNotFoundError(f"no such events file: {p}") from None
+    if stat.S_ISDIR(mode):
         raise IsADirectoryError(f"{p} is a directory, not an events file")
+    if not stat.S_ISREG(mode):  # a device or a FIFO may never end: reading it would only grow
+        raise OSError(errno.EINVAL, f"not a regular file ({_KINDS.get(stat.S_IFMT(mode), 'a special file')})")
     return EventLogReader(p, include_segments=include_segments)
+
+
+_KINDS = {stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFIFO: "a named pipe",
+          stat.S_IFSOCK: "a socket"}
 
 
 _live_stores: weakref.WeakSet[JsonlStore] = weakref.WeakSet()

@@ -8,17 +8,21 @@ view is always "row i of the visible rows" in O(1).
 
 from __future__ import annotations
 
+import os
+import time
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 
 from kbert_tui.events import Event
+from kbert_tui.events._query import collector_paused
+from kbert_tui.events.store import EventLogReader, read_events
 
 from .filter import EventMatcher, event_text, event_texts
 from .summary import event_kind
 from .threads import RunThreads
 
-__all__ = ["EventLog", "DEFAULT_CAPACITY"]
+__all__ = ["DEFAULT_CAPACITY", "EventLog", "search_older"]
 
 DEFAULT_CAPACITY = 100_000
 
@@ -287,6 +291,40 @@ class EventLog:
             event = ring[seq % cap]
             if event is not None and event.correlation_id == correlation_id:
                 yield seq
+
+
+def search_older(path: str | os.PathLike[str], count: int, matcher: EventMatcher | None, capacity: int, *,
+                 cancelled: Callable[[], bool] | None = None) -> tuple[EventLog, int, int] | None:
+    """The monitor's `o` search: of the first `count` events in the log at `path` (those that left the
+    window), the ones `matcher` accepts on their own, the newest `capacity` of them in an EventLog; with
+    how many matched and how many lines could not be read. None when cancelled.
+
+    The log is decoded ~1 MB at a time and the GIL handed over between chunks, so the screen keeps
+    turning while it runs.
+    """
+    with collector_paused():  # the events found live on; the rest are freed as they go
+        return _search(read_events(path), count, matcher, capacity, cancelled)
+
+
+def _search(reader: EventLogReader, count: int, matcher: EventMatcher | None, capacity: int,
+            cancelled: Callable[[], bool] | None) -> tuple[EventLog, int, int] | None:
+    found = EventLog(capacity)
+    matched = seen = 0
+    for events in reader.event_chunks():
+        if seen + len(events) > count:
+            del events[max(0, count - seen):]
+        seen += len(events)
+        if matcher is not None:
+            matches = matcher.matches_alone
+            events = [event for event in events if matches(event)]
+        matched += len(events)
+        found.extend(events)
+        if cancelled is not None and cancelled():
+            return None
+        if seen >= count:
+            break
+        time.sleep(0)
+    return found, matched, reader.malformed
 
 
 def _slot_runs(start: int, end: int, capacity: int) -> list[tuple[int, int]]:

@@ -17,27 +17,30 @@ progress; both are plain functions the monitor runs on a worker thread.
 from __future__ import annotations
 
 import mmap
-from collections import deque
 import os
 import re
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from kbert_tui.events import Event
-from kbert_tui.events._codec import decode_lines
 from kbert_tui.events import catalog as ev
+from kbert_tui.events._codec import decode_lines
 
 from .log_index import EventLog
 from .run_state import RunState
 
-__all__ = ["EndView", "load_end", "load_all", "TAIL_BYTES"]
+__all__ = ["TAIL_BYTES", "EndEvents", "EndView", "end_events", "load_all", "load_end"]
 
 TAIL_BYTES = 1 << 20  # ~3,500 events: a screenful many times over, decoded in a blink
 
-_MILESTONE = re.compile(
-    rb'"name":"(?:training\.(?!batch_completed")|control\.|plugin\.(?!stats")|model\.checkpoint|bus\.'
-    rb'|data\.(?!batch_loaded")|system\.(?:perf|bottleneck|gpu_unavailable|error))')
+# Milestone names; the byte form follows `"name":` in any layout (spaces, key order), the text form
+# checks a decoded name (a byte hit may be a "name" key inside data).
+_MILESTONE_NAMES = (r'(?:training\.(?!batch_completed{end})|control\.|plugin\.(?!stats{end})|model\.checkpoint|bus\.'
+                    r'|data\.(?!batch_loaded{end})|system\.(?:perf|bottleneck|gpu_unavailable|error))')
+_MILESTONE = re.compile(rb'"name"[ \t\r\n]*:[ \t\r\n]*"' + _MILESTONE_NAMES.format(end='"').encode())
+_IS_MILESTONE = re.compile(_MILESTONE_NAMES.format(end="$"))
 
 
 @dataclass
@@ -59,59 +62,93 @@ def _map(path: Path) -> mmap.mmap | None:
         return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
 
 
-def load_end(files: list[Path], capacity: int, *, tail_bytes: int = TAIL_BYTES) -> EndView:
-    """The end of the run recorded in `files` (segments, oldest first), without decoding it all."""
+@dataclass
+class EndEvents:
+    """What the end of a log holds: milestone events before the tail, then every event of the tail."""
+
+    milestones: list[Event]
+    tail: list[Event]
+    malformed: int  # unreadable lines among the tail and the milestone candidates
+    total_bytes: int
+
+
+def end_events(files: list[Path], tail_bytes: int = TAIL_BYTES) -> EndEvents:
+    """The milestones of `files` (segments, oldest first) before their last `tail_bytes`, and the events
+    of that tail, in file order, without decoding the other lines."""
     maps = [(path, _map(path)) for path in files]
-    maps = [(path, m) for path, m in maps if m is not None]
-    total_bytes = sum(len(m) for _, m in maps)
+    mapped = [m for _, m in maps if m is not None]
+    try:
+        return _end_events(mapped, tail_bytes)
+    finally:
+        for m in mapped:
+            m.close()
+
+
+def _end_events(maps: list[mmap.mmap], tail_bytes: int) -> EndEvents:
     # the tail may span segments: take whole lines from the newest backwards
     tail_lines: list[bytes] = []
     need = tail_bytes
-    tail_start = [len(m) for _, m in maps]  # per segment: where its tail part starts
+    tail_start = [len(m) for m in maps]  # per segment: where its tail part starts
     for index in range(len(maps) - 1, -1, -1):
-        _, m = maps[index]
+        if need <= 0:
+            break
+        m = maps[index]
         start = max(0, len(m) - need)
         if start:
             start = m.find(b"\n", start) + 1 or len(m)
         tail_start[index] = start
         tail_lines[:0] = m[start:].split(b"\n")
         need -= len(m) - start
-        if need <= 0:
+    candidates: list[bytes] = []
+    for index, m in enumerate(maps):
+        candidates.extend(_candidate_lines(m, tail_start[index]))
+    milestones, problems = decode_lines(candidates)
+    malformed = len(problems)
+    milestones = [event for event in milestones if _IS_MILESTONE.match(event.name)]
+    tail, problems = decode_lines(list(filter(None, map(bytes.strip, tail_lines))))
+    return EndEvents(milestones, tail, malformed + len(problems), sum(map(len, maps)))
+
+
+def _candidate_lines(m: mmap.mmap, limit: int) -> list[bytes]:
+    """The lines of m[:limit] that may be milestones (stripped, in file order): a milestone name after
+    `"name":`, or a backslash anywhere (a line may spell its name or keys with escapes)."""
+    starts: dict[int, int] = {}
+    for hit in _MILESTONE.finditer(m, 0, limit):
+        begin = m.rfind(b"\n", 0, hit.start()) + 1
+        starts.setdefault(begin, hit.end())
+    position = m.find(b"\\", 0, limit)
+    while position >= 0:
+        begin = m.rfind(b"\n", 0, position) + 1
+        starts.setdefault(begin, position)
+        end = m.find(b"\n", position)
+        if end < 0:
             break
-    milestones: list[tuple[int, int, bytes]] = []
-    runs = 0
-    for index, (_, m) in enumerate(maps):
-        limit = tail_start[index]
-        last_line = -1
-        for hit in _MILESTONE.finditer(m, 0, limit):
-            begin = m.rfind(b"\n", 0, hit.start()) + 1
-            if begin == last_line:
-                continue
-            last_line = begin
-            end = m.find(b"\n", hit.end())
-            milestones.append((index, begin, m[begin:end if end >= 0 else len(m)]))
+        position = m.find(b"\\", end, limit)
+    lines = []
+    for begin in sorted(starts):
+        end = m.find(b"\n", starts[begin])
+        line = m[begin:end if 0 <= end <= limit else limit].strip()
+        if line:
+            lines.append(line)
+    return lines
+
+
+def load_end(files: list[Path], capacity: int, *, tail_bytes: int = TAIL_BYTES) -> EndView:
+    """The end of the run recorded in `files` (segments, oldest first), without decoding it all."""
+    end = end_events(files, tail_bytes)
     state = RunState()
     log = EventLog(capacity)
-    malformed = 0
+    runs = 0
     run_ids: list[str] = []
-    found, problems = decode_lines([line for _, _, line in milestones])
-    malformed += len(problems)
-    for event in found:
-        state.apply(event)
-        if event.name == ev.TRAINING_STARTED:
-            runs += 1
-            run_ids.append(str(event.data.get("run_id") or event.correlation_id or "?"))
-    found, problems = decode_lines(list(filter(None, map(bytes.strip, tail_lines))))
-    malformed += len(problems)
-    for event in found:
-        state.apply(event)
-        log.append(event)
-        if event.name == ev.TRAINING_STARTED:
-            runs += 1
-            run_ids.append(str(event.data.get("run_id") or event.correlation_id or "?"))
-    for _, m in maps:
-        m.close()
-    return EndView(state, log, runs, malformed, total_bytes, run_ids)
+    for part in (end.milestones, end.tail):
+        for event in part:
+            state.apply(event)
+            if part is end.tail:
+                log.append(event)
+            if event.name == ev.TRAINING_STARTED:
+                runs += 1
+                run_ids.append(str(event.data.get("run_id") or event.correlation_id or "?"))
+    return EndView(state, log, runs, end.malformed, end.total_bytes, run_ids)
 
 
 def load_all(events: Iterator[Event], capacity: int, *,

@@ -26,7 +26,7 @@ from textual.widgets import Footer, Input, Static
 from textual.worker import get_current_worker
 
 from kbert_tui.events import Event
-from kbert_tui.events.store import read_events
+from kbert_tui.state.log_index import search_older
 from kbert_tui.state.replay_load import EndView, load_all, load_end
 from kbert_tui.state import (
     DEFAULT_CAPACITY,
@@ -518,16 +518,10 @@ class MonitorApp(App[str | None]):
 
     @work(thread=True, exclusive=True, group="disk-search")
     def _search_disk(self, path: Path, count: int, matcher: EventMatcher | None) -> None:
-        found = EventLog(self.log_index.capacity)
-        matched = 0
         worker = get_current_worker()
-        for index, event in enumerate(read_events(path)):
-            if index >= count or worker.is_cancelled:
-                break
-            if matcher is None or matcher.matches_alone(event):
-                found.append(event)
-                matched += 1
-        if not worker.is_cancelled:
+        result = search_older(path, count, matcher, self.log_index.capacity, cancelled=lambda: worker.is_cancelled)
+        if result is not None and not worker.is_cancelled:
+            found, matched, _ = result
             self.call_from_thread(self._show_disk_results, found, matched, count, matcher)
 
     def _show_disk_results(self, found: EventLog, matched: int, searched: int, matcher: EventMatcher | None) -> None:
