@@ -247,3 +247,11 @@ def test_every_byte_level_test_keeps_lines_that_spell_the_same_thing_with_escape
     assert _found(query, lines) == ["spaced", "compact", "reordered", "escaped"]
     assert _found(EventQuery().correlation_id("5"), lines) == ["corr-int"]
     assert _found(EventQuery().source("unknown"), lines) == ["corr-int"]
+
+
+def test_an_integer_past_64_bits_reads_back_exact_from_every_decoder():
+    big, negative = 2**70 + 1, -(2**64) - 3
+    line = b'{"name":"n","timestamp":"2026-01-01T00:00:00","data":{"x":%d,"y":%d,"id":"%d"}}' % (big, negative, big)
+    [event], _ = decode_lines([line])
+    assert event.data == {"x": big, "y": negative, "id": str(big)} and type(event.data["x"]) is int
+    assert decode_event(line).data["x"] == big

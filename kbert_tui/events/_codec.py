@@ -6,6 +6,7 @@ import dataclasses
 import enum
 import json
 import math
+import re
 import traceback
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from datetime import date, datetime, time, timedelta, timezone
@@ -281,6 +282,12 @@ def _encode_exact(event: Event, notes: list[str] | None) -> str:
     return to_json({**_fields(event), "data": event.data, "metadata": event.metadata}, notes) + "\n"
 
 
+# orjson reads an integer past 64 bits as a float; json keeps it exact. Such a line (19+ digits in a
+# row, in a number or not) is parsed by json instead.
+_LONG_NUMBER = re.compile(rb"\d{19}")
+_LONG_NUMBER_TEXT = re.compile(r"\d{19}")
+
+
 class MalformedLine(ValueError):
     """A line that isn't a readable event."""
 
@@ -289,9 +296,12 @@ def loads(line: str | bytes) -> Any:
     """Parse one JSON document (fast path via orjson; NaN literals of other writers still accepted)."""
     if _orjson is not None:
         try:
-            return _orjson.loads(line)
+            parsed = _orjson.loads(line)
         except ValueError:
             pass
+        else:
+            if not (_LONG_NUMBER if isinstance(line, bytes) else _LONG_NUMBER_TEXT).search(line):
+                return parsed
     try:
         return json.loads(line)
     except RecursionError:  # nested past the parser's limit: unreadable like any other bad line
@@ -326,6 +336,14 @@ def decode_lines(lines: list[bytes]) -> tuple[list[Event], list[tuple[int, str]]
             records = list(map(_orjson.loads, lines))
         except ValueError:
             pass  # some line is not JSON: parse them one by one below, to say which
+        else:
+            if _LONG_NUMBER.search(b"".join(lines)):  # rare: one scan of the chunk
+                for index, line in enumerate(lines):
+                    if _LONG_NUMBER.search(line):
+                        try:
+                            records[index] = json.loads(line)
+                        except (ValueError, RecursionError):
+                            pass  # json can't read it (too deep): orjson's reading stands
     if records is None:
         records = []
         for index, line in enumerate(lines):
