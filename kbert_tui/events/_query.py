@@ -212,7 +212,7 @@ class EventQuery:
     ) -> list[Event]:
         """`run` over lists of lines (as `EventLogReader.chunks()` gives them): each list is narrowed by
         byte-level tests, the rest decoded in bulk, and Events are built only for those."""
-        with _collector_paused():
+        with collector_paused():
             return self._run_chunks(chunks, on_malformed, time_order)
 
     def _run_chunks(self, chunks: Iterable[list[bytes]], on_malformed: Callable[[str], None] | None,
@@ -307,7 +307,7 @@ _resume_collector = False
 
 
 @contextmanager
-def _collector_paused() -> Iterator[None]:
+def collector_paused() -> Iterator[None]:
     """Pause the cyclic GC while a read builds many objects that all live on: it would rescan them
     again and again (half the time of a 1M-event query).
 
