@@ -428,3 +428,124 @@ def test_a_store_closed_twice_and_a_line_after_close():
         with pytest.raises(RuntimeError):
             store.append(Event("y", {}))
         assert store.written == 1 and store.lost == 0
+
+
+# -- 3b. captured at emit time, whatever the containers are (issue 19) ----------------------------
+
+
+@pytest.mark.parametrize("emit_sync", [False, True])
+async def test_tuples_reach_handlers_and_the_log_as_emitted(tmp_path, emit_sync):
+    path = tmp_path / "events.jsonl"
+    bus = EventBus(enable_persistence=True, persistence_path=path)
+    got: list[dict] = []
+    await bus.subscribe("model.forward_pass", lambda e: got.append(e.data))
+    payload = {"input_shape": (32, 128), "labels": ("neg", "pos"), "raw": (b"ab", b""), "none": (None,),
+               "f": (1.5,), "mixed": (1, "a", [2, 3], {"k": (4,)})}
+    if emit_sync:
+        bus.emit_sync("model.forward_pass", payload)
+    else:
+        await bus.emit("model.forward_pass", payload)
+    payload["mixed"][2].append(9)
+    payload["mixed"][3]["k"] = None
+    await bus.shutdown()
+    assert got == [{"input_shape": (32, 128), "labels": ("neg", "pos"), "raw": (b"ab", b""), "none": (None,),
+                    "f": (1.5,), "mixed": (1, "a", [2, 3], {"k": (4,)})}]
+    assert _lines(path)[0]["data"] == {"input_shape": [32, 128], "labels": ["neg", "pos"], "raw": ["ab", ""],
+                                       "none": [None], "f": [1.5], "mixed": [1, "a", [2, 3], {"k": [4]}]}
+
+
+async def test_mapping_subclasses_bytearrays_arrays_deep_nesting_and_metadata_are_captured_at_emit(tmp_path):
+    import collections
+
+    import numpy as np
+
+    path = tmp_path / "events.jsonl"
+    bus = EventBus(enable_persistence=True, persistence_path=path)
+    got: list[Event] = []
+    await bus.subscribe("x", got.append)
+    ordered = collections.OrderedDict(a=[1])
+    counts: collections.defaultdict[str, list[int]] = collections.defaultdict(list, b=[2])
+    buf = bytearray(b"abc")
+    arr = np.arange(3)
+    deep = _deep(40)
+    meta = {"rank": {"host": ["h1"]}}
+    data = {"ordered": ordered, "counts": counts, "buf": buf, "arr": arr, "deep": deep, "top_buf": [buf]}
+    await bus.emit("x", data, metadata=meta)
+    ordered["a"].append(10)
+    counts["b"].append(20)
+    counts["new"].append(1)
+    buf[0:1] = b"Z"
+    arr[0] = 99
+    node = deep
+    for _ in range(39):
+        node = node["a"]
+    node["changed"] = True
+    meta["rank"]["host"].append("h2")
+    await bus.shutdown()
+    (event,) = got
+    assert event.data["ordered"] == {"a": [1]} and type(event.data["ordered"]) is collections.OrderedDict
+    assert event.data["counts"] == {"b": [2]} and event.data["counts"].default_factory is list
+    assert event.data["buf"] == b"abc" and event.data["top_buf"] == [b"abc"]
+    assert event.data["arr"].tolist() == [0, 1, 2]
+    assert event.data["deep"] == _deep(40)
+    assert event.metadata == {"rank": {"host": ["h1"]}}
+
+
+def test_a_self_referencing_payload_is_captured_with_its_cycle_and_written_with_a_marker(tmp_path):
+    path = tmp_path / "events.jsonl"
+    bus = EventBus(enable_persistence=True, persistence_path=path)
+    got: list[Event] = []
+    bus.subscribe_sync("x", got.append)
+    data: dict = {"n": [1]}
+    data["self"] = data
+    data["n"].append(data["n"])
+    bus.emit_sync("x", data)
+    data["n"].append(3)
+    bus.close()
+    (event,) = got
+    assert event.data["n"][0] == 1 and len(event.data["n"]) == 2
+    assert event.data["self"]["self"]["n"][0] == 1  # the cycle is kept, as a cycle of copies
+    assert _lines(path)[0]["data"]["n"][0] == 1
+
+
+# -- 3c. emitting while the bus shuts down (issue 19) ---------------------------------------------
+
+
+async def test_an_emit_racing_shutdown_raises_event_bus_error_and_is_not_counted(tmp_path):
+    path = tmp_path / "events.jsonl"
+    bus = EventBus(enable_persistence=True, persistence_path=path)
+    in_filter, closed = threading.Event(), threading.Event()
+
+    class Stall(EventFilter):
+        """Holds the emitting thread inside the bus until shutdown has closed it."""
+
+        def should_process(self, event: Event) -> bool:
+            if event.name == "late":
+                in_filter.set()
+                closed.wait(5)
+            return True
+
+    bus.add_filter(Stall())
+    await bus.emit("early", {})
+    errors: list[BaseException] = []
+
+    def late() -> None:
+        try:
+            bus.emit_sync("late", {})
+        except BaseException as exc:  # noqa: BLE001 - the test looks at what came out
+            errors.append(exc)
+
+    worker = threading.Thread(target=late)
+    worker.start()
+    await asyncio.to_thread(in_filter.wait, 5)
+    await bus.shutdown()
+    closed.set()
+    worker.join(5)
+    assert len(errors) == 1 and isinstance(errors[0], EventBusError), errors
+    assert "shut down" in str(errors[0])
+    metrics = bus.metrics()
+    assert metrics.events_by_name == {"early": 1} and metrics.total_events == 1
+    assert [row["name"] for row in _lines(path)] == ["early"]
+    with pytest.raises(EventBusError, match="shut down"):
+        await bus.emit("after", {})
+    assert bus.metrics().total_events == 1

@@ -36,6 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
+from ._capture import capture
 from ._codec import encode_fresh, encode_line
 from . import _event as _ev
 from ._event import Event, new_event_id, utcnow
@@ -161,44 +162,6 @@ def _is_async_callable(handler: Callable[..., Any]) -> bool:
         return True
     call = getattr(handler, "__call__", None)  # noqa: B004 - objects with async __call__
     return call is not None and inspect.iscoroutinefunction(call)
-
-
-_CONTAINERS = frozenset({dict, list, tuple, set})
-_COPY_DEPTH = 32
-
-
-def _snapshot(data: dict[str, Any]) -> dict[str, Any]:
-    """A copy of `data` that the emitter's later changes can't reach (containers copied, values kept)."""
-    try:
-        copy = data.copy() if type(data) is dict else dict(data)
-        for key, value in copy.items():
-            if type(value) in _CONTAINERS:
-                copy[key] = _copy_containers(value, 1)  # replacing a value leaves the iteration intact
-        return copy
-    except Exception:  # noqa: BLE001 - a hostile mapping: deliver it as given
-        return data
-
-
-def _copy_containers(value: Any, depth: int) -> Any:
-    """Copies of the dicts, lists, tuples and sets in `value`; only containers are visited."""
-    kind = type(value)
-    if depth >= _COPY_DEPTH:
-        return value
-    if kind is dict:
-        copy = value.copy()
-        for key, item in copy.items():
-            if type(item) in _CONTAINERS:
-                copy[key] = _copy_containers(item, depth + 1)
-        return copy
-    if kind is list:
-        copy = value.copy()
-        for index, item in enumerate(copy):
-            if type(item) in _CONTAINERS:
-                copy[index] = _copy_containers(item, depth + 1)
-        return copy
-    if kind is tuple:
-        return tuple([_copy_containers(item, depth + 1) for item in value])
-    return set(value)  # members are hashable: nothing inside to copy
 
 
 _sub_ids = itertools.count(1)
@@ -328,11 +291,11 @@ class EventBus:
                     self._admit_degraded(event, line, degraded)
                     return
         with self._mutex:
+            if self._closed or store is not None and not store.append_line_open(line):
+                raise self._refused(event_name)
             by_name = self._by_name
             by_name[event_name] = by_name.get(event_name, 0) + 1
             self._history.append(event)
-            if store is not None:
-                store.append_line_locked(line)
             queued = None
             if self._inbox:  # a thread queued events since the check above: deliver behind them, in log order
                 self._inbox.append(event)
@@ -370,23 +333,22 @@ class EventBus:
         """
         self._publish(self._make_event(event_name, data, source, correlation_id, metadata))
 
+    def _refused(self, name: Any) -> EventBusError:
+        """Why an emit is refused once `close()` has begun: nothing of it is counted, kept or written."""
+        if self._closed:
+            return EventBusError(f"cannot emit {name!r}: the event bus has been shut down")
+        return EventBusError(f"cannot emit {name!r}: the event log {self.persistence_path} was closed (at exit)")
+
     def _make_event(self, name: Any, data: Any, source: Any, correlation_id: Any, metadata: Any) -> Event:
         if self._closed:
-            raise EventBusError(f"cannot emit {name!r}: the event bus has been shut down")
+            raise self._refused(name)
         if type(name) is not str or not name:
             if not isinstance(name, str) or not name:
                 raise ValueError(f"event name must be a non-empty string, got {name!r}")
-        if type(data) is dict:  # _snapshot, inlined
-            data = data.copy()
-            for key, value in data.items():
-                kind = type(value)
-                if kind in _CONTAINERS:
-                    if kind is dict and _CONTAINERS.isdisjoint(map(type, value.values())):
-                        data[key] = value.copy()  # the usual nesting, a flat dict (metrics): no call
-                    else:
-                        data[key] = _copy_containers(value, 1)
+        if isinstance(data, dict):
+            data = capture(data)
         else:
-            data = {} if data is None else _snapshot(data) if isinstance(data, dict) else {"value": data}
+            data = {} if data is None else capture({"value": data})
         # Event._build, inlined and lazy: the hottest lines of the project (Event.__getattr__ fills in the rest).
         event = _new_object(Event)
         fields = event.__dict__
@@ -396,7 +358,7 @@ class EventBus:
         if correlation_id is not None:  # else the class default, None
             fields["correlation_id"] = correlation_id
         if metadata is not None:
-            fields["metadata"] = dict(metadata)
+            fields["metadata"] = capture(metadata if isinstance(metadata, dict) else dict(metadata))
         fields["_origin"] = (_time_ns(), _ev._prefix, next(_ev._counter))  # next_origin(), inlined
         return event
 
@@ -496,12 +458,12 @@ class EventBus:
         if store is not None:
             line, degraded = encoded or encode_line(event)
         with self._mutex:
-            by_name = self._by_name
             name = event.name
+            if self._closed or store is not None and not store.append_line_open(line):
+                raise self._refused(name)
+            by_name = self._by_name
             by_name[name] = by_name.get(name, 0) + 1
             self._history.append(event)
-            if store is not None:
-                store.append_line_locked(line)
             if self._record is not None:
                 self._record(event)
             if from_thread or self._inbox:
@@ -881,7 +843,8 @@ class EventBus:
             return
         if self._inbox and (self._loop is None or not self._loop.is_running()):
             self._drain_inbox(deliver_now=True)
-        self._closed = True
+        with self._mutex:  # an emit admitted before this is written; any later one is refused whole
+            self._closed = True
         self._watch.stop()
         with self._lock:
             self._lock.notify_all()

@@ -212,8 +212,13 @@ class JsonlStore:
 
     def append_line_locked(self, line: bytes) -> None:
         """`append_line` for a caller that holds the `append_lock` it gave the store."""
-        if self._closing:
+        if not self.append_line_open(line):
             raise RuntimeError(f"event log {self.path} is closed")
+
+    def append_line_open(self, line: bytes) -> bool:
+        """`append_line_locked`, False (nothing queued) once the store is closing."""
+        if self._closing:
+            return False
         self._queue.append(line)
         self._enqueued += 1
         if self.failing and len(self._queue) > self.max_pending:
@@ -221,6 +226,7 @@ class JsonlStore:
         if self._idle:
             self._idle = False  # one wake-up per idle writer, not one per line
             self._wake.set()
+        return True
 
     def _shed(self) -> None:
         # The disk keeps failing and the backlog is at its cap: give up the oldest, counted.
