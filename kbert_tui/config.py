@@ -42,6 +42,7 @@ __all__ = [
     "read_section",
     "config_table",
     "key_list",
+    "template_problem",
 ]
 
 
@@ -277,6 +278,7 @@ class _Reader:
 
     def fail(self, name: str, expectation: str, got: Any = dataclasses.MISSING) -> ConfigError:
         where = f"{self.origin}: {self.key(name)}"
+        expectation = _one_line(expectation)  # it may quote a path or a template from the file
         if got is dataclasses.MISSING:
             return ConfigError(f"{where}: {expectation}")
         return ConfigError(f"{where}: expected {expectation}, got {_show(got)}")
@@ -348,11 +350,20 @@ class _Reader:
             raise self.fail(name, "a non-empty list of column names", value)
         return tuple(value)
 
+    def user_path(self, name: str, value: str) -> Path:
+        """`value` as a path, `~` expanded; a NUL or an unknown `~user` is this key's error."""
+        if "\x00" in value:
+            raise self.fail(name, "a path without NUL characters", value)
+        try:
+            return Path(value).expanduser()
+        except RuntimeError:
+            raise self.fail(name, "a path whose ~user exists", value) from None
+
     def path_value(self, name: str, *, must_exist: bool, kind: str = "file") -> Path | None:
         value = self.str(name, None)
         if value is None:
             return None
-        path = Path(value).expanduser()
+        path = self.user_path(name, value)
         if not path.is_absolute():
             path = self.base_dir / path
         if must_exist:
@@ -375,6 +386,29 @@ class _Reader:
             if name not in self.seen:
                 known = ", ".join(sorted(self.seen)) or "none"
                 raise self.fail(name, f"unknown key (known keys here: {known})")
+
+
+def template_problem(template: str) -> str | None:
+    """Why `template` can't build a text from a row (None when it can): `{Column}` or `{Column:spec}` fields."""
+    import string
+
+    try:
+        fields = list(string.Formatter().parse(template))
+    except ValueError as error:
+        return str(error)
+    for _, name, spec, conversion in fields:
+        if conversion:
+            return f"{{{name}!{conversion}}}: a field takes no !conversion"
+        try:
+            format("", spec or "")  # row values are text: the spec must suit a string
+        except ValueError as error:
+            return f"{{{name}:{spec}}}: {error}"
+    return None
+
+
+def _one_line(text: str) -> str:
+    """`text` with line breaks and other control characters written as escapes."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
 def _range_text(minimum: Any, maximum: Any, low: str | None = ">=") -> str:
@@ -411,6 +445,8 @@ def load_config(path: str | Path) -> RunConfig:
         raise ConfigError(f"{origin}: not UTF-8 text (byte {error.start})") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{origin}: invalid TOML: {error}") from None
+    except RecursionError:
+        raise ConfigError(f"{origin}: invalid TOML: arrays or tables nested too deeply") from None
     return parse_config(document, origin=origin, base_dir=path.resolve().parent, source=path.resolve())
 
 
@@ -542,7 +578,11 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 def _parse_run(t: _Reader) -> RunSection:
-    return _read(RunSection, t)
+    section = _read(RunSection, t)
+    if any(c in "/\\" or not c.isprintable() for c in section.name):
+        raise t.fail("name", "a name without / \\ or control characters (it starts the run's folder name)",
+                     section.name)
+    return section
 
 
 _NEED_TRAIN = ("validation", "test", "id_column", "text_columns", "template", "label_column")
@@ -551,6 +591,8 @@ _NEED_TRAIN = ("validation", "test", "id_column", "text_columns", "template", "l
 def _parse_data(t: _Reader) -> DataSection:
     text_columns = t.str_list("text_columns", DataSection.text_columns)
     template = t.str("template", None)
+    if template is not None and (problem := template_problem(template)):
+        raise t.fail("template", f"a row template such as \"{{Name}} is {{Age}}\": {problem}", template)
     if text_columns is not None and template is not None:
         raise t.fail("template", "either data.text_columns or data.template, not both")
     if "train" not in t.table:
@@ -585,7 +627,7 @@ def _choices(cls: type, name: str) -> tuple[str, ...]:
 
 def _parse_events(t: _Reader) -> EventsSection:
     value = t.str("path", None)
-    section = _read(EventsSection, t, path=Path(value).expanduser() if value is not None else None)
+    section = _read(EventsSection, t, path=t.user_path("path", value) if value is not None else None)
     if section.broker is not None and (problem := broker_url_problem(section.broker)):
         raise t.fail("broker", problem)
     return section

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kbert_tui.config import DataSection, UserInputError
+from kbert_tui.config import DataSection, UserInputError, template_problem
 from kbert_tui.events import catalog as ev
 
 from .demo import demo_splits
@@ -94,10 +94,9 @@ class TextBuilder:
         self.columns = section.text_columns
         self.exclude = exclude
         if self.template is not None:
-            try:
-                self.parts = list(string.Formatter().parse(self.template))
-            except ValueError as error:
-                raise DataError(f"data.template: {error} in {self.template!r}") from None
+            if problem := template_problem(self.template):
+                raise DataError(f"data.template: {problem} in {self.template!r}")
+            self.parts = list(string.Formatter().parse(self.template))
         else:
             self.parts = []
 
