@@ -573,7 +573,10 @@ def _remember(run: Run) -> None:
             previous(kind, error, tb)
 
         sys.excepthook = excepthook
-        atexit.register(_finish_open_runs)
+        # Before concurrent.futures refuses new work at shutdown (the run's close uses the loop's executor);
+        # threading calls these in reverse order of registration, so this one runs before its.
+        register = getattr(threading, "_register_atexit", atexit.register)
+        register(_finish_open_runs)
 
 
 def _forget(run: Run) -> None:

@@ -224,3 +224,25 @@ def test_a_script_run_replays_and_compares_with_a_built_in_run(tmp_path: Path, c
 
     assert main(["replay", str(run.events_path)]) == 0
     assert "completed, epoch 2/" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("ending", "state", "final"), [
+    ("pass", "completed", ev.TRAINING_COMPLETED),
+    ("raise RuntimeError('diverged')", "failed", ev.TRAINING_FAILED),
+])
+def test_a_script_that_ends_without_finish_still_ends_its_run(tmp_path: Path, ending, state, final):
+    import subprocess
+    import sys
+
+    script = (f"import kbert_tui\nrun = kbert_tui.init('no-finish', dir={str(tmp_path)!r})\n"
+              f"run.log({{'loss': 1.0}})\n{ending}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KBERT_TUI_RUN")}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == (0 if state == "completed" else 1)
+    (folder,) = tmp_path.iterdir()
+    assert json.loads((folder / "session.json").read_text())["state"] == state
+    events = list(read_events(folder / "events.jsonl"))
+    last = [e for e in events if e.category == "training"][-1]
+    assert last.name == final
+    if state == "failed":
+        assert last.data["error"] == "diverged" and "RuntimeError: diverged" in last.data["traceback"]

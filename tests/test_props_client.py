@@ -117,3 +117,28 @@ def test_non_finite_values_are_kept():
         batch = next(e.data for e in read_events(Path(folder) / OUTBOX_NAME) if e.name == ev.TRAINING_BATCH_COMPLETED)
         loss, grad = batch["loss"], batch["metrics"]["grad"]
         assert (loss == "NaN" or math.isnan(loss)) and grad in ("Infinity", math.inf)
+
+
+scalars = st.lists(st.tuples(st.sampled_from(["loss", "val/accuracy", "lr", "grad norm"]), st.integers(0, 10_000),
+                             st.floats(allow_nan=False, allow_infinity=False, width=32)), max_size=40)
+
+
+@given(scalars)
+def test_scalars_imported_into_a_run_come_back_out_of_its_export(tags):
+    """What `kbert-tui import` makes of a run's scalars, `kbert-tui export` gives back: the last value of each
+    (tag, step), with its wall time."""
+    from kbert_tui.events.store import JsonlStore
+    from kbert_tui.tboard import Scalar, run_scalars, scalar_events
+
+    given_scalars = [Scalar(step, 1_700_000_000.0 + step, tag, float(value)) for tag, step, value in tags]
+    expected = {(s.tag, s.step): s.value for s in given_scalars}
+    with tempfile.TemporaryDirectory() as folder:
+        store = JsonlStore(Path(folder) / "events.jsonl")
+        for event in scalar_events("prop", "prop-run", given_scalars, "generated"):
+            assert ev.check_payload(event.name, event.data) == [], event.name
+            store.append(event)
+        store.close()
+        back = run_scalars(Path(folder) / "events.jsonl")
+    assert {(s.tag, s.step): s.value for s in back} == expected
+    assert len(back) == len(expected)
+    assert all(s.wall_time == 1_700_000_000.0 + s.step for s in back)
