@@ -337,8 +337,14 @@ def _watch_headless(session: WatchSession) -> int | None:
     ended_by: list[int] = []
     guard = ExitGuard(busy=lambda: session.bus.busy_handlers() if session.bus is not None else [])
     guard.watch(lambda: session.outcome is not None, lambda: exit_status_of(session.returncode or 0))
+    async def drive() -> bool:
+        await _headless(session, ended_by)  # on Ctrl-C it stops the child and returns
+        task = asyncio.current_task()
+        return task is not None and task.cancelling() > 0
+
     try:
-        asyncio.run(_headless(session, ended_by))
+        if asyncio.run(drive()):
+            raise KeyboardInterrupt
     except KeyboardInterrupt:
         print("interrupted; the command was stopped", file=sys.stderr)
         return EXIT_INTERRUPTED

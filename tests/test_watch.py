@@ -143,6 +143,21 @@ def test_pause_and_stop_from_attach_reach_the_script(tmp_path: Path):
     assert json.loads((out / "session.json").read_text())["state"] == "stopped"
 
 
+def test_ctrl_c_stops_a_script_that_logs_through_the_client_and_exits_130(tmp_path: Path):
+    process, out = start_watch(tmp_path, sys.executable, str(EXAMPLE), "--epochs", "50", "--delay", "0.05")
+    try:
+        wait_for_event(out, ev.TRAINING_BATCH_COMPLETED)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert "interrupted; the command was stopped" in stderr and "stop requested at step" in stdout
+    stopped = next(e.data for e in events_of(out) if e.name == ev.TRAINING_STOPPED)
+    assert stopped["reason"] == "session closed"
+    assert json.loads((out / "session.json").read_text())["state"] == "stopped"
+
+
 def test_ctrl_c_stops_a_script_that_does_not_log_with_signals_and_exits_130(tmp_path: Path):
     process, out = start_watch(tmp_path, sys.executable, "-c", "import time; print('up', flush=True); time.sleep(120)")
     try:
