@@ -28,7 +28,6 @@ import kbert_tui  # noqa: E402
 from kbert_tui.client import OUTBOX_NAME, WATCH_DIR_ENV, WATCH_RUN_ID_ENV  # noqa: E402
 from kbert_tui.config import default_config  # noqa: E402
 
-
 STEP_S = 0.0  # set by --step-ms: a training step between calls that releases the GIL, as MLX's compute does
 
 
