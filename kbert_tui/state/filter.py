@@ -36,8 +36,8 @@ import orjson
 from kbert_tui.events import Event
 from kbert_tui.events import catalog as ev
 
-__all__ = ["EventMatcher", "FilterSyntaxError", "NameTerm", "parse_filter", "event_text", "event_texts",
-           "FILTER_HELP", "FILTER_TERMS"]
+__all__ = ["EventMatcher", "FilterSyntaxError", "NameTerm", "is_event_name", "parse_filter", "event_text",
+           "event_texts", "FILTER_HELP", "FILTER_TERMS"]
 
 FILTER_TERMS: tuple[tuple[str, str], ...] = (
     ("training.*", "name glob (* ? [..])"),
@@ -64,6 +64,11 @@ FILTER_HELP = "\n".join(f"{term:<18}{what}" for term, what in FILTER_TERMS)
 
 _GLOB_CHARS = set("*?[")
 _EVENT_NAME = re.compile(r"^[A-Za-z_][\w-]*(\.[\w-]+)+$")
+
+
+def is_event_name(text: str) -> bool:
+    """Whether `text` reads as an event name in a filter (`a.dotted_name`), not as text or a glob."""
+    return _EVENT_NAME.match(text) is not None
 _OPERATORS = ("!=", ">=", "<=", "=", ">", "<")
 _MISSING = object()
 

@@ -21,7 +21,7 @@ from typing import Any
 from kbert_tui.events import Event
 from kbert_tui.events import catalog as ev
 
-from .filter import EventMatcher, FilterSyntaxError, parse_filter
+from .filter import EventMatcher, FilterSyntaxError, is_event_name, parse_filter
 
 __all__ = ["ACTIONS", "CONTROL_REQUESTS", "RULE_KEYS", "RULES_SOURCE", "Firing", "Rule", "RuleEngine", "RuleProblem",
            "parse_rule", "undeclared_event"]
@@ -109,7 +109,7 @@ def parse_rule(table: Mapping[str, Any], number: int) -> Rule:
         raise RuleProblem("once", f"expected true or false, got {_show(once)}")
     event = table.get("event")
     if "emit" in actions:
-        if not isinstance(event, str) or "." not in event or any(c.isspace() for c in event) or event[0] == ".":
+        if not isinstance(event, str) or not is_event_name(event):  # so a rule's `when` can name it too
             raise RuleProblem("event", 'action "emit" needs event = "a dotted.name" to emit'
                               + ("" if event is None else f", got {_show(event)}"))
     elif event is not None:
