@@ -246,3 +246,21 @@ def test_a_script_that_ends_without_finish_still_ends_its_run(tmp_path: Path, en
     assert last.name == final
     if state == "failed":
         assert last.data["error"] == "diverged" and "RuntimeError: diverged" in last.data["traceback"]
+
+
+def test_rules_from_a_settings_file_act_on_a_script_run(tmp_path: Path):
+    settings = tmp_path / "watch.toml"
+    settings.write_text('[[rules]]\nname = "good enough"\nwhen = "training.batch_completed loss<0.2"\n'
+                        'action = "stop"\n')
+    run = kbert_tui.init("ruled", dir=tmp_path / "runs", settings=settings)
+    step = 0
+    while not run.should_stop and step < 1000:
+        step += 1
+        run.log({"loss": 1.0 / step}, step=step)
+        time.sleep(0.002)
+    run.finish()
+    assert 5 <= step < 1000  # loss < 0.2 from step 6; the rule acts on the event loop, a few steps later
+    events = list(read_events(run.events_path))
+    fired = next(e.data for e in events if e.name == ev.RULE_FIRED)
+    assert fired["rule"] == "good enough" and fired["action"] == "stop"
+    assert next(e.data for e in events if e.name == ev.TRAINING_STOPPED)["requested_by"] == "rule:good enough"
