@@ -400,3 +400,14 @@ async def test_a_64_mb_line_does_not_hold_the_loop(tmp_path: Path):
     assert "control.pause_requested" in run.names()
     assert longest < 0.5, f"the loop stood still {longest:.2f} s"  # it read the whole line at once: 4.2 s
     await run.close()
+
+
+def test_a_monitor_does_not_append_through_a_symlinked_control_file(tmp_path: Path):
+    from kbert_tui.remote.local import send_control as send
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (tmp_path / "control.jsonl").symlink_to(victim)
+    with pytest.raises(OSError):
+        send(tmp_path / "control.jsonl", "control.stop_requested", {}, source="attach", run_id="r")
+    assert victim.read_text() == "precious\n"

@@ -254,7 +254,8 @@ def send_control(control_file: Path, name: str, data: dict[str, Any], *, source:
                  run_id: str | None) -> str:
     """Append one control request to `control_file`; returns the request's event id."""
     request_id, line = control_line(name, data, source=source, run_id=run_id)
-    fd = os.open(control_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    # never through a link: it could point the append at any file this user can write
+    fd = os.open(control_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         os.write(fd, line + b"\n")  # one write: concurrent monitors never interleave inside a line
     finally:
