@@ -287,6 +287,35 @@ class CheckpointLoaded(TypedDict):
     restored_step: int
 
 
+class PretrainedLoaded(TypedDict):
+    path: str
+    model_type: str
+    num_layers: int
+    hidden_size: int
+    train_layers: int
+    pooling: str
+    frozen: list[str]  # ["embeddings", "layers 1-4"]
+    trainable: list[str]  # ["layers 5-6", "head"]
+    trainable_parameters: int
+    frozen_parameters: int
+    seconds: Number
+
+
+class FeaturesProgress(TypedDict):
+    done: int  # texts whose frozen-layer outputs are computed
+    total: int
+    layers: int  # frozen layers run (0: the embeddings only)
+    seconds: Number
+    eta_s: Number | None
+    size_mb: NotRequired[Number]  # the last one (done == total): the cache's size in memory
+
+
+MODEL_PRETRAINED_LOADED = _declare("model.pretrained_loaded", PretrainedLoaded,
+                                   "a pretrained checkpoint was loaded (`model.pretrained`): what is frozen and "
+                                   "what trains, in parameters")
+MODEL_FEATURES_PROGRESS = _declare("model.features_progress", FeaturesProgress,
+                                   "the frozen layers' outputs for every text, computed once before the first "
+                                   "step (the cached-features pass): texts done and the time left")
 MODEL_FORWARD_PASS = _declare("model.forward_pass", ForwardPass, "shapes through the model (every `model_events_every`)")
 MODEL_BACKWARD_PASS = _declare("model.backward_pass", BackwardPass, "gradient norms per layer (every `model_events_every`)")
 MODEL_CHECKPOINT_SAVED = _declare("model.checkpoint_saved", CheckpointSaved, "a checkpoint folder was written")

@@ -290,6 +290,11 @@ class LocalControlWatcher:
             return
         self._task = asyncio.create_task(self._watch(), name=f"control-file:{self.run_id}")
 
+    @property
+    def problem(self) -> str | None:
+        """Why the control file is not used (a link, someone else's, writable by others), for a warning."""
+        return self._control.problem if self._control is not None else None
+
     async def close(self, outcome: str | None) -> None:
         """Stop watching and record how the run ended (idempotent)."""
         if self._task is not None:
