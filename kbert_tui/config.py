@@ -135,7 +135,16 @@ class ModelSection:
     with_bag_of_words: bool = _key(True, "predict with the encoder's and a bag-of-words logistic regression's "
                                    "class probabilities multiplied (a product of experts, both fitted on the "
                                    "training split): `val_accuracy` and `predictions.csv` are the pair's, "
-                                   "`encoder_val_accuracy` the encoder's alone; `false`: the encoder alone")
+                                   "`encoder_val_accuracy` the encoder's alone; `false`: the encoder alone",
+                                   custom=True, shown="`true`; `false` with `pretrained`")
+    pretrained: Path | None = _key(None, "fine-tune a pretrained BERT-family checkpoint (`bert`, `distilbert`): a "
+                                   "Hugging Face folder (config.json, model.safetensors, tokenizer.json or "
+                                   "vocab.txt), or a model's name (`sentence-transformers/all-MiniLM-L6-v2`) in the "
+                                   "local Hugging Face cache. Its config.json sets the sizes, activation and "
+                                   "vocabulary (the keys above are then not allowed); see `training.train_layers`",
+                                   custom=True, typed="path or name", shown="— (a model trained from scratch)")
+    pooling: str = _key("cls", "one vector per text for the head: the `[CLS]` position or the `mean` of the "
+                        "tokens", choices=("cls", "mean"), custom=True, shown="`mean` with `pretrained`, else `cls`")
 
 
 @dataclass(frozen=True)
@@ -162,7 +171,8 @@ class EarlyStoppingSection:
 class TrainingSection:
     epochs: int = _key(3, "passes over the training data", minimum=1, maximum=10_000)
     learning_rate: float = _key(1e-3, "peak rate of AdamW (the demo's 0.0005: at 0.001 two of five seeds stalled "
-                                "near 84%)", minimum=0.0, maximum=10.0, exclusive_min=True)
+                                "near 84%)", minimum=0.0, maximum=10.0, exclusive_min=True,
+                                shown="`0.001`; `0.0001` with `model.pretrained`")
     weight_decay: float = _key(0.01, "AdamW decoupled weight decay", minimum=0.0, maximum=1.0)
     warmup_ratio: float = _key(0.1, "linear warm-up over this share of all steps, then linear decay to 1%",
                                minimum=0.0, maximum=1.0)
@@ -187,6 +197,9 @@ class TrainingSection:
                           "weighted with two classes) on the same "
                           "split when the run starts (seconds) and show its validation accuracy beside the "
                           "model's (`data.baseline_computed`)")
+    train_layers: int = _key(2, "with `model.pretrained`: the top N layers and the head train; the layers below "
+                             "stay frozen and their outputs are computed once per run (0: the head only; the "
+                             "embeddings never train)", minimum=0, maximum=1000)
     checkpoint: CheckpointSection = _key(doc="[training.checkpoint]", factory=CheckpointSection)
     early_stopping: EarlyStoppingSection = _key(doc="[training.early_stopping]", factory=EarlyStoppingSection)
     resume_from: Path | None = _key(None, "continue a run from a checkpoint folder: weights, optimizer state, "
@@ -466,6 +479,7 @@ def parse_config(
         run = dataclasses.replace(run, name=source.stem if source is not None else "run")
     model = _parse_model(root.table_of("model"), data)
     training = _parse_training(root.table_of("training"))
+    training = _check_pretrained(root, model, training)
     events = _parse_events(root.table_of("events"))
     system = _parse_system(root.table_of("system"))
     plugins = _parse_plugins(root.table_of("plugins"))
@@ -602,8 +616,30 @@ def _parse_data(t: _Reader) -> DataSection:
     return _read(DataSection, t, text_columns=text_columns or DataSection.text_columns, template=template)
 
 
+# Sizes a pretrained checkpoint's config.json decides.
+_SET_BY_CHECKPOINT = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "activation", "vocab_size",
+                      "max_position")
+
+
 def _parse_model(t: _Reader, data: DataSection) -> ModelSection:
-    section = _read(ModelSection, t)
+    raw = t.str("pretrained", None)
+    pooling = t.str("pooling", "mean" if raw else "cls", choices=_choices(ModelSection, "pooling"))
+    bag_of_words = t.bool("with_bag_of_words", raw is None)
+    if raw is not None:
+        from kbert_tui.training.hf_checkpoint import PretrainedError, inspect_checkpoint
+
+        given = [name for name in _SET_BY_CHECKPOINT if name in t.table]
+        if given:
+            raise t.fail(given[0], "set by the pretrained checkpoint's config.json: leave it out with model.pretrained")
+        try:
+            info = inspect_checkpoint(raw, t.base_dir)
+        except PretrainedError as error:
+            raise t.fail("pretrained", str(error)) from None
+        if info.max_position < data.max_length:
+            raise ConfigError(f"{t.origin}: data.max_length: expected an integer <= {info.max_position} (the "
+                              f"checkpoint's max_position_embeddings), got {data.max_length}")
+        return _read(ModelSection, t, pretrained=info.folder, pooling=pooling, with_bag_of_words=bag_of_words)
+    section = _read(ModelSection, t, pretrained=None, pooling=pooling, with_bag_of_words=bag_of_words)
     if section.hidden_size % section.num_heads:
         raise t.fail("num_heads", f"a divisor of model.hidden_size ({section.hidden_size})", section.num_heads)
     if section.max_position < data.max_length:
@@ -619,6 +655,29 @@ def _parse_training(t: _Reader) -> TrainingSection:
     if section.resume_from is not None and not (section.resume_from / "state.json").is_file():
         raise t.fail("resume_from", f"a checkpoint folder holding state.json: {section.resume_from}")
     return section
+
+
+PRETRAINED_LEARNING_RATE = 1e-4  # fine-tuning: 1e-3 suits a model trained from scratch, not pretrained weights
+
+
+def _check_pretrained(root: _Reader, model: ModelSection, training: TrainingSection) -> TrainingSection:
+    """`training.train_layers` is for a pretrained model, and at most its layers; a fine-tune's own default rate."""
+    given = root.table.get("training", {})
+    where = f"{root.origin}: training.train_layers"
+    if model.pretrained is None:
+        if "train_layers" in given:
+            raise ConfigError(f"{where}: only meaningful with model.pretrained (a model trained from scratch trains "
+                              "every layer)")
+        return training
+    from kbert_tui.training.hf_checkpoint import inspect_checkpoint
+
+    layers = inspect_checkpoint(str(model.pretrained), root.base_dir).num_layers
+    if training.train_layers > layers:
+        raise ConfigError(f"{where}: expected an integer <= {layers} (the layers of {model.pretrained.name}), "
+                          f"got {training.train_layers}")
+    if "learning_rate" not in given:
+        training = dataclasses.replace(training, learning_rate=PRETRAINED_LEARNING_RATE)
+    return training
 
 
 def _choices(cls: type, name: str) -> tuple[str, ...]:
@@ -801,8 +860,9 @@ def example_config(filename: str) -> str:
             lines += _wrap_comment(f.metadata["doc"].replace("`", ""))
             if path == "data" and f.name in _NEED_TRAIN and value is not None and f.name != "template":
                 lines.append(f"# {f.name} = {_toml(value)}")  # needs `train`: the demo has none
-            elif value is None or f.name == "template":
-                sample = {"train": "train.csv", "validation": "val.csv", "test": "test.csv", "id_column": "id",
+            elif value is None or f.name in ("template", "train_layers"):  # train_layers needs `pretrained`
+                sample = {"train": "train.csv", "pretrained": "sentence-transformers/all-MiniLM-L6-v2",
+                          "train_layers": value, "validation": "val.csv", "test": "test.csv", "id_column": "id",
                           "template": "{Name} is {Age} years old", "output_dir": "runs/demo",
                           "resume_from": "runs/demo/checkpoints/last", "path": "events.jsonl",
                           "broker": "redis://localhost:6379/0", "broker_token": "a-shared-secret"}.get(f.name, "")

@@ -142,6 +142,12 @@ class TrainingState:
     baseline_model: str | None = None  # data.baseline_computed: the score the model has to beat
     baseline_accuracy: float | None = None
     baseline_f1: float | None = None
+    frozen_parameters: int | None = None  # model.pretrained_loaded: a fine-tune's frozen part
+    frozen: str | None = None  # "embeddings, layers 1-4"
+    features_done: int = 0  # model.features_progress: the cached-features pass
+    features_total: int | None = None
+    features_eta: float | None = None
+    features_seconds: float | None = None
     _recent: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=64))
 
     @property
@@ -426,6 +432,21 @@ class RunState:
         t.baseline_accuracy = _num(d.get("val_accuracy"))
         t.baseline_f1 = _num(d.get("val_f1"))
 
+    def _on_model_pretrained_loaded(self, event: Event, d: dict[str, Any]) -> None:
+        t = self.training
+        frozen = d.get("frozen_parameters")
+        t.frozen_parameters = frozen if isinstance(frozen, int) and not isinstance(frozen, bool) else None
+        parts = d.get("frozen")
+        t.frozen = printable(", ".join(map(str, parts))) if isinstance(parts, list) else None
+
+    def _on_model_features_progress(self, event: Event, d: dict[str, Any]) -> None:
+        t = self.training
+        done, total = d.get("done"), d.get("total")
+        if isinstance(done, int) and isinstance(total, int) and total > 0:
+            t.features_done, t.features_total = done, total
+        t.features_eta = _num(d.get("eta_s"))
+        t.features_seconds = _num(d.get("seconds"))
+
     def _on_training_epoch_started(self, event: Event, d: dict[str, Any]) -> None:
         t = self.training
         if t.status == "waiting":
@@ -692,6 +713,8 @@ _DISPATCH: dict[str, Callable[[RunState, Event, dict[str, Any]], None]] = {
     ev.TRAINING_PAUSED: RunState._on_training_paused,
     ev.TRAINING_RESUMED: RunState._on_training_resumed,
     ev.DATA_BASELINE_COMPUTED: RunState._on_data_baseline_computed,
+    ev.MODEL_PRETRAINED_LOADED: RunState._on_model_pretrained_loaded,
+    ev.MODEL_FEATURES_PROGRESS: RunState._on_model_features_progress,
     ev.SYSTEM_CPU_USAGE: RunState._on_system_cpu_usage,
     ev.SYSTEM_MEMORY_USAGE: RunState._on_system_memory_usage,
     ev.SYSTEM_DISK_USAGE: RunState._on_system_disk_usage,

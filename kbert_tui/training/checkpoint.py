@@ -2,6 +2,10 @@
 
 model.safetensors (weights), optimizer.safetensors (AdamW state), config.json (the run config),
 tokenizer.json, state.json (epoch, step, labels, best metric, model shape).
+
+A fine-tune of a pretrained checkpoint (`model.pretrained`) saves only what trains — its top layers and the
+head — and state.json's `model` points at the base: its folder (`pretrained`) and a fingerprint of its weights'
+headers (`base_fingerprint`), which a resume checks before it loads the frozen part from there again.
 """
 
 from __future__ import annotations

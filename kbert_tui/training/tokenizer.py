@@ -142,6 +142,15 @@ def load_tokenizer(path: Path) -> Tokenizer:
     return _finish(Tokenizer.from_file(str(path)))
 
 
+def bert_tokenizer(vocab: Path, *, lowercase: bool) -> Tokenizer:
+    """BERT's WordPiece tokenizer over a checkpoint's vocab.txt (one token a line, ids in line order)."""
+    tokenizer = Tokenizer(models.WordPiece.from_file(str(vocab), unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    return _finish(tokenizer)
+
+
 def get_tokenizer(texts: Sequence[str], vocab_size: int, emit: Emit, *, directory: Path | None = None) -> Tokenizer:
     """The cached tokenizer for these texts and settings, or a freshly trained (and cached) one."""
     key = cache_key(texts, vocab_size)

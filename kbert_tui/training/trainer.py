@@ -34,13 +34,14 @@ from .control import Control
 from .data import PreparedData, Split, load_data
 from .distributed import Ranks
 from .model import BertClassifier, count_parameters, grouped_norms
+from .pretrained import FineTune, pad_features
 from .tokenizer import PAD_ID, encode, get_tokenizer
 
 
 # Model keys a checkpoint need not match: they change no weight (the bag-of-words is refitted from the data).
 _NOT_THE_NETWORK = frozenset({"with_bag_of_words"})
 # What a checkpoint written before a model key existed was trained with.
-_BEFORE_THE_KEY = {"activation": "gelu"}
+_BEFORE_THE_KEY = {"activation": "gelu", "pooling": "cls", "pretrained": None}
 
 
 class NonFiniteLoss(RuntimeError):
@@ -55,6 +56,7 @@ class _Stop(Exception):
 class _Encoded:
     ids: list[list[int]]
     labels: np.ndarray | None
+    features: list[np.ndarray] | None = None  # a pretrained model's frozen-layer outputs, one per text
 
 
 @dataclass
@@ -91,7 +93,8 @@ def make_batch(enc: _Encoded, rows: np.ndarray) -> tuple[mx.array, mx.array, mx.
         ids[r, : len(seq)] = seq
     mask = (ids != PAD_ID).astype(np.int32)
     labels = mx.array(enc.labels[rows]) if enc.labels is not None else None
-    return mx.array(ids), mx.array(mask), labels
+    inputs = pad_features(enc.features, rows, length) if enc.features is not None else mx.array(ids)
+    return inputs, mx.array(mask), labels
 
 
 BUCKET_BATCHES = 50  # length bucketing sorts this many batches' worth of shuffled rows at a time
@@ -259,8 +262,11 @@ class Trainer:
         resume_state = ckpt.read_state(resume) if resume else None
         data = load_data(cfg.data, cfg.run.seed, self.emit,
                          label_names=resume_state["labels"] if resume_state else None)
+        base = FineTune.load(cfg) if cfg.model.pretrained is not None else None
         if resume_state is not None:
             tokenizer = ckpt.load_checkpoint_tokenizer(resume)  # type: ignore[arg-type]
+        elif base is not None:
+            tokenizer = base.tokenizer
         else:
             tokenizer = get_tokenizer(data.train.texts, cfg.model.vocab_size, self.emit)
         self.tokenizer = tokenizer
@@ -269,13 +275,17 @@ class Trainer:
 
         mx.random.seed(cfg.run.seed)
         vocab_size = tokenizer.get_vocab_size()
-        model = BertClassifier(cfg.model, vocab_size, len(data.label_names))
+        if base is not None:
+            model = base.classifier(len(data.label_names), cfg.model.dropout)
+        else:
+            model = BertClassifier(cfg.model, vocab_size, len(data.label_names))
         mx.eval(model.parameters())
         steps_per_epoch = math.ceil(len(train.ids) / cfg.data.batch_size)
         total_steps = steps_per_epoch * cfg.training.epochs
         optimizer = optim.AdamW(learning_rate=self._schedule(total_steps), weight_decay=cfg.training.weight_decay)
         self.model, self.optimizer = model, optimizer
-        self.shape = {"vocab_size": vocab_size, "num_labels": len(data.label_names), **config_to_dict(cfg)["model"]}
+        self.shape = {"vocab_size": vocab_size, "num_labels": len(data.label_names), **config_to_dict(cfg)["model"],
+                      **(base.shape() if base is not None else {})}
 
         if resume_state is not None:
             self._resume(resume, resume_state)  # type: ignore[arg-type]
@@ -298,7 +308,13 @@ class Trainer:
             "output_dir": str(self.output_dir),
             "resumed_from": str(resume) if resume else None,
         })
+        if base is not None:
+            base.announce(self.emit, model)
         self._bag_of_words(data, val, test)
+        if base is not None:  # the frozen layers' outputs, once: each step then runs only the layers that train
+            splits = [e for e in (train, val, test) if e is not None]
+            for enc, features in zip(splits, base.features([e.ids for e in splits], self.emit), strict=True):
+                enc.features = features
         if resume is not None:
             self.emit(ev.MODEL_CHECKPOINT_LOADED, {
                 "path": str(resume),
@@ -512,8 +528,9 @@ class Trainer:
         assert val.labels is not None
         rows = self.ranks.shard(np.arange(len(val.ids)))
         labels = val.labels[rows]
-        encoder = log_probabilities(self.model, _Encoded([val.ids[i] for i in rows], labels),
-                                    max(self.config.data.batch_size, 64))
+        shard = _Encoded([val.ids[i] for i in rows], labels,
+                         [val.features[i] for i in rows] if val.features is not None else None)
+        encoder = log_probabilities(self.model, shard, max(self.config.data.batch_size, 64))
         prior = self._prior.get("validation")
         scores = combine(encoder, None if prior is None else prior[rows])
         classes = len(self.data.label_names)

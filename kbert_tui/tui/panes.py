@@ -120,6 +120,8 @@ class TrainingPane(StatePane):
             ident.append(t.model_type, pal.label)
         if t.num_parameters:
             ident.append(f" {t.num_parameters / 1e6:.2f}M params", pal.label)
+        if t.frozen_parameters:
+            ident.append(f" (+{t.frozen_parameters / 1e6:.2f}M frozen: {t.frozen})", pal.muted)
         if t.device:
             ident.append(f" · {t.device}", pal.label)
         if t.blas:
@@ -137,6 +139,14 @@ class TrainingPane(StatePane):
         row.append_text(bar(t.epoch_fraction, bar_w, pal))
         row.append(f" {t.epoch_fraction:4.0%} ETA {duration(t.eta_seconds)}", pal.value)
         rows.append((1, row))
+        if t.features_total and (t.features_done < t.features_total or not t.step):
+            frac = t.features_done / t.features_total
+            row = Text("Features".ljust(label_w), pal.label)
+            row.append_text(bar(frac, bar_w, pal))
+            eta = t.features_eta if frac < 1 else None
+            row.append(f" {frac:4.0%} ETA {duration(eta)}" if frac < 1 else f" done {duration(t.features_seconds)}",
+                       pal.value)
+            rows.append((2, row))
         batch_frac = t.batch / spe if spe else 0.0
         row = Text(f"Batch {t.batch}/{spe or '?'}".ljust(label_w)[:label_w], pal.label)
         row.append_text(bar(batch_frac, bar_w, pal))
