@@ -86,6 +86,47 @@ def jsonl_row(folder: Path, calls: int, repeats: int, *, flush: bool) -> float:
         return measure(log, calls, repeats)
 
 
+def mlx_loop_rows(folder: Path, steps: int) -> list[tuple[str, float | str]]:
+    """What logging adds to a step of a real (small) MLX training loop: the median time of a step followed by
+    each logger minus that of a step followed by none; the loggers take turns step by step, so a change of
+    machine load meets them all alike."""
+    import mlx.core as mx
+    import mlx.nn as nn
+    import mlx.optimizers as optim
+
+    mx.random.seed(0)
+    model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 2))
+    optimizer = optim.SGD(learning_rate=0.01)
+    x, y = mx.random.normal((64, 64)), mx.zeros((64,), dtype=mx.int32)
+    loss_and_grad = nn.value_and_grad(model, lambda m, a, b: nn.losses.cross_entropy(m(a), b, reduction="mean"))
+    run = kbert_tui.init("bench-mlx", dir=folder)
+    fh = open(folder / "mlx-plain.jsonl", "w", encoding="utf-8")  # noqa: SIM115 - closed below
+    loggers: dict[str, Callable[[int, mx.array], object]] = {
+        "none": lambda step, loss: None,
+        "run.log": lambda step, loss: run.log({"loss": loss, "learning_rate": 0.01}, step=step),
+        "jsonl": lambda step, loss: fh.write(json.dumps({"step": step, "loss": loss.item(), "lr": 0.01}) + "\n"),
+    }
+    times: dict[str, list[float]] = {name: [] for name in loggers}
+    order = list(loggers.items())
+    clock = time.perf_counter
+    for step in range(1, steps + 1):
+        name, log = order[step % len(order)]
+        started = clock()
+        loss, grads = loss_and_grad(model, x, y)
+        optimizer.update(model, grads)
+        mx.eval(model.parameters(), optimizer.state, loss)
+        log(step, loss)
+        if step > 100:  # after the warm-up
+            times[name].append((clock() - started) * 1e6)
+    run.finish()
+    fh.close()
+    base = statistics.median(times["none"])
+    return [(f"a real MLX step (median {base:,.0f} µs) + run.log, default plugins",
+             statistics.median(times["run.log"]) - base),
+            ("a real MLX step + plain JSONL (loss.item() + json.dumps + write)",
+             statistics.median(times["jsonl"]) - base)]
+
+
 def other_trackers(folder: Path, calls: int, repeats: int) -> list[tuple[str, float | str]]:
     rows: list[tuple[str, float | str]] = []
     try:
@@ -115,6 +156,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--step-ms", type=float, default=0.0,
                         help="a GIL-free pause of this many ms between calls (a training step); 0: back to back")
+    parser.add_argument("--mlx-steps", type=int, default=6000,
+                        help="steps of a small MLX loop timed with and without logging (0: skip)")
     args = parser.parse_args()
     global STEP_S
     STEP_S = args.step_ms / 1000.0
@@ -129,6 +172,7 @@ def main() -> None:
             ("plain JSONL: json.dumps + write", jsonl_row(folder, args.calls, args.repeats, flush=False)),
             ("plain JSONL: json.dumps + write + flush", jsonl_row(folder, args.calls, args.repeats, flush=True)),
             *other_trackers(folder, args.calls, args.repeats),
+            *(mlx_loop_rows(folder, args.mlx_steps) if args.mlx_steps else []),
         ]
     between = f", a {args.step_ms:g} ms GIL-free step between calls" if STEP_S else ", back to back"
     print(f"{args.calls:,} calls x {args.repeats} repeats{between}: median of the mean time inside one call "
