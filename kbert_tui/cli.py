@@ -73,6 +73,25 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("path", nargs="?", default="kbert-tui.toml", metavar="PATH",
                       help="the file to write (default: kbert-tui.toml)")
     init.add_argument("--force", action="store_true", help="overwrite PATH if it exists")
+
+    watch = commands.add_parser(
+        "watch", help="run a training script and watch it (its kbert_tui.init() logs, output, CPU and memory)",
+        description="Start COMMAND with the run directory in its environment and open the monitor on its run; "
+                    "exits with COMMAND's status.")
+    watch.add_argument("--output-dir", metavar="DIR", help="the run directory (default: runs/<run id>)")
+    watch.add_argument("--headless", action="store_true", help="no TUI: the command's output and a line per epoch")
+    watch.add_argument("watched", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="the command to run")
+    imports = commands.add_parser(
+        "import", help="turn a TensorBoard log directory into run directories",
+        description="Read PATH's tfevents files (scalars; one run per directory holding them) into run directories.")
+    imports.add_argument("path", metavar="PATH", help="a TensorBoard log directory (or one tfevents file)")
+    imports.add_argument("--output-dir", metavar="DIR", default="runs", help="where the runs go (default: runs)")
+    export = commands.add_parser("export", help="write a run's metrics, every step, as csv, parquet or tfevents",
+                                 description="Write every metric RUN logged (no sampling) to OUTPUT.")
+    export.add_argument("run", metavar="RUN", help="a run directory or events.jsonl")
+    export.add_argument("--format", choices=("csv", "parquet", "tfevents"), default="csv")
+    export.add_argument("--output", metavar="OUTPUT",
+                        help="the file (csv, parquet) or directory (tfevents); default: beside the run's log")
     for command_parser in commands.choices.values():
         command_parser.set_defaults(command_parser=command_parser)  # a stray argument gets its command's usage
     return parser
@@ -96,6 +115,14 @@ def main(argv: list[str] | None = None) -> int:
         return _attach(args)
     if args.command == "compare":
         return _compare(args)
+    if args.command == "watch":
+        from kbert_tui.watch import watch_command
+
+        return watch_command(args)
+    if args.command in ("import", "export"):
+        from kbert_tui import tboard
+
+        return tboard.import_command(args) if args.command == "import" else tboard.export_command(args)
     parser.print_help()
     return EXIT_OK
 
@@ -266,7 +293,8 @@ def _run_tui(config: Any, output_dir: str | None) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from kbert_tui.tui import open_replay, replay_headless, run_replay
+    from kbert_tui.headless import replay_headless
+    from kbert_tui.tui import open_replay, run_replay
 
     try:
         source = open_replay(args.path, speed=args.speed)
@@ -316,20 +344,24 @@ def _attach_broker(args: argparse.Namespace) -> int:
     if args.run_id is None:
         if not runs:
             print(f"no runs on {redact(url)}")
-        for r in runs:
-            print(f"{r.get('run_id', '?'):40s} {r.get('state', '?'):10s} {r.get('host', '?')} pid {r.get('pid', '?')}  "
-                  f"started {str(r.get('started_at', '?'))[:19]}{'  control' if r.get('control') else ''}")
+        from kbert_tui.headless import shown
+
+        for r in runs:  # what a broker holds is anyone's writing: shown, never interpreted by the terminal
+            print(f"{shown(r.get('run_id', '?'), 80):40s} {shown(r.get('state', '?'), 20):10s} {shown(r.get('host', '?'), 80)} "
+                  f"pid {shown(r.get('pid', '?'), 20)}  started {shown(str(r.get('started_at', '?'))[:19])}"
+                  f"{'  control' if r.get('control') else ''}")
         return EXIT_OK
     return _show_attached(AttachSource(run, read_only=args.read_only))
 
 
 def _show_attached(source: Any) -> int:
-    from kbert_tui.tui import attach_headless, run_attached
+    from kbert_tui.headless import Progress, attach_headless
+    from kbert_tui.tui import run_attached
 
     if not sys.stdout.isatty():
         print("stdout is not a terminal: printing the history's summary, then progress lines", file=sys.stderr)
         try:
-            return attach_headless(source, _Progress())
+            return attach_headless(source, Progress())
         except KeyboardInterrupt:
             print("detached; the run goes on", file=sys.stderr)
             return EXIT_INTERRUPTED
@@ -446,7 +478,9 @@ async def _headless(session: Any, ended_by: list[int]) -> int:
         await session.start()
         assert session.bus is not None
         if session.ranks is None or session.ranks.is_main:  # the other ranks' lines would be the same
-            progress = _Progress()
+            from kbert_tui.headless import Progress
+
+            progress = Progress()
             session.bus.subscribe_sync("training.*", progress)
             session.bus.subscribe_sync(ev.DATA_BASELINE_COMPUTED, progress)
             session.bus.subscribe_sync(ev.DATA_VALIDATION_COMPLETED, progress)  # names a detected id column
@@ -492,73 +526,13 @@ def _exit_status(session: Any, outcome: str | None, ended_by: list[int], *, repo
     return EXIT_FAILED if outcome == "failed" else EXIT_INTERRUPTED
 
 
-class _Progress:
-    """The headless run's lines, one per event worth a line; the baseline's accuracy rides on each epoch line."""
+def __getattr__(name: str) -> Any:
+    """The headless printers' old names here (`_Progress`, `_print_progress`), loaded when first asked for."""
+    if name in ("_Progress", "_print_progress"):
+        from kbert_tui import headless
 
-    def __init__(self) -> None:
-        self.baseline: str | None = None  # "bag-of-words 0.770" once data.baseline_computed came
-
-    def __call__(self, event: Any) -> None:
-        from kbert_tui.state.ranks import rank_of
-
-        ranked = rank_of(event)
-        if ranked is not None and ranked["rank"] != 0:
-            return  # a multi-rank run's ranks report the same numbers: rank 0's lines say it once
-        if event.name == ev.DATA_BASELINE_COMPUTED:
-            from kbert_tui.state.run_state import baseline_label
-
-            d = event.data
-            self.baseline = baseline_label(d.get("model"), d["val_accuracy"])
-            print(f"baseline: {d.get('model')} val_acc {_num(d['val_accuracy'])}  val_f1 {_num(d.get('val_f1'))} "
-                  f"({d.get('features', 0):,} features, {d.get('seconds', 0.0):.1f} s)", flush=True)
-            return
-        _print_progress(event, self.baseline)
-
-
-def _print_progress(event: Any, baseline: str | None = None) -> None:
-    d = event.data
-    if event.name == ev.TRAINING_STARTED:
-        blas = d.get("blas") if isinstance(d.get("blas"), dict) else {"name": d.get("blas")}
-        print(f"training {d['model_type']} ({d['num_parameters']:,} parameters) on {d['device']}, "
-              f"BLAS {blas.get('summary') or blas.get('name')}: {d['total_epochs']} epochs × {d['steps_per_epoch']} "
-              "steps", flush=True)
-        if blas.get("hint"):
-            print(f"note: {blas['hint']}", file=sys.stderr, flush=True)
-    elif event.name == ev.DATA_VALIDATION_COMPLETED and d.get("id_column_detected"):
-        print(f"predictions.csv takes its ids from the test file's {d['id_column_detected']!r} column "
-              "(data.id_column is not set)", flush=True)
-    elif event.name == ev.TRAINING_EPOCH_COMPLETED:
-        m = d["metrics"]
-        print(f"epoch {d['epoch']}: train_loss {_num(m.get('train_loss'))}  val_loss {_num(m.get('val_loss'))}  "
-              f"val_acc {_num(m.get('val_accuracy'))}{_encoder(m)}  val_f1 {_num(m.get('val_f1'))}  "
-              f"({d['duration']:.1f} s, {_num(m.get('samples_per_sec'), 0)} samples/s)"
-              + (f"  · {baseline}" if baseline else ""), flush=True)
-    elif event.name == ev.TRAINING_COMPLETED:
-        m = d.get("final_metrics") or {}
-        best = d.get("best") or {}
-        score = f": val_acc {_num(m.get('val_accuracy'))}{_encoder(m)}" if "val_accuracy" in m else ""
-        score += f" · {baseline}" if score and baseline else ""
-        restored = (f", weights of epoch {d['restored_epoch']} (best {best.get('metric')})"
-                    if d.get("restored_epoch") else "")
-        extra = f"; predictions → {d['predictions_path']}" if d.get("predictions_path") else ""
-        print(f"completed in {d['total_duration']:.1f} s{score}{restored}{extra}", flush=True)
-    elif event.name == ev.TRAINING_STOPPED:
-        print(f"stopped at step {d['step']} ({d['reason']}); checkpoint → {d['checkpoint_path']}", flush=True)
-    elif event.name == ev.RULE_FIRED:
-        bell = "\a" if d.get("action") == "notify" and sys.stdout.isatty() else ""
-        print(f"{bell}rule {d.get('rule')} fired: {d.get('action')} ({d.get('reason')})", flush=True)
-    elif event.name == ev.TRAINING_PAUSED:
-        print(f"paused at step {d.get('step')} by {d.get('requested_by')}; resume from `kbert-tui attach`", flush=True)
-
-
-def _encoder(metrics: dict[str, Any]) -> str:
-    """" (encoder 0.8125)" when the model predicts together with the bag-of-words (model.with_bag_of_words)."""
-    value = metrics.get("encoder_val_accuracy")
-    return f" (encoder {_num(value)})" if isinstance(value, (int, float)) else ""
-
-
-def _num(value: Any, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+        return headless.Progress if name == "_Progress" else headless.print_progress
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _error(message: str) -> int:

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import sys
-import time
-from collections.abc import Callable
 from typing import Any
 
-from kbert_tui.events import Event
-
-from kbert_tui.state import RunState, count_of, format_number
+from kbert_tui.headless import attach_headless, replay_headless
 
 from .app import MonitorApp, styles_path
 from .attach import AttachSource
@@ -30,50 +26,13 @@ def run_replay(source: ReplaySource) -> int:
     return 0
 
 
-def replay_headless(source: ReplaySource) -> int:
-    """Without a terminal: reduce the whole recording and print where the run ended."""
-    state = RunState()
-    for event in source.reader:
-        state.apply(event)
-    return _print_summary(source.path, state, source.reader.malformed, source.reader.first_error, recording=True)
-
-
-def _print_summary(path: Any, state: RunState, malformed: int, first_error: str | None, *,
-                   recording: bool = False) -> int:
-    """Where the run ended; `recording`: the file is all there is (a replay), so a run still 'running'
-    at its end stopped without a final event (killed, or its machine went down)."""
-    t = state.training
-    if state.events_seen == 0 and malformed:
-        print(f"kbert-tui: error: {path}: not an events file: none of its {count_of(malformed, 'line')} "
-              f"is an event (first problem: {first_error})", file=sys.stderr)
-        return 2
-    print(f"{path}: {count_of(state.events_seen, 'event')}, {count_of(malformed, 'malformed line')} skipped")
-    if malformed and first_error:
-        print(f"first skipped line: {first_error}")
-    status = t.status
-    if recording and t.live:
-        last = t.last_at.strftime("%Y-%m-%d %H:%M:%S UTC") if t.last_at else "?"
-        status = f"ended without a final event (last event at {last}; killed?)"
-    print(f"run {t.run_name or '?'} ({t.run_id or '?'}): {status}, epoch {t.epochs_done}/{t.total_epochs or '?'}, "
-          f"step {t.step}/{t.total_steps or '?'}")
-    if lanes := state.ranks.summary():
-        print(lanes)
-    if t.best_value is not None:
-        print(f"best {t.best_metric} {format_number(t.best_value)} (epoch {t.best_epoch})")
-    if t.versus_baseline:
-        print(t.versus_baseline)
-    if t.error:
-        print(f"error: {t.error}")
-    return 0
-
-
 def monitor_run(config: Any, *, output_dir: str | None = None,
-                stopped_status: int = 3) -> int:
+                stopped_status: int = 3, session_factory: Any = None) -> int:
     """`kbert-tui run` with the monitor: 0 completed, 1 failed, 2 failed on bad input, `stopped_status`
     when the user stopped the run (`s`, or `q` then yes)."""
     from kbert_tui.lifecycle import EXIT_TERMINATED, ExitGuard, on_sigterm
 
-    source = LiveSource(config, output_dir=output_dir)
+    source = LiveSource(config, output_dir=output_dir, session_factory=session_factory)
     app = MonitorApp(source)
     terminated: list[bool] = []
 
@@ -115,32 +74,4 @@ def monitor_run(config: Any, *, output_dir: str | None = None,
 def run_attached(source: EventSource) -> int:
     """`kbert-tui attach …`: the monitor on a run another process writes; quitting leaves the run alone."""
     MonitorApp(source).run()
-    return 0
-
-
-def attach_headless(source: AttachSource, progress: Callable[[Event], None]) -> int:
-    """Without a terminal: what `replay` prints for the history, then `progress` for each new event,
-    until the run is over."""
-    run = source.run
-    state = RunState()
-    while batch := run.read(AttachSource.BATCH):
-        state.apply_all(batch)
-    code = _print_summary(run.events_path or run.label, state, run.malformed, run.first_error)
-    if code or run.ended:
-        if run.note:
-            print(run.note)
-        run.close()
-        return code
-    print(f"following {run.events_path or run.label} until the run ends (Ctrl-C detaches; the run goes on)",
-          flush=True)
-    try:
-        while not run.ended:
-            batch = run.read(AttachSource.BATCH)
-            for event in batch:
-                progress(event)
-            if not batch:
-                time.sleep(run.idle_wait_s)
-    finally:
-        run.close()
-    print(run.note, flush=True)
     return 0

@@ -1,0 +1,218 @@
+"""What `run`, `replay` and `attach` print when there is no terminal to draw the monitor on (no Textual here).
+
+Everything printed from event data goes through `shown`: event payloads come from other processes,
+control.jsonl and brokers, so a field may be missing, of another type, or hold terminal escape
+sequences; a line is printed whatever the payload, with control characters made visible.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kbert_tui.events import Event
+from kbert_tui.events import catalog as ev
+
+__all__ = ["Progress", "attach_headless", "number", "print_progress", "print_summary", "replay_headless", "shown"]
+
+SHOWN_LIMIT = 300  # characters of one event-supplied value on a line: a 256 KB requested_by stays one line
+
+
+def shown(value: Any, limit: int = SHOWN_LIMIT) -> str:
+    """`value` as text fit for a terminal line: control characters visible, at most `limit` characters."""
+    from kbert_tui.state import printable
+
+    text = printable(value if isinstance(value, str) else str(value))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def number(value: Any, digits: int = 4) -> str:
+    """A metric with `digits` decimals; `-` when it is missing or not a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def _count(value: Any) -> str:
+    """A whole number with thousands separators; anything else shown as it is (`?` when missing)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return "?" if value is None else shown(value, 40)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+class Progress:
+    """The headless run's lines, one per event worth a line; the baseline's accuracy rides on each epoch line."""
+
+    def __init__(self) -> None:
+        self.baseline: str | None = None  # "bag-of-words 0.770" once data.baseline_computed came
+
+    def __call__(self, event: Event) -> None:
+        from kbert_tui.state.ranks import rank_of
+
+        ranked = rank_of(event)
+        if ranked is not None and ranked["rank"] != 0:
+            return  # a multi-rank run's ranks report the same numbers: rank 0's lines say it once
+        if event.name == ev.DATA_BASELINE_COMPUTED:
+            d = _dict(event.data)
+            model, accuracy = d.get("model"), d.get("val_accuracy")
+            if isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool):
+                short = (str(model).split() or ["baseline"])[0] if model else "baseline"
+                self.baseline = f"{shown(short, 40)} {accuracy:.3f}"
+            print(f"baseline: {shown(model)} val_acc {number(accuracy)}  val_f1 {number(d.get('val_f1'))} "
+                  f"({_count(d.get('features', 0))} features, {number(d.get('seconds', 0.0), 1)} s)", flush=True)
+            return
+        print_progress(event, self.baseline)
+
+
+def _encoder(metrics: dict[str, Any]) -> str:
+    """" (encoder 0.8125)" when the model predicts together with the bag-of-words (model.with_bag_of_words)."""
+    value = metrics.get("encoder_val_accuracy")
+    return f" (encoder {number(value)})" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+
+
+def _started(d: dict[str, Any], baseline: str | None) -> None:
+    raw = d.get("blas")
+    blas = raw if isinstance(raw, dict) else {"name": raw}
+    print(f"training {shown(d.get('model_type', '?'))} ({_count(d.get('num_parameters'))} parameters) on "
+          f"{shown(d.get('device', '?'))}, BLAS {shown(blas.get('summary') or blas.get('name'))}: "
+          f"{_count(d.get('total_epochs'))} epochs × {_count(d.get('steps_per_epoch'))} steps", flush=True)
+    if blas.get("hint"):
+        print(f"note: {shown(blas['hint'])}", file=sys.stderr, flush=True)
+
+
+def _validated(d: dict[str, Any], baseline: str | None) -> None:
+    if d.get("id_column_detected"):
+        print(f"predictions.csv takes its ids from the test file's {shown(repr(d['id_column_detected']))} column "
+              "(data.id_column is not set)", flush=True)
+
+
+def _epoch(d: dict[str, Any], baseline: str | None) -> None:
+    m = _dict(d.get("metrics"))
+    print(f"epoch {_count(d.get('epoch'))}: train_loss {number(m.get('train_loss'))}  "
+          f"val_loss {number(m.get('val_loss'))}  val_acc {number(m.get('val_accuracy'))}{_encoder(m)}  "
+          f"val_f1 {number(m.get('val_f1'))}  ({number(d.get('duration'), 1)} s, "
+          f"{number(m.get('samples_per_sec'), 0)} samples/s)" + (f"  · {baseline}" if baseline else ""), flush=True)
+
+
+def _completed(d: dict[str, Any], baseline: str | None) -> None:
+    m = _dict(d.get("final_metrics"))
+    best = _dict(d.get("best"))
+    score = f": val_acc {number(m.get('val_accuracy'))}{_encoder(m)}" if "val_accuracy" in m else ""
+    score += f" · {baseline}" if score and baseline else ""
+    restored = (f", weights of epoch {_count(d['restored_epoch'])} (best {shown(best.get('metric'))})"
+                if d.get("restored_epoch") else "")
+    extra = f"; predictions → {shown(d['predictions_path'])}" if d.get("predictions_path") else ""
+    print(f"completed in {number(d.get('total_duration'), 1)} s{score}{restored}{extra}", flush=True)
+
+
+def _stopped(d: dict[str, Any], baseline: str | None) -> None:
+    print(f"stopped at step {_count(d.get('step'))} ({shown(d.get('reason', '?'))}); "
+          f"checkpoint → {shown(d.get('checkpoint_path'))}", flush=True)
+
+
+def _rule(d: dict[str, Any], baseline: str | None) -> None:
+    bell = "\a" if d.get("action") == "notify" and sys.stdout.isatty() else ""
+    print(f"{bell}rule {shown(d.get('rule'))} fired: {shown(d.get('action'))} ({shown(d.get('reason'))})", flush=True)
+
+
+def _paused(d: dict[str, Any], baseline: str | None) -> None:
+    print(f"paused at step {_count(d.get('step'))} by {shown(d.get('requested_by'))}; "
+          "resume from `kbert-tui attach`", flush=True)
+
+
+_LINES: dict[str, Callable[[dict[str, Any], str | None], None]] = {
+    ev.TRAINING_STARTED: _started,
+    ev.DATA_VALIDATION_COMPLETED: _validated,
+    ev.TRAINING_EPOCH_COMPLETED: _epoch,
+    ev.TRAINING_COMPLETED: _completed,
+    ev.TRAINING_STOPPED: _stopped,
+    ev.RULE_FIRED: _rule,
+    ev.TRAINING_PAUSED: _paused,
+}
+
+
+def print_progress(event: Event, baseline: str | None = None) -> None:
+    """The line `event` is worth in a headless run or attach, if any (whatever its payload holds)."""
+    line = _LINES.get(event.name)
+    if line is not None:
+        line(_dict(event.data), baseline)
+
+
+# ---------------------------------------------------------------------- replay and attach without a terminal
+
+
+def print_summary(path: Any, state: Any, malformed: int, first_error: str | None, *, recording: bool = False) -> int:
+    """Where the run ended; `recording`: the file is all there is (a replay), so a run still 'running'
+    at its end stopped without a final event (killed, or its machine went down)."""
+    from kbert_tui.state import count_of, format_number
+
+    t = state.training
+    if state.events_seen == 0 and malformed:
+        print(f"kbert-tui: error: {shown(path)}: not an events file: none of its {count_of(malformed, 'line')} "
+              f"is an event (first problem: {shown(first_error)})", file=sys.stderr)
+        return 2
+    print(f"{shown(path)}: {count_of(state.events_seen, 'event')}, {count_of(malformed, 'malformed line')} skipped")
+    if malformed and first_error:
+        print(f"first skipped line: {shown(first_error)}")
+    status = shown(t.status)
+    if recording and t.live:
+        last = t.last_at.strftime("%Y-%m-%d %H:%M:%S UTC") if t.last_at else "?"
+        status = f"ended without a final event (last event at {last}; killed?)"
+    print(f"run {shown(t.run_name or '?')} ({shown(t.run_id or '?')}): {status}, epoch {_count(t.epochs_done)}/"
+          f"{_count(t.total_epochs or '?')}, step {_count(t.step)}/{_count(t.total_steps or '?')}")
+    if lanes := state.ranks.summary():
+        print(shown(lanes))
+    if t.best_value is not None:
+        print(f"best {shown(t.best_metric)} {shown(format_number(t.best_value))} (epoch {_count(t.best_epoch)})")
+    if t.versus_baseline:
+        print(shown(t.versus_baseline))
+    if t.error:
+        print(f"error: {shown(t.error)}")
+    return 0
+
+
+def replay_headless(source: Any) -> int:
+    """`replay` without a terminal: reduce the whole recording and print where the run ended."""
+    from kbert_tui.state import RunState
+
+    state = RunState()
+    for event in source.reader:
+        state.apply(event)
+    return print_summary(source.path, state, source.reader.malformed, source.reader.first_error, recording=True)
+
+
+def attach_headless(source: Any, progress: Callable[[Event], None]) -> int:
+    """`attach` without a terminal: what `replay` prints for the history, then `progress` for each new
+    event, until the run is over."""
+    from kbert_tui.state import RunState
+
+    run = source.run
+    batch_size = source.BATCH
+    state = RunState()
+    while batch := run.read(batch_size):
+        state.apply_all(batch)
+    code = print_summary(run.events_path or run.label, state, run.malformed, run.first_error)
+    if code or run.ended:
+        if run.note:
+            print(shown(run.note))
+        run.close()
+        return code
+    print(f"following {shown(run.events_path or run.label)} until the run ends (Ctrl-C detaches; the run goes on)",
+          flush=True)
+    try:
+        while not run.ended:
+            batch = run.read(batch_size)
+            for event in batch:
+                progress(event)
+            if not batch:
+                time.sleep(run.idle_wait_s)
+    finally:
+        run.close()
+    print(shown(run.note), flush=True)
+    return 0
