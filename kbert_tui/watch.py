@@ -246,9 +246,13 @@ class WatchSession(RunSession):
         self.process: subprocess.Popen[bytes] | None = None
 
     async def start(self) -> None:
+        from kbert_tui.events.store import segment_paths
+
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        for name in (OUTBOX_NAME, INBOX_NAME):
-            (self.output_dir / name).write_bytes(b"")  # an earlier watch's requests and events are not this run's
+        for name in (OUTBOX_NAME, INBOX_NAME):  # an earlier watch's requests and events are not this run's
+            for path in segment_paths(self.output_dir / name):
+                path.unlink()
+            (self.output_dir / name).write_bytes(b"")
         env = dict(os.environ, **{WATCH_DIR_ENV: str(self.output_dir), WATCH_RUN_ID_ENV: self.run_id,
                                   "PYTHONUNBUFFERED": "1"})
         # Its own process group: a terminal's Ctrl-C reaches this process, which stops the child in order.
@@ -274,12 +278,15 @@ class WatchSession(RunSession):
                 pass
 
     async def close(self) -> None:
+        from kbert_tui.events.store import segment_paths
+
         await super().close()  # stops a child still running (request, then signals) and waits for it
         for name in (OUTBOX_NAME, INBOX_NAME):
-            try:
-                (self.output_dir / name).unlink()
-            except OSError:
-                pass  # relayed into events.jsonl already; a leftover file is harmless
+            for path in segment_paths(self.output_dir / name):  # with the outbox's rotated segments
+                try:
+                    path.unlink()
+                except OSError:
+                    pass  # relayed into events.jsonl already; a leftover file is harmless
 
     @property
     def returncode(self) -> int | None:

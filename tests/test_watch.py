@@ -209,3 +209,15 @@ def test_in_a_terminal_watch_shows_the_script_and_attach_pauses_and_stops_it(tmp
     assert ev.TRAINING_PAUSED in names and ev.TRAINING_STOPPED in names
     stop = next(e for e in events_of(tmp_path / "run") if e.name == ev.CONTROL_STOP_REQUESTED)
     assert stop.data["requested_by"].startswith("attach ")
+
+
+def test_an_earlier_watchs_leftover_outbox_is_not_this_runs(tmp_path: Path):
+    out = tmp_path / "o"
+    out.mkdir()
+    stale = '{"id":"x-1","name":"training.started","timestamp":"2026-01-01T00:00:00+00:00","source":"client",' \
+            '"correlation_id":"old","data":{},"metadata":{}}\n'
+    (out / "watch-outbox.jsonl").write_text(stale)
+    (out / "watch-outbox.1.jsonl").write_text(stale)  # a rotated segment of it
+    assert main(["watch", "--output-dir", str(out), "--", sys.executable, "-c", "print('fresh')"]) == 0
+    assert ev.TRAINING_STARTED not in [e.name for e in events_of(out)]
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("watch-")) == []
