@@ -306,3 +306,52 @@ def test_a_template_the_config_accepts_builds_a_text_from_any_row(template, row)
         return
     assume(config.data.template is not None)
     assert isinstance(TextBuilder(config.data, ("label",))(row), str)
+
+
+# ------------------------------------------------------------------ the control file, read in bounded steps
+
+
+@settings(max_examples=80)
+@given(st.lists(st.binary(max_size=30).map(lambda b: b.replace(b"\x00", b"")) | st.sampled_from(
+    [b"\n", b"\r\n", b"   \n", b"x" * 40, b"{\"a\": 1}\n"]), max_size=12), st.integers(1, 9), st.integers(8, 24))
+def test_the_control_file_reader_gives_a_plain_split_of_what_was_appended(pieces, budget, longest):
+    """Appended in pieces, read in steps of `budget` bytes, lines over `longest` bytes skipped: the same lines
+    and the same count of skipped ones as splitting the whole file at once."""
+    import kbert_tui.remote.local as local
+
+    folder = Path(tempfile.mkdtemp(prefix="props-control-"))
+    path = folder / "control.jsonl"
+    with _patched(local, _READ_BUDGET=budget, MAX_REQUEST_BYTES=longest):
+        reader = local.ControlFile(path)
+        assert reader.open(from_end=True) is None
+        got: list[bytes] = []
+        for piece in pieces:
+            with open(path, "ab") as fh:
+                fh.write(piece)
+            for _ in range(10_000):
+                lines, more = reader.read_lines()
+                got += lines
+                if not more:
+                    break
+        reader.close()
+    whole = b"".join(pieces)
+    *complete, tail = whole.split(b"\n")
+    expected = [line.strip() for line in complete if len(line) <= longest and line.strip()]
+    skipped = sum(len(line) > longest for line in complete) + (len(tail) > longest)
+    assert got == expected and reader.oversize == skipped
+
+
+class _patched:
+    """Module attributes set for a block (a monkeypatch usable inside a Hypothesis example)."""
+
+    def __init__(self, module: Any, **values: Any) -> None:
+        self.module, self.values, self.saved = module, values, {}
+
+    def __enter__(self) -> None:
+        for name, value in self.values.items():
+            self.saved[name] = getattr(self.module, name)
+            setattr(self.module, name, value)
+
+    def __exit__(self, *exc: object) -> None:
+        for name, value in self.saved.items():
+            setattr(self.module, name, value)
