@@ -248,6 +248,7 @@ class WatchSession(RunSession):
     async def start(self) -> None:
         from kbert_tui.events.store import segment_paths
 
+        fresh = not self.output_dir.exists()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         for name in (OUTBOX_NAME, INBOX_NAME):  # an earlier watch's requests and events are not this run's
             for path in segment_paths(self.output_dir / name):
@@ -256,8 +257,15 @@ class WatchSession(RunSession):
         env = dict(os.environ, **{WATCH_DIR_ENV: str(self.output_dir), WATCH_RUN_ID_ENV: self.run_id,
                                   "PYTHONUNBUFFERED": "1"})
         # Its own process group: a terminal's Ctrl-C reaches this process, which stops the child in order.
-        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        try:
+            self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                            stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        except OSError:
+            for name in (OUTBOX_NAME, INBOX_NAME):  # bad input writes nothing
+                (self.output_dir / name).unlink(missing_ok=True)
+            if fresh:
+                self.output_dir.rmdir()
+            raise
         self.sampled_pid = self.process.pid
         try:
             await super().start()
@@ -371,10 +379,11 @@ def _watch_tui(session: WatchSession) -> int | None:
     from kbert_tui.tui import monitor_run
 
     try:
-        monitor_run(session.config, session_factory=lambda config, output_dir: session)
+        code = monitor_run(session.config, session_factory=lambda config, output_dir: session)
     except KeyboardInterrupt:
         print("interrupted; the command was stopped", file=sys.stderr)
         return EXIT_INTERRUPTED
-    if session.returncode is not None:
-        print(f"{session.command[0]} {_how(session.returncode)}; events: {session.events_path}")
+    if session.returncode is None:
+        return code  # it never started (the monitor said why) or was not waited for
+    print(f"{session.command[0]} {_how(session.returncode)}; events: {session.events_path}")
     return None

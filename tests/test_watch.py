@@ -221,3 +221,14 @@ def test_an_earlier_watchs_leftover_outbox_is_not_this_runs(tmp_path: Path):
     assert main(["watch", "--output-dir", str(out), "--", sys.executable, "-c", "print('fresh')"]) == 0
     assert ev.TRAINING_STARTED not in [e.name for e in events_of(out)]
     assert sorted(p.name for p in out.iterdir() if p.name.startswith("watch-")) == []
+
+
+def test_a_command_the_system_cannot_execute_is_one_line_and_exit_2(tmp_path: Path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    script = tmp_path / "train.bin"
+    script.write_bytes(b"\x7fELF not really\n")
+    script.chmod(0o755)
+    assert main(["watch", "--output-dir", "o", "--", str(script)]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith(f"kbert-tui: error: {script}: Exec format error\n")
+    assert not (tmp_path / "o").exists()  # nothing written
