@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -281,3 +282,117 @@ def test_query_numbers_match_by_value_not_by_text(tmp_path):
     assert [e.data["k"] for e in found] == [7]
     found = EventQuery().data_contains({"epoch": -5}).run(read_events(path).raw_lines())
     assert [e.data["k"] for e in found] == [6]
+
+
+# -- issue 19: the codec's edges -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [2**64, -(2**63) - 1, 2**200, 10**30 + 1])
+async def test_integers_past_64_bits_read_back_as_the_same_ints(tmp_path, value):
+    path = tmp_path / "events.jsonl"
+    bus = EventBus(enable_persistence=True, persistence_path=path)
+    await bus.emit("x", {"n": value, "inner": [value]})
+    await bus.shutdown()
+    (event,) = list(read_events(path))
+    assert event.data == {"n": value, "inner": [value]} and type(event.data["n"]) is int
+    assert decode_event(path.read_bytes()).data["n"] == value
+    (found,) = await bus.query_events(EventQuery().data_contains({"n": value}))
+    assert found.data == {"n": value, "inner": [value]}
+
+
+def test_a_non_string_key_that_spells_a_string_key_of_the_same_object_keeps_both_under_distinct_keys():
+    for event in (Event("x", {"m": {1: "a", "1": "b"}}), Event("x", {"m": {"1": "b", 1: "a"}, "v": None})):
+        for line in (encode_event(event), encode_event_bytes(event).decode()):
+            pairs = json.loads(line, object_pairs_hook=lambda items: items)
+            data = dict(pairs)["data"]
+            inner = dict(dict(data)["m"])
+            assert len(dict(data)["m"]) == 2 and inner == {"1": "b", "1 (int)": "a"}, line
+
+
+def test_a_uuid_is_written_the_same_way_whatever_else_the_event_holds():
+    import uuid
+
+    ident = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    lines = [encode_event_bytes(Event("x", data)) for data in (
+        {"u": ident}, {"u": ident, "none": None}, {"u": ident, "big": 2**70}, {"u": ident, 1: "int key"},
+        {"u": ident, "nan": float("nan")})]
+    assert {json.loads(line)["data"]["u"] for line in lines} == {str(ident)}
+    assert json.loads(encode_event(Event("x", {"u": ident})))["data"]["u"] == str(ident)
+
+
+async def test_negative_zero_survives_a_round_trip(tmp_path):
+    import math
+
+    path = tmp_path / "events.jsonl"
+    bus = EventBus(enable_persistence=True, persistence_path=path)
+    await bus.emit("x", {"z": -0.0, "l": [-0.0], "with_none": None})
+    await bus.emit("y", {"z": -0.0})
+    await bus.shutdown()
+    for event in read_events(path):
+        assert math.copysign(1.0, event.data["z"]) == -1.0
+
+
+# -- issue 19: what the log may be, and who may write it ------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_a_fifo_or_a_device_as_the_log_is_refused_at_construction(tmp_path):
+    from kbert_tui.events import PersistenceError
+
+    fifo = tmp_path / "events.jsonl"
+    os.mkfifo(fifo)
+    for path, kind in ((fifo, "named pipe"), (Path("/dev/zero"), "character device"), (tmp_path, "directory")):
+        with pytest.raises(PersistenceError, match="not a regular file") as caught:
+            EventBus(enable_persistence=True, persistence_path=path)
+        assert str(path) in str(caught.value) and kind in str(caught.value)
+
+
+async def test_a_second_bus_on_the_same_log_is_refused_naming_the_file_and_the_holder(tmp_path):
+    from kbert_tui.events import PersistenceError
+
+    path = tmp_path / "events.jsonl"
+    first = EventBus(enable_persistence=True, persistence_path=path, max_file_size_mb=0.01)
+    with pytest.raises(PersistenceError) as caught:
+        EventBus(enable_persistence=True, persistence_path=tmp_path / "." / "events.jsonl")
+    message = str(caught.value)
+    assert str(path) in message and f"pid {os.getpid()}" in message and "already" in message
+    for i in range(2000):  # past several rotations: every event of the one writer is kept
+        await first.emit("tick", {"i": i})
+    await first.shutdown()
+    second = EventBus(enable_persistence=True, persistence_path=path)  # released on close
+    await second.emit("tick", {"i": 2000})
+    await second.shutdown()
+    assert [e.data["i"] for e in read_events(path)] == list(range(2001))
+
+
+def test_a_writer_that_died_does_not_keep_the_log_locked(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "events.jsonl"
+    code = ("import sys, time; from kbert_tui.events import EventBus; "
+            f"bus = EventBus(enable_persistence=True, persistence_path={str(path)!r}); "
+            "print('ready', flush=True); time.sleep(60)")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        from kbert_tui.events import PersistenceError
+
+        with pytest.raises(PersistenceError, match=f"pid {child.pid}"):
+            EventBus(enable_persistence=True, persistence_path=path)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    bus = EventBus(enable_persistence=True, persistence_path=path)
+    bus.emit_sync("after", {})
+    bus.close()
+    assert [e.name for e in read_events(path)] == ["after"]
+
+
+def test_the_writer_lock_goes_with_its_writer(tmp_path):
+    path = tmp_path / "events.jsonl"
+    store = JsonlStore(path)
+    assert (tmp_path / "events.jsonl.lock").read_text().startswith(f"pid {os.getpid()} on ")
+    store.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["events.jsonl"]

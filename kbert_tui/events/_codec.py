@@ -8,6 +8,7 @@ import json
 import math
 import re
 import traceback
+import uuid
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import PurePath
@@ -35,6 +36,8 @@ def _default(value: Any) -> Any:
         return items
     if isinstance(value, datetime):
         return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)  # as orjson writes it natively
     if isinstance(value, (date, time)):
         return value.isoformat()
     if isinstance(value, timedelta):
@@ -106,7 +109,9 @@ def _sanitize(value: Any, depth: int = 0, seen: frozenset[int] = frozenset(), no
         return f"<circular {type(value).__name__}>"
     inner = seen | {id(value)}
     if isinstance(value, dict):
-        return {_key(k): _sanitize(v, depth + 1, inner, notes) for k, v in list(value.items())}
+        items = list(value.items())
+        names = _key_names([k for k, _ in items])
+        return {name: _sanitize(v, depth + 1, inner, notes) for name, (_, v) in zip(names, items)}
     if isinstance(value, (list, tuple)):
         return [_sanitize(v, depth + 1, inner, notes) for v in list(value)]
     try:
@@ -126,6 +131,34 @@ def _key(key: Any) -> str:
     return str(key)
 
 
+def _key_names(keys: list[Any]) -> list[str]:
+    """JSON names for an object's keys, none twice: a string key keeps its name; a key that is not a string
+    is written as its text, or, if that names another key of the object, as "<text> (<type>)"."""
+    if all(type(key) is str for key in keys):
+        return keys
+    taken = {key for key in keys if isinstance(key, str)}
+    names = []
+    for key in keys:
+        if isinstance(key, str):
+            names.append(key)
+            continue
+        text = _safe_text(key)
+        name, n = text, 1
+        while name in taken:
+            n += 1
+            name = f"{text} ({type(key).__name__})" if n == 2 else f"{text} ({type(key).__name__} {n - 1})"
+        taken.add(name)
+        names.append(name)
+    return names
+
+
+def _safe_text(key: Any) -> str:
+    try:
+        return _key(key)
+    except Exception:  # noqa: BLE001 - a key whose __str__ raises
+        return _safe_repr(key)
+
+
 def _safe_repr(value: Any) -> str:
     try:
         return repr(value)
@@ -135,11 +168,20 @@ def _safe_repr(value: Any) -> str:
 
 def to_json(value: Any, notes: list[str] | None = None) -> str:
     """Encode `value` as compact strict JSON; never fails (what had to be cut is added to `notes`)."""
-    try:
-        return _fast_encoder.encode(value)
-    except Exception:
-        # NaN/inf, non-string keys, circular refs, deep nesting, a failing __repr__, a dict mutated mid-encode...
-        return _fast_encoder.encode(_sanitize(value, notes=notes))
+    if _orjson is not None:
+        try:
+            text = _orjson.dumps(value, default=_default)
+        except Exception:  # noqa: BLE001 - non-string keys, an int past 64 bits, a lone surrogate, circular...
+            pass
+        else:
+            if b"null" not in text:
+                return text.decode()
+            try:  # None, or NaN/inf that orjson writes as null: the standard library tells them apart
+                return _fast_encoder.encode(value)
+            except Exception:  # noqa: BLE001 - NaN/inf, a dict mutated mid-encode...
+                pass
+    # The exact copy: NaN spelt out, keys made strings without clashes, depth and cycles cut and noted.
+    return _fast_encoder.encode(_sanitize(value, notes=notes))
 
 
 def jsonable(value: Any) -> Any:

@@ -15,6 +15,7 @@ import atexit
 import errno
 import os
 import re
+import socket
 import stat
 import threading
 import time
@@ -27,6 +28,11 @@ from typing import Any
 from ._codec import decode_lines, encode_event_bytes
 from ._event import Event
 from . import catalog as ev
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory lock, one writer per log is up to the user
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["JsonlStore", "EventLogReader", "PersistenceError", "read_events", "segment_paths"]
 
@@ -195,6 +201,7 @@ class JsonlStore:
         self._failure_started_lost = 0
         self._fd: int | None = None
         self._size = 0
+        self._lock_fd: int | None = None
         self._open_active()
         self._thread = threading.Thread(target=self._run, name=f"event-log-writer:{self.path.name}", daemon=True)
         self._thread.start()
@@ -292,8 +299,14 @@ class JsonlStore:
 
     # -- writer thread -------------------------------------------------------------------------
     def _open_active(self) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
+            fd = _open_append(self.path)
+        except _NotRegularFile as exc:
+            raise PersistenceError(
+                f"{self.path} is not a regular file ({exc.kind}): the event log must be a file"
+            ) from None
+        try:
+            self._lock_fd = _hold_writer_lock(self.path)  # before the repair below: the holder may be mid-line
             size = os.fstat(fd).st_size
             if size:
                 with open(self.path, "rb") as check:
@@ -301,8 +314,9 @@ class JsonlStore:
                     if check.read(1) != b"\n":
                         os.write(fd, b"\n")  # the previous writer died mid-line: keep the next line whole
                         size += 1
-        except OSError:
+        except BaseException:
             os.close(fd)
+            _release_writer_lock(self.path, self._lock_fd)
             raise
         self._fd = fd
         self._size = size
@@ -318,7 +332,7 @@ class JsonlStore:
             os.replace(self.path, target)
             self._next_segment += 1
             self.rotations += 1
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._fd = _open_append(self.path)
         self._size = 0
 
     def _run(self) -> None:
@@ -350,6 +364,8 @@ class JsonlStore:
                 except OSError:
                     pass
                 self._fd = None
+            _release_writer_lock(self.path, self._lock_fd)
+            self._lock_fd = None
             self._closed = True
             with self._cond:
                 self._cond.notify_all()
@@ -388,7 +404,7 @@ class JsonlStore:
         def attempt() -> None:
             nonlocal offset
             if self._fd is None:
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                self._fd = _open_append(self.path)
             view = memoryview(data)
             while offset < len(data):
                 offset += os.write(self._fd, view[offset:])
@@ -448,6 +464,86 @@ class JsonlStore:
                 self.on_status(name, data)
             except Exception:  # noqa: BLE001 - a report must never stop the writer
                 pass
+
+
+class _NotRegularFile(OSError):
+    """The log's path names a FIFO, a device, a directory...: writing there would hang or go nowhere."""
+
+    def __init__(self, path: Path, kind: str) -> None:
+        super().__init__(errno.EINVAL, f"not a regular file ({kind})", str(path))
+        self.kind = kind
+
+
+def _open_append(path: Path) -> int:
+    """The log file opened for appending; refuses anything but a regular file (never blocks on a FIFO)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except IsADirectoryError:
+        raise _NotRegularFile(path, "a directory") from None
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a FIFO nobody reads
+            raise _NotRegularFile(path, _KINDS[stat.S_IFIFO]) from None
+        raise
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise _NotRegularFile(path, _KINDS.get(stat.S_IFMT(mode), "a special file"))
+    return fd
+
+
+def _hold_writer_lock(path: Path) -> int | None:
+    """Take the advisory lock `<log>.lock` that makes this store the log's one writer (two would lose events
+    at rotation). The kernel drops it when the process dies, so a crashed writer never blocks the next."""
+    if fcntl is None:
+        return None
+    lock_path = _lock_path(path)
+    for _ in range(10):  # the holder may remove the file between our open and our flock: then anew
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError:
+            return None  # a directory we can't create files in fails at the log itself, with its own message
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 256, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise PersistenceError(
+                f"event log {path} is already being written by {holder} (lock {lock_path.name}); a second "
+                f"writer would lose events when the log rotates: close the other event bus or use another path"
+            ) from None
+        except OSError:  # a file system without flock: go on unlocked, as before
+            os.close(fd)
+            return None
+        try:
+            current = os.stat(lock_path).st_ino
+        except FileNotFoundError:
+            current = None
+        if current != os.fstat(fd).st_ino:  # locked a file its holder had just removed
+            os.close(fd)
+            continue
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {since}\n".encode(), 0)
+        return fd
+    return None
+
+
+def _lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+def _release_writer_lock(path: Path, fd: int | None) -> None:
+    """Remove the lock file, then let go of it (a newcomer that opened the old file sees it gone and retries)."""
+    if fd is None:
+        return
+    try:
+        os.unlink(_lock_path(path))
+    except OSError:
+        pass
+    try:
+        os.close(fd)  # closing the descriptor releases the flock
+    except OSError:
+        pass
 
 
 def _segment_number(active: Path, segment: Path) -> int:
