@@ -509,9 +509,11 @@ def _parse_rules(root: _Reader) -> tuple[Rule, ...]:
 
 
 def _check_producers(origin: str, plugins: tuple[PluginSpec, ...], rules: tuple[Rule, ...]) -> None:
-    """Every enabled plugin can be loaded, and every rule's `when` names events that a producer declares
-    (the catalogue, these plugins' `emits`, the rules' own `emit` events): a misspelling never runs."""
+    """Every enabled plugin can be loaded and takes its keys (its `Options`), and every rule's `when` names
+    events that a producer declares (the catalogue, these plugins' `emits`, the rules' own `emit` events):
+    a misspelling never runs."""
     from kbert_tui.events.catalog import SPECS
+    from kbert_tui.plugins.base import plugin_options
     from kbert_tui.plugins.manager import PluginLoadError, resolve_plugin
     from kbert_tui.state.rules import undeclared_event
 
@@ -520,9 +522,11 @@ def _check_producers(origin: str, plugins: tuple[PluginSpec, ...], rules: tuple[
         if not spec.enabled:
             continue
         try:
-            declared.update(resolve_plugin(spec.plugin).emits)
+            cls = resolve_plugin(spec.plugin)
         except PluginLoadError as error:
             raise ConfigError(f"{origin}: plugins.{spec.instance_name}.plugin: {error}") from None
+        plugin_options(cls, dict(spec.options), spec.instance_name, origin)
+        declared.update(cls.emits)
     declared.update(rule.event for rule in rules if rule.event is not None)
     for number, rule in enumerate(rules, 1):
         if (problem := undeclared_event(rule, declared)) is not None:

@@ -94,10 +94,11 @@ def test_paths_are_relative_to_the_config_file(tmp_path):
 
 
 def test_plugins_keep_their_own_options(tmp_path):
-    config = load_config(write(tmp_path, '[plugins.csv]\nplugin = "metrics_csv"\nevery = 3\n[plugins.off]\n'
+    config = load_config(write(tmp_path, '[plugins.csv]\nplugin = "metrics_csv"\npath = "m.csv"\n[plugins.off]\n'
                                          'plugin = "a.b:C"\nenabled = false\n'))
     (first, second) = config.plugins
-    assert (first.instance_name, first.plugin, first.enabled, dict(first.options)) == ("csv", "metrics_csv", True, {"every": 3})
+    assert (first.instance_name, first.plugin, first.enabled, dict(first.options)) == (
+        "csv", "metrics_csv", True, {"path": "m.csv"})
     assert (second.plugin, second.enabled) == ("a.b:C", False)
 
 

@@ -349,6 +349,16 @@ def test_a_plugin_that_cannot_be_found_is_a_config_error_naming_the_nearest_name
     assert [s.plugin for s in load_config(path).plugins] == ["metrics_cvs", "metrics_csv"]
 
 
+def test_a_plugins_own_keys_are_checked_when_the_config_loads(tmp_path):
+    """Every loader of a config (the CLI, the client's settings file) gets the plugins' Options checked."""
+    from kbert_tui.config import ConfigError, load_config
+
+    path = tmp_path / "run.toml"
+    path.write_text('[plugins.stop]\nplugin = "early_stopping"\npatiense = 2\n')
+    with pytest.raises(ConfigError, match=r"plugins\.stop\.patiense: unknown key"):
+        load_config(path)
+
+
 def test_a_module_that_raises_on_import_is_a_load_error_not_a_traceback(tmp_path, monkeypatch):
     (tmp_path / "broken_plugin_mod.py").write_text("raise RuntimeError('half-written plugin')\n")
     monkeypatch.syspath_prepend(str(tmp_path))

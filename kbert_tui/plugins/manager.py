@@ -383,7 +383,7 @@ def _jsonable(value: Any) -> Any:
 def check_options(config: Any) -> None:
     """Raise ConfigError when a `[plugins.<name>]` table has keys its plugin's `Options` reject.
 
-    Whether each plugin loads at all is checked by `load_config` (a name it can't find is refused there).
+    `load_config` already checks this (and that each plugin loads); this is for configs built otherwise.
     """
     origin = str(config.source) if getattr(config, "source", None) else "<config>"
     for spec in config.plugins:
