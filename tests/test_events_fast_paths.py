@@ -255,3 +255,9 @@ def test_an_integer_past_64_bits_reads_back_exact_from_every_decoder():
     [event], _ = decode_lines([line])
     assert event.data == {"x": big, "y": negative, "id": str(big)} and type(event.data["x"]) is int
     assert decode_event(line).data["x"] == big
+
+
+def test_each_unreadable_line_of_a_chunk_is_counted_once():
+    good = b'{"name":"n","timestamp":"2026-01-01T00:00:00","data":{}}'
+    events, problems = decode_lines([b"not json", good, b"{", b"null", b"[1]", b"{}{}"])
+    assert len(events) == 1 and [index for index, _ in problems] == [0, 2, 3, 4, 5]

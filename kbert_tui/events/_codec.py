@@ -393,7 +393,7 @@ def decode_lines(lines: list[bytes]) -> tuple[list[Event], list[tuple[int, str]]
                 records.append(loads(line))
             except (ValueError, UnicodeDecodeError) as exc:
                 problems.append((index, f"not JSON: {exc}"))
-                records.append(None)
+                records.append(_UNREADABLE)
     events: list[Event] = []
     append = events.append
     new = _new_event
@@ -414,7 +414,7 @@ def decode_lines(lines: list[bytes]) -> tuple[list[Event], list[tuple[int, str]]
                 _set_fields(event, "__dict__", raw)  # the parsed object becomes the event's fields
                 append(event)
                 continue
-        if raw is None and problems and problems[-1][0] == index:
+        if raw is _UNREADABLE:  # already counted above (a `null` line is not: it is read, and not an object)
             continue
         try:
             append(event_from_dict(raw))
@@ -426,6 +426,7 @@ def decode_lines(lines: list[bytes]) -> tuple[list[Event], list[tuple[int, str]]
 
 
 _new_event = object.__new__
+_UNREADABLE = object()  # a line the parser refused
 
 
 def event_from_dict(raw: Any) -> Event:
