@@ -265,3 +265,68 @@ def test_the_rule_engine_fires_where_the_reference_says(specs, stream):
                 runs[r][event.name] = 0
                 spent[r] = once
     assert got == expected
+
+
+# ------------------------------------------------------------------ the runner on a real bus
+
+RUNNER_ACTIONS = ["notify", "pause", "checkpoint", "emit", "stop"]
+
+
+@given(st.lists(st.tuples(trees(), st.integers(1, 2), st.booleans(),
+                          st.lists(st.sampled_from(RUNNER_ACTIONS), min_size=1, max_size=3, unique=True)),
+                min_size=1, max_size=2),
+       st.lists(events(), max_size=15))
+def test_the_runner_turns_each_firing_into_its_events_linked_to_the_trigger(specs, stream):
+    """kbert_tui.rules.RuleRunner on a bus: one rule.fired per reference firing and action, in order, each
+    caused by its trigger, then the control request or emitted event caused by that rule.fired."""
+    import asyncio
+
+    from kbert_tui.events import EventBus
+    from kbert_tui.rules import RuleRunner
+
+    rules = [parse_rule({"name": f"r{n}", "when": render(tree), "action": actions, "for": count, "once": once,
+                         **({"event": "alarm.raised"} if "emit" in actions else {})}, n)
+             for n, (tree, count, once, actions) in enumerate(specs)]
+
+    async def scenario() -> list[Event]:
+        bus = EventBus()
+        runner = RuleRunner(bus, rules, run_id="run-1", notify=lambda title, message: None)
+        await runner.start()
+        for n, event in enumerate(stream):
+            await bus.emit(event.name, event.data, source=event.source, correlation_id=event.correlation_id,
+                           metadata={"n": n})
+        await bus.flush()
+        await runner.stop()
+        history = list(bus.history)
+        await bus.shutdown()
+        return history
+
+    history = asyncio.run(scenario())
+    position = {e.id: e.metadata["n"] for e in history if "n" in e.metadata}
+    assert sorted(position.values()) == list(range(len(stream)))
+    expected = []  # (trigger position, rule name, action), the reference's firings in order
+    runs: list[dict[str, int]] = [{} for _ in specs]
+    spent = [False] * len(specs)
+    for i, event in enumerate(stream):
+        if event.source == "rules" or event.correlation_id not in (None, "run-1"):
+            continue  # the runner judges its run's events only, never its own
+        for r, (tree, count, once, actions) in enumerate(specs):
+            if spent[r]:
+                continue
+            if not reference(tree, event):
+                runs[r][event.name] = 0
+                continue
+            runs[r][event.name] = runs[r].get(event.name, 0) + 1
+            if runs[r][event.name] == count:
+                expected += [(i, f"r{r}", action) for action in actions]
+                runs[r][event.name] = 0
+                spent[r] = once
+    fired = [e for e in history if e.name == "rule.fired"]
+    assert [(position[e.data["caused_by"]], e.data["rule"], e.data["action"]) for e in fired] == expected
+    assert all(e.metadata["caused_by"] == e.data["caused_by"] for e in fired)
+    spans = {e.metadata["span_id"]: e.data["action"] for e in fired}
+    follow_ups = [e for e in history if e.source == "rules" and "n" not in e.metadata and e.name != "rule.fired"]
+    made = {"pause": "control.pause_requested", "checkpoint": "control.checkpoint_requested",
+            "stop": "control.stop_requested", "emit": "alarm.raised"}
+    assert sorted(e.name for e in follow_ups) == sorted(made[a] for a in spans.values() if a != "notify")
+    assert all(made[spans[e.metadata["caused_by"]]] == e.name for e in follow_ups)
