@@ -323,6 +323,7 @@ async def test_a_control_file_others_could_write_is_refused_and_never_read(tmp_p
     [refused] = run.of("control.request_rejected")
     assert expected in refused.data["reason"] and "control requests through it are off" in refused.data["reason"]
     assert refused.data["via"] == "control file" and run.watcher.problem == refused.data["reason"]
+    assert not AttachedRun(resolve_run(tmp_path / "run")).controllable  # session.json says so: no p / s
     await run.close()
 
 

@@ -196,6 +196,7 @@ class RunInfo:
     state: str = "running"  # running | completed | failed | stopped
     started_at: str = ""
     ended_at: str | None = None
+    control: bool = True  # false when the run refused its control file: monitors offer no p / s
 
     @classmethod
     def read(cls, path: Path) -> RunInfo | None:
@@ -204,7 +205,8 @@ class RunInfo:
             raw = json.loads(path.read_text(encoding="utf-8"))
             return cls(run_id=str(raw["run_id"]), pid=int(raw["pid"]), host=str(raw["host"]),
                        events=str(raw["events"]), state=str(raw.get("state", "running")),
-                       started_at=str(raw.get("started_at", "")), ended_at=raw.get("ended_at"))
+                       started_at=str(raw.get("started_at", "")), ended_at=raw.get("ended_at"),
+                       control=raw.get("control") is not False)
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
@@ -284,6 +286,7 @@ class LocalControlWatcher:
     async def start(self) -> None:
         self._control = ControlFile(self.control_path)
         problem = self._control.open(from_end=True)  # old requests are not replayed
+        self.info.control = problem is None
         self.info.write(self.info_path)
         if problem is not None:
             await self.reject("", problem, via="control file")
@@ -500,7 +503,7 @@ class AttachedRun:
     @property
     def controllable(self) -> bool:
         """A running process watches this run's control file."""
-        return self.info is not None and not self.info.ended and not self.ended
+        return self.info is not None and self.info.control and not self.info.ended and not self.ended
 
     @property
     def malformed(self) -> int:
