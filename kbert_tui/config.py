@@ -169,7 +169,8 @@ class EarlyStoppingSection:
 
 @dataclass(frozen=True)
 class TrainingSection:
-    epochs: int = _key(3, "passes over the training data", minimum=1, maximum=10_000)
+    epochs: int = _key(3, "passes over the training data", minimum=1, maximum=10_000,
+                       shown="`3`; `2` with `model.pretrained`")
     learning_rate: float = _key(1e-3, "peak rate of AdamW (the demo's 0.0005: at 0.001 two of five seeds stalled "
                                 "near 84%)", minimum=0.0, maximum=10.0, exclusive_min=True,
                                 shown="`0.001`; `0.0001` with `model.pretrained`")
@@ -661,11 +662,13 @@ def _parse_training(t: _Reader) -> TrainingSection:
     return section
 
 
-PRETRAINED_LEARNING_RATE = 1e-4  # fine-tuning: 1e-3 suits a model trained from scratch, not pretrained weights
+# A fine-tune's own defaults (docs/model.md): 1e-3 suits a model trained from scratch, not pretrained weights;
+# a second epoch helped on one real set of two and fits in the time on 2 cores, a third did not (issue 22).
+PRETRAINED_DEFAULTS = {"learning_rate": 1e-4, "epochs": 2}
 
 
 def _check_pretrained(root: _Reader, model: ModelSection, training: TrainingSection) -> TrainingSection:
-    """`training.train_layers` is for a pretrained model, and at most its layers; a fine-tune's own default rate."""
+    """`training.train_layers` is for a pretrained model, and at most its layers; a fine-tune's own defaults."""
     given = root.table.get("training", {})
     where = f"{root.origin}: training.train_layers"
     if model.pretrained is None:
@@ -679,9 +682,7 @@ def _check_pretrained(root: _Reader, model: ModelSection, training: TrainingSect
     if training.train_layers > layers:
         raise ConfigError(f"{where}: expected an integer <= {layers} (the layers of {model.pretrained.name}), "
                           f"got {training.train_layers}")
-    if "learning_rate" not in given:
-        training = dataclasses.replace(training, learning_rate=PRETRAINED_LEARNING_RATE)
-    return training
+    return dataclasses.replace(training, **{k: v for k, v in PRETRAINED_DEFAULTS.items() if k not in given})
 
 
 def _choices(cls: type, name: str) -> tuple[str, ...]:

@@ -142,7 +142,7 @@ def test_a_fine_tune_reports_what_trains_caches_features_once_and_saves_only_wha
     for name, data in bus.events:
         assert check_payload(name, data) == [], name
     [loaded] = bus.all(ev.MODEL_PRETRAINED_LOADED)
-    assert loaded["frozen"] == ["embeddings", "layers 1-2"] and loaded["trainable"] == ["layers 3-3", "head"]
+    assert loaded["frozen"] == ["embeddings", "layers 1-2"] and loaded["trainable"] == ["layer 3", "head"]
     hidden, inter, vocab = 16, 32, len(VOCAB)
     layer = 4 * (hidden * hidden + hidden) + 2 * hidden * inter + inter + hidden + 4 * hidden
     assert loaded["trainable_parameters"] == layer + hidden * 2 + 2

@@ -45,7 +45,8 @@ def test_train_layers_is_a_count_of_the_checkpoints_layers(checkpoint: Path, n: 
     else:
         assert valid or n is None
         assert config.training.train_layers == (2 if n is None else n)
-        assert config.training.learning_rate == 1e-4  # a fine-tune's default rate, 1e-3 from scratch
+        assert config.training.learning_rate == 1e-4  # a fine-tune's defaults: 1e-3 and 3 epochs from scratch
+        assert config.training.epochs == 2
 
 
 @given(rate=st.floats(1e-6, 1.0))
@@ -53,6 +54,7 @@ def test_a_learning_rate_given_is_kept_with_a_pretrained_model(checkpoint: Path,
     config = _parse({"model": {"pretrained": str(checkpoint)}, "training": {"learning_rate": rate}}, checkpoint.parent)
     assert config.training.learning_rate == rate
     assert _parse({}, checkpoint.parent).training.learning_rate == 1e-3
+    assert _parse({}, checkpoint.parent).training.epochs == 3
 
 
 @given(n=st.integers(0, 5))

@@ -126,8 +126,8 @@ class FineTune:
         emit(ev.MODEL_PRETRAINED_LOADED, {
             "path": str(self.info.folder), "model_type": self.info.model_type, "num_layers": self.info.num_layers,
             "hidden_size": self.info.hidden_size, "train_layers": self.train_layers, "pooling": self.pooling,
-            "frozen": ["embeddings"] + ([f"layers 1-{frozen}"] if frozen else []),
-            "trainable": ([f"layers {frozen + 1}-{self.info.num_layers}"] if self.train_layers else []) + ["head"],
+            "frozen": ["embeddings"] + ([_layers(1, frozen)] if frozen else []),
+            "trainable": ([_layers(frozen + 1, self.info.num_layers)] if self.train_layers else []) + ["head"],
             "trainable_parameters": trainable,
             "frozen_parameters": count_parameters(self.encoder) - (trainable - count_parameters(model.classifier)),
             "seconds": self.seconds,
@@ -167,6 +167,11 @@ class FineTune:
         emit(ev.MODEL_FEATURES_PROGRESS, {**payload, "done": len(rows), "seconds": time.perf_counter() - started,
                                           "eta_s": 0.0, "size_mb": size}, source="model")
         return out
+
+
+def _layers(first: int, last: int) -> str:
+    """"layer 3" or "layers 1-4" (counted from 1, the embeddings' side)."""
+    return f"layer {first}" if first == last else f"layers {first}-{last}"
 
 
 def pad_features(features: list[np.ndarray], rows: np.ndarray, length: int) -> mx.array:
