@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from kbert_tui.config import DataSection
@@ -110,3 +112,15 @@ def test_demo_is_deterministic_balanced_and_needs_word_order():
         with_word = [r for r in train if f" {word}" in r["text"]]
         share = sum(r["label"] == "positive" for r in with_word) / len(with_word)
         assert 0.2 < share < 0.8, (word, share)
+
+
+@pytest.mark.parametrize(("template", "fragment"), [
+    ("{Name", "expected '}'"),
+    ("{Name:>>>}", "{Name:>>>}: Unknown format code '>'"),
+    ("{Name:d}", "{Name:d}: Unknown format code 'd'"),
+    ("{Name!r}", "{Name!r}: a field takes no !conversion"),
+])
+def test_a_template_that_cannot_build_a_text_is_a_data_error_before_any_row(template, fragment):
+    # "{Name:>>>}" was accepted and raised a bare ValueError on the first row
+    with pytest.raises(DataError, match=r"^data\.template: .*" + re.escape(fragment)):
+        TextBuilder(DataSection(template=template), ("label",))
