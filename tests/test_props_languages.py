@@ -244,16 +244,21 @@ def test_the_rule_engine_fires_where_the_reference_says(specs, stream):
     got = [(i, next(k for k, r in enumerate(rules) if r is f.rule), f.count)
            for i, event in enumerate(stream) for f in engine.check(event)]
 
-    # Reference: per rule and event name, a run of consecutive matches; it fires when the run reaches
-    # `for` (and starts again); a non-matching event of that name ends the run; `once` fires only once;
-    # events the rules emitted (source "rules") are never judged.
-    expected = []
+    assert got == [(i, r, specs[r][1]) for i, r in reference_firings(specs, stream)]
+
+
+def reference_firings(specs: list[tuple], stream: list[Event], judged: Any = lambda e: True) -> list[tuple[int, int]]:
+    """(event position, rule position) of each firing: per rule and event name, a run of consecutive
+    matches fires when it reaches `for` (and starts again); a non-matching event of that name ends the
+    run; `once` fires only once; events the rules emitted (source "rules") are never judged.
+    `specs` are (tree, for, once, …)."""
+    fired = []
     runs: list[dict[str, int]] = [{} for _ in specs]
     spent = [False] * len(specs)
     for i, event in enumerate(stream):
-        if event.source == "rules":
+        if event.source == "rules" or not judged(event):
             continue
-        for r, (tree, count, once) in enumerate(specs):
+        for r, (tree, count, once, *_) in enumerate(specs):
             if spent[r]:
                 continue
             if not reference(tree, event):
@@ -261,10 +266,10 @@ def test_the_rule_engine_fires_where_the_reference_says(specs, stream):
                 continue
             runs[r][event.name] = runs[r].get(event.name, 0) + 1
             if runs[r][event.name] == count:
-                expected.append((i, r, count))
+                fired.append((i, r))
                 runs[r][event.name] = 0
                 spent[r] = once
-    assert got == expected
+    return fired
 
 
 # ------------------------------------------------------------------ the runner on a real bus
@@ -304,23 +309,8 @@ def test_the_runner_turns_each_firing_into_its_events_linked_to_the_trigger(spec
     history = asyncio.run(scenario())
     position = {e.id: e.metadata["n"] for e in history if "n" in e.metadata}
     assert sorted(position.values()) == list(range(len(stream)))
-    expected = []  # (trigger position, rule name, action), the reference's firings in order
-    runs: list[dict[str, int]] = [{} for _ in specs]
-    spent = [False] * len(specs)
-    for i, event in enumerate(stream):
-        if event.source == "rules" or event.correlation_id not in (None, "run-1"):
-            continue  # the runner judges its run's events only, never its own
-        for r, (tree, count, once, actions) in enumerate(specs):
-            if spent[r]:
-                continue
-            if not reference(tree, event):
-                runs[r][event.name] = 0
-                continue
-            runs[r][event.name] = runs[r].get(event.name, 0) + 1
-            if runs[r][event.name] == count:
-                expected += [(i, f"r{r}", action) for action in actions]
-                runs[r][event.name] = 0
-                spent[r] = once
+    ours = reference_firings(specs, stream, lambda e: e.correlation_id in (None, "run-1"))  # its run's only
+    expected = [(i, f"r{r}", action) for i, r in ours for action in specs[r][3]]
     fired = [e for e in history if e.name == "rule.fired"]
     assert [(position[e.data["caused_by"]], e.data["rule"], e.data["action"]) for e in fired] == expected
     assert all(e.metadata["caused_by"] == e.data["caused_by"] for e in fired)
