@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -40,6 +41,8 @@ STOP_GRACE_S = 10.0  # a script that logs through the client gets this long to s
 SIGNAL_GRACE_S = 5.0  # then each signal gets this long before the next, harder one
 MAX_LINE = 4000  # characters of one output line kept in its event
 _SOURCE = "watch"
+# Terminal escape sequences (colours, cursor moves, titles) in a child's output: Rich and tqdm write them
+_ESCAPES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
 
 
 def exit_status_of(returncode: int) -> int:
@@ -165,7 +168,7 @@ class ChildWorker:
             text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
             if echo is not None:
                 print(text, file=echo, flush=True)
-            text = text.rpartition("\r")[2]  # a progress bar redrawn in place: its last state
+            text = _ESCAPES.sub("", text.rpartition("\r")[2])  # a bar redrawn in place: its last state, no colours
             if text.strip():
                 self._emit(ev.PROCESS_OUTPUT, {"stream": name, "line": text[:MAX_LINE]})
         stream.close()
@@ -352,14 +355,14 @@ def _watch_headless(session: WatchSession) -> int | None:
     ended_by: list[int] = []
     guard = ExitGuard(busy=lambda: session.bus.busy_handlers() if session.bus is not None else [])
     guard.watch(lambda: session.outcome is not None, lambda: exit_status_of(session.returncode or 0))
+
     async def drive() -> bool:
         await _headless(session, ended_by)  # on Ctrl-C it stops the child and returns
         task = asyncio.current_task()
         return task is not None and task.cancelling() > 0
 
     try:
-        if asyncio.run(drive()):
-            raise KeyboardInterrupt
+        cancelled = asyncio.run(drive())
     except KeyboardInterrupt:
         print("interrupted; the command was stopped", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -369,8 +372,11 @@ def _watch_headless(session: WatchSession) -> int | None:
         return _error(f"{error.filename or session.output_dir}: {error.strerror or error}")
     finally:
         guard.disarm()
-    if ended_by:
+    if ended_by:  # a stop signal: 128 + its number, like `run`
         return ended_by[0]
+    if cancelled:
+        print("interrupted; the command was stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(f"{session.command[0]} {_how(session.returncode or 0)}", flush=True)
     return None
 

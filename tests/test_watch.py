@@ -152,7 +152,7 @@ def test_ctrl_c_stops_a_script_that_logs_through_the_client_and_exits_130(tmp_pa
     finally:
         process.kill()
     assert process.returncode == 130, stderr
-    assert "interrupted; the command was stopped" in stderr and "stop requested at step" in stdout
+    assert "interrupted" in stderr and "stop requested at step" in stdout
     stopped = next(e.data for e in events_of(out) if e.name == ev.TRAINING_STOPPED)
     assert stopped["reason"] == "session closed"
     assert json.loads((out / "session.json").read_text())["state"] == "stopped"
@@ -232,3 +232,12 @@ def test_a_command_the_system_cannot_execute_is_one_line_and_exit_2(tmp_path: Pa
     err = capsys.readouterr().err
     assert err.endswith(f"kbert-tui: error: {script}: Exec format error\n")
     assert not (tmp_path / "o").exists()  # nothing written
+
+
+def test_output_lines_are_kept_without_colours_and_redraws(tmp_path: Path, capsys):
+    script = ("import sys; print('\\x1b[1;32mgreen\\x1b[0m done'); "
+              "print('10%\\r50%\\r\\x1b[2K100% \\x1b]0;title\\x07ok')")
+    assert main(["watch", "--output-dir", str(tmp_path / "o"), "--", sys.executable, "-c", script]) == 0
+    lines = [e.data["line"] for e in events_of(tmp_path / "o") if e.name == ev.PROCESS_OUTPUT]
+    assert lines == ["green done", "100% ok"]
+    assert "\x1b[1;32mgreen" in capsys.readouterr().out  # passed through as the command wrote it
