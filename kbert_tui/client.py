@@ -286,7 +286,7 @@ class Run:
         self.config = config
         self.step = 0  # the last step logged
         self.epoch = 1  # the epoch the next steps belong to
-        self._batch = 0
+        self._epoch_step0 = 0  # the step the current epoch follows: batches count from it
         self._epoch_open = False
         self._last_metrics: dict[str, Any] = {}
         self._checkpoint_fn: Callable[[int], Any] | None = None
@@ -328,8 +328,9 @@ class Run:
             self._last_metrics.update(values)
             if _LOSS_KEY in values:
                 loss = values.pop(_LOSS_KEY)
-                self._batch += 1
-                self._emit(ev.TRAINING_BATCH_COMPLETED, {"batch": self._batch, "step": self.step, "epoch": self.epoch,
+                # A step's place in its epoch (steps restarting each epoch count as they come)
+                batch = self.step - self._epoch_step0 if self.step > self._epoch_step0 else max(self.step, 1)
+                self._emit(ev.TRAINING_BATCH_COMPLETED, {"batch": batch, "step": self.step, "epoch": self.epoch,
                                                          "loss": loss, "metrics": values})
             else:
                 self._emit(ev.TRAINING_EVALUATION_COMPLETED, {"epoch": self.epoch, "step": self.step,
@@ -402,7 +403,6 @@ class Run:
 
     def _open_epoch(self) -> None:
         self._epoch_open = True
-        self._batch = 0
         self._emit(ev.TRAINING_EPOCH_STARTED, {"epoch": self.epoch, "total_epochs": self._totals[0],
                                                "steps": self._totals[1]})
 
@@ -414,7 +414,7 @@ class Run:
         now = time.perf_counter()
         self._emit(ev.TRAINING_EPOCH_COMPLETED, {"epoch": epoch, "metrics": values, "duration": now - self._epoch_started})
         self._epoch_started = now
-        self.epoch, self._epoch_open = epoch + 1, False
+        self.epoch, self._epoch_open, self._epoch_step0 = epoch + 1, False, self.step
 
     def _wait_while_paused(self) -> None:
         c = self.control

@@ -67,6 +67,8 @@ def test_a_script_run_writes_the_run_directory_that_kbert_tui_run_writes(tmp_pat
     assert first == {"batch": 1, "step": 1, "epoch": 1, "loss": 1.0,
                      "metrics": {"learning_rate": 0.5, "tokens": 7}}
     assert training[5].data["metrics"] == {"val_loss": 0.25, "val_accuracy": 0.75}
+    assert [(e.data["epoch"], e.data["batch"], e.data["step"]) for e in training
+            if e.name == ev.TRAINING_BATCH_COMPLETED] == [(1, 1, 1), (1, 2, 2), (1, 3, 3), (2, 1, 4), (2, 2, 5), (2, 3, 6)]
     assert training[-1].data["final_metrics"]["val_accuracy"] == 0.75
     assert json.loads((run.dir / "session.json").read_text())["state"] == "completed"
     rows = (run.dir / "metrics.csv").read_text().splitlines()

@@ -56,7 +56,7 @@ def test_a_lora_fine_tune_reports_every_training_and_validation_report(tmp_path:
     for event in events:
         assert ev.check_payload(event.name, event.data) == [], event.name
     batches = [e.data for e in events if e.name == ev.TRAINING_BATCH_COMPLETED]
-    assert [b["step"] for b in batches] == [5, 10, 15, 20]
+    assert [(b["step"], b["batch"]) for b in batches] == [(5, 5), (10, 10), (15, 15), (20, 20)]  # iterations
     assert set(batches[0]["metrics"]) == {"learning_rate", "iterations_per_second", "tokens_per_second",
                                           "trained_tokens", "peak_memory_gb"}
     assert all(b["loss"] > 0 for b in batches) and batches[-1]["metrics"]["trained_tokens"] > 0
