@@ -1,8 +1,8 @@
 """`kbert-tui run | replay | attach | compare | init`: the command line.
 
-Exit status: 0 success, 1 training failed, 2 bad input (config, data, arguments), 3 stopped by the user
-(`s`, `q` then yes, or a stop request), 130 interrupted (Ctrl-C, a signal).
-Bad input prints one line, never a traceback.
+Exit status (kbert_tui.lifecycle): 0 success, 1 training failed, 2 bad input (config, data, arguments),
+3 stopped by the user (`s`, `q` then yes, or a stop request), 128 + N stopped by signal N with a
+checkpoint (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP). Bad input prints one line, never a traceback.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from typing import Any
 
 from kbert_tui import __version__
 from kbert_tui.events import catalog as ev
+from kbert_tui.lifecycle import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_STOPPED
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_STOPPED", "build_parser", "main"]
+
 RANK_STATUS_ENV = "KBERT_TUI_RANK_STATUS"  # `run --ranks`: the folder where each rank leaves its exit status
 
 
@@ -462,17 +464,30 @@ def _run_headless(config: Any, output_dir: str | None) -> int:
 
 async def _headless(session: Any, ended_by: list[int]) -> int:
     import kbert_tui.training  # noqa: F401  -- loads OpenBLAS before MLX; training.started says which (header)
-    from kbert_tui.events import PersistenceError
-    from kbert_tui.lifecycle import EXIT_TERMINATED, on_sigterm
+    from kbert_tui.lifecycle import STOP_SIGNALS, on_stop_signals, signal_exit
 
     main_task = asyncio.current_task()
     assert main_task is not None
+    why: list[str] = []
 
-    def terminated() -> None:
-        ended_by.append(EXIT_TERMINATED)
+    def stop_signal(signum: int) -> None:  # Ctrl-C, SIGTERM, SIGHUP: stop with a checkpoint, exit 128 + N
+        if ended_by:
+            return  # already stopping: a second signal must not cut the close (and the log's flush) short
+        ended_by.append(signal_exit(signum))
+        why.append(STOP_SIGNALS[signum])
         main_task.cancel()
 
-    undo_sigterm = on_sigterm(terminated)
+    # held until the session is closed, so session.json gets its final state whatever signal comes
+    undo_signals = on_stop_signals(stop_signal)
+    try:
+        return await _headless_session(session, ended_by, why)
+    finally:
+        undo_signals()
+
+
+async def _headless_session(session: Any, ended_by: list[int], why: list[str]) -> int:
+    from kbert_tui.events import PersistenceError
+
     log_error: str | None = None
     try:
         await session.start()
@@ -488,13 +503,12 @@ async def _headless(session: Any, ended_by: list[int]) -> int:
         print(f"run {session.run_id}: events → {session.events_path}", flush=True)
         outcome = await session.wait()
     except asyncio.CancelledError:
-        why = "terminated (SIGTERM)" if ended_by else "interrupted"
-        print(f"{why}: stopping the run and saving a checkpoint", file=sys.stderr, flush=True)
+        print(f"{why[0] if why else 'interrupted'}: stopping the run and saving a checkpoint", file=sys.stderr,
+              flush=True)
         outcome = "interrupted"
     except PersistenceError as error:
         log_error, outcome = str(error), session.outcome or "failed"
     finally:
-        undo_sigterm()
         try:
             await session.close()
         except PersistenceError as error:
@@ -518,7 +532,9 @@ def _exit_status(session: Any, outcome: str | None, ended_by: list[int], *, repo
     failure = session.failure or {}
     if failure:
         if report:
-            print(f"error: {failure.get('error')}", file=sys.stderr)
+            from kbert_tui.headless import shown
+
+            print(f"error: {shown(failure.get('error'), 2000)}", file=sys.stderr)
         if failure.get("bad_input"):  # a UserInputError (config, data, checkpoint) raised in the worker
             return EXIT_BAD_INPUT
     if outcome == "stopped":  # by a stop request (a plugin, an attached monitor), not a signal

@@ -1,10 +1,11 @@
-"""How a run's process ends when asked from outside (SIGTERM) or held up by a handler that never lets go.
+"""How a run's process ends: its exit statuses, the signals that stop it, and a guard for a stuck loop.
 
-systemd, Docker and Slurm stop a job with SIGTERM: the run is then stopped like Ctrl-C (checkpoint,
-`training.stopped`, the log flushed) and the process exits with `EXIT_TERMINATED` (143, 128 + 15).
-Once a run has ended, the process exits within `ExitGuard.grace` seconds even if a handler swallows
-cancellation or blocks the event loop for good: the event log is closed first (everything accepted
-reaches the disk), then the guard names the handlers it gave up on and ends the process.
+Ctrl-C (SIGINT, or the key in the monitor), SIGTERM (systemd, Docker and Slurm stop a job with it) and
+SIGHUP (the terminal went away) stop a run the same way: a checkpoint, `training.stopped`, the log
+flushed, session.json given its final state; the process then exits with 128 + the signal's number
+(`STOP_SIGNALS`). Once a run has ended, the process exits within `ExitGuard.grace` seconds even if a
+handler swallows cancellation or blocks the event loop for good: the event log is closed first
+(everything accepted reaches the disk), then the guard names the handlers it gave up on and ends the process.
 """
 
 from __future__ import annotations
@@ -19,31 +20,56 @@ from typing import Any
 
 from kbert_tui.events.store import close_live_stores
 
-__all__ = ["EXIT_TERMINATED", "ExitGuard", "on_sigterm"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_HANGUP", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_STOPPED",
+           "EXIT_TERMINATED", "STOP_SIGNALS", "ExitGuard", "on_stop_signals", "signal_exit"]
 
-EXIT_TERMINATED = 128 + signal.SIGTERM
+EXIT_OK = 0  # the run completed (or the command did what it was asked)
+EXIT_FAILED = 1  # training failed, or the monitor itself did
+EXIT_BAD_INPUT = 2  # config, data, events file or arguments: one line, nothing written
+EXIT_STOPPED = 3  # stopped by the user (`s`, `q` then yes, a stop request); a checkpoint is saved
+EXIT_HANGUP = 128 + signal.SIGHUP  # 129
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130: Ctrl-C
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
+
+STOP_SIGNALS: dict[int, str] = {
+    signal.SIGINT: "interrupted (Ctrl-C)",
+    signal.SIGTERM: "terminated (SIGTERM)",
+    signal.SIGHUP: "hung up (SIGHUP)",
+}
+"""The signals that stop a run cleanly, and how the closing line names each."""
 
 
-def on_sigterm(callback: Callable[[], Any], *, at_once: Callable[[], Any] | None = None) -> Callable[[], None]:
-    """Call `callback` on the main thread's event loop when SIGTERM arrives; returns an undo function.
+def signal_exit(signum: int) -> int:
+    """The exit status after `signum` stopped the run: 128 + its number, as a shell reports it."""
+    return 128 + int(signum)
+
+
+def on_stop_signals(callback: Callable[[int], Any], *, at_once: Callable[[int], Any] | None = None) -> Callable[[], None]:
+    """Call `callback(signum)` on the main thread's event loop when one of `STOP_SIGNALS` arrives;
+    returns an undo function.
 
     A Python-level handler runs between bytecodes of the main thread, where the loop runs: it only
-    schedules the callback, so loop state is never touched mid-callback. `at_once` runs in the handler
-    itself, for what must happen even if the loop never gets to the callback (it must be thread-safe).
+    schedules the callback, so loop state is never touched mid-callback. `at_once(signum)` runs in the
+    handler itself, for what must happen even if the loop never gets to the callback (it must be thread-safe).
     """
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
 
     def handler(signum: int, frame: Any) -> None:
         if at_once is not None:
-            at_once()
+            at_once(signum)
         try:
-            asyncio.get_running_loop().call_soon_threadsafe(callback)
+            asyncio.get_running_loop().call_soon_threadsafe(callback, signum)
         except RuntimeError:  # no loop running: call it here
-            callback()
+            callback(signum)
 
-    previous = signal.signal(signal.SIGTERM, handler)
-    return lambda: signal.signal(signal.SIGTERM, previous)
+    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+
+    def undo() -> None:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+    return undo
 
 
 class ExitGuard:

@@ -1,18 +1,23 @@
-"""A real `kbert-tui run` process: SIGTERM stops it cleanly, and a handler that never returns can't keep it alive."""
+"""A real `kbert-tui run` process: Ctrl-C, SIGINT, SIGTERM and SIGHUP stop it cleanly (headless, and in the
+monitor in a real terminal under tmux), and a handler that never returns can't keep it alive."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from kbert_tui.training.testing import tiny_document
 
 from test_cli import write_toml
+from test_cli_bad_input import tmux  # noqa: F401  -- the fixture: a command in a detached 120x40 tmux session
 
 
 def _start(config: Path, out: Path, env_path: Path | None = None) -> subprocess.Popen[str]:
@@ -89,3 +94,87 @@ def test_a_handler_that_blocks_the_loop_for_good_neither_loses_events_nor_hangs_
     assert "gave up waiting for" in stderr and "stuck:StuckPlugin.on_epoch" in stderr, stderr
     assert proc.returncode == 0, stderr
     assert time.monotonic() - started < 110
+
+
+def _wait_for_steps(events: Path, proc: subprocess.Popen[str] | None = None, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if events.exists() and b"training.batch_completed" in events.read_bytes():
+            return
+        time.sleep(0.1)
+    if proc is not None:
+        proc.kill()
+        raise AssertionError(f"the run never started: {proc.communicate()}")
+    raise AssertionError("the run never started")
+
+
+def _stopped_cleanly(out: Path) -> None:
+    """The run ended by a stop: training.stopped with its checkpoint in the log, session.json final."""
+    events = out / "events.jsonl"
+    names = _names(events)
+    assert "training.stopped" in names and "training.completed" not in names
+    stopped = [json.loads(line) for line in events.read_text().splitlines() if '"training.stopped"' in line][0]
+    assert Path(stopped["data"]["checkpoint_path"]).exists()
+    info = json.loads((out / "session.json").read_text())
+    assert info["state"] == "stopped" and info.get("ended_at")
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGHUP, 129)])
+def test_sigint_and_sighup_stop_a_headless_run_with_a_checkpoint(tmp_path, signum, status):
+    document = tiny_document(tmp_path, training={"epochs": 5000})
+    config = write_toml(tmp_path / "long.toml", document)
+    out = tmp_path / "out"
+    proc = _start(config, out)
+    _wait_for_steps(out / "events.jsonl", proc)
+    proc.send_signal(signum)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == status, stderr
+    assert "stopping the run and saving a checkpoint" in stderr and "Traceback" not in stderr
+    _stopped_cleanly(out)
+
+
+# ---------------------------------------------------------------------- the monitor in a real terminal (tmux)
+
+needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+
+
+@pytest.fixture
+def monitor(tmp_path, tmux):
+    """`kbert-tui run` of a long tiny run in the monitor, in a real terminal, once its steps show."""
+    document = tiny_document(tmp_path, training={"epochs": 5000})
+    out = tmp_path / "out"
+    config = write_toml(tmp_path / "long.toml", document)
+    session = tmux([sys.executable, "-m", "kbert_tui", "run", config.name, "--output-dir", str(out)])
+    _wait_for_steps(out / "events.jsonl")
+    session.wait_for("RUNNING")
+    session.out = out
+    return session
+
+
+@needs_tmux
+def test_ctrl_c_in_the_monitor_stops_the_run_with_a_checkpoint_and_exits_130(monitor):
+    monitor.keys("C-c")  # was Textual's "Press ctrl+q to quit" toast, the run going on
+    assert monitor.exit_status() == 130, monitor.screen()
+    assert "interrupted (Ctrl-C): the run was stopped with a checkpoint" in monitor.screen()
+    _stopped_cleanly(monitor.out)
+
+
+@needs_tmux
+def test_ctrl_q_asks_then_stops_the_run_and_exits_3(monitor):
+    monitor.keys("C-q")
+    monitor.wait_for("Stop & quit")
+    monitor.keys("y")
+    assert monitor.exit_status() == 3, monitor.screen()
+    _stopped_cleanly(monitor.out)
+
+
+@needs_tmux
+@pytest.mark.parametrize("signum, status, why", [(signal.SIGINT, 130, "interrupted (Ctrl-C)"),
+                                                 (signal.SIGTERM, 143, "terminated (SIGTERM)"),
+                                                 (signal.SIGHUP, 129, "hung up (SIGHUP)")])
+def test_a_signal_to_the_monitor_stops_the_run_and_leaves_session_json_final(monitor, signum, status, why):
+    pid = json.loads((monitor.out / "session.json").read_text())["pid"]
+    os.kill(pid, signum)  # SIGINT exited 0 with session.json still "running"
+    assert monitor.exit_status() == status, monitor.screen()
+    assert f"{why}: the run was stopped with a checkpoint" in monitor.screen()
+    _stopped_cleanly(monitor.out)

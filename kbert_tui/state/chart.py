@@ -13,7 +13,7 @@ import numpy as np
 from collections.abc import Sequence
 
 __all__ = ["SMOOTHING_STEPS", "X_AXES", "DEFAULT_SMOOTHING", "ChartSettings", "LossCurve", "debiased_ema",
-           "log_values", "bucket", "finite_range", "readout", "smoothed"]
+           "log_values", "bucket", "finite_range", "fraction", "padded_range", "power_of_ten", "readout", "smoothed"]
 
 SMOOTHING_STEPS = (0.0, 0.6, 0.8, 0.9, 0.95, 0.99)
 """The weights `[` / `]` step through (0: off)."""
@@ -57,6 +57,37 @@ def finite_range(*series: Sequence[float]) -> tuple[float, float] | None:
     return None if low == math.inf else (low, high)
 
 
+def padded_range(low: float, high: float) -> tuple[float, float]:
+    """The range a flat series is drawn in: ±0.5 around its value when that is representable (at 1e16
+    it is not: the range stays flat and `fraction` puts the series in the middle)."""
+    if high == low and math.isfinite(low):
+        wider = (low - 0.5, high + 0.5)
+        if wider[1] > wider[0] and math.isfinite(wider[0]) and math.isfinite(wider[1]):
+            return wider
+    return low, high
+
+
+def fraction(value: float, low: float, high: float) -> float:
+    """Where `value` sits in [low, high], from 0 to 1 (clamped), for any finite floats: a flat or
+    denormal range gives 0.5; halves are subtracted so 1e308 - -1e308 never overflows. NaN when
+    `value` or the range is not finite."""
+    if not (math.isfinite(value) and math.isfinite(low) and math.isfinite(high)):
+        return math.nan
+    half_span = high / 2 - low / 2
+    if not half_span > 0:
+        return 0.5
+    position = (value / 2 - low / 2) / half_span  # ±inf past a denormal span: clamped like any value outside
+    return min(1.0, max(0.0, position))
+
+
+def power_of_ten(exponent: float) -> float:
+    """10 ** exponent, infinite instead of OverflowError (a log-scale label near 1e308)."""
+    try:
+        return 10.0 ** exponent
+    except OverflowError:
+        return math.inf
+
+
 def bucket(xs: Sequence[float], ys: Sequence[float], x0: float, x1: float, columns: int) -> list[float]:
     """The mean finite y of the points in each of `columns` equal slices of [x0, x1] (NaN when empty).
 
@@ -68,14 +99,19 @@ def bucket(xs: Sequence[float], ys: Sequence[float], x0: float, x1: float, colum
     x, y = x[:n], y[:n]
     ok = np.isfinite(x) & np.isfinite(y)
     x, y = x[ok], y[ok]
-    span = x1 - x0
-    index = ((x - x0) / span * columns).astype(np.int64) if span > 0 else np.zeros(len(x), dtype=np.int64)
+    span = x1 / 2 - x0 / 2  # halves: the span of ±1e308 stays finite
+    with np.errstate(invalid="ignore", over="ignore"):
+        where = (x / 2 - x0 / 2) / span * columns if span > 0 else np.zeros(len(x))
+    index = np.nan_to_num(where, nan=-1.0, posinf=columns + 1, neginf=-1.0).clip(-1, columns + 1).astype(np.int64)
     index[index == columns] = columns - 1  # x1 itself belongs to the last slice
     inside = (index >= 0) & (index < columns)
-    sums = np.bincount(index[inside], weights=y[inside], minlength=columns)
-    counts = np.bincount(index[inside], minlength=columns)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (sums / counts).tolist()
+    index, y = index[inside], y[inside]
+    counts = np.bincount(index, minlength=columns)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        means = np.bincount(index, weights=y, minlength=columns) / counts
+        if np.any(overflowed := (counts > 0) & ~np.isfinite(means)):  # values near 1e308: sum value/count
+            means[overflowed] = np.bincount(index, weights=y / counts[index], minlength=columns)[overflowed]
+    return means.tolist()
 
 
 DEFAULT_SMOOTHING = 0.6

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from kbert_tui.headless import attach_headless, replay_headless
+from kbert_tui.lifecycle import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from kbert_tui.state import printable
 
 from .app import MonitorApp, styles_path
 from .attach import AttachSource
@@ -22,56 +26,70 @@ def open_replay(path: str, *, speed: float | None = None) -> ReplaySource:
 
 def run_replay(source: ReplaySource) -> int:
     """`kbert-tui replay PATH`: show the recording in the monitor until the user quits."""
-    MonitorApp(source).run()
-    return 0
+    app = MonitorApp(source)
+    return _run_app(app) or EXIT_OK
+
+
+def _run_app(app: MonitorApp, at_once: Callable[[int], Any] | None = None) -> int | None:
+    """Run the monitor with Ctrl-C, SIGTERM and SIGHUP taking its quit flow without asking; the exit
+    status a crash (1, in one line) or a signal (128 + its number) calls for, else None."""
+    from kbert_tui.lifecycle import STOP_SIGNALS, on_stop_signals, signal_exit
+
+    undo = on_stop_signals(lambda signum: app.interrupt(signal_exit(signum), STOP_SIGNALS[signum]), at_once=at_once)
+    try:
+        app.run()
+    finally:
+        undo()
+    if app.crash is not None:
+        print(f"kbert-tui: error: the monitor failed: {app.crash}", file=sys.stderr)
+        return EXIT_FAILED
+    return app.interrupted[0] if app.interrupted is not None else None
 
 
 def monitor_run(config: Any, *, output_dir: str | None = None,
                 stopped_status: int = 3, session_factory: Any = None) -> int:
     """`kbert-tui run` with the monitor: 0 completed, 1 failed, 2 failed on bad input, `stopped_status`
-    when the user stopped the run (`s`, or `q` then yes)."""
-    from kbert_tui.lifecycle import EXIT_TERMINATED, ExitGuard, on_sigterm
+    when the user stopped the run (`s`, or `q` then yes), 128 + N when signal N (Ctrl-C: SIGINT, 130)
+    stopped it."""
+    from kbert_tui.lifecycle import ExitGuard, signal_exit
 
     source = LiveSource(config, output_dir=output_dir, session_factory=session_factory)
     app = MonitorApp(source)
-    terminated: list[bool] = []
-
-    def on_term() -> None:  # SIGTERM: the quit flow without asking (stop, checkpoint, flush), then 143
-        terminated.append(True)
-        app.run_worker(app._close_and_exit(), group="quit", exclusive=True)
-
-    # A loop blocked for good by a handler would never run on_term: the guard ends the process then.
+    # A loop blocked for good by a handler would never run the quit flow: the guard ends the process then.
     guard = ExitGuard(grace=10.0, busy=lambda: source.bus.busy_handlers() if source.bus is not None else [])
-    def at_once() -> None:  # thread-safe: the worker checkpoints and stops between steps
-        guard.arm(EXIT_TERMINATED)
+
+    def at_once(signum: int) -> None:  # thread-safe: the worker checkpoints and stops between steps
+        guard.arm(signal_exit(signum))
         session = source.session
         if session is not None and session.worker is not None:
-            session.worker.control.request_stop("SIGTERM", "signal")
+            session.worker.control.request_stop(signal.Signals(signum).name, "signal")
 
-    undo_sigterm = on_sigterm(on_term, at_once=at_once)
     try:
-        app.run()
+        code = _run_app(app, at_once)
     finally:
         guard.disarm()
-        undo_sigterm()
         source.abandon()  # a no-op after a clean quit; after a crash, training must not run on unseen
-    if terminated:
-        print("terminated (SIGTERM): the run was stopped with a checkpoint", file=sys.stderr)
-        return EXIT_TERMINATED
+    if app.crash is not None:
+        return EXIT_FAILED
+    if app.interrupted is not None and app.interrupted_live and code is not None:
+        print(f"{app.interrupted[1]}: the run was stopped with a checkpoint", file=sys.stderr)
+        if source.events_path is not None:
+            print(f"events: {source.events_path}")
+        return code
     if app.start_error:
         print(f"kbert-tui: error: {app.start_error}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     outcome = source.outcome or app.state.training.status
     if source.events_path is not None:
         print(f"events: {source.events_path}")
     if outcome == "failed":
         failure = (source.session.failure if source.session is not None else None) or {}
-        print(f"error: {failure.get('error') or app.state.training.error}", file=sys.stderr)
-        return 2 if failure.get("bad_input") else 1
-    return stopped_status if outcome == "stopped" else 0
+        print(f"error: {printable(str(failure.get('error') or app.state.training.error))}", file=sys.stderr)
+        return EXIT_BAD_INPUT if failure.get("bad_input") else EXIT_FAILED
+    return stopped_status if outcome == "stopped" else EXIT_OK
 
 
 def run_attached(source: EventSource) -> int:
-    """`kbert-tui attach …`: the monitor on a run another process writes; quitting leaves the run alone."""
-    MonitorApp(source).run()
-    return 0
+    """`kbert-tui attach …`: the monitor on a run another process writes; quitting (Ctrl-C too) leaves
+    the run alone."""
+    return _run_app(MonitorApp(source)) or EXIT_OK

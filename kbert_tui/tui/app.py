@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import gc
 import importlib.resources
+import os
+import signal
+import tempfile
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
@@ -45,12 +49,24 @@ from .panes import PluginsPane, SystemPane, TrainingPane
 from .screens import ConfirmScreen, DetailScreen, EventListScreen, HelpScreen, TimelineScreen
 from .sources import EventSource, ReplaySource
 
-__all__ = ["MonitorApp", "styles_path"]
+__all__ = ["MonitorApp", "crash_report", "styles_path"]
 
 DRAIN_BUDGET_S = 0.040
 PANE_INTERVAL_S = 0.25
 WIDE = 120  # from here the plugins pane sits beside the log
 NARROW = 100  # below this one top pane at a time (1 Training / 2 System) and t swaps the log for Plugins
+
+
+def crash_report(error: BaseException) -> str:
+    """`ZeroDivisionError: float division by zero (traceback: /tmp/kbert-tui-crash-123.txt)`: the error in
+    one line, its traceback in a file for a bug report."""
+    what = printable(f"{type(error).__name__}: {error}")[:300]
+    path = Path(tempfile.gettempdir()) / f"kbert-tui-crash-{os.getpid()}.txt"
+    try:
+        path.write_text("".join(traceback.format_exception(error)), encoding="utf-8")
+    except (OSError, RecursionError):
+        return what
+    return f"{what} (traceback: {path})"
 
 
 def styles_path() -> Path:
@@ -100,6 +116,8 @@ class MonitorApp(App[str | None]):
         Binding("o", "search_disk", "Older", show=False),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit_app", "Quit"),
+        # Ctrl-C is an interrupt here, as in any terminal program, not Textual's "press ctrl+q" hint
+        Binding("ctrl+c", "interrupt", "Interrupt", show=False, priority=True),
     ]
 
     def __init__(self, source: EventSource, *, capacity: int = DEFAULT_CAPACITY, tick: float = 1 / 15) -> None:
@@ -124,6 +142,9 @@ class MonitorApp(App[str | None]):
         self._bindings_key: tuple[Any, ...] = ()
         self.history_complete = True  # False while a recording's history loads behind its end
         self.end_shown_s: float | None = None
+        self.interrupted: tuple[int, str] | None = None  # (exit status, why) after Ctrl-C or a stop signal
+        self.interrupted_live = False  # this process's run had not ended when it came: it was stopped
+        self.crash: str | None = None  # a bug in the monitor, in one line (the traceback is in a file it names)
 
     # -- layout ------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -160,6 +181,8 @@ class MonitorApp(App[str | None]):
         self.log_view.focus()
         self._drain_timer = self.set_interval(self.tick, self._drain, name="drain")
         self._start_source()
+        if self.interrupted is not None:  # a signal came while the app was starting
+            self._begin_close()
 
     @work(exclusive=True, group="source")
     async def _start_source(self) -> None:
@@ -673,20 +696,41 @@ class MonitorApp(App[str | None]):
         self.action_quit_app()
 
     def action_quit_app(self) -> None:
+        if self._quitting:
+            return
         if self.source.owns_run and self.state.training.live:
             def answered(yes: bool | None) -> None:
                 if yes:
-                    self.run_worker(self._close_and_exit(), group="quit", exclusive=True)
+                    self._begin_close()
 
             self.push_screen(ConfirmScreen("Training is running. Stop it and quit? (a checkpoint is saved)",
                                            "Stop & quit", "Stay"), answered)
             return
-        self.run_worker(self._close_and_exit(), group="quit", exclusive=True)
+        self._begin_close()
+
+    def action_interrupt(self) -> None:
+        """Ctrl-C: stop as SIGINT does, without asking (a live run is stopped with a checkpoint), exit 130."""
+        from kbert_tui.lifecycle import EXIT_INTERRUPTED, STOP_SIGNALS
+
+        self.interrupt(EXIT_INTERRUPTED, STOP_SIGNALS[signal.SIGINT])
+
+    def interrupt(self, status: int, why: str) -> None:
+        """Ctrl-C or a stop signal (SIGINT, SIGTERM, SIGHUP): the quit flow without asking; the process
+        then exits with `status`."""
+        if self.interrupted is None:
+            self.interrupted = (status, why)
+            ended = self.state.training.status in ("completed", "failed", "stopped")
+            self.interrupted_live = self.source.owns_run and not ended  # starting counts: the run is stopped
+        if self.is_running:
+            self._begin_close()
+
+    def _begin_close(self) -> None:
+        """Close once: a second q, Ctrl-C or signal must not cancel a close that is flushing the log."""
+        if not self._quitting:
+            self._quitting = True
+            self.run_worker(self._close_and_exit(), group="quit")
 
     async def _close_and_exit(self) -> None:
-        if self._quitting:
-            return
-        self._quitting = True
         self.notify("closing: stopping the run and flushing the log…", timeout=5)
         try:
             await self.source.close()
@@ -697,6 +741,18 @@ class MonitorApp(App[str | None]):
                 self._drain_timer.stop()
             outcome = getattr(self.source, "outcome", None) or self.state.training.status
             self.exit(outcome)
+
+    # -- a bug in the monitor ------------------------------------------------------------------------
+    def _handle_exception(self, error: Exception) -> None:
+        if self.crash is None:
+            self.crash = crash_report(error)
+        super()._handle_exception(error)
+
+    def _fatal_error(self) -> None:
+        """Textual would draw the traceback with every frame's locals on exit (for a deep RecursionError,
+        minutes of work and a growing heap): `crash` says it in one line instead."""
+        self.bell()
+        self._close_messages_no_wait()
 
     # -- command palette ---------------------------------------------------------------------------
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from rich.style import Style
 from rich.text import Text
 
-from kbert_tui.state.chart import bucket, finite_range, log_values
+from kbert_tui.state.chart import bucket, finite_range, fraction, log_values, padded_range, power_of_ten
 
 from .render import axis_label
 
@@ -46,9 +46,7 @@ def braille_chart(lines: Sequence[Line], width: int, height: int, label_style: S
     if xs_range is None or y_range is None:
         return [Text(" " * width) for _ in range(height)]
     x0, x1 = xs_range
-    low, high = y_range
-    if high == low:
-        low, high = low - 0.5, high + 0.5
+    low, high = padded_range(*y_range)
     dots_x, dots_y = cols * 2, height * 4
     masks = [[0] * cols for _ in range(height)]
     owner = [[-1] * cols for _ in range(height)]
@@ -60,14 +58,18 @@ def braille_chart(lines: Sequence[Line], width: int, height: int, label_style: S
             owner[r][c] = i
 
     def to_dy(y: float) -> int:
-        return dots_y - 1 - int(round((y - low) / (high - low) * (dots_y - 1)))
+        return dots_y - 1 - int(round(fraction(y, low, high) * (dots_y - 1)))
+
+    def to_dx(x: float) -> int:
+        return int(round(fraction(x, x0, x1) * (dots_x - 1))) if x1 > x0 else dots_x - 1
 
     for i, (line, ys) in enumerate(zip(lines, ys_all, strict=True)):
         if line.points:
             for x, y in zip(line.xs, ys, strict=False):
                 if math.isfinite(y) and math.isfinite(x):
-                    dx = int(round((x - x0) / (x1 - x0) * (dots_x - 1))) if x1 > x0 else dots_x - 1
-                    dy = to_dy(y)
+                    if not x0 <= x <= x1:
+                        continue  # outside the x range asked for
+                    dx, dy = to_dx(x), to_dy(y)
                     for ddx in (0, 1):  # a 2x2 block stands out from the lines
                         plot(i, dx + ddx - (dx % 2), dy)
                         plot(i, dx + ddx - (dx % 2), dy + (1 if dy % 4 < 3 else -1))
@@ -91,9 +93,9 @@ def braille_chart(lines: Sequence[Line], width: int, height: int, label_style: S
                     last = target
             previous = (dx, dy)
     cursor_col = None
-    if cursor_x is not None and x1 > x0:
-        cursor_col = int(round((cursor_x - x0) / (x1 - x0) * (dots_x - 1))) // 2
-    top, bottom = (10 ** high, 10 ** low) if log_y else (high, low)
+    if cursor_x is not None and math.isfinite(cursor_x) and x1 > x0:
+        cursor_col = to_dx(cursor_x) // 2
+    top, bottom = (power_of_ten(high), power_of_ten(low)) if log_y else (high, low)
     rows = []
     for r in range(height):
         label = axis_label(top) + " " if r == 0 else (axis_label(bottom) + " " if r == height - 1 else " " * 8)
@@ -119,11 +121,13 @@ def x_axis(x0: float, x1: float, width: int, unit: str, style: Style) -> Text:
 
 
 def _short(value: float, unit: str) -> str:
-    if unit == "time":
+    if unit == "time" and math.isfinite(value) and abs(value) < 1e9:
         seconds = int(round(value))
         h, rem = divmod(seconds, 3600)
         m, s = divmod(rem, 60)
         return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+    if not math.isfinite(value) or abs(value) >= 1e7:
+        return f"{value:.3g}"
     if abs(value) >= 10_000:
         return f"{value / 1000:.0f}k"
     return f"{value:g}"

@@ -6,10 +6,13 @@ is always shown literally.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from rich.style import Style
 from rich.text import Text
+
+from kbert_tui.state.chart import finite_range, fraction
 
 __all__ = ["Palette", "palette", "bar", "sparkline", "axis_label", "fit_pairs", "duration"]
 
@@ -75,7 +78,7 @@ def palette(dark: bool) -> Palette:
 def bar(fraction: float, width: int, pal: Palette) -> Text:
     """A horizontal progress bar in eighth blocks."""
     width = max(1, width)
-    fraction = min(max(fraction, 0.0), 1.0)
+    fraction = min(max(fraction, 0.0), 1.0) if math.isfinite(fraction) else 0.0
     eighths = int(round(fraction * width * 8))
     full, part = divmod(eighths, 8)
     done = "█" * full + ("▏▎▍▌▋▊▉"[part - 1] if part else "")
@@ -101,15 +104,16 @@ def sparkline(values: Sequence[float], width: int, style: Style, *, lo: float | 
               hi: float | None = None) -> Text:
     """One row of block characters (newest on the right), scaled to [lo, hi] or the data's range."""
     pts = _resample(values, width)
-    if not pts:
+    data_range = finite_range(pts)
+    if data_range is None:
         return Text(" " * width)
-    low = min(pts) if lo is None else lo
-    high = max(pts) if hi is None else hi
-    span = high - low
+    low = data_range[0] if lo is None else lo
+    high = data_range[1] if hi is None else hi
     chars = []
+    flat = not high > low
     for v in pts:
-        level = 4 if span <= 0 else int(round((v - low) / span * 7)) + 1
-        chars.append(_BLOCKS[min(8, max(1, level))])
+        where = fraction(v, low, high)  # clamped to [lo, hi]; NaN for NaN and ±inf, drawn as a gap
+        chars.append(" " if math.isnan(where) else _BLOCKS[4 if flat else int(round(where * 7)) + 1])
     return Text("".join(chars).rjust(width), style)
 
 
@@ -141,7 +145,7 @@ def fit_pairs(pairs: list[tuple[str, str, str]], width: int, label: Style, value
 
 def duration(seconds: float | None) -> str:
     """`1:02:03` / `2:03` / `—`."""
-    if seconds is None or seconds != seconds:
+    if seconds is None or not math.isfinite(seconds) or abs(seconds) >= 1e9:  # 1e9 s: 31 years, not a duration
         return "—"
     seconds = int(round(seconds))
     h, rem = divmod(seconds, 3600)
