@@ -103,6 +103,7 @@ class ChildWorker:
         self.final_metrics: dict[str, Any] | None = None
         self.returncode: int | None = None
         self.client_started = False  # the script called kbert_tui.init(): a stop can be asked, not forced
+        self._last_error_line: str | None = None  # its last stderr line: what a failed command says last
         self._final: str | None = None  # the last final training event the script sent (completed, ...)
         self._on_done = on_done
         self._echo = echo
@@ -171,6 +172,8 @@ class ChildWorker:
             text = _ESCAPES.sub("", text.rpartition("\r")[2])  # a bar redrawn in place: its last state, no colours
             if text.strip():
                 self._emit(ev.PROCESS_OUTPUT, {"stream": name, "line": text[:MAX_LINE]})
+                if name == "stderr":
+                    self._last_error_line = text.strip()[:MAX_LINE]
         stream.close()
 
     def _relay(self) -> None:
@@ -206,9 +209,14 @@ class ChildWorker:
             thread.join(5.0)  # the last lines it wrote
         self.returncode = returncode
         self._relay_thread.join()  # everything its client wrote, in order, before the exit
-        if self.client_started and self._final is None:
-            self.failure = {"error": f"the script {_how(returncode)} before run.finish()", "error_type": "ScriptExited",
-                            "bad_input": False, "traceback": "", "epoch": 0, "step": 0}
+        asked_to_stop = self.control.stop_requested
+        if self._final is None and (self.client_started or (returncode != 0 and not asked_to_stop)):
+            # The run ends as failed, saying how: a script that died before finish(), or a command that failed
+            what = f"the script {_how(returncode)} before run.finish()" if self.client_started else \
+                f"{Path(str(self.process.args[0])).name} {_how(returncode)}"  # type: ignore[index]
+            last = f": {self._last_error_line}" if self._last_error_line and returncode != 0 else ""
+            self.failure = {"error": what + last, "error_type": "ScriptExited", "bad_input": False,
+                            "traceback": "", "epoch": 0, "step": 0}
             self._emit(ev.TRAINING_FAILED, self.failure)
             self._final = "failed"
         self._emit(ev.PROCESS_EXITED, {"returncode": returncode, "how": _how(returncode),

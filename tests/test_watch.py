@@ -90,7 +90,11 @@ def test_the_commands_exit_status_and_output_lines_come_through(tmp_path: Path, 
     assert sorted(output) == [("stderr", "to stderr"), ("stdout", "to stdout")]
     assert next(e.data["how"] for e in events if e.name == ev.PROCESS_EXITED) == "exited 3"
     assert json.loads((tmp_path / "o" / "session.json").read_text())["state"] == "failed"
-    assert "to stderr" in capsys.readouterr().err
+    # the monitor's Training pane says the command failed, and its last words, though it never called init()
+    failed = next(e.data for e in events if e.name == ev.TRAINING_FAILED)
+    assert failed["error"] == f"{Path(sys.executable).name} exited 3: to stderr"
+    err = capsys.readouterr().err
+    assert "to stderr" in err and f"error: {Path(sys.executable).name} exited 3: to stderr" in err
 
 
 def test_a_script_that_dies_before_finish_ends_its_run_as_failed(tmp_path: Path):
