@@ -574,3 +574,22 @@ def test_a_crash_in_the_monitor_exits_1_with_one_line(monkeypatch, capsys):
     assert err.startswith("kbert-tui: error: the monitor failed: ZeroDivisionError: float division by zero "
                           "(traceback: ")
     assert "ZeroDivisionError" in Path(err.split("traceback: ")[1].rstrip(")\n")).read_text()
+
+
+async def test_no_event_string_reaches_the_terminal_as_an_escape_or_as_markup(settle):
+    evil = "\x1b]0;PWNED\x07\x1b[2J\x9b31m[@click=app.quit]x[/] [/nonsense]"
+    events = sim(epochs=1, steps_per_epoch=6, hostile_text=True)
+    for event in events:
+        if event.name == "training.started":
+            event.data.update(run_name=evil, model_type=evil, device=evil)
+    events.append(Event(name="rule.fired", data={"rule": evil, "action": "notify", "reason": evil}, source="rules"))
+    events.append(Event(name="training.stopped", data={"step": 3, "reason": evil, "checkpoint_path": evil}))
+    app = MonitorApp(StaticSource(events))  # not a recording: the rule's banner shows
+    async with app.run_test(size=(160, 40)) as pilot:
+        await settle(pilot)
+        await pilot.pause(0.3)
+        drawn = "".join(segment.text for strip in app.screen._compositor.render_strips() for segment in strip)
+        assert "PWNED" in drawn and not re.search(r"[\x00-\x1f\x7f-\x9f]", drawn)
+        # the rule's banner is text: with markup its [@click=app.quit] was a live link in the toast
+        banners = [n for n in app._notifications if n.title == "rule"]
+        assert banners and all(not n.markup and "[@click=app.quit]" in n.message for n in banners)

@@ -194,14 +194,14 @@ class MonitorApp(App[str | None]):
             await self.source.start(self.inbox)
         except Exception as exc:  # e.g. the run could not start: show it, keep the app usable
             self.start_error = printable(f"{type(exc).__name__}: {exc}")
-            self.notify(self.start_error, title="could not start", severity="error", timeout=10)
+            self.notify(self.start_error, title="could not start", severity="error", timeout=10, markup=False)
             return
         if self.source.owns_run:
             await self.source.wait()  # the run ended by itself; the panes show how, until `q`
             self._drain()
         elif (outcome := await self.source.wait()) is not None:  # an attached run is over
             self._drain()
-            self.notify(f"the run is over ({outcome}); still showing it, q quits", timeout=8)
+            self.notify(f"the run is over ({printable(str(outcome))}); still showing it, q quits", timeout=8, markup=False)
 
     # -- a recording, end first ----------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="end-first")
@@ -234,7 +234,7 @@ class MonitorApp(App[str | None]):
         if end.runs > 1:
             ids = ", ".join(printable(r) for r in end.run_ids[-4:])
             self.notify(f"this file holds {end.runs} runs ({ids}); the panes show the last one — "
-                        f"filter corr:RUN_ID to see one run's events", title="several runs", timeout=12)
+                        f"filter corr:RUN_ID to see one run's events", title="several runs", timeout=12, markup=False)
 
     def _swap_in(self, state: RunState, log: EventLog, complete: bool) -> None:
         """Show another reduction of the same recording: the end first, then the whole history."""
@@ -333,7 +333,7 @@ class MonitorApp(App[str | None]):
         self._notified = self.state.notifications
         if not self.source.recording and self.state.last_notification:
             self.bell()
-            self.notify(self.state.last_notification, title="rule", severity="warning", timeout=15)
+            self.notify(self.state.last_notification, title="rule", severity="warning", timeout=15, markup=False)
 
     def drain_all(self) -> int:
         """Ingest everything waiting now and repaint (tests and benchmarks use this)."""
@@ -536,7 +536,8 @@ class MonitorApp(App[str | None]):
             self.notify("there is no events file to search", timeout=3)
             return
         what = f"filter '{self.log_index.matcher.query}'" if self.log_index.matcher else "no filter"
-        self.notify(f"searching the {evicted:,} older events in {path.name} ({printable(what)})…", timeout=4)
+        self.notify(f"searching the {evicted:,} older events in {printable(path.name)} ({printable(what)})…", timeout=4,
+                    markup=False)
         self._search_disk(path, evicted, self.log_index.matcher)
 
     @work(thread=True, exclusive=True, group="disk-search")
@@ -611,11 +612,11 @@ class MonitorApp(App[str | None]):
         try:
             record = load_run(resolve_run(target).events_path)
         except OSError as error:
-            self.call_from_thread(self.notify, f"baseline: {error}", severity="error", timeout=5)
+            self.call_from_thread(self.notify, printable(f"baseline: {error}"), severity="error", timeout=5, markup=False)
             return
         if not record.steps:
-            self.call_from_thread(self.notify, f"baseline: {target} holds no training steps", severity="error",
-                                  timeout=5)
+            self.call_from_thread(self.notify, printable(f"baseline: {target} holds no training steps"),
+                                  severity="error", timeout=5, markup=False)
             return
         label_runs([record])
         self.call_from_thread(self._set_baseline, record.label, baseline_curve(record))
@@ -626,7 +627,7 @@ class MonitorApp(App[str | None]):
 
     def _chart_changed(self, what: str) -> None:
         self.training_pane.chart_changed()
-        self.notify(what, timeout=1.5)
+        self.notify(what, timeout=1.5, markup=False)
 
     def action_toggle_plugins(self) -> None:
         """Show or hide the plugins pane (it's always shown on wide terminals)."""

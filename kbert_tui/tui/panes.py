@@ -230,7 +230,7 @@ class TrainingPane(StatePane):
         if curve.marks:
             caption.append(" ▪val", pal.chart2)
         if self.baseline is not None:
-            caption.append(f" vs {self.baseline[0]}", pal.kind["control"])
+            caption.append(f" vs {printable(self.baseline[0])}", pal.kind["control"])
         if caption.cell_len + len(CHART_KEYS) <= width:  # the 80-column footer has no room for these
             caption.append(" " * (width - caption.cell_len - len(CHART_KEYS)) + CHART_KEYS, pal.muted)
         smooth = smoothed(curve, chart.smoothing)
