@@ -17,7 +17,14 @@ from kbert_tui.state import event_kind
 from simulate import simulate_run
 from kbert_tui.tui import LiveSource, MonitorApp, ReplaySource, StaticSource
 from kbert_tui.tui.log_view import LogView
-from kbert_tui.tui.screens import ConfirmScreen, DetailScreen, EventListScreen, HelpScreen, TimelineScreen
+from kbert_tui.tui.screens import (
+    ConfirmScreen,
+    DetailScreen,
+    EventListScreen,
+    HelpScreen,
+    TimelineScreen,
+    event_json,
+)
 
 SIZE = (120, 40)
 
@@ -108,6 +115,41 @@ async def test_filter_bar_applies_live_and_esc_clears(settle):
 
 
 # -- detail, drill-down, navigation --------------------------------------------------------------------
+
+def nested(levels: int) -> dict:
+    """{"x": {"x": … {"x": 1}}} `levels` deep, built without recursion."""
+    value: dict = {"x": 1}
+    for _ in range(levels - 1):
+        value = {"x": value}
+    return value
+
+
+async def test_enter_on_an_event_nested_600_levels_shows_it_cut_and_q_closes(settle):
+    deep = Event(name="plugin.message", data={"message": nested(600)}, source="plugin:a", id="deep-1")
+    app = MonitorApp(StaticSource(sim(epochs=1, steps_per_epoch=3) + [deep]))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert app.query_one(LogView).selected_event().id == "deep-1"
+        await pilot.press("enter")  # RecursionError in the detail view froze the monitor
+        await pilot.pause(0.1)
+        assert isinstance(app.screen, DetailScreen)
+        detail = str(app.screen.query_one("#detail-json", Static).render())
+        assert '"id": "deep-1"' in detail and "nested deeper than 64 levels: not shown" in detail
+        await pilot.press("q")
+        assert not isinstance(app.screen, DetailScreen) and app.is_running
+
+
+def test_the_detail_json_takes_self_references_odd_keys_and_failing_reprs():
+    class Rude:
+        def __repr__(self) -> str:
+            raise RuntimeError("no")
+
+    loop: dict = {"a": 1}
+    loop["self"] = loop
+    event = Event(name="x.y", data={"loop": loop, (1, 2): {1, 2}, "rude": Rude(), "deep": nested(5000)})
+    text = event_json(event)
+    assert "refers to itself: a dict" in text and '"(1, 2)": [' in text and "repr raised RuntimeError" in text
+
 
 async def test_enter_shows_pretty_json_and_c_drills_into_the_correlation(settle):
     events = sim(epochs=1, steps_per_epoch=10)

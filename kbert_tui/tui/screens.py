@@ -24,14 +24,41 @@ __all__ = ["DetailScreen", "EventListScreen", "TimelineScreen", "ConfirmScreen",
 
 
 LOG_FIELD_ORDER = ("id", "name", "timestamp", "source", "correlation_id", "data", "metadata")
+DETAIL_DEPTH = 64  # levels of nesting shown; deeper values are cut with a marker (600 levels froze the screen)
 
 
 def event_json(event: Event) -> str:
-    """All fields of `event` as pretty JSON (datetimes in ISO form, other non-JSON values by repr)."""
-    record = dataclasses.asdict(event)
-    record = {key: record[key] for key in LOG_FIELD_ORDER if key in record} | record  # as in events.jsonl
-    return json.dumps(record, indent=2, ensure_ascii=False, allow_nan=True,
-                      default=lambda v: v.isoformat() if isinstance(v, datetime) else repr(v))
+    """All fields of `event` as pretty JSON (datetimes in ISO form, other non-JSON values by repr),
+    nested at most DETAIL_DEPTH levels."""
+    fields = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}  # asdict recurses into data
+    record = {key: fields[key] for key in LOG_FIELD_ORDER if key in fields} | fields  # as in events.jsonl
+    return json.dumps(_capped(record, DETAIL_DEPTH), indent=2, ensure_ascii=False, allow_nan=True, default=_shown)
+
+
+def _shown(value: Any) -> str:
+    """A value JSON has no form for: a datetime in ISO form, anything else by its repr (even a failing one)."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    try:
+        return repr(value)
+    except Exception as error:  # noqa: BLE001 - an object's own repr may raise; the detail view must not
+        return f"<{type(value).__name__}: repr raised {type(error).__name__}>"
+
+
+def _capped(value: Any, depth: int, path: tuple[int, ...] = ()) -> Any:
+    """`value` with containers past `depth` levels (and ones that hold themselves) replaced by a note,
+    and keys JSON can't take written as their repr; recursion stays within `depth`."""
+    if not isinstance(value, (dict, list, tuple, set, frozenset)):
+        return value
+    if id(value) in path:
+        return f"… (refers to itself: a {type(value).__name__})"
+    if depth <= 0:
+        return f"… (a {type(value).__name__} nested deeper than {DETAIL_DEPTH} levels: not shown)"
+    inner = (*path, id(value))
+    if isinstance(value, dict):
+        return {key if isinstance(key, (str, int, float, bool)) or key is None else _shown(key):
+                _capped(item, depth - 1, inner) for key, item in value.items()}
+    return [_capped(item, depth - 1, inner) for item in value]
 
 
 def _literal(text: str) -> Text:
