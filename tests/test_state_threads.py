@@ -108,3 +108,28 @@ def test_a_bad_scope_term_names_its_problem():
         parse_filter("epoch:three")
     with pytest.raises(FilterSyntaxError, match="needs a value"):
         parse_filter("caused-by:")
+
+
+@pytest.mark.parametrize("end", ["training.completed", "training.stopped", "training.failed"])
+def test_the_step_and_epoch_windows_end_with_the_run(end):
+    from datetime import datetime, timedelta, timezone
+
+    from kbert_tui.events import Event
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    events = [Event(name="training.epoch_started", data={"epoch": 1}, id="e1", timestamp=t0),
+              Event(name="training.batch_completed", data={"step": 4, "epoch": 1, "loss": 0.3}, id="b4",
+                    timestamp=t0 + timedelta(seconds=1)),
+              Event(name="system.cpu_usage", data={"percent": 50.0}, id="during", timestamp=t0 + timedelta(seconds=2)),
+              Event(name=end, data={"step": 4}, id="end", timestamp=t0 + timedelta(seconds=3))]
+    # the sampler goes on while the process closes: up to 80 s of readings were listed as step 4's
+    events += [Event(name="system.cpu_usage", data={"percent": 5.0}, id=f"after-{i}",
+                     timestamp=t0 + timedelta(seconds=10 * (i + 1))) for i in range(8)]
+    log = EventLog(32)
+    log.extend(events)
+    for level in ("step", "epoch"):
+        ids = {log.get(s).id for s in log.scope(1, level)}
+        assert {"b4", "during"} <= ids and not any(i.startswith("after-") for i in ids), level
+    after = 5
+    assert log.threads.step(after) is None and log.threads.epoch(after) is None
+    assert log.scope(after, "step") == [after]

@@ -12,7 +12,8 @@ An event's parent is, in order of preference:
    `training.paused` from the last `control.pause_requested`, ….
 
 The epoch and step of an event are its own `data.epoch` / `data.step` when it has them, else those of
-the last training step before it (a sampler reading taken during step 120 belongs to step 120).
+the last training step before it (a sampler reading taken during step 120 belongs to step 120), until
+the run ends: what follows `training.completed` / `stopped` / `failed` belongs to no step or epoch.
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ class RunThreads:
             self._epoch_now = epoch
         self._epoch[slot] = epoch if epoch is not None else self._epoch_now
         self._step[slot] = step if step is not None else self._step_now
+        if name in _RUN_ENDS:  # what comes after (samples while the process closes) is in no step or epoch
+            self._epoch_now = self._step_now = NO_VALUE
         self._by_id[event.id] = seq
         meta = event.metadata
         if meta:
@@ -186,3 +189,4 @@ class RunThreads:
 
 
 _RULE_TARGETS = {cause for causes in CAUSE_RULES.values() for cause in causes}
+_RUN_ENDS = {ev.TRAINING_COMPLETED, ev.TRAINING_STOPPED, ev.TRAINING_FAILED}
