@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", nargs="?", metavar="CONFIG", help="a TOML config file (see `kbert-tui init`)")
     run.add_argument("--headless", action="store_true", help="no TUI: a line per epoch, events in the log file")
     run.add_argument("--output-dir", metavar="DIR", help="where the events, checkpoints and predictions go")
+    run.add_argument("--resume", metavar="RUN_DIR",
+                     help="go on with a stopped (or killed) run from its newest checkpoint: same run id, same folder, "
+                          "one log; CONFIG defaults to the file the run started from")
     run.add_argument("--broker", metavar="URL", help="also publish every event to Redis (redis://host:6379/0); "
                                                      "overrides [events] broker")
     run.add_argument("--ranks", type=_positive_int, metavar="N",
@@ -155,8 +158,18 @@ def _run(args: argparse.Namespace) -> int:
 
     from kbert_tui.plugins import check_options
 
+    run_id = None  # a new one, unless --resume continues a run
     try:
-        config = load_config(args.config) if args.config else default_config()
+        if args.resume is not None:
+            from kbert_tui.resume import find_resume_point, resume_config
+
+            if args.output_dir is not None:
+                return _error("--resume and --output-dir: a resumed run goes on in its own directory")
+            point = find_resume_point(args.resume)
+            config = resume_config(point, args.config)
+            args.output_dir, run_id = str(point.run_dir), point.run_id
+        else:
+            config = load_config(args.config) if args.config else default_config()
         check_options(config)  # each plugin's keys against its declared Options, before anything starts
     except ConfigError as error:
         return _error(str(error))
@@ -184,9 +197,9 @@ def _run(args: argparse.Namespace) -> int:
     # Open the monitor unless --headless or stdout is not a terminal.
     if not args.headless:
         if sys.stdout.isatty():
-            return _run_tui(config, args.output_dir)
+            return _run_tui(config, args.output_dir, run_id)
         print("stdout is not a terminal: running headless", file=sys.stderr, flush=True)
-    return _run_headless(config, args.output_dir)
+    return _run_headless(config, args.output_dir, run_id)
 
 
 def _launch_ranks(args: argparse.Namespace) -> int:
@@ -209,7 +222,9 @@ def _launch_ranks(args: argparse.Namespace) -> int:
     command += ["--python", sys.executable, "-m", "kbert_tui", "run", "--headless"]
     if args.config:
         command.append(str(Path(args.config).expanduser().resolve()))
-    if args.output_dir is not None:
+    if args.resume is not None:  # each rank finds the same checkpoint (and run id) on its own
+        command += ["--resume", str(Path(args.resume).expanduser().resolve())]
+    elif args.output_dir is not None:
         command += ["--output-dir", str(Path(args.output_dir).expanduser().resolve())]
     if args.broker is not None:
         command += ["--broker", args.broker]
@@ -280,15 +295,26 @@ def _data_problem(config: Any) -> str | None:
     return None
 
 
-def _run_tui(config: Any, output_dir: str | None) -> int:
+def _run_tui(config: Any, output_dir: str | None, run_id: str | None = None) -> int:
+    from kbert_tui.session import RunSession
     from kbert_tui.training import BLAS  # loads OpenBLAS before MLX
     from kbert_tui.tui import monitor_run
 
+    sessions: list[RunSession] = []
+
+    def session(config: Any, output_dir: str | None = None) -> RunSession:
+        sessions.append(RunSession(config, output_dir=output_dir, run_id=run_id))
+        return sessions[-1]
+
     try:
-        code = monitor_run(config, output_dir=output_dir, stopped_status=EXIT_STOPPED)
+        code = monitor_run(config, output_dir=output_dir, stopped_status=EXIT_STOPPED, session_factory=session)
     except KeyboardInterrupt:
         print("interrupted; the run was stopped", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        code = EXIT_INTERRUPTED
+    if code != EXIT_OK and sessions:
+        _print_resume(sessions[0].output_dir)
+    if code == EXIT_INTERRUPTED:
+        return code
     if BLAS.hint:
         print(f"note: {BLAS.hint}", file=sys.stderr)
     return code
@@ -442,11 +468,11 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _run_headless(config: Any, output_dir: str | None) -> int:
+def _run_headless(config: Any, output_dir: str | None, run_id: str | None = None) -> int:
     from kbert_tui.lifecycle import ExitGuard
     from kbert_tui.session import RunSession
 
-    session = RunSession(config, output_dir=output_dir)
+    session = RunSession(config, output_dir=output_dir, run_id=run_id)
     ended_by: list[int] = []  # the signal's exit status, when one ended the run
     # Once training has ended the process ends within 5 s, whatever a handler does (a stuck loop too).
     guard = ExitGuard(busy=lambda: session.bus.busy_handlers() if session.bus is not None else [])
@@ -521,7 +547,17 @@ async def _headless_session(session: Any, ended_by: list[int], why: list[str]) -
               f"the log has them all", file=sys.stderr, flush=True)
     if outcome == "completed":
         print(f"done: {session.output_dir}", flush=True)
+    elif session.ranks is None or session.ranks.is_main:
+        _print_resume(session.output_dir)
     return _exit_status(session, outcome, ended_by, report=True)
+
+
+def _print_resume(output_dir: Any) -> None:
+    """After a run that did not complete: the command that goes on with it, when it left a checkpoint."""
+    from kbert_tui.resume import resume_command
+
+    if command := resume_command(output_dir):
+        print(f"resume: {command}", flush=True)
 
 
 def _exit_status(session: Any, outcome: str | None, ended_by: list[int], *, report: bool = False) -> int:

@@ -18,6 +18,7 @@ from kbert_tui.events import catalog as ev
 
 from .chart import LossCurve
 from .ranks import RankLanes, rank_of
+from .story import cut_curve, cut_rows, resumed_at_step
 from .summary import printable
 
 __all__ = ["RunState", "baseline_label", "TrainingState", "SystemState", "PluginInfo", "PluginsState", "Series", "Notice"]
@@ -67,6 +68,13 @@ class Series:
             pts = self.points
             self.points = array("d", ((pts[i] + pts[i + 1]) / 2 for i in range(0, len(pts) - 1, 2)))
             self.stride *= 2
+
+    def cut(self, count: int) -> None:
+        """Keep the first `count` values (to the resolution of `stride`): a resumed run's redone steps go."""
+        if count < self.count:
+            self.points = self.points[: count // self.stride]
+            self._acc, self._acc_n = 0.0, 0
+            self.count = count
 
     def values(self) -> list[float]:
         """The points, plus the partial bucket still being filled."""
@@ -139,6 +147,7 @@ class TrainingState:
     best_value: float | None = None
     best_epoch: int | None = None
     restored_epoch: int | None = None  # training.completed: the best epoch whose weights the run ended with
+    resumes: list[int] = field(default_factory=list)  # steps where a new process went on (`run --resume`): a chart marker
     baseline_model: str | None = None  # data.baseline_computed: the score the model has to beat
     baseline_accuracy: float | None = None
     baseline_f1: float | None = None
@@ -401,10 +410,14 @@ class RunState:
     # -- training and system: one method per event, dispatched by name (_DISPATCH below) ---------
     def _on_training_started(self, event: Event, d: dict[str, Any]) -> None:
         t = self.training
-        if t.started_at is not None:  # a second run in the same log: the panes show the newest
+        resumed_at = resumed_at_step(d)
+        continued = resumed_at is not None and t.started_at is not None and d.get("run_id") in (None, t.run_id)
+        if t.started_at is not None and not continued:  # a second run in the same log: the panes show the newest
             self.training = t = TrainingState()
+        if resumed_at is not None:
+            self._resumed(t, resumed_at, d, event.timestamp.timestamp() if continued else None)
         t.status = "running"
-        t.started_at = event.timestamp
+        t.started_at = t.started_at or event.timestamp
         t.ended_at = None
         t.error = t.traceback = None
         for key in ("run_id", "run_name", "model_type", "device", "blas"):
@@ -422,9 +435,31 @@ class RunState:
             value = d.get(key)
             if isinstance(value, int) and not isinstance(value, bool):
                 setattr(t, key, value)
-        t.curve.started(event.timestamp.timestamp(), t.batch_size)
+        if not continued:
+            t.curve.started(event.timestamp.timestamp(), t.batch_size)
         if t.total_steps is None and t.total_epochs and t.steps_per_epoch:
             t.total_steps = t.total_epochs * t.steps_per_epoch
+
+    def _resumed(self, t: TrainingState, step: int, d: dict[str, Any], at: float | None) -> None:
+        """A process that went on from `step` (`run --resume`): what an earlier one logged past it was done
+        again, so it goes; the best so far is the checkpoint's; `resumes` marks the step on the chart.
+        `at` (the new process's start) when this state saw the earlier process: its time axis goes on."""
+        if at is not None:
+            cut_curve(t.curve, step)
+            t.curve.started(at - (t.curve.last[2] if t.curve.last else 0.0), t.curve.batch_size)
+            t.epoch_metrics = cut_rows(t.epoch_metrics, step, "steps")
+            t.eval_metrics = cut_rows(t.eval_metrics, step)
+            t.epochs_done = max((r["epoch"] for r in t.epoch_metrics if isinstance(r.get("epoch"), int)), default=0)
+            t.loss_history.cut(step)
+        t.resumes.append(step)
+        t.step = step
+        t.stop_reason = t.checkpoint_path = None
+        t.stopped_early, t.restored_epoch, t.final_metrics = False, None, {}
+        best = d.get("best")
+        if isinstance(best, dict) and _num(best.get("value")) is not None:
+            t.best_metric = printable(str(best.get("metric", "metric")))
+            t.best_value = _num(best.get("value"))
+            t.best_epoch = best["epoch"] if isinstance(best.get("epoch"), int) else None
 
     def _on_data_baseline_computed(self, event: Event, d: dict[str, Any]) -> None:
         t = self.training

@@ -307,6 +307,10 @@ class Trainer:
             "labels": data.label_names,
             "output_dir": str(self.output_dir),
             "resumed_from": str(resume) if resume else None,
+            # where this process picks the run up: readers drop what an earlier one logged past it
+            **({"resumed_at_step": self.progress.step,
+                "best": {"metric": self.best.metric, "value": self.best.best, "epoch": self.best.best_epoch}}
+               if resume else {}),
         })
         if base is not None:
             base.announce(self.emit, model)

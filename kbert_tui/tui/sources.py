@@ -268,6 +268,7 @@ class LiveSource(EventSource):
                 append(event)
 
         self._sub = bus.subscribe_sync("*", forward)
+        inbox.extend(getattr(self.session, "earlier_events", ()))  # a resumed run: its story so far first
         backfill = bus.history
         early.update(event.id for event in backfill)
         inbox.extend(backfill)

@@ -59,6 +59,22 @@ class MetricsCsvPlugin(PluginPort):
         self.rows = 0
         for name in _KINDS:
             await self.subscribe(name, self._on_metrics)
+        await self.subscribe(ev.TRAINING_STARTED, self._on_started)
+
+    def _on_started(self, event: Any) -> None:
+        """A resumed run (`run --resume`) goes on from a step: the rows an earlier process wrote past it are
+        done again, so they go (a killed run's steps after its last checkpoint would be in the file twice)."""
+        step = event.data.get("resumed_at_step") if isinstance(event.data, dict) else None
+        if not isinstance(step, int) or isinstance(step, bool) or self._file is None:
+            return
+        self._file.close()
+        kept = _rows_up_to(self.path, step)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with tmp.open("w", newline="", encoding="utf-8") as handle:
+            csv.writer(handle).writerows(kept)
+        tmp.replace(self.path)
+        self._file = self.path.open("a", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._file)
 
     def _on_metrics(self, event: Any) -> None:
         if self._file is None:
@@ -83,6 +99,23 @@ class MetricsCsvPlugin(PluginPort):
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _rows_up_to(path: Path, step: int) -> list[list[str]]:
+    """The file's rows (header first) up to `step`: a row without a step (an epoch's) goes with the batch
+    before it."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    at = COLUMNS.index("step")
+    kept, last = rows[:1], 0.0
+    for row in rows[1:]:
+        try:
+            last = float(row[at]) if len(row) > at and row[at] else last
+        except ValueError:
+            pass  # not a number: the row goes with the step before it
+        if last <= step:
+            kept.append(row)
+    return kept
 
 
 def _header(path: Path) -> list[str]:
