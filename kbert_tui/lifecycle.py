@@ -110,11 +110,13 @@ class ExitGuard:
         if self._done.is_set():
             return
         try:
-            busy = self._busy()
-        except Exception:  # noqa: BLE001 - naming them is a courtesy; exiting is the point
-            busy = []
-        close_live_stores(timeout=2.0)
-        what = "; ".join(busy) if busy else "the event loop (no bus handler was busy)"
-        print(f"kbert-tui: the run ended {self.grace:g} s ago but the process could not finish; "
-              f"gave up waiting for {what}. The event log is closed.", file=sys.stderr, flush=True)
-        os._exit(self._code)
+            try:
+                busy = self._busy()
+            except Exception:  # noqa: BLE001 - naming them is a courtesy; exiting is the point
+                busy = []
+            close_live_stores(timeout=2.0)
+            what = "; ".join(busy) if busy else "the event loop (no bus handler was busy)"
+            print(f"kbert-tui: the run ended {self.grace:g} s ago but the process could not finish; "
+                  f"gave up waiting for {what}. The event log is closed.", file=sys.stderr, flush=True)
+        finally:  # after SIGHUP the terminal is gone and the print raises: the process must end all the same
+            os._exit(self._code)

@@ -178,3 +178,20 @@ def test_a_signal_to_the_monitor_stops_the_run_and_leaves_session_json_final(mon
     assert monitor.exit_status() == status, monitor.screen()
     assert f"{why}: the run was stopped with a checkpoint" in monitor.screen()
     _stopped_cleanly(monitor.out)
+
+
+@needs_tmux
+def test_closing_the_terminal_stops_the_run_and_ends_the_process(monitor):
+    pid = json.loads((monitor.out / "session.json").read_text())["pid"]
+    monitor.close()  # the terminal goes away: SIGHUP, and every later write to it fails
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:  # it hung: Textual blocked restoring the terminal and the exit guard died printing to it
+        os.kill(pid, signal.SIGKILL)
+        raise AssertionError("the monitor's process outlived its terminal by 40 s")
+    _stopped_cleanly(monitor.out)
