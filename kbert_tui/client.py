@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -168,7 +169,11 @@ class _ScriptWorker:
 
 class _HostedSink:
     """On its own: the run's session (bus, log, session.json, control file, plugins, rules, broker, sampler)
-    on a background thread's event loop; the script emits into its bus from its own thread."""
+    on a background thread's event loop. The script only queues its events; the loop emits them every
+    `DRAIN_S`, so encoding, the log and the handlers run there (while MLX computes, without the GIL)."""
+
+    DRAIN_S = 0.01
+    QUEUE_LIMIT = 50_000  # events waiting for the loop before a flooding script waits for it (nothing is dropped)
 
     def __init__(self, config: Any, output_dir: Path, run_id: str) -> None:
         from kbert_tui.session import RunSession
@@ -181,6 +186,9 @@ class _HostedSink:
         self.run_id: str = self.session.run_id
         self.output_dir: Path = self.session.output_dir
         self.events_path: Path = self.session.events_path
+        self.dropped = 0  # events the loop never took (it is gone): counted, never raised
+        self._queue: deque[tuple[str, dict[str, Any]]] = deque()
+        self._accepting = True  # the loop drains the queue
         self._ready = threading.Event()
         self._closed = threading.Event()
         self._error: BaseException | None = None
@@ -193,8 +201,6 @@ class _HostedSink:
             raise self._error
         self.worker: _ScriptWorker = self.session.worker
         self.control = self.worker.control
-        assert self.session.bus is not None
-        self._emit = self.session.bus.emit_sync
 
     def _main(self) -> None:
         try:
@@ -206,6 +212,7 @@ class _HostedSink:
             self._closed.set()
 
     async def _host(self) -> None:
+        self._loop = asyncio.get_running_loop()
         try:
             await self.session.start()
         except BaseException as error:
@@ -213,23 +220,49 @@ class _HostedSink:
             await self.session.close()
             return
         self._ready.set()
+        pump = asyncio.create_task(self._pump(), name="kbert-client-pump")
         try:
             await self.session.wait()
         finally:
+            pump.cancel()
+            await self._drain()  # the final event, and whatever came with it
+            self._accepting = False  # what comes now (only if the loop died before finish()) is counted as lost
             await self.session.close()
 
+    async def _pump(self) -> None:
+        while True:
+            await self._drain()
+            await asyncio.sleep(self.DRAIN_S)
+
+    async def _drain(self) -> None:
+        queue, bus = self._queue, self.session.bus
+        assert bus is not None
+        while queue:
+            name, data = queue.popleft()
+            await bus.emit(name, data, source=_SOURCE, correlation_id=self.run_id)  # yields when handlers lag
+
     def emit(self, name: str, data: dict[str, Any]) -> None:
-        self._emit(name, data, source=_SOURCE, correlation_id=self.run_id)
+        queue = self._queue
+        if len(queue) >= self.QUEUE_LIMIT:
+            while len(queue) >= self.QUEUE_LIMIT and self._accepting:
+                time.sleep(0.001)  # backpressure: the loop is behind a flood
+            if not self._accepting:
+                self.dropped += 1
+                return
+        queue.append((name, data))
 
     def close(self, outcome: str) -> None:
         self.worker.done(outcome)
         self._closed.wait(_FINISH_WAIT_S)
+        self.dropped += len(self._queue)  # left when the loop ended early (it died, or the wait ran out)
 
 
 class _OutboxSink:
-    """Under `kbert-tui watch`: events go to the outbox the watcher relays; requests come from its inbox."""
+    """Under `kbert-tui watch`: events go to the outbox the watcher relays; requests come from its inbox.
+    As on its own, the script only queues; a thread writes the queue out and reads the inbox every `POLL_S`."""
 
-    POLL_S = 0.05
+    POLL_S = 0.01
+    QUEUE_LIMIT = 50_000
 
     def __init__(self, run_dir: Path, run_id: str) -> None:
         from kbert_tui.control import Control
@@ -239,34 +272,58 @@ class _OutboxSink:
         self.output_dir = run_dir
         self.events_path = run_dir / "events.jsonl"
         self.control = Control()
+        self.dropped = 0
         self._store = JsonlStore(run_dir / OUTBOX_NAME)
+        self._queue: deque[tuple[str, dict[str, Any]]] = deque()
         self._stop = threading.Event()
         self._inbox = run_dir / INBOX_NAME
-        self._thread = threading.Thread(target=self._follow, name="kbert-client-inbox", daemon=True)
+        self._thread = threading.Thread(target=self._main, name="kbert-client-outbox", daemon=True)
 
     def open(self) -> None:
         self._thread.start()
 
     def emit(self, name: str, data: dict[str, Any]) -> None:
-        self._store.append(Event(name, data, source=_SOURCE, correlation_id=self.run_id))
+        queue = self._queue
+        if len(queue) >= self.QUEUE_LIMIT:
+            while len(queue) >= self.QUEUE_LIMIT and self._thread.is_alive():
+                time.sleep(0.001)  # backpressure: the writer is behind a flood
+            if not self._thread.is_alive():
+                self.dropped += 1
+                return
+        queue.append((name, data))
 
-    def _follow(self) -> None:
+    def _main(self) -> None:
         from kbert_tui.events.follow import LogFollower
         from kbert_tui.session import apply_control
 
-        follower = LogFollower(self._inbox)
-        try:
-            while not self._stop.wait(self.POLL_S):
-                for request in follower.read_events():
+        follower: LogFollower | None = LogFollower(self._inbox)
+        while True:
+            stopping = self._stop.wait(self.POLL_S)
+            self._drain()
+            if stopping:
+                break
+            try:
+                for request in follower.read_events() if follower is not None else ():
                     if request.correlation_id in (None, self.run_id):
                         apply_control(self.control, request)
-        except OSError:
-            pass  # the run directory went away: nobody is left to ask anything
-        finally:
+            except OSError:
+                follower = None  # the run directory went away: nobody is left to ask anything
+        if follower is not None:
             follower.close()
+
+    def _drain(self) -> None:
+        queue, append = self._queue, self._store.append
+        while queue:
+            name, data = queue.popleft()
+            try:
+                append(Event(name, data, source=_SOURCE, correlation_id=self.run_id))
+            except RuntimeError:  # the outbox was closed under us
+                self.dropped += 1
 
     def close(self, outcome: str) -> None:
         self._stop.set()
+        self._thread.join(_FINISH_WAIT_S)
+        self._drain()  # the final event, had the thread not got to it
         self._store.close(timeout=_FINISH_WAIT_S)
 
 
@@ -295,7 +352,7 @@ class Run:
         self._epoch_started = self._started
         self._finished = False
         self._lock = threading.Lock()  # log() from two threads keeps steps and batches consistent
-        self.dropped = 0  # events the run could not hand over (its log closed under it): counted, never raised
+        self._dropped = 0  # events the run could not hand over (its log closed under it): counted, never raised
         self._totals = (started["total_epochs"], started["steps_per_epoch"])
         self._emit(ev.TRAINING_STARTED, started)
 
@@ -399,7 +456,12 @@ class Run:
         try:
             self._sink.emit(name, data)
         except Exception:  # noqa: BLE001 - the bus closed, the disk is full: the training loop goes on
-            self.dropped += 1
+            self._dropped += 1
+
+    @property
+    def dropped(self) -> int:
+        """Events that never reached the run's log (its loop or file went away); never raised."""
+        return self._dropped + getattr(self._sink, "dropped", 0)
 
     def _open_epoch(self) -> None:
         self._epoch_open = True
