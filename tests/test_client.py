@@ -15,7 +15,6 @@ from simulate import simulate_run
 
 import kbert_tui
 from kbert_tui.client import LogError
-from kbert_tui.events import EventBusError
 from kbert_tui.events import catalog as ev
 from kbert_tui.events.store import JsonlStore, read_events
 from kbert_tui.remote import AttachedRun, resolve_run
