@@ -75,9 +75,11 @@ def on_stop_signals(callback: Callable[[int], Any], *, at_once: Callable[[int], 
 class ExitGuard:
     """Ends the process `grace` seconds after the run ended, unless it has exited by itself by then."""
 
-    def __init__(self, *, grace: float = 5.0, busy: Callable[[], list[str]] = list) -> None:
+    def __init__(self, *, grace: float = 5.0, busy: Callable[[], list[str]] = list,
+                 last_words: Callable[[], Any] | None = None) -> None:
         self.grace = grace
         self._busy = busy
+        self._last_words = last_words  # run before the exit, after the log is closed (session.json's final state)
         self._code = 1
         self._done = threading.Event()
         self._timer: threading.Timer | None = None
@@ -115,6 +117,8 @@ class ExitGuard:
             except Exception:  # noqa: BLE001 - naming them is a courtesy; exiting is the point
                 busy = []
             close_live_stores(timeout=2.0)
+            if self._last_words is not None:
+                self._last_words()
             what = "; ".join(busy) if busy else "the event loop (no bus handler was busy)"
             print(f"kbert-tui: the run ended {self.grace:g} s ago but the process could not finish; "
                   f"gave up waiting for {what}. The event log is closed.", file=sys.stderr, flush=True)

@@ -210,6 +210,19 @@ class RunSession:
             await self.bus.shutdown(timeout=3.0)
         await self._stop_remote()
 
+    def record_end(self) -> None:
+        """Give session.json its final state now, from any thread: the exit guard's last act when the loop
+        is stuck and close() will never run (attached monitors must not see a run "running" forever)."""
+        control = self.local_control
+        if control is None or control.info.ended:
+            return
+        control.info.state = self.outcome or (self.worker.outcome if self.worker is not None else None) or "failed"
+        control.info.ended_at = datetime.now(timezone.utc).isoformat()
+        try:
+            control.info.write(control.info_path)
+        except OSError:
+            pass  # the run directory went away: nobody left to tell
+
     async def __aenter__(self) -> RunSession:
         await self.start()
         return self

@@ -56,7 +56,8 @@ def monitor_run(config: Any, *, output_dir: str | None = None,
     source = LiveSource(config, output_dir=output_dir, session_factory=session_factory)
     app = MonitorApp(source)
     # A loop blocked for good by a handler would never run the quit flow: the guard ends the process then.
-    guard = ExitGuard(grace=10.0, busy=lambda: source.bus.busy_handlers() if source.bus is not None else [])
+    guard = ExitGuard(grace=10.0, busy=lambda: source.bus.busy_handlers() if source.bus is not None else [],
+                      last_words=lambda: source.session.record_end() if source.session is not None else None)
 
     def at_once(signum: int) -> None:  # thread-safe: the worker checkpoints and stops between steps
         guard.arm(signal_exit(signum))
