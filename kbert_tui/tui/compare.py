@@ -32,6 +32,8 @@ RUN_COLOURS = ("#4fb3ff", "#ffc857", "#7bd88f", "#ff7a7a", "#c6a0f6", "#4dd0c8",
 
 FOLLOW_S = 1.0
 WIDE_TABLE = 110  # from this width each metric also shows its best epoch value: "final (best@epoch)"
+RUN_LABEL_MAX = 24  # the run column (always in view) at most; the legend above has the whole name
+GAP = 2  # columns between two table columns
 _SHORT = {"train_loss": "loss", "val_loss": "val_loss", "val_accuracy": "val_acc", "val_f1": "val_f1"}
 
 
@@ -111,6 +113,8 @@ class CompareApp(App[None]):
         Binding("m", "next_metric", "Metric"),
         Binding("x", "next_x", "X axis"),
         Binding("l", "toggle_log", "Log y"),
+        Binding("left", "table_columns(-1)", "Columns", key_display="←→"),
+        Binding("right", "table_columns(1)", "Columns", show=False),
         Binding("q", "quit", "Quit"),
     ]
 
@@ -120,6 +124,8 @@ class CompareApp(App[None]):
         self.metric_index = 1 if len(METRICS) > 1 else 0  # val_loss first: train_loss is on the loss chart
         self.x_name = "step"
         self.log_y = False
+        self.first_column = 0  # the table's first column in view after the run's (← → move it)
+        self.hidden_columns = (0, 0)  # columns out of view to the left, to the right
         # live runs keep growing: follow from the end of what was loaded (lines read twice are ignored)
         self.followers = {i: LogFollower(r.path, from_end=True) for i, r in enumerate(self.records)
                           if follow and not r.finished}
@@ -172,18 +178,47 @@ class CompareApp(App[None]):
         self.query_one("#table", Static).update(self._table())
 
     def _table(self) -> Table:
-        """The runs' table, narrow enough for 80 columns: finals only below WIDE_TABLE columns."""
+        """The runs' table, its columns whole: the run's, then as many as fit from `first_column` on (the rest a
+        ← → away, said in its caption). Most telling first: below WIDE_TABLE columns no status (the legend
+        says it) and finals only; the differing config keys last."""
+        headers, rows = self._columns()
+        width = max(20, self.size.width - 2)  # the #table's padding
+        run_width = max(len(headers[0]), min(RUN_LABEL_MAX, max((len(r[0]) for r in rows), default=0)))
+        widths = [max([len(headers[c])] + [len(r[c]) for r in rows]) for c in range(1, len(headers))]
+        self.first_column = max(0, min(self.first_column, len(widths) - 1))
+        shown: list[int] = []
+        used = run_width
+        for c in range(self.first_column, len(widths)):
+            if shown and used + GAP + widths[c] > width:
+                break
+            shown.append(c + 1)
+            used += GAP + widths[c]
+        before, after = self.first_column, len(widths) - self.first_column - len(shown)
+        self.hidden_columns = (before, after)
+        caption = None
+        if before or after:
+            caption = (f"columns {before + 1}–{before + len(shown)} of {len(widths)}"
+                       + (f" · ← {before} more" if before else "") + (f" · {after} more →" if after else ""))
+        table = Table(box=None, padding=(0, GAP // 2), pad_edge=False, header_style="bold", expand=False,
+                      caption=caption, caption_justify="left", caption_style=palette(True).muted)
+        table.add_column(headers[0], no_wrap=True, overflow="ellipsis", width=run_width)
+        for c in shown:
+            table.add_column(headers[c], no_wrap=True, overflow="ellipsis", min_width=widths[c - 1])
+        for i, row in enumerate(rows):
+            table.add_row(Text(row[0], run_style(i)), *(row[c] for c in shown))
+        return table
+
+    def _columns(self) -> tuple[list[str], list[list[str]]]:
+        """The table's headers and its rows of cells, every column."""
         data = compare_table(self.records).data
         wide = self.size.width >= WIDE_TABLE
-        table = Table(box=None, padding=(0, 1), pad_edge=False, header_style="bold", expand=False)
         differing = list(data[0]["config"]) if data else []
         headers = ["run"] + (["status"] if wide else []) + ["steps"] + [_SHORT[m] for m in METRICS] + ["wall", "smp/s"]
         headers += [_short_key(key, differing) for key in differing]
-        for name in headers:
-            table.add_column(name, no_wrap=True, overflow="ellipsis")
-        for i, row in enumerate(data):
-            # narrow: the legend above says each run's status
-            cells = [Text(row["run"], run_style(i))] + ([row["status"]] if wide else []) + [str(row["steps"])]
+        rows = []
+        for row in data:
+            label = row["run"] if len(row["run"]) <= RUN_LABEL_MAX else row["run"][: RUN_LABEL_MAX - 1] + "…"
+            cells = [label] + ([row["status"]] if wide else []) + [str(row["steps"])]
             for metric in METRICS:
                 value = row["final"].get(metric)
                 cell = "—" if value is None else f"{value:.4f}"
@@ -194,8 +229,18 @@ class CompareApp(App[None]):
             wall, speed = row["wall_s"], row["samples_per_sec"]
             cells += [duration(wall), "—" if speed is None else f"{speed:.0f}"]
             cells += [config_cell(row["config"][key]) for key in differing]
-            table.add_row(*cells)
-        return table
+            rows.append(cells)
+        return headers, rows
+
+    def action_table_columns(self, by: int) -> None:
+        """Bring the table's columns out of view on the right (1) or left (-1) into it."""
+        before, after = self.hidden_columns
+        if (by > 0 and after) or (by < 0 and before):
+            self.first_column += by
+            self.query_one("#table", Static).update(self._table())
+
+    def on_resize(self) -> None:
+        self.query_one("#table", Static).update(self._table())
 
     def action_next_metric(self) -> None:
         self.metric_index = (self.metric_index + 1) % len(METRICS)
