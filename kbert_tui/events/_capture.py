@@ -17,7 +17,11 @@ __all__ = ["capture"]
 
 # Immutable values: kept as they are (the common case, checked first).
 _ATOMS = frozenset({str, int, float, bool, type(None), bytes, complex, frozenset})
-_RECURSIVE_DEPTH = 32  # deeper than this, and for cycles, the copy goes on without recursion
+_RECURSIVE_DEPTH = 32  # deeper than this the copy goes on without recursion
+
+
+class _Cycle(Exception):
+    """The payload holds itself: copy it the memoized way (following each cycle once)."""
 
 
 def capture(data: dict[Any, Any]) -> dict[Any, Any]:
@@ -28,39 +32,52 @@ def capture(data: dict[Any, Any]) -> dict[Any, Any]:
     """
     try:
         copy = data.copy() if type(data) is dict else dict(data)
+        parents = (id(data),)
         for key, value in copy.items():
             if type(value) not in _ATOMS:
-                copy[key] = _capture(value, 1)  # replacing a value leaves the iteration intact
+                copy[key] = _capture(value, parents)  # replacing a value leaves the iteration intact
         return copy
-    except RecursionError:  # emitted from deep inside the caller's own recursion
+    except (_Cycle, RecursionError):  # a payload that holds itself, or an emit from deep recursion
         return _capture_deep(data if type(data) is dict else dict(data))  # type: ignore[no-any-return]
     except Exception:  # noqa: BLE001 - a hostile mapping: deliver it as given
         return data
 
 
-def _capture(value: Any, depth: int) -> Any:
-    """`value` copied where it is mutable; recursive for the usual shallow payloads."""
+def _capture(value: Any, parents: tuple[int, ...]) -> Any:
+    """`value` copied where it is mutable; recursive for the usual shallow payloads (`parents`: the ids of
+    the containers it is in, so a cycle is noticed at once, not unrolled)."""
     kind = type(value)
-    if depth > _RECURSIVE_DEPTH:
-        return _capture_deep(value)  # deep nesting, or a cycle
     if kind is dict or isinstance(value, dict):
+        inner = _inside(value, parents)
         copy = value.copy() if kind is dict else _copy_mapping(value)
         for key, item in copy.items() if kind is dict else list(copy.items()):
             if type(item) not in _ATOMS:
-                copy[key] = _capture(item, depth + 1)
+                copy[key] = _capture(item, inner)
         return copy
     if kind is list or isinstance(value, list):
+        inner = _inside(value, parents)
         copy = value.copy() if kind is list else list(value)
         for index, item in enumerate(copy):
             if type(item) not in _ATOMS:
-                copy[index] = _capture(item, depth + 1)
+                copy[index] = _capture(item, inner)
         return copy
     if isinstance(value, tuple):
         for item in value:
             if type(item) not in _ATOMS:
-                return _remake_tuple(value, [_capture(member, depth + 1) for member in value])
+                inner = _inside(value, parents)
+                return _remake_tuple(value, [_capture(member, inner) for member in value])
         return value  # immutable members only: the tuple is its own snapshot
     return _capture_leaf(value)
+
+
+def _inside(value: Any, parents: tuple[int, ...]) -> tuple[int, ...]:
+    """The parents of `value`'s members; raises _Cycle if `value` is one of its own parents."""
+    key = id(value)
+    if key in parents:
+        raise _Cycle
+    if len(parents) >= _RECURSIVE_DEPTH:
+        raise RecursionError  # deep nesting: the whole payload is copied the iterative way
+    return (*parents, key)
 
 
 def _copy_mapping(value: dict[Any, Any]) -> dict[Any, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import enum
 import json
 import math
@@ -20,6 +21,9 @@ try:  # orjson encodes ~7x and parses ~3x faster than the standard library; opti
     import orjson as _orjson
 except ImportError:  # pragma: no cover - exercised by the stdlib fallback tests
     _orjson = None
+# Datetimes, dates and times go through _default (isoformat), as on the exact path: orjson 3.13 writes
+# time(0, 0, 0, 10000) as "00:00:00.10000".
+_PASSTHROUGH = _orjson.OPT_PASSTHROUGH_DATETIME if _orjson is not None else 0
 
 _MAX_ARRAY_ITEMS = 1024
 _MAX_DEPTH = 32
@@ -28,16 +32,14 @@ _MAX_DEPTH = 32
 def _default(value: Any) -> Any:
     """Conversion for values the C encoder can't write (called only for those)."""
     if isinstance(value, (set, frozenset)):
-        items = list(value)
         try:
-            items.sort()
-        except TypeError:
-            pass
-        return items
+            return sorted(value)
+        except Exception:  # noqa: BLE001 - members that don't compare (TypeError, OverflowError...): as they come
+            return list(value)
     if isinstance(value, datetime):
         return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)  # as orjson writes it natively
+    if isinstance(value, (uuid.UUID, decimal.Decimal)):
+        return str(value)  # a UUID as orjson writes it natively; a Decimal exactly, as its text
     if isinstance(value, (date, time)):
         return value.isoformat()
     if isinstance(value, timedelta):
@@ -59,7 +61,7 @@ def _default(value: Any) -> Any:
     # numpy and MLX scalars/arrays: both offer .item() / .tolist() and a .size.
     size = getattr(value, "size", None)
     if isinstance(size, int) and hasattr(value, "tolist"):
-        if size == 1 and hasattr(value, "item"):
+        if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # a scalar; an array of one stays a list
             try:
                 return value.item()
             except Exception:
@@ -170,7 +172,7 @@ def to_json(value: Any, notes: list[str] | None = None) -> str:
     """Encode `value` as compact strict JSON; never fails (what had to be cut is added to `notes`)."""
     if _orjson is not None:
         try:
-            text = _orjson.dumps(value, default=_default)
+            text = _orjson.dumps(value, default=_default, option=_PASSTHROUGH)
         except Exception:  # noqa: BLE001 - non-string keys, an int past 64 bits, a lone surrogate, circular...
             pass
         else:
@@ -228,12 +230,12 @@ def encode_fresh(event: Event) -> bytes | None:
     `encode_line`'s exact path must look at."""
     global _seconds
     fields = event.__dict__
-    data = _orjson.dumps(fields["data"], default=_default)
+    data = _orjson.dumps(fields["data"], default=_default, option=_PASSTHROUGH)
     if b"null" in data:  # NaN/inf (or a None) in the data: see encode_line
         return None
     metadata = fields.get("metadata")
     if metadata:
-        meta = _orjson.dumps(metadata, default=_default)
+        meta = _orjson.dumps(metadata, default=_default, option=_PASSTHROUGH)
         if b"null" in meta:
             return None
     else:
@@ -271,7 +273,7 @@ def encode_line(event: Event) -> tuple[bytes, str | None]:
                     {"id": event.id, "name": event.name, "timestamp": event.timestamp, "source": event.source,
                      "correlation_id": event.correlation_id, "data": event.data, "metadata": event.metadata},
                     default=_default,
-                    option=_orjson.OPT_APPEND_NEWLINE,
+                    option=_orjson.OPT_APPEND_NEWLINE | _PASSTHROUGH,
                 )
                 # orjson writes NaN/inf as null; any null we didn't put there sends the event down the
                 # exact path, which spells them "NaN"/"Infinity" (None values in data also take that path).
@@ -462,3 +464,48 @@ def event_from_dict(raw: Any) -> Event:
         metadata=metadata,
         id=event_id if isinstance(event_id, str) and event_id else new_event_id(),
     )
+
+
+# docs/events.md's section on payload values (catalog.docs_page appends it; a test holds the page to it).
+PAYLOAD_VALUES_DOC = r"""## Payload values: what handlers get, and what the log holds
+
+**Handlers** get the payload as it was when `emit` / `emit_sync` returned: dicts (and their
+subclasses: an OrderedDict stays one, a defaultdict keeps its factory), lists, tuples, sets,
+bytearrays and numpy arrays are copied at any depth, cycles included, so later changes by the emitter
+never reach them; other objects (dataclass instances, custom objects) are handed over as they are.
+Emitting never fails on data: `emit` and `emit_sync` raise only `ValueError` for an empty or
+non-string name and `EventBusError` once the bus is shutting down or shut down (the event is then
+neither delivered, counted nor written).
+
+**The log** holds one strict-JSON line per event (no `NaN` literals); each value is written as:
+
+| value in `data` / `metadata` | in the log | read back as |
+|---|---|---|
+| `None`, `bool`, `str` | `null`, `true` / `false`, a string | the same; a lone surrogate is written as a `\uXXXX` escape (a high one followed by a low one reads back as the character they pair into) |
+| `int`, any size | a number | the same `int`, past 64 bits too |
+| `float` | a number | the same `float`, `-0.0` included |
+| NaN, ±infinity | `"NaN"`, `"Infinity"`, `"-Infinity"` | those strings |
+| `dict` and its subclasses | an object | `dict` |
+| a key that is not a `str` | its text (`str(key)`; an Enum's value); if that text is another key of the same object, `"<text> (<type>)"`: `{1: "a", "1": "b"}` → `{"1 (int)": "a", "1": "b"}` | a `str` key |
+| `list`, `tuple` (namedtuples too) | an array | `list` |
+| `set`, `frozenset` | an array, sorted when its members compare | `list` |
+| `bytes`, `bytearray`, `memoryview` | a string: the bytes as UTF-8, others as `\xNN` text | `str` |
+| `datetime`, `date`, `time` | `isoformat()` | `str` |
+| `timedelta` | seconds | `float` |
+| `Decimal` | its exact text (`"1.50"`) | `str` |
+| `UUID` | `"12345678-1234-5678-1234-567812345678"` | `str` |
+| `Path` | a string | `str` |
+| an Enum member | its value, by these rules | — |
+| a dataclass instance | an object of its fields | `dict` |
+| a numpy / MLX scalar or 0-d array | a number (or `true` / `false`) | `int` / `float` / `bool` |
+| a numpy / MLX array of ≤ 1024 elements | nested arrays (`tolist()`) | `list` |
+| a bigger array | `{"type", "shape", "dtype", "size"}` | `dict` |
+| an exception | `{"type", "message", "traceback"}` | `dict` |
+| a pydantic-style model | its `model_dump()` | — |
+| anything else | its `repr()`; `"<unrepresentable T>"` if that raises | `str` |
+| a container that holds itself | `"<circular T>"` where the cycle closes ¹ | `str` |
+| nesting past 255 levels | cut at 32 levels: `"<T nested deeper than 32 levels>"` ¹ | `str` |
+
+¹ The event is written in this degraded form and announced by `bus.event_degraded`. Data that the
+fast encoder can't take whole (NaN, a non-string key, an int past 64 bits, a lone surrogate, a cycle)
+is written by the exact one, which also cuts nesting at 32 levels."""

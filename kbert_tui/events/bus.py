@@ -358,7 +358,7 @@ class EventBus:
         if correlation_id is not None:  # else the class default, None
             fields["correlation_id"] = correlation_id
         if metadata is not None:
-            fields["metadata"] = capture(metadata if isinstance(metadata, dict) else dict(metadata))
+            fields["metadata"] = capture(metadata if isinstance(metadata, dict) else {"value": metadata})
         fields["_origin"] = (_time_ns(), _ev._prefix, next(_ev._counter))  # next_origin(), inlined
         return event
 
