@@ -156,6 +156,8 @@ class TrainingStarted(TypedDict):
     labels: list[Any]
     output_dir: str
     resumed_from: str | None
+    resumed_at_step: NotRequired[int]  # a resumed run: the step it goes on from (readers drop later ones logged before)
+    best: NotRequired[dict[str, Any]]  # a resumed run: the best {metric, value, epoch} its checkpoint carried
 
 
 class EpochStarted(TypedDict):
@@ -622,6 +624,30 @@ BUS_BROKER_DISCONNECTED = _declare("bus.broker_disconnected", BrokerDisconnected
 BUS_BROKER_RECONNECTED = _declare("bus.broker_reconnected", BrokerReconnected,
                                   "Redis is back; how far behind the stream was, caught up from the log")
 
+
+# ------------------------------------------------------------------------------------- process.*
+class ProcessStarted(TypedDict):
+    command: list[str]
+    pid: int
+    cwd: str
+
+
+class ProcessOutput(TypedDict):
+    stream: Literal["stdout", "stderr"]
+    line: str
+
+
+class ProcessExited(TypedDict):
+    returncode: int  # the child's exit status; a signal N shows as -N, like subprocess
+    how: str  # "exited 0", "exited 1", "killed by SIGTERM", ...
+    seconds: Number
+    pid: int
+
+
+PROCESS_STARTED = _declare("process.started", ProcessStarted, "`kbert-tui watch` started the command")
+PROCESS_OUTPUT = _declare("process.output", ProcessOutput, "a line the watched command wrote on stdout or stderr")
+PROCESS_EXITED = _declare("process.exited", ProcessExited, "the watched command ended, and how")
+
 # Keys a TypedDict can't spell (Python keywords), per event.
 _EXTRA_KEYS: dict[str, dict[str, object]] = {PLUGIN_MESSAGE: {"from": str}}
 
@@ -692,7 +718,8 @@ def payload_table(category: str | None = None) -> str:
 def docs_page() -> str:
     """docs/events.md: every declared event, by category (`python -m kbert_tui.events.catalog > docs/events.md`)."""
     titles = {"data": "Data", "training": "Training", "model": "Model", "system": "System", "plugin": "Plugins",
-              "control": "Control requests", "rule": "Rules", "bus": "The bus itself"}
+              "control": "Control requests", "rule": "Rules", "process": "A watched command",
+              "bus": "The bus itself"}
     parts = [
         "# Events",
         "",
@@ -702,6 +729,9 @@ def docs_page() -> str:
     ]
     for category, title in titles.items():
         parts += ["", f"## {title} (`{category}.*`)", "", payload_table(category)]
+    from ._codec import PAYLOAD_VALUES_DOC  # how values are captured and written: the codec's rules
+
+    parts += ["", PAYLOAD_VALUES_DOC]
     return "\n".join(parts) + "\n"
 
 
