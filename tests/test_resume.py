@@ -61,6 +61,9 @@ def assert_one_story(run_dir: Path, epochs: int, resumed_at: int) -> RunState:
     state = replayed(run_dir)
     t = state.training
     assert t.status == "completed" and t.resumes == [resumed_at]
+    [(mark_step, mark_samples, mark_seconds)] = t.resume_marks  # where the chart marks the process change
+    kept = list(t.curve.xs("step")).index(float(resumed_at))
+    assert (mark_step, mark_samples, mark_seconds) == (resumed_at, t.curve.xs("samples")[kept], t.curve.xs("time")[kept])
     assert list(t.curve.xs("step")) == [float(s) for s in range(1, total + 1)]  # from step 0, each step once
     assert list(t.curve.xs("time")) == sorted(t.curve.xs("time"))  # the time axis goes on, not back
     assert [row["epoch"] for row in t.epoch_metrics] == list(range(1, epochs + 1))
@@ -163,3 +166,48 @@ def _bytes(path: Path) -> bytes:
         return path.read_bytes()
     except FileNotFoundError:
         return b""
+
+
+def test_the_monitor_says_how_to_resume_and_opens_a_resumed_run_with_its_story(tmp_path, capsys, monkeypatch):
+    """`run` with the monitor: after a stop its closing output names the command; `run --resume` in the monitor
+    keeps the run id and the monitor's source hands it the run's earlier events first."""
+    import asyncio
+    from collections import deque
+
+    import kbert_tui.tui as tui
+    from kbert_tui.tui.sources import LiveSource
+
+    monkeypatch.chdir(tmp_path)
+    config = write_config(tmp_path, epochs=2, rule="training.batch_completed step=4", action="stop")
+    seen: dict[str, object] = {}
+
+    def monitor_run(config, *, output_dir, stopped_status, session_factory):  # the monitor's run, minus the screen
+        source = LiveSource(config, output_dir=output_dir, session_factory=session_factory)
+        inbox: deque = deque()
+
+        async def run() -> str:
+            await source.start(inbox)
+            outcome = await source.wait()
+            await source.close()
+            return outcome
+
+        outcome = asyncio.run(run())
+        seen["run_id"], seen["inbox"] = source.session.run_id, list(inbox)
+        return stopped_status if outcome == "stopped" else 0
+
+    monkeypatch.setattr(tui, "monitor_run", monitor_run)
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    assert main(["run", str(config), "--output-dir", "run"]) == 3
+    assert capsys.readouterr().out.splitlines()[-1] == "resume: kbert-tui run --resume run"
+    first_id = seen["run_id"]
+    logged = len(list(read_events(tmp_path / "run" / "events.jsonl")))
+
+    assert main(["run", "--resume", "run"]) == 0
+    assert "resume:" not in capsys.readouterr().out
+    assert seen["run_id"] == first_id
+    inbox = seen["inbox"]
+    earlier = list(read_events(tmp_path / "run" / "events.jsonl"))[:logged]
+    assert [e.id for e in inbox[:logged]] == [e.id for e in earlier]  # the story so far, then the new process
+    state = RunState()
+    state.apply_all(inbox)
+    assert state.training.resumes == [4] and list(state.training.curve.xs("step")) == [float(s) for s in range(1, 13)]

@@ -147,7 +147,8 @@ class TrainingState:
     best_value: float | None = None
     best_epoch: int | None = None
     restored_epoch: int | None = None  # training.completed: the best epoch whose weights the run ended with
-    resumes: list[int] = field(default_factory=list)  # steps where a new process went on (`run --resume`): a chart marker
+    resumes: list[int] = field(default_factory=list)  # steps where a new process went on (`run --resume`)
+    resume_marks: list[tuple[float, float, float]] = field(default_factory=list)  # their (step, samples, seconds): chart markers
     baseline_model: str | None = None  # data.baseline_computed: the score the model has to beat
     baseline_accuracy: float | None = None
     baseline_f1: float | None = None
@@ -452,6 +453,8 @@ class RunState:
             t.epochs_done = max((r["epoch"] for r in t.epoch_metrics if isinstance(r.get("epoch"), int)), default=0)
             t.loss_history.cut(step)
         t.resumes.append(step)
+        last = t.curve.last if at is not None and t.curve.last is not None else None
+        t.resume_marks.append(last or (float(step), float(step * (t.curve.batch_size or 1)), 0.0))
         t.step = step
         t.stop_reason = t.checkpoint_path = None
         t.stopped_early, t.restored_epoch, t.final_metrics = False, None, {}
