@@ -174,7 +174,7 @@ def test_the_monitor_says_how_to_resume_and_opens_a_resumed_run_with_its_story(t
     import asyncio
     from collections import deque
 
-    import kbert_tui.tui as tui
+    from kbert_tui import tui
     from kbert_tui.tui.sources import LiveSource
 
     monkeypatch.chdir(tmp_path)
