@@ -58,6 +58,12 @@ def find_resume_point(run_dir: str | Path) -> ResumePoint:
     run_dir = Path(run_dir).expanduser()
     if not run_dir.is_dir():
         raise ConfigError(f"--resume {run_dir}: no such run directory")
+    from kbert_tui.remote.local import INFO_NAME, RunInfo
+
+    info = RunInfo.read(run_dir / INFO_NAME)
+    if info is not None and not info.ended and not info.process_gone():
+        raise ConfigError(f"--resume {run_dir}: the run is still going (pid {info.pid} on {info.host}); stop it "
+                          f"first (s in its monitor or in kbert-tui attach {run_dir})")
     found = _checkpoints(run_dir)
     if not found:
         raise ConfigError(f"--resume {run_dir}: no checkpoint to resume from in {run_dir / 'checkpoints'}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -211,3 +212,15 @@ def test_the_monitor_says_how_to_resume_and_opens_a_resumed_run_with_its_story(t
     state = RunState()
     state.apply_all(inbox)
     assert state.training.resumes == [4] and list(state.training.curve.xs("step")) == [float(s) for s in range(1, 13)]
+
+
+def test_a_run_still_going_is_not_resumed_beside_itself(tmp_path, capsys):
+    from kbert_tui.remote.local import INFO_NAME, RunInfo
+
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    RunInfo(run_id="r", pid=os.getpid(), host=socket.gethostname(), events=str(run_dir / "events.jsonl")).write(
+        run_dir / INFO_NAME)
+    assert main(["run", "--headless", "--resume", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"the run is still going (pid {os.getpid()}" in err
