@@ -30,6 +30,7 @@ from kbert_tui.events._codec import decode_lines
 
 from .log_index import EventLog
 from .run_state import RunState
+from .story import resumed_at_step
 
 __all__ = ["TAIL_BYTES", "EndEvents", "EndView", "end_events", "load_all", "load_end"]
 
@@ -49,7 +50,7 @@ class EndView:
 
     state: RunState
     log: EventLog
-    runs: int  # training.started lines: a log holding several runs says so
+    runs: int  # runs started in the log (a resumed run's new process is the same run): several say so
     malformed: int = 0
     total_bytes: int = 0
     run_ids: list[str] = field(default_factory=list)
@@ -146,8 +147,10 @@ def load_end(files: list[Path], capacity: int, *, tail_bytes: int = TAIL_BYTES) 
             if part is end.tail:
                 log.append(event)
             if event.name == ev.TRAINING_STARTED:
-                runs += 1
-                run_ids.append(str(event.data.get("run_id") or event.correlation_id or "?"))
+                run_id = str(event.data.get("run_id") or event.correlation_id or "?")
+                if resumed_at_step(event.data) is None or run_id not in run_ids:  # `run --resume`: the same run
+                    runs += 1
+                    run_ids.append(run_id)
     return EndView(state, log, runs, end.malformed, end.total_bytes, run_ids)
 
 
