@@ -220,6 +220,7 @@ def _number(value: Any) -> float | None:
 def run_scalars(events_path: Path) -> list[Scalar]:
     """Every metric value a run's log holds, in log order: step losses and metrics, evaluations, epoch results."""
     from kbert_tui.events.store import read_events
+    from kbert_tui.state.story import resumed_at_step
 
     loss_tag = "loss"
     out: list[Scalar] = []
@@ -230,6 +231,8 @@ def run_scalars(events_path: Path) -> list[Scalar]:
             config = d.get("config")
             config = config if isinstance(config, dict) else {}
             loss_tag = str(config.get("loss_tag") or "loss")
+            if (resumed_at := resumed_at_step(d)) is not None:  # `run --resume`: what was logged past it is redone
+                out = [s for s in out if s.step <= resumed_at]
             continue
         if event.name == ev.TRAINING_BATCH_COMPLETED:
             kind, metrics = "batch", dict(d.get("metrics") or {})

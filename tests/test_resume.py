@@ -21,6 +21,7 @@ from kbert_tui.remote.local import send_control
 from kbert_tui.state import RunState
 from kbert_tui.state.compare import compare_table, load_run
 from kbert_tui.state.replay_load import load_end
+from kbert_tui.tboard import run_scalars
 from kbert_tui.training.testing import tiny_document
 
 STEPS_PER_EPOCH = 6  # the tiny dataset: 96 rows in batches of 16
@@ -72,6 +73,9 @@ def assert_one_story(run_dir: Path, epochs: int, resumed_at: int) -> RunState:
     assert t.best_value == max(row[t.best_metric] for row in t.epoch_metrics)  # val_accuracy: the higher
 
     assert batch_steps(run_dir) == list(range(1, total + 1))  # metrics.csv: no step twice
+
+    exported = [s.step for s in run_scalars(run_dir / "events.jsonl") if s.kind == "batch" and s.tag == "loss"]
+    assert exported == list(range(1, total + 1))  # `kbert-tui export`: each step once
 
     # replay's first view (the end of the log) counts one run, not two
     assert load_end(segment_paths(run_dir / "events.jsonl"), 1000).runs == 1
