@@ -16,13 +16,13 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
-from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.timer import Timer
@@ -44,6 +44,7 @@ from kbert_tui.state import (
 )
 from kbert_tui.events import catalog as ev
 
+from .keys import bindings, palette_commands
 from .log_view import LogView
 from .panes import PluginsPane, SystemPane, TrainingPane
 from .screens import ConfirmScreen, DetailScreen, EventListScreen, HelpScreen, TimelineScreen
@@ -87,38 +88,7 @@ class MonitorApp(App[str | None]):
     TITLE = "kbert-tui"
     ENABLE_COMMAND_PALETTE = True
 
-    BINDINGS = [
-        Binding("slash", "open_filter", "Filter"),
-        Binding("escape", "clear_filter", "Clear", show=False),
-        Binding("f", "toggle_follow", "Follow", show=False),
-        Binding("space", "toggle_view_pause", "Pause view", show=False),
-        Binding("c", "drill", "Thread"),
-        Binding("e", "problem(1)", "Next err"),
-        Binding("E", "problem(-1)", "Prev err", show=False),
-        Binding("p", "pause_training", "Pause"),
-        Binding("p", "replay_pause", "Pause replay"),
-        Binding("s", "stop_training", "Stop"),
-        Binding("k", "checkpoint_training", "Checkpoint", show=False),
-        Binding("left_square_bracket", "smoothing(-1)", "Smooth-", show=False),
-        Binding("right_square_bracket", "smoothing(1)", "Smooth+", show=False),  # hinted in the chart caption
-        Binding("x", "chart_x", "X axis", show=False),
-        Binding("y", "chart_log", "Log y", show=False),
-        Binding("comma", "chart_cursor(-1)", "Cursor", show=False),
-        Binding("full_stop", "chart_cursor(1)", "Cursor →", show=False),
-        Binding("b", "baseline", "Baseline", show=False),
-        Binding("n", "replay_step", "Step", show=False),
-        Binding("plus,equals_sign", "replay_speed(2)", "Faster", show=False),
-        Binding("minus", "replay_speed(0.5)", "Slower", show=False),
-        Binding("z", "maximize_pane", "Zoom", show=False),
-        Binding("1", "show_top('training')", "Training", show=False),
-        Binding("2", "show_top('system')", "System"),
-        Binding("t", "toggle_plugins", "Plugins"),
-        Binding("o", "search_disk", "Older", show=False),
-        Binding("question_mark", "help", "Help"),
-        Binding("q", "quit_app", "Quit"),
-        # Ctrl-C is an interrupt here, as in any terminal program, not Textual's "press ctrl+q" hint
-        Binding("ctrl+c", "interrupt", "Interrupt", show=False, priority=True),
-    ]
+    BINDINGS = bindings()  # one table: keys.KEYS (the help and the palette come from it too)
 
     def __init__(self, source: EventSource, *, capacity: int = DEFAULT_CAPACITY, tick: float = 1 / 15) -> None:
         super().__init__()
@@ -758,24 +728,5 @@ class MonitorApp(App[str | None]):
     # -- command palette ---------------------------------------------------------------------------
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        yield SystemCommand("Filter the event log", "Open the filter bar (/)", self.action_open_filter)
-        yield SystemCommand("Clear the filter", "Show every event (Esc)", self.action_clear_filter)
-        yield SystemCommand("Toggle follow", "Keep the newest event in view (f)", self.action_toggle_follow)
-        yield SystemCommand("Pause/unpause the log view", "Freeze the log; arrivals are counted (space)",
-                            self.action_toggle_view_pause)
-        yield SystemCommand("Correlation timeline", "Events sharing the selected event's correlation id (c)",
-                            self.action_drill)
-        yield SystemCommand("Next error or warning", "Jump down to the next problem (e)",
-                            lambda: self.action_problem(1))
-        yield SystemCommand("Previous error or warning", "Jump up to the previous problem (E)",
-                            lambda: self.action_problem(-1))
-        yield SystemCommand("Pause/resume training", "Ask the worker to pause or resume (p)",
-                            self.action_pause_training)
-        yield SystemCommand("Stop training", "Checkpoint and stop, after asking (s)", self.action_stop_training)
-        yield SystemCommand("Show/hide plugins", "Toggle the plugins pane on narrow terminals (t)",
-                            self.action_toggle_plugins)
-        yield SystemCommand("Search older events on disk", "Events that left memory, with the filter (o)",
-                            self.action_search_disk)
-        yield SystemCommand("Keys and filter syntax", "Help (?)", self.action_help)
-        yield SystemCommand("Quit kbert-tui", "Stop the run cleanly and quit (q)", self.action_quit_app)
-
+        for title, description, action in palette_commands():
+            yield SystemCommand(title, description, partial(self.run_action, action))

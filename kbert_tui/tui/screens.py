@@ -18,6 +18,7 @@ from textual.widgets import Button, Label, Static
 from kbert_tui.events import Event
 from kbert_tui.state import FILTER_TERMS, EventLog, printable
 
+from .keys import help_rows
 from .log_view import LogView, format_time
 
 __all__ = ["DetailScreen", "EventListScreen", "TimelineScreen", "ConfirmScreen", "HelpScreen", "event_json"]
@@ -230,36 +231,8 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(value)
 
 
-HELP_KEYS: tuple[tuple[str, str], ...] = (
-    ("/", "filter the log (live)"),
-    ("Esc", "clear the filter"),
-    ("f", "follow newest on/off"),
-    ("space", "pause/unpause the log view"),
-    ("Enter", "event detail (JSON)"),
-    ("c", "the event's thread: causes, consequences, its step and epoch"),
-    ("e / E", "next / previous error"),
-    ("↑↓ PgUp PgDn", "move (Home End: first, last)"),
-    ("o", "search older events on disk (with the filter)"),
-    ("z", "maximize/restore the focused pane"),
-    ("t", "show/hide plugins (narrow terminals)"),
-    ("1 / 2", "top pane: Training / System (narrow terminals)"),
-    ("p", "pause/resume training (live)"),
-    ("s", "stop training, after asking (live)"),
-    ("k", "save a checkpoint now, training goes on (live)"),
-    ("[ / ]", "loss chart: less / more smoothing (EMA 0, 0.6 … 0.99; raw stays faint)"),
-    ("x", "loss chart x: step, samples seen, wall time"),
-    ("y", "loss chart: log / linear y"),
-    (", / .", "loss chart cursor: back / on (step and values under it)"),
-    ("b", "loss chart baseline: another run's loss drawn under this one's"),
-    ("q", "quit (asks while training runs)"),
-    ("?", "this help"),
-    ("ctrl+p", "command palette (same actions, themes)"),
-)
-HELP_REPLAY: tuple[tuple[str, str], ...] = (
-    ("p", "pause/resume playback"),
-    ("n", "step one event"),
-    ("+ / -", "speed ×2 / ÷2"),
-)
+HELP_KEYS = help_rows("all")
+HELP_REPLAY = help_rows("replay")
 HELP_EXAMPLES = 'training.* loss<0.3   !system.*   source:plugin:* error   corr:run-1 "new best"'
 
 
