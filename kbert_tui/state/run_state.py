@@ -6,6 +6,7 @@ event at 10k/s) and keeps bounded histories, so a million-event replay stays sma
 
 from __future__ import annotations
 
+import bisect
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -142,6 +143,7 @@ class TrainingState:
     loss_history: Series = field(default_factory=Series)
     curve: LossCurve = field(default_factory=LossCurve)  # the loss chart: step / samples / time x's
     epoch_metrics: list[dict[str, Any]] = field(default_factory=list)  # one dict per epoch_completed
+    epoch_steps: list[int] = field(default_factory=list)  # the step each of those came at (a resume cuts by it)
     eval_metrics: list[dict[str, Any]] = field(default_factory=list)  # evaluation_completed, newest last
     best_metric: str | None = None
     best_value: float | None = None
@@ -448,7 +450,8 @@ class RunState:
         if at is not None:
             cut_curve(t.curve, step)
             t.curve.started(at - (t.curve.last[2] if t.curve.last else 0.0), t.curve.batch_size)
-            t.epoch_metrics = cut_rows(t.epoch_metrics, step, "steps")
+            kept = bisect.bisect_right(t.epoch_steps, step)
+            del t.epoch_metrics[kept:], t.epoch_steps[kept:]
             t.eval_metrics = cut_rows(t.eval_metrics, step)
             t.epochs_done = max((r["epoch"] for r in t.epoch_metrics if isinstance(r.get("epoch"), int)), default=0)
             t.loss_history.cut(step)
@@ -508,6 +511,7 @@ class RunState:
         if _num(d.get("duration")) is not None:
             row["duration"] = d["duration"]
         t.epoch_metrics.append(row)
+        t.epoch_steps.append(t.step)
         t.curve.epoch_end(_num(metrics.get("val_loss")))  # type: ignore[union-attr]
 
     def _on_training_evaluation_completed(self, event: Event, d: dict[str, Any]) -> None:

@@ -39,6 +39,6 @@ def cut_curve(curve: LossCurve, step: int) -> None:
     curve.last = (curve.x["step"][-1], curve.x["samples"][-1], curve.x["time"][-1]) if keep else None
 
 
-def cut_rows(rows: list[dict[str, Any]], step: int, key: str = "step") -> list[dict[str, Any]]:
-    """The rows whose `key` is at most `step` (rows without one are kept)."""
-    return [row for row in rows if not isinstance(row.get(key), int | float) or row[key] <= step]
+def cut_rows(rows: list[dict[str, Any]], step: int) -> list[dict[str, Any]]:
+    """The rows (evaluations) whose `step` is at most `step` (rows without one are kept)."""
+    return [row for row in rows if not isinstance(row.get("step"), int | float) or row["step"] <= step]
