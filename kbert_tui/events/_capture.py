@@ -32,10 +32,9 @@ def capture(data: dict[Any, Any]) -> dict[Any, Any]:
     """
     try:
         copy = data.copy() if type(data) is dict else dict(data)
-        parents = (id(data),)
         for key, value in copy.items():
             if type(value) not in _ATOMS:
-                copy[key] = _capture(value, parents)  # replacing a value leaves the iteration intact
+                copy[key] = _capture(value, (id(data),))  # replacing a value leaves the iteration intact
         return copy
     except (_Cycle, RecursionError):  # a payload that holds itself, or an emit from deep recursion
         return _capture_deep(data if type(data) is dict else dict(data))  # type: ignore[no-any-return]
@@ -47,18 +46,21 @@ def _capture(value: Any, parents: tuple[int, ...]) -> Any:
     """`value` copied where it is mutable; recursive for the usual shallow payloads (`parents`: the ids of
     the containers it is in, so a cycle is noticed at once, not unrolled)."""
     kind = type(value)
+    inner = None  # worked out at the first member that is a container: most hold only atoms
     if kind is dict or isinstance(value, dict):
-        inner = _inside(value, parents)
         copy = value.copy() if kind is dict else _copy_mapping(value)
         for key, item in copy.items() if kind is dict else list(copy.items()):
             if type(item) not in _ATOMS:
+                if inner is None:
+                    inner = _inside(value, parents)
                 copy[key] = _capture(item, inner)
         return copy
     if kind is list or isinstance(value, list):
-        inner = _inside(value, parents)
         copy = value.copy() if kind is list else list(value)
         for index, item in enumerate(copy):
             if type(item) not in _ATOMS:
+                if inner is None:
+                    inner = _inside(value, parents)
                 copy[index] = _capture(item, inner)
         return copy
     if isinstance(value, tuple):
