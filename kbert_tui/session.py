@@ -109,7 +109,6 @@ class RunSession:
         self.broker: Any = None  # the Redis publisher when [events] broker is set
         self.rules: Any = None  # [[rules]] acting on this run's events (kbert_tui.rules)
         self.sampled_pid: int | None = None  # the process the System pane follows (None: this one; `watch`: the child)
-        self.earlier_events: list[Event] = []  # a resumed run's log so far (`run --resume`), read at start
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -117,10 +116,6 @@ class RunSession:
         """Create the bus and log, start the sampler and plugins, then the training worker."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.events_path.parent.mkdir(parents=True, exist_ok=True)
-        if self.config.training.resume_from is not None and self.events_path.exists():
-            from kbert_tui.events.store import read_events
-
-            self.earlier_events = list(read_events(self.events_path))  # before this process appends to it
         options: dict[str, Any] = {"enable_persistence": True, "persistence_path": str(self.events_path),
                                    "max_file_size_mb": self.config.events.max_file_size_mb}
         distributed = self.ranks is not None and self.ranks.distributed
@@ -150,6 +145,15 @@ class RunSession:
 
         self.worker = self._make_worker(finished)
         self.worker.start()
+
+    def earlier_events(self) -> list[Event]:
+        """Before `start()`: the log so far of the run this one resumes (`run --resume` goes on in the same log),
+        for a monitor to open with the whole story; [] for a new run."""
+        if self.config.training.resume_from is None or not self.events_path.exists():
+            return []
+        from kbert_tui.events.store import read_events
+
+        return list(read_events(self.events_path))
 
     def _make_worker(self, on_done: Any) -> Any:
         """What trains: the built-in trainer's thread here; a script or a child process for the client API and

@@ -256,6 +256,7 @@ class LiveSource(EventSource):
 
         self.session = (self.session_factory or RunSession)(self.config, output_dir=self.output_dir)
         self.events_path = Path(self.session.events_path)
+        earlier = self.session.earlier_events()  # a resumed run: its story so far, read before it is appended to
         await self.session.start()
         bus = self.session.bus
         # Plugins and the sampler emit during start(): take those from the bus's history, then
@@ -268,7 +269,7 @@ class LiveSource(EventSource):
                 append(event)
 
         self._sub = bus.subscribe_sync("*", forward)
-        inbox.extend(getattr(self.session, "earlier_events", ()))  # a resumed run: its story so far first
+        inbox.extend(earlier)
         backfill = bus.history
         early.update(event.id for event in backfill)
         inbox.extend(backfill)
