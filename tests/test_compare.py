@@ -65,9 +65,8 @@ def test_the_table_shows_the_differing_key_and_each_runs_metrics(two_runs):
     for record, row in zip(records, table.data, strict=True):
         assert row["status"] == "completed" and row["epochs"] == 2
         assert set(row["final"]) == {"train_loss", "val_loss", "val_accuracy", "val_f1"}
-        # the final metrics are the best epoch's (training.restore_best, monitoring val_accuracy; a tie: the first)
-        best = max(record.epochs, key=lambda epoch: epoch["val_accuracy"])
-        assert row["final"]["val_loss"] == best["val_loss"]
+        # final is the last epoch's, even when training.restore_best went back to a better one (issue 19)
+        assert row["final"]["val_loss"] == record.epochs[-1]["val_loss"]
         best_loss = min(e["val_loss"] for e in record.epochs)
         assert row["best"]["val_loss"]["value"] == best_loss
         assert row["wall_s"] > 0 and row["samples_per_sec"] > 0
@@ -124,6 +123,34 @@ def test_bad_runs_are_one_line_and_exit_2(tmp_path, two_runs):
                                        "in its 1 lines)"]
     one = _cli(str(two_runs[0]))
     assert one.returncode == 2 and "two or more runs" in one.stderr
+
+
+def test_final_is_the_last_epoch_and_best_the_best_when_the_best_weights_were_restored(tmp_path):
+    path = tmp_path / "events.jsonl"
+    events = list(simulate_run(epochs=6, steps_per_epoch=5))
+    val_losses = [0.9, 0.5, 0.3, 0.35, 0.4, 0.45]  # best at epoch 3, then worse
+    epochs = [e for e in events if e.name == "training.epoch_completed"]
+    for event, value in zip(epochs, val_losses, strict=True):
+        event.data["metrics"]["val_loss"] = value
+    for event in events:
+        if event.name == "training.completed":  # restore_best: the final metrics are epoch 3's
+            event.data["final_metrics"] = {**epochs[2].data["metrics"]}
+    path.write_text("".join(encode_event(e) for e in events))
+    record = load_run(path)
+    label_runs([record])
+    [row] = json.loads(render_table(compare_table([record]), "json"))
+    assert row["final"]["val_loss"] == 0.45  # was 0.3: the best epoch's under "final"
+    assert row["final"]["train_loss"] == epochs[-1].data["metrics"]["train_loss"]
+    assert row["best"]["val_loss"] == {"value": 0.3, "epoch": 3}
+
+
+def test_without_epoch_events_final_comes_from_training_completed(tmp_path):
+    path = tmp_path / "events.jsonl"
+    events = [e for e in simulate_run(epochs=2, steps_per_epoch=5) if e.name != "training.epoch_completed"]
+    path.write_text("".join(encode_event(e) for e in events))
+    [row] = compare_table([load_run(path)]).data
+    completed = next(e for e in events if e.name == "training.completed")
+    assert row["final"]["val_loss"] == completed.data["final_metrics"]["val_loss"]
 
 
 def test_nan_metrics_are_null_in_json(tmp_path):

@@ -7,6 +7,7 @@ open in about a second. `compare_table(records)` is the table `kbert-tui compare
 
 from __future__ import annotations
 
+import bisect
 import copy
 import csv
 import io
@@ -22,6 +23,7 @@ from typing import Any
 from kbert_tui.events import catalog as ev
 
 from .chart import LossCurve
+from .story import cut_rows, resumed_at_step
 
 try:  # ~3x faster than json on the hot path, optional like the codec's
     from orjson import loads as _loads
@@ -32,10 +34,13 @@ __all__ = ["RunRecord", "CompareTable", "baseline_curve", "compare_table", "conf
            "load_run", "METRICS", "FORMATS", "render_table"]
 
 METRICS = ("train_loss", "val_loss", "val_accuracy", "val_f1")
-"""Epoch metrics a comparison shows: final (last epoch or training.completed) and best (min for a loss)."""
+"""Epoch metrics a comparison shows: final (the last epoch's, else training.completed's) and best (min for a loss)."""
 
 # keys that differ between any two runs and say nothing about them
 _NOISE_KEYS = ("run.output_dir", "events.path", "training.resume_from")
+CONFIG_TABLES = ("run", "data", "model", "training", "events", "system", "plugins", "rules")
+"""The config's top-level tables: a training.started config's other keys (`source`, the file it was read
+from) are not settings and never a differing key (tests/test_compare_view.py holds this to kbert_tui.config)."""
 _TRAINING = b"training."
 _BATCH = ev.TRAINING_BATCH_COMPLETED
 _parse_time = datetime.fromisoformat
@@ -84,6 +89,7 @@ class RunRecord:
     times: array = field(default_factory=lambda: array("d"))  # seconds since training.started
     samples: array = field(default_factory=lambda: array("d"))  # samples seen after that step
     epochs: list[dict[str, Any]] = field(default_factory=list)  # epoch_completed: {"epoch", METRICS..}
+    epoch_steps: list[int] = field(default_factory=list)  # the step each of those came at (a resume cuts by it)
     evals: list[dict[str, Any]] = field(default_factory=list)  # evaluation_completed: {"step", metrics..}
     final: dict[str, float] = field(default_factory=dict)
     started_at: float | None = None  # epoch seconds of training.started
@@ -143,12 +149,16 @@ class RunRecord:
             if self.status == "paused":
                 self.status = "running"
         elif name == ev.TRAINING_STARTED:
+            resumed_at = resumed_at_step(d)
+            if resumed_at is not None and self.started_at is not None and d.get("run_id") in (None, self.run_id):
+                self._resumed(resumed_at, at)
+            else:
+                self.started_at = at
             self.run_id = d.get("run_id") if isinstance(d.get("run_id"), str) else self.run_id
             self.name = d.get("run_name") if isinstance(d.get("run_name"), str) else self.name
             self.config = flatten(d.get("config") or {})
             size = d.get("batch_size")
             self.batch_size = size if isinstance(size, int) and size > 0 else None
-            self.started_at = at
             self.status = "running"
         elif name == ev.TRAINING_EPOCH_COMPLETED:
             metrics = d.get("metrics") if isinstance(d.get("metrics"), dict) else {}
@@ -157,6 +167,7 @@ class RunRecord:
             if isinstance(epoch, int) and isinstance(last, int) and epoch <= last:
                 return  # read twice: epochs only grow
             row = {"epoch": d.get("epoch")}
+            self.epoch_steps.append(self.steps[-1] if self.steps else 0)
             for key in METRICS:
                 value = _num(metrics.get(key))  # type: ignore[union-attr]
                 if value is not None:
@@ -169,10 +180,12 @@ class RunRecord:
             row.update({k: v for k in METRICS if (v := _num(metrics.get(k))) is not None})  # type: ignore[union-attr]
             self.evals.append(row)
         elif name == ev.TRAINING_COMPLETED:
+            # final is the last epoch's: final_metrics are the restored best epoch's (training.restore_best),
+            # so they only fill what no epoch reported (a run without epoch events)
             final = d.get("final_metrics") if isinstance(d.get("final_metrics"), dict) else {}
             for key in METRICS:
                 value = _num(final.get(key))  # type: ignore[union-attr]
-                if value is not None:
+                if value is not None and key not in self.final:
                     self.final[key] = value
             self.status = "completed"
         elif name in (ev.TRAINING_STOPPED, ev.TRAINING_FAILED):
@@ -183,6 +196,19 @@ class RunRecord:
             self.status = "running"
         if at is not None:
             self.last_at = at
+
+    def _resumed(self, step: int, at: float | None) -> None:
+        """Another process went on with this run from `step` (`run --resume`): what was logged past it goes,
+        and its times go on from the last step kept (the wall time is the time spent training)."""
+        keep = bisect.bisect_right(self.steps, step)
+        for name in ("steps", "losses", "times", "samples"):
+            setattr(self, name, getattr(self, name)[:keep])
+        kept = bisect.bisect_right(self.epoch_steps, step)
+        del self.epochs[kept:], self.epoch_steps[kept:]
+        self.evals = cut_rows(self.evals, step)
+        self.final = {k: v for k, v in self.epochs[-1].items() if k in METRICS} if self.epochs else {}
+        if at is not None:
+            self.started_at = at - (self.times[-1] if self.times and math.isfinite(self.times[-1]) else 0.0)
 
     # -------------------------------------------------------------- reading
     @property
@@ -271,14 +297,25 @@ def label_runs(records: Sequence[RunRecord]) -> None:
         record.label = base if seen[base] == 1 else f"{base}#{seen[base]}"
 
 
+def _is_builtin_run(record: RunRecord) -> bool:
+    """A run of kbert-tui's own trainer: its config is the RunConfig tables (a script's is its own dict)."""
+    return any(key.partition(".")[0] == "training" for key in record.config)
+
+
 def config_differences(records: Sequence[RunRecord]) -> list[str]:
     """The config keys whose values are not the same in every run (paths unique to a run left out)."""
     keys: set[str] = set()
     for record in records:
         keys.update(record.config)
+    # outside RunConfig's tables a built-in run's config holds no settings (`source`: the file it came from);
+    # a script's config (kbert_tui.init(config=...)) is all settings
+    script_keys: set[str] = set()
+    for record in records:
+        if not _is_builtin_run(record):
+            script_keys.update(record.config)
     out = []
     for key in sorted(keys):
-        if key in _NOISE_KEYS:
+        if key in _NOISE_KEYS or (key.partition(".")[0] not in CONFIG_TABLES and key not in script_keys):
             continue
         values = [json.dumps(r.config.get(key), sort_keys=True, default=str) for r in records]
         if len(set(values)) > 1:
