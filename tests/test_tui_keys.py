@@ -8,27 +8,30 @@ from pathlib import Path
 
 from kbert_tui.tui import MonitorApp, StaticSource
 from kbert_tui.tui.keys import KEYS, bindings, help_rows, palette_commands
+from kbert_tui.tui.monitor_screen import MonitorScreen
 from kbert_tui.tui.screens import HelpScreen
 from simulate import simulate_run
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_every_binding_comes_from_the_table_and_runs_an_action_the_app_has():
-    assert [(b.key, b.action) for b in MonitorApp.BINDINGS] == [(k.keys, k.action) for k in KEYS if k.action]
-    for binding in bindings():
-        name = binding.action.partition("(")[0]
-        assert callable(getattr(MonitorApp, f"action_{name}", None)), binding.action
+def test_every_binding_comes_from_the_table_and_runs_an_action_its_owner_has():
+    declared = [(b.key, b.action) for b in MonitorApp.BINDINGS + MonitorScreen.BINDINGS]
+    assert sorted(declared) == sorted((k.keys, k.action) for k in KEYS if k.action)
+    for owner, scope in ((MonitorApp, "app"), (MonitorScreen, "screen")):
+        for binding in bindings(scope):
+            name = binding.action.partition("(")[0]
+            assert callable(getattr(owner, f"action_{name}", None)), binding.action
 
 
 def test_the_help_and_the_palette_say_what_each_key_does():
     described = {shown for shown, _ in help_rows("all") + help_rows("replay")}
     for key in KEYS:  # each key is in the help, alone or with its pair (`e / E`)
         assert any(key.shown == shown or key.shown in shown.split(" / ") for shown in described), key
-    titles = [title for title, _, _ in palette_commands()]
+    titles = [title for title, _, _, _ in palette_commands()]
     assert len(titles) == len(set(titles)) and "Filter the event log" in titles
     assert all(f"({key})" in text or key in text for _, text, key in
-               ((t, h, next(k.shown for k in KEYS if k.palette == t)) for t, h, _ in palette_commands()))
+               ((t, h, next(k.shown for k in KEYS if k.palette == t)) for t, h, _, _ in palette_commands()))
 
 
 def test_the_readme_key_table_lists_every_key_of_the_app():
@@ -44,8 +47,10 @@ def test_the_readme_key_table_lists_every_key_of_the_app():
 
 async def test_the_palette_runs_the_same_action_as_the_key():
     app = MonitorApp(StaticSource(list(simulate_run(epochs=1, steps_per_epoch=3))))
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(100, 40)) as pilot:  # below 120 columns Plugins can be toggled
         commands = {c.title: c for c in app.get_system_commands(app.screen)}
+        await commands["Show/hide plugins"].callback()  # the screen's action
+        assert app.monitor.has_class("show-plugins")
         await commands["Keys and filter syntax"].callback()
         await pilot.pause(0.2)
         assert isinstance(app.screen, HelpScreen)

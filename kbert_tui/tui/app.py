@@ -22,11 +22,10 @@ from typing import Any
 
 from rich.text import Text
 from textual import on, work
-from textual.app import App, ComposeResult, SystemCommand
-from textual.containers import Horizontal
+from textual.app import App, SystemCommand
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Footer, Input, Static
+from textual.widgets import Input, Static
 from textual.worker import get_current_worker
 
 from kbert_tui.events import Event
@@ -46,6 +45,7 @@ from kbert_tui.events import catalog as ev
 
 from .keys import bindings, palette_commands
 from .log_view import LogView
+from .monitor_screen import MonitorScreen
 from .panes import PluginsPane, SystemPane, TrainingPane
 from .screens import ConfirmScreen, DetailScreen, EventListScreen, HelpScreen, TimelineScreen
 from .sources import EventSource, ReplaySource
@@ -54,8 +54,6 @@ __all__ = ["MonitorApp", "crash_report", "styles_path"]
 
 DRAIN_BUDGET_S = 0.040
 PANE_INTERVAL_S = 0.25
-WIDE = 120  # from here the plugins pane sits beside the log
-NARROW = 100  # below this one top pane at a time (1 Training / 2 System) and t swaps the log for Plugins
 
 
 def crash_report(error: BaseException) -> str:
@@ -88,7 +86,7 @@ class MonitorApp(App[str | None]):
     TITLE = "kbert-tui"
     ENABLE_COMMAND_PALETTE = True
 
-    BINDINGS = bindings()  # one table: keys.KEYS (the help and the palette come from it too)
+    BINDINGS = bindings("app")  # one table: keys.KEYS (the screen's keys, the help and the palette come from it too)
 
     def __init__(self, source: EventSource, *, capacity: int = DEFAULT_CAPACITY, tick: float = 1 / 15) -> None:
         super().__init__()
@@ -116,38 +114,46 @@ class MonitorApp(App[str | None]):
         self.interrupted_live = False  # this process's run had not ended when it came: it was stopped
         self.crash: str | None = None  # a bug in the monitor, in one line (the traceback is in a file it names)
 
-    # -- layout ------------------------------------------------------------------------------------
-    def compose(self) -> ComposeResult:
-        # Kept as attributes: App.query_one searches the *active* screen, which may be a modal.
-        self.titlebar = Static(id="titlebar")
-        self.training_pane = TrainingPane(self.state, id="training")
-        self.system_pane = SystemPane(self.state, id="system")
-        self.log_view = LogView(self.log_index, id="log")
-        self.plugins_pane = PluginsPane(self.state, id="plugins")
-        self.filter_box = Input(placeholder="filter: training.* loss<0.5 source:trainer !system.* text…  "
-                                "(Esc clears)", id="filter")
-        self.filter_error_line = Static(id="filter-error")
-        self.statusbar = Static(id="statusbar")
-        yield self.titlebar
-        with Horizontal(id="top"):
-            yield self.training_pane
-            yield self.system_pane
-        with Horizontal(id="bottom"):
-            yield self.log_view
-            yield self.plugins_pane
-        yield self.filter_box
-        yield self.filter_error_line
-        yield self.statusbar
-        self.footer = Footer(compact=True)
-        yield self.footer
+    # -- layout: the monitor's screen composes the panes; the app reaches them through it -----------
+    def get_default_screen(self) -> Screen[Any]:
+        self.monitor = MonitorScreen()
+        return self.monitor
 
-    async def on_mount(self) -> None:
-        self.plugins_pane.border_title = "Plugins"
-        self.log_view.border_title = "Events"
-        self.filter_box.cursor_blink = False
-        self.filter_box.display = False
-        self.filter_error_line.display = False
-        self._apply_width(self.size.width)
+    @property
+    def titlebar(self) -> Static:
+        return self.monitor.titlebar
+
+    @property
+    def training_pane(self) -> TrainingPane:
+        return self.monitor.training_pane
+
+    @property
+    def system_pane(self) -> SystemPane:
+        return self.monitor.system_pane
+
+    @property
+    def plugins_pane(self) -> PluginsPane:
+        return self.monitor.plugins_pane
+
+    @property
+    def log_view(self) -> LogView:
+        return self.monitor.log_view
+
+    @property
+    def filter_box(self) -> Input:
+        return self.monitor.filter_box
+
+    @property
+    def filter_error_line(self) -> Static:
+        return self.monitor.filter_error_line
+
+    @property
+    def statusbar(self) -> Static:
+        return self.monitor.statusbar
+
+    def monitor_ready(self) -> None:
+        """The monitor's screen is composed: lay it out, then start taking events in."""
+        self.monitor.apply_width(self.size.width)
         self.log_view.focus()
         self._drain_timer = self.set_interval(self.tick, self._drain, name="drain")
         self._start_source()
@@ -228,31 +234,8 @@ class MonitorApp(App[str | None]):
             self.first_paint_at = time.perf_counter()
 
     def on_resize(self, event: Any) -> None:
-        self._apply_width(self.size.width)
-
-    def _apply_width(self, width: int) -> None:
-        main = self.screen_stack[0]  # the monitor's own screen, even under a modal
-        main.set_class(width >= WIDE, "wide")
-        main.set_class(NARROW <= width < WIDE, "-medium")
-        main.set_class(width < NARROW, "-narrow")
-        self.footer.show_command_palette = width >= NARROW
-        self._update_pane_titles()
-        self.refresh_bindings()
-
-    @property
-    def narrow(self) -> bool:
-        return self.screen_stack[0].has_class("-narrow")
-
-    def _update_pane_titles(self) -> None:
-        """On narrow terminals the top pane's title is the switcher: the other pane's key, and warnings."""
-        if not self.narrow:
-            self.training_pane.border_title = "Training"
-            self.system_pane.border_title = "System"
-            return
-        notices = len(self.state.system.active_notices())
-        flag = f" ⚠{notices}" if notices else ""
-        self.training_pane.border_title = f"Training │ 2 System{flag}"
-        self.system_pane.border_title = f"System{flag} │ 1 Training"
+        if self.monitor.is_mounted:
+            self.monitor.apply_width(self.size.width)  # under a modal too
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Keys that do nothing in the current mode are neither offered in the footer nor run."""
@@ -261,19 +244,7 @@ class MonitorApp(App[str | None]):
             return source.controllable and self.state.training.live
         if action in ("replay_pause", "replay_step", "replay_speed"):
             return source.paceable
-        if action == "toggle_plugins":
-            return not self.screen_stack[0].has_class("wide")
-        if action == "show_top":
-            if not self.narrow:
-                return False
-            shown = "system" if self.screen_stack[0].has_class("top-system") else "training"
-            return parameters[0] != shown
         return True
-
-    def action_show_top(self, which: str) -> None:
-        """Narrow terminals: which pane fills the top (Training with the loss chart, or System)."""
-        self.screen_stack[0].set_class(which == "system", "top-system")
-        self.refresh_bindings()
 
     # -- ingest ------------------------------------------------------------------------------------
     def _ingest(self, budget_s: float | None) -> int:
@@ -338,8 +309,9 @@ class MonitorApp(App[str | None]):
             key = (s.training.status, len(s.system.active_notices()))
             if key != self._bindings_key:
                 self._bindings_key = key
-                self._update_pane_titles()
+                self.monitor.update_pane_titles()
                 self.refresh_bindings()
+                self.monitor.refresh_bindings()
         self.log_view.sync()
         self._update_status()
 
@@ -525,17 +497,6 @@ class MonitorApp(App[str | None]):
             title += f"; showing the newest {found.in_memory:,}"
         self.push_screen(EventListScreen(found, title=title, hint="Enter detail · Esc close"))
 
-    def action_maximize_pane(self) -> None:
-        screen = self.screen
-        if screen.maximized is not None:
-            screen.minimize()
-            return
-        focused = self.focused
-        target = focused
-        while target is not None and target.id not in ("training", "system", "plugins", "log"):
-            target = target.parent  # type: ignore[assignment]
-        screen.maximize(target if target is not None else self.log_view)
-
     # -- the loss chart: smoothing, x axis, log y and a cursor, kept for the session -----------------
     def action_smoothing(self, direction: int) -> None:
         self.training_pane.chart.smoother(direction)
@@ -598,10 +559,6 @@ class MonitorApp(App[str | None]):
     def _chart_changed(self, what: str) -> None:
         self.training_pane.chart_changed()
         self.notify(what, timeout=1.5, markup=False)
-
-    def action_toggle_plugins(self) -> None:
-        """Show or hide the plugins pane (it's always shown on wide terminals)."""
-        self.screen_stack[0].toggle_class("show-plugins")
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
@@ -728,5 +685,6 @@ class MonitorApp(App[str | None]):
     # -- command palette ---------------------------------------------------------------------------
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        for title, description, action in palette_commands():
-            yield SystemCommand(title, description, partial(self.run_action, action))
+        for title, description, action, scope in palette_commands():
+            where = self.monitor if scope == "screen" else self
+            yield SystemCommand(title, description, partial(self.run_action, action, where))

@@ -19,7 +19,7 @@ class Key:
     `shown`: how the help writes the key (`e / E`); `help`: the help's line (empty: the row above says
     it, for a pair like `e` / `E`); `footer`: offered in the footer; `palette`: the palette's title
     (None: not offered there); `where`: `all`, or `replay` (a paced replay's own keys, a help section
-    of their own).
+    of their own); `scope`: `app`, or `screen` for the layout keys MonitorScreen owns.
     """
 
     keys: str
@@ -31,6 +31,7 @@ class Key:
     palette: str | None = None
     where: str = "all"
     priority: bool = False
+    scope: str = "app"  # whose action: the app's, or the monitor screen's (its layout keys)
 
 
 KEYS: tuple[Key, ...] = (
@@ -67,11 +68,13 @@ KEYS: tuple[Key, ...] = (
     Key("n", "replay_step", "Step", "n", "step one event", where="replay"),
     Key("plus,equals_sign", "replay_speed(2)", "Faster", "+ / -", "speed ×2 / ÷2", where="replay"),
     Key("minus", "replay_speed(0.5)", "Slower", "-", "", where="replay"),
-    Key("z", "maximize_pane", "Zoom", "z", "maximize/restore the focused pane", palette="Maximize/restore the pane"),
-    Key("1", "show_top('training')", "Training", "1 / 2", "top pane: Training / System (narrow terminals)"),
-    Key("2", "show_top('system')", "System", "2", "", footer=True),
+    Key("z", "maximize_pane", "Zoom", "z", "maximize/restore the focused pane", palette="Maximize/restore the pane",
+        scope="screen"),
+    Key("1", "show_top('training')", "Training", "1 / 2", "top pane: Training / System (narrow terminals)",
+        scope="screen"),
+    Key("2", "show_top('system')", "System", "2", "", footer=True, scope="screen"),
     Key("t", "toggle_plugins", "Plugins", "t", "show/hide plugins (narrow terminals)", footer=True,
-        palette="Show/hide plugins"),
+        palette="Show/hide plugins", scope="screen"),
     Key("o", "search_disk", "Older", "o", "search older events on disk (with the filter)",
         palette="Search older events on disk"),
     Key("question_mark", "help", "Help", "?", "this help", footer=True, palette="Keys and filter syntax"),
@@ -84,9 +87,10 @@ KEYS: tuple[Key, ...] = (
 )
 
 
-def bindings() -> list[Binding]:
-    """The app's BINDINGS: every key that runs an app action."""
-    return [Binding(k.keys, k.action, k.label, show=k.footer, priority=k.priority) for k in KEYS if k.action]
+def bindings(scope: str) -> list[Binding]:
+    """The BINDINGS of the app (`scope` "app") or of the monitor screen ("screen")."""
+    return [Binding(k.keys, k.action, k.label, show=k.footer, priority=k.priority)
+            for k in KEYS if k.action and k.scope == scope]
 
 
 def help_rows(where: str) -> tuple[tuple[str, str], ...]:
@@ -94,9 +98,9 @@ def help_rows(where: str) -> tuple[tuple[str, str], ...]:
     return tuple((k.shown, k.help) for k in KEYS if k.where == where and k.help)
 
 
-def palette_commands() -> tuple[tuple[str, str, str], ...]:
-    """(title, help, action) of each command the palette offers; its help names the key."""
-    return tuple((k.palette, f"{k.help or _pair_help(k)} ({k.shown})", k.action)
+def palette_commands() -> tuple[tuple[str, str, str, str], ...]:
+    """(title, help, action, scope) of each command the palette offers; its help names the key."""
+    return tuple((k.palette, f"{k.help or _pair_help(k)} ({k.shown})", k.action, k.scope)
                  for k in KEYS if k.palette and k.action)
 
 
