@@ -271,9 +271,11 @@ def test_the_monitor_state_says_what_is_frozen_and_how_far_the_features_pass_is(
     state = RunState()
     seen = []
     for name, data in bus.events:
-        state.apply(Event(name=name, data=data, source="model"))
+        event = Event(name=name, data=data, source="model")
+        state.apply(event)
         if name == ev.MODEL_FEATURES_PROGRESS:
             seen.append((state.training.features_done, state.training.features_total))
+            assert state.training.last_at == event.timestamp  # the elapsed time runs on during the pass
     [loaded] = bus.all(ev.MODEL_PRETRAINED_LOADED)
     assert state.training.frozen_parameters == loaded["frozen_parameters"]
     assert state.training.frozen == "embeddings, layers 1-2"

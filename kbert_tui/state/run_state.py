@@ -487,6 +487,7 @@ class RunState:
             t.features_done, t.features_total = done, total
         t.features_eta = _num(d.get("eta_s"))
         t.features_seconds = _num(d.get("seconds"))
+        t.last_at = event.timestamp  # the run's elapsed time goes on during the pass
 
     def _on_training_epoch_started(self, event: Event, d: dict[str, Any]) -> None:
         t = self.training
