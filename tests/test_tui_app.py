@@ -637,3 +637,17 @@ async def test_no_event_string_reaches_the_terminal_as_an_escape_or_as_markup(se
         # the rule's banner is text: with markup its [@click=app.quit] was a live link in the toast
         banners = [n for n in app._notifications if n.title == "rule"]
         assert banners and all(not n.markup and "[@click=app.quit]" in n.message for n in banners)
+
+
+async def test_the_status_line_follows_the_view_state_by_itself(settle):
+    app = MonitorApp(StaticSource(sim(epochs=1, steps_per_epoch=5)))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app._drain_timer.stop()  # no idle repaint: only the view's own watchers can update the status line
+        view = app.query_one(LogView)
+        view.frozen_at = app.log_index.total  # set by anyone, not only the space key's action
+        await pilot.pause()
+        assert "VIEW PAUSED +0 new" in status_text(app)
+        view.follow = False
+        await pilot.pause()
+        assert "follow off" in status_text(app)

@@ -417,7 +417,10 @@ class MonitorApp(App[str | None]):
         view = message.view
         if view.follow and view.cursor < view.row_count - 1:
             view.follow = False
-            self._update_status()
+
+    @on(LogView.ViewChanged, "#log")
+    def _view_changed(self, message: LogView.ViewChanged) -> None:
+        self._update_status()  # FOLLOW / follow off, VIEW PAUSED
 
     @on(LogView.Opened, "#log")
     def _opened(self, message: LogView.Opened) -> None:
@@ -429,7 +432,6 @@ class MonitorApp(App[str | None]):
         if view.follow:
             view.frozen_at = None
         view.sync()
-        self._update_status()
 
     def action_toggle_view_pause(self) -> None:
         view = self.log_view
@@ -438,7 +440,6 @@ class MonitorApp(App[str | None]):
         else:
             view.frozen_at = None
         view.sync()
-        self._update_status()
 
     def action_problem(self, direction: int) -> None:
         view = self.log_view
@@ -451,7 +452,6 @@ class MonitorApp(App[str | None]):
             return
         view.follow = False
         view.go_to_seq(found)
-        self._update_status()
 
     def action_drill(self) -> None:
         event = self.log_view.selected_event()

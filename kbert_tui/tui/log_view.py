@@ -29,6 +29,18 @@ def format_time(event: Event) -> str:
     return event.timestamp.strftime("%H:%M:%S.") + f"{event.timestamp.microsecond // 1000:03d}"
 
 
+class _ViewMessage(Message):
+    """A message from a LogView about itself."""
+
+    def __init__(self, view: LogView) -> None:
+        super().__init__()
+        self.view = view
+
+    @property
+    def control(self) -> LogView:
+        return self.view
+
+
 class LogView(ScrollView, can_focus=True):
     """Rows of events, newest at the bottom; a cursor row; optional follow and a frozen (paused) view.
 
@@ -50,41 +62,38 @@ class LogView(ScrollView, can_focus=True):
     """
 
     cursor: reactive[int] = reactive(0, always_update=True, repaint=False)
+    # what the view follows: watched, so whoever shows the view's state (the status line) hears of a change
+    follow: reactive[bool] = reactive(True, repaint=False, init=False)
+    frozen_at: reactive[int | None] = reactive(None, repaint=False, init=False)  # rows at or after it are hidden
 
-    class Opened(Message):
+    class ViewChanged(_ViewMessage):
+        """`follow` or `frozen_at` changed (the status line says both)."""
+
+    class Opened(_ViewMessage):
         """Enter (or double-click) on a row."""
 
         def __init__(self, view: LogView, seq: int) -> None:
-            super().__init__()
-            self.view = view
+            super().__init__(view)
             self.seq = seq
 
-        @property
-        def control(self) -> LogView:
-            return self.view
-
-    class Moved(Message):
+    class Moved(_ViewMessage):
         """The cursor moved by a user action (so the app can leave follow mode)."""
-
-        def __init__(self, view: LogView) -> None:
-            super().__init__()
-            self.view = view
-
-        @property
-        def control(self) -> LogView:
-            return self.view
 
     def __init__(self, log: EventLog, *, timeline: bool = False, id: str | None = None,
                  classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self.events_log = log
         self.timeline = timeline
-        self.follow = True
-        self.frozen_at: int | None = None  # a sequence number: rows at or after it are hidden
         self._rows = 0
         self._name_w = 24
         self._summary: LRUCache[int, str] = LRUCache(4096)
         self._strips: LRUCache[tuple[int, int, bool, bool, int], Strip] = LRUCache(2048)
+
+    def watch_follow(self) -> None:
+        self.post_message(self.ViewChanged(self))
+
+    def watch_frozen_at(self) -> None:
+        self.post_message(self.ViewChanged(self))
 
     # -- data --------------------------------------------------------------------------------------
     @property
