@@ -11,12 +11,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pretrained_fixtures import VOCAB, reference_embeddings, tiny_checkpoint, write_safetensors
+from pretrained_fixtures import (
+    VOCAB,
+    reference_embeddings,
+    tiny_checkpoint,
+    write_safetensors,
+)
 
 from kbert_tui.config import ConfigError, parse_config
 from kbert_tui.events import catalog as ev
 from kbert_tui.events.catalog import check_payload
-from kbert_tui.training import Trainer  # the package puts OpenBLAS under MLX before mlx.core loads
+from kbert_tui.training import Trainer
 from kbert_tui.training.hf_checkpoint import inspect_checkpoint
 from kbert_tui.training.pretrained import embed, load_checkpoint_tokenizer, load_encoder
 from kbert_tui.training.tokenizer import encode

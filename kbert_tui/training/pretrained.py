@@ -40,9 +40,12 @@ def load_encoder(info: CheckpointInfo, dropout: float = 0.0) -> BertEncoder:
     arrays: dict[str, mx.array] = {}
     for path in info.weight_files:
         try:
-            arrays.update(mx.load(str(path)))
+            loaded = mx.load(str(path))
         except (RuntimeError, ValueError, OSError) as error:
             raise PretrainedError(f"{path}: unreadable weights ({error})") from None
+        if not isinstance(loaded, dict):
+            raise PretrainedError(f"{path}: not a file of named tensors")
+        arrays.update(loaded)
     weights = []
     for name, shape in expected_shapes(info).items():
         stored = info.weight_name(name)
