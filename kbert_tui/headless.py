@@ -14,6 +14,7 @@ from typing import Any
 
 from kbert_tui.events import Event
 from kbert_tui.events import catalog as ev
+from kbert_tui.lifecycle import EXIT_BAD_INPUT, EXIT_OK
 
 __all__ = ["Progress", "attach_headless", "number", "print_progress", "print_summary", "replay_headless", "shown"]
 
@@ -156,7 +157,7 @@ def print_summary(path: Any, state: Any, malformed: int, first_error: str | None
     if state.events_seen == 0 and malformed:
         print(f"kbert-tui: error: {shown(path)}: not an events file: none of its {count_of(malformed, 'line')} "
               f"is an event (first problem: {shown(first_error)})", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     print(f"{shown(path)}: {count_of(state.events_seen, 'event')}, {count_of(malformed, 'malformed line')} skipped")
     if malformed and first_error:
         print(f"first skipped line: {shown(first_error)}")
@@ -174,7 +175,7 @@ def print_summary(path: Any, state: Any, malformed: int, first_error: str | None
         print(shown(t.versus_baseline))
     if t.error:
         print(f"error: {shown(t.error)}")
-    return 0
+    return EXIT_OK
 
 
 def replay_headless(source: Any) -> int:
@@ -215,4 +216,4 @@ def attach_headless(source: Any, progress: Callable[[Event], None]) -> int:
     finally:
         run.close()
     print(shown(run.note), flush=True)
-    return 0
+    return EXIT_OK

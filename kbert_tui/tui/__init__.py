@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kbert_tui.headless import attach_headless, replay_headless
-from kbert_tui.lifecycle import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from kbert_tui.lifecycle import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_STOPPED
 from kbert_tui.state import printable
 
 from .app import MonitorApp, styles_path
@@ -47,7 +47,7 @@ def _run_app(app: MonitorApp, at_once: Callable[[int], Any] | None = None) -> in
 
 
 def monitor_run(config: Any, *, output_dir: str | None = None,
-                stopped_status: int = 3, session_factory: Any = None) -> int:
+                stopped_status: int = EXIT_STOPPED, session_factory: Any = None) -> int:
     """`kbert-tui run` with the monitor: 0 completed, 1 failed, 2 failed on bad input, `stopped_status`
     when the user stopped the run (`s`, or `q` then yes), 128 + N when signal N (Ctrl-C: SIGINT, 130)
     stopped it."""
