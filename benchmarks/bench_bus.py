@@ -2,6 +2,7 @@
 
     python benchmarks/bench_bus.py                     # headline harness, then the developer rows
     python benchmarks/bench_bus.py --headline-only     # just the harness (before/after side by side)
+    python benchmarks/bench_bus.py --query-only        # just query_events over 1M events (compact and spaced)
     python benchmarks/bench_bus.py --quick             # smaller counts, for a smoke test
     python benchmarks/bench_bus.py --baseline REV      # compare with kbert_tui/events as of git REV
 
@@ -379,6 +380,17 @@ def write_big_log(path: Path, n: int) -> None:
     store.close()
 
 
+def write_spaced_copy(log: Path, target: Path) -> None:
+    """The same events as `log`, each line rewritten by `json.dumps` with its default separators
+    (`{"id": "…", "name": …`): how the seed's reference and most other tools write JSONL."""
+    from kbert_tui.events.store import segment_paths
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for file in segment_paths(log):
+        with open(file, "rb") as source, open(target.parent / file.name, "w", encoding="utf-8") as out:
+            out.writelines(json.dumps(json.loads(line)) + "\n" for line in source)
+
+
 def naive_query(path: Path) -> int:
     from kbert_tui.events.store import segment_paths
 
@@ -397,29 +409,57 @@ QUERIES: dict[str, Callable[[Any], Any]] = {
     "all": lambda events: events.EventQuery(),
     "epoch5": lambda events: events.EventQuery().event_name_pattern("training.*").data_contains({"epoch": 5}),
 }
+SPACED_QUERIES = ("glob", "all")
 
 
-def query_headline(before: ModuleType, after: ModuleType, log: Path, rounds: int) -> dict[str, dict[str, float]]:
-    """`query_events` over the log, before and after, interleaved; `json.loads` of every line as the anchor."""
+async def _query_with_ticker(events: ModuleType, log: Path, key: str) -> tuple[float, float, int, float]:
+    """(seconds, CPU seconds, hits, the loop's longest stall): a 5 ms ticker runs on the loop meanwhile."""
+    bus = events.EventBus(enable_persistence=True, persistence_path=log, max_file_size_mb=64)
+    worst = 0.0
+    running = True
 
-    async def run(events: ModuleType, key: str) -> tuple[float, int]:
-        bus = events.EventBus(enable_persistence=True, persistence_path=log, max_file_size_mb=64)
-        started = time.perf_counter()
-        found = await bus.query_events(QUERIES[key](events))
-        elapsed = time.perf_counter() - started
-        await bus.shutdown()
-        return elapsed, len(found)
+    async def ticker() -> None:
+        nonlocal worst
+        last = time.perf_counter()
+        while running:
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            worst = max(worst, now - last - 0.005)
+            last = now
 
+    beat = asyncio.create_task(ticker())
+    await asyncio.sleep(0.02)
+    clock = _Clock()
+    found = await bus.query_events(QUERIES[key](events))
+    elapsed, used = clock.stop()
+    await asyncio.sleep(0.05)  # a stall just after the answer (the collector, freeing) counts too
+    running = False
+    await beat
+    await bus.shutdown()
+    return elapsed, used, len(found), worst
+
+
+def query_headline(before: ModuleType, after: ModuleType, log: Path, spaced: Path,
+                   rounds: int) -> dict[str, dict[str, float]]:
+    """`query_events` over the log, before and after, interleaved, on our compact layout and on the same
+    events written with spaces; the loop's longest stall meanwhile; `json.loads` of every line as the anchor."""
+    cases = [(key, "compact", log) for key in QUERIES] + [(key, "spaced", spaced) for key in SPACED_QUERIES]
     times: dict[str, dict[str, list[float]]] = {"before": {}, "after": {}}
+    cpu: dict[str, dict[str, list[float]]] = {"before": {}, "after": {}}
+    stalls: dict[str, dict[str, float]] = {"before": {}, "after": {}}
     hits: dict[str, int] = {}
     naive: list[float] = []
     for _ in range(rounds):
-        for key in QUERIES:
+        for key, layout, path in cases:
+            case = key if layout == "compact" else f"{key}_spaced"
             for side, module in (("after", after), ("before", before)):
                 gc.collect()
-                elapsed, found = asyncio.run(run(module, key))
-                times[side].setdefault(key, []).append(elapsed)
-                assert hits.setdefault(key, found) == found, (key, side, found, hits[key])
+                elapsed, used, found, stall = asyncio.run(_query_with_ticker(module, path, key))
+                times[side].setdefault(case, []).append(elapsed)
+                cpu[side].setdefault(case, []).append(used)
+                stalls[side][case] = max(stalls[side].get(case, 0.0), stall)
+                # the bus's own events (a bus.loop_blocked of a stalled query) may join the log: "all" grows
+                assert hits.setdefault(key, found) == found or key == "all", (key, layout, side, found, hits[key])
         gc.collect()
         started = time.perf_counter()
         naive_hits = naive_query(log)
@@ -427,17 +467,90 @@ def query_headline(before: ModuleType, after: ModuleType, log: Path, rounds: int
         assert naive_hits == hits["epoch5"], (naive_hits, hits["epoch5"])
     out = {side: {key: statistics.median(v) for key, v in per.items()} for side, per in times.items()}
     b, a = out["before"], out["after"]
+    cb, ca = ({key: statistics.median(v) for key, v in cpu[side].items()} for side in ("before", "after"))
+    sb, sa = stalls["before"], stalls["after"]
     print(f"\nquery_events over the log (median of {rounds}; json.loads of every line + the check: "
-          f"{statistics.median(naive):.2f} s)")
-    print("| path | before | now | goal |")
-    print("|---|---:|---:|---|")
-    print(f"| `query_events` `training.*`, {hits['glob']:,} hits | {b['glob']:.2f} s | {a['glob']:.2f} s | ≤ 2 s |")
-    print(f"| `query_events`, every event ({hits['all']:,}) | {b['all']:.2f} s | {a['all']:.2f} s | ≤ 3 s |")
-    print(f"| `query_events` `training.*` + `data_contains(epoch=5)`, {hits['epoch5']:,} hits | {b['epoch5']:.2f} s "
-          f"| {a['epoch5']:.2f} s | — |")
+          f"{statistics.median(naive):.2f} s; stall: the loop's longest, 5 ms ticker, worst of {rounds})")
+    print("| path | before | now | CPU before | now | loop stall before | now | goal |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+
+    def row(label: str, case: str, goal: str) -> None:
+        print(f"| {label} | {b[case]:.2f} s | {a[case]:.2f} s | {cb[case]:.2f} s | {ca[case]:.2f} s "
+              f"| {sb[case] * 1000:.0f} ms | {sa[case] * 1000:.0f} ms | {goal} |")
+
+    row(f"`query_events` `training.*`, {hits['glob']:,} hits", "glob", "≤ 2 s, stall ≤ 50 ms")
+    row(f"`query_events`, every event ({hits['all']:,})", "all", "≤ 3 s, stall ≤ 50 ms")
+    row(f"`query_events` `training.*` + `data_contains(epoch=5)`, {hits['epoch5']:,} hits", "epoch5", "—")
+    row(f"… spaced JSON (`json.dumps` defaults), `training.*`, {hits['glob']:,} hits", "glob_spaced",
+        "≤ 2 s, stall ≤ 50 ms")
+    row(f"… spaced JSON, every event ({hits['all']:,})", "all_spaced", "≤ 3 s, stall ≤ 50 ms")
     print()
     out["naive"] = {"s": statistics.median(naive)}
+    out["stall_after"] = sa
     return out
+
+
+def _search_as_before(path: Path, count: int, matcher: Any, capacity: int) -> tuple[Any, int, int]:
+    """The monitor's `o` search as app.py ran it before search_older (one event at a time, collector on)."""
+    from kbert_tui.events.store import read_events
+    from kbert_tui.state import EventLog
+
+    found = EventLog(capacity)
+    matched = 0
+    for index, event in enumerate(read_events(path)):
+        if index >= count:
+            break
+        if matcher is None or matcher.matches_alone(event):
+            found.append(event)
+            matched += 1
+    return found, matched, 0
+
+
+def search_rows(log: Path, rounds: int) -> None:
+    """The `o` search over the whole log in a worker thread, as the monitor runs it: time and the loop's
+    longest stall meanwhile (5 ms ticker), before (one event at a time) and now (search_older)."""
+    from kbert_tui.state import parse_filter
+    from kbert_tui.state.log_index import search_older
+
+    async def one(search: Callable[..., Any], text: str) -> tuple[float, float]:
+        worst = 0.0
+        running = True
+
+        async def ticker() -> None:
+            nonlocal worst
+            last = time.perf_counter()
+            while running:
+                await asyncio.sleep(0.005)
+                now = time.perf_counter()
+                worst = max(worst, now - last - 0.005)
+                last = now
+
+        beat = asyncio.create_task(ticker())
+        await asyncio.sleep(0.02)
+        started = time.perf_counter()
+        result = await asyncio.to_thread(search, log, 10**9, parse_filter(text), 100_000)
+        elapsed = time.perf_counter() - started
+        await asyncio.sleep(0.05)
+        running = False
+        await beat
+        del result  # freed after the ticker stops: its 100k events take a while to free, search or not
+        return elapsed, worst
+
+    print(f"the monitor's `o` search over the same log in a worker thread (median of {rounds}; stall: worst)")
+    print("| filter | before | now | loop stall before | now | goal |")
+    print("|---|---:|---:|---:|---:|---|")
+    for text in ("training.*", "batch 12345"):
+        runs: dict[str, list[tuple[float, float]]] = {"before": [], "now": []}
+        for _ in range(rounds):
+            for side, search in (("now", search_older), ("before", _search_as_before)):
+                gc.collect()
+                runs[side].append(asyncio.run(one(search, text)))
+                gc.unfreeze()
+        t = {side: statistics.median(r[0] for r in v) for side, v in runs.items()}
+        w = {side: max(r[1] for r in v) for side, v in runs.items()}
+        print(f"| `{text}` | {t['before']:.2f} s | {t['now']:.2f} s | {w['before'] * 1000:.0f} ms "
+              f"| {w['now'] * 1000:.0f} ms | stall ≤ 50 ms |")
+    print()
 
 
 def main() -> int:
@@ -446,6 +559,7 @@ def main() -> int:
     parser.add_argument("--query-events", type=int, default=None, help="events in the query log (default 1M)")
     parser.add_argument("--baseline", default=BASELINE_REV, help=f"git revision for the 'before' column ({BASELINE_REV})")
     parser.add_argument("--headline-only", action="store_true", help="only the headline harness")
+    parser.add_argument("--query-only", action="store_true", help="only the query_events rows")
     args = parser.parse_args()
     n = 20_000 if args.quick else 100_000
     repeats = 3 if args.quick else 5
@@ -457,15 +571,22 @@ def main() -> int:
     before = load_events_at(args.baseline)
     h_n, h_rounds = (10_000, 3) if args.quick else (H_EVENTS, H_ROUNDS)
     thread_per, thread_rounds = (10_000, 1) if args.quick else (50_000, 3)
-    print_headline(headline(before, current, tmp, h_n, h_rounds, thread_per, thread_rounds),
-                   h_n, h_rounds, thread_per, args.baseline)
+    if not args.query_only:
+        print_headline(headline(before, current, tmp, h_n, h_rounds, thread_per, thread_rounds),
+                       h_n, h_rounds, thread_per, args.baseline)
     log = tmp / "big" / "events.jsonl"
     started = time.perf_counter()
     write_big_log(log, query_n)
     print(f"(wrote a {query_n:,}-event log in {time.perf_counter() - started:.1f} s, "
           f"{sum(p.stat().st_size for p in log.parent.iterdir()) / 1e6:.0f} MB)")
-    queries = query_headline(before, current, log, 3)
-    if args.headline_only:
+    spaced = tmp / "spaced" / "events.jsonl"
+    started = time.perf_counter()
+    write_spaced_copy(log, spaced)
+    print(f"(rewrote it with json.dumps' default separators in {time.perf_counter() - started:.1f} s, "
+          f"{sum(p.stat().st_size for p in spaced.parent.iterdir()) / 1e6:.0f} MB)")
+    queries = query_headline(before, current, log, spaced, 3)
+    search_rows(log, 3)
+    if args.headline_only or args.query_only:
         return 0
     print(f"developer rows: {n:,} events per run, median of {repeats}\n")
     results: dict[str, float] = {}
