@@ -361,3 +361,21 @@ async def test_metadata_that_is_not_a_dict_is_wrapped_like_data():
     await bus.emit("x", [1], metadata=[("a", 1)])  # type: ignore[arg-type]
     await bus.flush()
     assert got[0].data == {"value": [1]} and got[0].metadata == {"value": [("a", 1)]}
+
+
+@given(st.one_of(texts, st.text(min_size=1), st.integers(), st.none(), st.binary(max_size=3)), texts,
+       st.one_of(st.none(), texts))
+def test_any_name_source_and_correlation_id_are_refused_with_value_error_or_logged_as_given(name, source, corr):
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "events.jsonl"
+        bus = EventBus(enable_persistence=True, persistence_path=path)
+        try:
+            bus.emit_sync(name, {"n": 1}, source=source, correlation_id=corr)
+        except ValueError:
+            assert not (isinstance(name, str) and name)
+            return
+        finally:
+            bus.close()
+        (event,) = list(read_events(path))
+        assert (event.name, event.source, event.correlation_id) == tuple(
+            None if text is None else json_of(text) for text in (name, source, corr))
