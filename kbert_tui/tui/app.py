@@ -177,7 +177,8 @@ class MonitorApp(App[str | None]):
             self._drain()
         elif (outcome := await self.source.wait()) is not None:  # an attached run is over
             self._drain()
-            self.notify(f"the run is over ({printable(str(outcome))}); still showing it, q quits", timeout=8, markup=False)
+            self.notify(f"the run is over ({printable(str(outcome))}); still showing it, q quits", timeout=8,
+                        markup=False)
 
     # -- a recording, end first ----------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="end-first")
@@ -496,69 +497,6 @@ class MonitorApp(App[str | None]):
         if found.evicted:
             title += f"; showing the newest {found.in_memory:,}"
         self.push_screen(EventListScreen(found, title=title, hint="Enter detail · Esc close"))
-
-    # -- the loss chart: smoothing, x axis, log y and a cursor, kept for the session -----------------
-    def action_smoothing(self, direction: int) -> None:
-        self.training_pane.chart.smoother(direction)
-        self._chart_changed(f"smoothing {self.training_pane.chart.smoothing:g}" if self.training_pane.chart.smoothing
-                            else "smoothing off")
-
-    def action_chart_x(self) -> None:
-        self.training_pane.chart.next_x()
-        self._chart_changed(f"loss by {self.training_pane.chart.x_axis}")
-
-    def action_chart_log(self) -> None:
-        chart = self.training_pane.chart
-        chart.log_y = not chart.log_y
-        self._chart_changed("log y" if chart.log_y else "linear y")
-
-    def action_chart_cursor(self, direction: int) -> None:
-        curve = self.state.training.curve
-        # a press moves about one chart column (the pane's width less the axis labels)
-        width = max(1, self.training_pane.content_region.width - 8)
-        self.training_pane.chart.move_cursor(len(curve), direction * max(1, len(curve) // (2 * width)))
-        self.training_pane.chart_changed()
-
-    def action_baseline(self) -> None:
-        """Ask for another run and draw its loss under this one's (Enter with nothing: no baseline)."""
-        from .compare import BaselineScreen
-
-        current = self.training_pane.baseline
-        self.push_screen(BaselineScreen(current[0] if current else None), self._baseline_chosen)
-
-    def _baseline_chosen(self, target: str | None) -> None:
-        if target is None:
-            return
-        if not target:
-            self.training_pane.baseline = None
-            self._chart_changed("no baseline")
-            return
-        self._load_baseline(target)
-
-    @work(thread=True, exclusive=True, group="baseline")
-    def _load_baseline(self, target: str) -> None:
-        from kbert_tui.remote import resolve_run
-        from kbert_tui.state.compare import baseline_curve, label_runs, load_run
-
-        try:
-            record = load_run(resolve_run(target).events_path)
-        except OSError as error:
-            self.call_from_thread(self.notify, printable(f"baseline: {error}"), severity="error", timeout=5, markup=False)
-            return
-        if not record.steps:
-            self.call_from_thread(self.notify, printable(f"baseline: {target} holds no training steps"),
-                                  severity="error", timeout=5, markup=False)
-            return
-        label_runs([record])
-        self.call_from_thread(self._set_baseline, record.label, baseline_curve(record))
-
-    def _set_baseline(self, label: str, curve: Any) -> None:
-        self.training_pane.baseline = (label, curve)
-        self._chart_changed(f"baseline {label}: {len(curve):,} points")
-
-    def _chart_changed(self, what: str) -> None:
-        self.training_pane.chart_changed()
-        self.notify(what, timeout=1.5, markup=False)
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

@@ -2,18 +2,22 @@
 
 Width classes on the screen drive the layout in monitor.tcss (`wide` from 120 columns: Plugins beside
 the log; `-medium`; `-narrow` below 100: one top pane at a time, `1` / `2` switch, `t` swaps the log for
-Plugins); `z` maximizes the focused pane. The app keeps the source, ingest, control and quit.
+Plugins); `z` maximizes the focused pane. The loss chart's keys (smoothing, x axis, log y, cursor, a
+baseline run) act on the Training pane here. The app keeps the source, ingest, control and quit.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import ActiveBinding
 from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
+
+from kbert_tui.state import printable
 
 from .keys import KEYS, bindings
 from .log_view import LogView
@@ -127,3 +131,71 @@ class MonitorScreen(Screen[None]):
         while target is not None and target.id not in ("training", "system", "plugins", "log"):
             target = target.parent
         self.maximize(target if target is not None else self.log_view)
+
+    # -- the loss chart: smoothing, x axis, log y and a cursor, kept for the session -----------------
+    def action_smoothing(self, direction: int) -> None:
+        self.training_pane.chart.smoother(direction)
+        self._chart_changed(f"smoothing {self.training_pane.chart.smoothing:g}" if self.training_pane.chart.smoothing
+                            else "smoothing off")
+
+    def action_chart_x(self) -> None:
+        self.training_pane.chart.next_x()
+        self._chart_changed(f"loss by {self.training_pane.chart.x_axis}")
+
+    def action_chart_log(self) -> None:
+        chart = self.training_pane.chart
+        chart.log_y = not chart.log_y
+        self._chart_changed("log y" if chart.log_y else "linear y")
+
+    def action_chart_cursor(self, direction: int) -> None:
+        curve = self._app.state.training.curve
+        # a press moves about one chart column (the pane's width less the axis labels)
+        width = max(1, self.training_pane.content_region.width - 8)
+        self.training_pane.chart.move_cursor(len(curve), direction * max(1, len(curve) // (2 * width)))
+        self.training_pane.chart_changed()
+
+    def action_baseline(self) -> None:
+        """Ask for another run and draw its loss under this one's (Enter with nothing: no baseline)."""
+        from .compare import BaselineScreen
+
+        current = self.training_pane.baseline
+        self.app.push_screen(BaselineScreen(current[0] if current else None), self._baseline_chosen)
+
+    def _baseline_chosen(self, target: str | None) -> None:
+        if target is None:
+            return
+        if not target:
+            self.training_pane.baseline = None
+            self._chart_changed("no baseline")
+            return
+        self._load_baseline(target)
+
+    @work(thread=True, exclusive=True, group="baseline")
+    def _load_baseline(self, target: str) -> None:
+        from kbert_tui.remote import resolve_run
+        from kbert_tui.state.compare import baseline_curve, label_runs, load_run
+
+        try:
+            record = load_run(resolve_run(target).events_path)
+        except OSError as error:
+            self.app.call_from_thread(self.notify, printable(f"baseline: {error}"), severity="error", timeout=5,
+                                      markup=False)
+            return
+        if not record.steps:
+            self.app.call_from_thread(self.notify, printable(f"baseline: {target} holds no training steps"),
+                                  severity="error", timeout=5, markup=False)
+            return
+        label_runs([record])
+        self.app.call_from_thread(self._set_baseline, record.label, baseline_curve(record))
+
+    def _set_baseline(self, label: str, curve: Any) -> None:
+        self.training_pane.baseline = (label, curve)
+        self._chart_changed(f"baseline {label}: {len(curve):,} points")
+
+    def _chart_changed(self, what: str) -> None:
+        self.training_pane.chart_changed()
+        self.notify(what, timeout=1.5, markup=False)
+
+    @property
+    def _app(self) -> MonitorApp:
+        return self.app  # type: ignore[return-value]
