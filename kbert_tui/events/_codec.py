@@ -344,7 +344,8 @@ def loads(line: str | bytes) -> Any:
         except ValueError:
             pass
         else:
-            if not (_LONG_NUMBER if isinstance(line, bytes) else _LONG_NUMBER_TEXT).search(line):
+            long = _LONG_NUMBER.search(line) if isinstance(line, bytes) else _LONG_NUMBER_TEXT.search(line)
+            if not long:
                 return parsed
     try:
         return json.loads(line)
