@@ -28,7 +28,6 @@ import itertools
 import threading
 import time
 import traceback
-import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -42,6 +41,8 @@ from . import _event as _ev
 from ._event import Event, new_event_id, utcnow
 from ._patterns import compile_pattern, validate_pattern
 from ._query import EventQuery
+from ._subscription import ERROR_BURST, Repeats, Subscription, handler_name
+from ._watch import LoopWatch
 from .store import JsonlStore, PersistenceError, read_events
 from . import catalog as ev
 
@@ -53,9 +54,6 @@ _INBOX_LIMIT = 512          # events a thread may hand over before it waits for 
 _PRODUCER_MAX_WAIT_S = 1.0   # past this a thread stops waiting on a stuck loop (its event is on disk already)
 _SLICE_EVENTS = 256         # inbox events admitted per loop turn; then timers and handlers run
 _FAILING_GRACE_S = 5.0      # how long flush() waits for a failing disk to come back before it raises
-_BEAT_S = 0.1                # the loop watch's heartbeat
-_ERROR_BURST = 3             # full reports per subscription before repeats are summarised
-_ERROR_WINDOW_S = 10.0       # at most one summary per subscription per window
 
 
 class EventBusError(RuntimeError):
@@ -104,66 +102,6 @@ class EventMetrics:
     producer_waits: int = 0
 
 
-class _Subscription:
-    __slots__ = ("id", "pattern", "handler", "is_async", "backlog", "scheduled", "dropped",
-                 "episode_dropped", "overflowing", "current", "task", "errors")
-
-    def __init__(self, sub_id: str, pattern: str, handler: Callable[[Event], Any]) -> None:
-        self.id = sub_id
-        self.pattern = pattern
-        self.handler = handler
-        self.is_async = _is_async_callable(handler)
-        self.backlog: deque[Event] = deque()
-        self.scheduled = False
-        self.dropped = 0
-        self.episode_dropped = 0
-        self.overflowing = False
-        self.current: Event | None = None  # the event its handler is working on
-        self.task: asyncio.Task[None] | None = None
-        self.errors = _Repeats()
-
-    def describe(self) -> str:
-        return f"{_handler_name(self.handler)} (subscribed to {self.pattern!r})"
-
-
-class _Repeats:
-    """journald-style rate limit: the first few reports in full, then one summary per window."""
-
-    __slots__ = ("count", "suppressed", "window_start")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.suppressed = 0
-        self.window_start = 0.0
-
-    def allow(self) -> tuple[bool, int]:
-        """(report now?, how many were suppressed before this one)."""
-        self.count += 1
-        if self.count <= _ERROR_BURST:
-            return True, 0
-        now = time.monotonic()
-        if now - self.window_start >= _ERROR_WINDOW_S:
-            repeats, self.suppressed, self.window_start = self.suppressed, 0, now
-            return True, repeats
-        self.suppressed += 1
-        return False, 0
-
-
-def _handler_name(handler: Callable[..., Any]) -> str:
-    name = getattr(handler, "__qualname__", None) or type(handler).__qualname__
-    module = getattr(handler, "__module__", None)
-    if ":" in name or not module or module == "builtins":  # "plugin:Class.method" already says whose
-        return str(name)
-    return f"{module}.{name}"
-
-
-def _is_async_callable(handler: Callable[..., Any]) -> bool:
-    if inspect.iscoroutinefunction(handler) or asyncio.iscoroutinefunction(handler):
-        return True
-    call = getattr(handler, "__call__", None)  # noqa: B004 - objects with async __call__
-    return call is not None and inspect.iscoroutinefunction(call)
-
-
 _sub_ids = itertools.count(1)
 # How _publish reaches handlers, and what _admit left for delivery to do.
 _LOOP, _THREAD, _NO_LOOP = 1, 2, 3
@@ -196,8 +134,8 @@ class EventBus:
         self.max_subscribers = max_subscribers
         self.buffer_size = buffer_size
         self.default_source = default_source
-        self._subs: dict[str, _Subscription] = {}
-        self._routes: dict[str, tuple[_Subscription, ...]] = {}
+        self._subs: dict[str, Subscription] = {}
+        self._routes: dict[str, tuple[Subscription, ...]] = {}
         self._filters: list[EventFilter] = []
         self._broken_filters: set[int] = set()
         self._history: deque[Event] = deque(maxlen=history_size or max(buffer_size, 10000))
@@ -220,8 +158,8 @@ class EventBus:
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._private_loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
-        self._current: _Subscription | None = None  # the subscription whose handler the loop is in
-        self._watch = _LoopWatch(self, loop_block_threshold_s)
+        self._current: Subscription | None = None  # the subscription whose handler the loop is in
+        self._watch = LoopWatch(self, loop_block_threshold_s)
         # metrics
         self._delivered = 0
         self._filtered = 0
@@ -232,7 +170,7 @@ class EventBus:
         self._loop_stalls = 0
         self._producer_waits = 0
         self._lost_reported = 0
-        self._degraded_repeats = _Repeats()
+        self._degraded_repeats = Repeats()
         self._handler_time = 0.0
         self._by_name: dict[str, int] = {}
         self._rate_samples: deque[tuple[float, int]] = deque([(time.monotonic(), 0)], maxlen=64)
@@ -491,7 +429,7 @@ class EventBus:
                 if id(event_filter) not in self._broken_filters:  # announced once per filter
                     self._broken_filters.add(id(event_filter))
                     self._emit_internal(ev.BUS_FILTER_ERROR, {
-                        "filter": _handler_name(type(event_filter)), "event_name": event.name,
+                        "filter": handler_name(type(event_filter)), "event_name": event.name,
                         "error": f"{type(exc).__name__}: {exc}", "policy": "fail_open",
                     })
             if not keep:
@@ -509,7 +447,7 @@ class EventBus:
                 "event_name": event.name, "event_id": event.id, "reason": reason, "repeats": repeats,
             }, correlation_id=event.correlation_id)
 
-    def _route(self, name: str) -> tuple[_Subscription, ...]:
+    def _route(self, name: str) -> tuple[Subscription, ...]:
         subs = self._routes.get(name)
         if subs is None:
             subs = tuple(s for s in self._subs.values() if compile_pattern(s.pattern)(name))
@@ -535,7 +473,7 @@ class EventBus:
                 sub.scheduled = True
                 sub.task = loop.create_task(self._drain(sub))  # type: ignore[union-attr]
 
-    def _overflow(self, sub: _Subscription) -> None:
+    def _overflow(self, sub: Subscription) -> None:
         sub.backlog.popleft()
         self._pending -= 1
         sub.dropped += 1
@@ -548,7 +486,7 @@ class EventBus:
                 "buffer_size": self.buffer_size, "policy": "drop_oldest",
             })
 
-    async def _drain(self, sub: _Subscription) -> None:
+    async def _drain(self, sub: Subscription) -> None:
         backlog = sub.backlog
         handler = sub.handler
         is_async = sub.is_async
@@ -584,7 +522,7 @@ class EventBus:
             if self._pending <= 0 and self._idle_waiters and not self._inbox:
                 self._wake_idle()
 
-    def _handler_failed(self, sub: _Subscription, event: Event, exc: BaseException) -> None:
+    def _handler_failed(self, sub: Subscription, event: Event, exc: BaseException) -> None:
         self._errors += 1
         if event.name == ev.BUS_HANDLER_ERROR or self._closed:
             return  # a failing error handler must not feed itself
@@ -594,14 +532,14 @@ class EventBus:
         data: dict[str, Any] = {
             "subscription_id": sub.id,
             "pattern": sub.pattern,
-            "handler": _handler_name(sub.handler),
+            "handler": handler_name(sub.handler),
             "event_name": event.name,
             "event_id": event.id,
             "error": f"{type(exc).__name__}: {exc}",
             "repeats": repeats,
             "errors_so_far": sub.errors.count,
         }
-        if sub.errors.count <= _ERROR_BURST:
+        if sub.errors.count <= ERROR_BURST:
             data["traceback"] = "".join(traceback.format_exception(exc))
         self._emit_internal(ev.BUS_HANDLER_ERROR, data, correlation_id=event.correlation_id)
 
@@ -701,7 +639,7 @@ class EventBus:
                 f"cannot subscribe to {pattern!r}: the bus already has {len(self._subs)} subscriptions "
                 f"(max_subscribers={self.max_subscribers})"
             )
-        sub = _Subscription(f"sub-{next(_sub_ids)}", pattern, handler)
+        sub = Subscription(f"sub-{next(_sub_ids)}", pattern, handler)
         self._subs[sub.id] = sub
         self._routes.clear()
         return sub.id
@@ -826,7 +764,7 @@ class EventBus:
             if not sub.scheduled:
                 continue
             self._emit_internal(ev.BUS_HANDLER_ABANDONED, {
-                "subscription_id": sub.id, "pattern": sub.pattern, "handler": _handler_name(sub.handler),
+                "subscription_id": sub.id, "pattern": sub.pattern, "handler": handler_name(sub.handler),
                 "event_name": sub.current.name if sub.current is not None else None,
                 "undelivered": len(sub.backlog) + (sub.current is not None),
             })
@@ -941,71 +879,6 @@ class EventBus:
 
     async def get_metrics(self) -> EventMetrics:
         return self.metrics()
-
-
-class _LoopWatch:
-    """Notices when the bus's loop stops turning, and which handler it was in (asyncio's slow-callback idea).
-
-    A heartbeat on the loop measures how late it runs; a daemon thread looks while the beat is
-    overdue and notes the handler the loop is stuck in. Once the loop turns again the bus emits
-    `bus.loop_blocked` {seconds, handler}.
-    """
-
-    def __init__(self, bus: EventBus, threshold: float) -> None:
-        self._bus = weakref.ref(bus)
-        self.threshold = threshold
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.beat = time.monotonic()
-        self.suspect: str | None = None
-        self._handle: asyncio.TimerHandle | None = None
-        self._stopped = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self.threshold <= 0 or loop is self.loop or self._stopped.is_set():
-            return
-        if self._handle is not None:
-            self._handle.cancel()
-        self.loop = loop
-        self.beat = time.monotonic()
-        self._handle = loop.call_later(_BEAT_S, self._tick)
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._look, name="event-bus-loop-watch", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stopped.set()
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-
-    def _tick(self) -> None:
-        now = time.monotonic()
-        late = now - self.beat - _BEAT_S
-        bus = self._bus()
-        if bus is None or self._stopped.is_set():
-            return
-        if late >= self.threshold:
-            suspect, self.suspect = self.suspect, None
-            bus._loop_blocked(late, suspect)
-        self.beat = now
-        loop = self.loop
-        if loop is not None and not loop.is_closed():
-            self._handle = loop.call_later(_BEAT_S, self._tick)
-
-    def _look(self) -> None:
-        while not self._stopped.wait(_BEAT_S):
-            bus = self._bus()
-            if bus is None or bus._closed:
-                return
-            loop = self.loop
-            if loop is None or not loop.is_running():
-                continue
-            if self.suspect is None and time.monotonic() - self.beat > _BEAT_S + self.threshold / 2:
-                current = bus._current
-                if current is not None and current.current is not None:
-                    self.suspect = f"{current.describe()} handling {current.current.name}"
-            del bus
 
 
 def create_default_event_bus(**overrides: Any) -> EventBus:
