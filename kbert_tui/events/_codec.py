@@ -327,9 +327,15 @@ def _encode_exact(event: Event, notes: list[str] | None) -> str:
 
 
 # orjson reads an integer past 64 bits as a float; json keeps it exact. Such a line (19+ digits in a
-# row, in a number or not) is parsed by json instead.
-_LONG_NUMBER = re.compile(rb"\d{19}")
+# row, in a number or not) is parsed by json instead. Found by mapping digits to "0" and the rest to " "
+# (bytes.translate: ~1.7 ms a MB, a regex took ~15).
+_DIGITS_ONLY = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
+_LONG_RUN = b"0" * 19
 _LONG_NUMBER_TEXT = re.compile(r"\d{19}")
+
+
+def _has_long_number(data: bytes) -> bool:
+    return _LONG_RUN in data.translate(_DIGITS_ONLY)
 
 
 class MalformedLine(ValueError):
@@ -344,7 +350,7 @@ def loads(line: str | bytes) -> Any:
         except ValueError:
             pass
         else:
-            long = _LONG_NUMBER.search(line) if isinstance(line, bytes) else _LONG_NUMBER_TEXT.search(line)
+            long = _has_long_number(line) if isinstance(line, bytes) else _LONG_NUMBER_TEXT.search(line)
             if not long:
                 return parsed
     try:
@@ -382,9 +388,9 @@ def decode_lines(lines: list[bytes]) -> tuple[list[Event], list[tuple[int, str]]
         except ValueError:
             pass  # some line is not JSON: parse them one by one below, to say which
         else:
-            if _LONG_NUMBER.search(b"".join(lines)):  # rare: one scan of the chunk
+            if _has_long_number(b"".join(lines)):  # rare: one scan of the chunk
                 for index, line in enumerate(lines):
-                    if _LONG_NUMBER.search(line):
+                    if _has_long_number(line):
                         try:
                             records[index] = json.loads(line)
                         except (ValueError, RecursionError):
