@@ -20,8 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from rich.text import Text
-from textual import on, work
+from textual import work
 from textual.app import App, SystemCommand
 from textual.screen import Screen
 from textual.timer import Timer
@@ -29,16 +28,11 @@ from textual.widgets import Input, Static
 from textual.worker import get_current_worker
 
 from kbert_tui.events import Event
-from kbert_tui.state.log_index import search_older
 from kbert_tui.state.replay_load import EndView, load_all, load_end
 from kbert_tui.state import (
     DEFAULT_CAPACITY,
     EventLog,
-    EventMatcher,
-    FilterSyntaxError,
     RunState,
-    count_of,
-    parse_filter,
     printable,
 )
 from kbert_tui.events import catalog as ev
@@ -47,7 +41,7 @@ from .keys import bindings, palette_commands
 from .log_view import LogView
 from .monitor_screen import MonitorScreen
 from .panes import PluginsPane, SystemPane, TrainingPane
-from .screens import ConfirmScreen, DetailScreen, EventListScreen, HelpScreen, TimelineScreen
+from .screens import ConfirmScreen, HelpScreen
 from .sources import EventSource, ReplaySource
 
 __all__ = ["MonitorApp", "crash_report", "styles_path"]
@@ -95,16 +89,13 @@ class MonitorApp(App[str | None]):
         self.log_index = EventLog(capacity)
         self.inbox: deque[Event] = deque()
         self.tick = tick
-        self.filter_error: str | None = None
         self.ingested = 0
         self._notified = 0  # rule notifications already rung for
         self.start_error: str | None = None
         self.first_paint_at: float | None = None
         self._drain_timer: Timer | None = None
-        self._filter_timer: Timer | None = None
         self._quitting = False
         self._stopped_ingest = False
-        self._last_status = ""
         self._panes_at = 0.0
         self._pane_versions = (-1, -1, -1)
         self._bindings_key: tuple[Any, ...] = ()
@@ -292,7 +283,7 @@ class MonitorApp(App[str | None]):
         if moved:
             self.refresh_panes(force=False)
         else:
-            self.refresh_panes(force=False) if self._panes_stale() else self._update_status()
+            self.refresh_panes(force=False) if self._panes_stale() else self.monitor.update_status()
             self.log_index.warm_text(10_000)  # idle: prepare free-text search
         if moved and self.first_paint_at is None:
             self.first_paint_at = time.perf_counter()
@@ -314,189 +305,21 @@ class MonitorApp(App[str | None]):
                 self.refresh_bindings()
                 self.monitor.refresh_bindings()
         self.log_view.sync()
-        self._update_status()
+        self.monitor.update_status()
 
     def _panes_stale(self) -> bool:
         s = self.state
         return (self._pane_versions != (s.training_version, s.system_version, s.plugins.version)
                 and time.perf_counter() - self._panes_at >= PANE_INTERVAL_S)
 
-    def _update_status(self) -> None:
-        view = self.log_view
-        log = self.log_index
-        t = self.state.training
-        title = Text()
-        title.append(" kbert-tui ", "bold reverse")
-        title.append(f" {printable(self.source.describe())}")
-        if t.run_name:
-            title.append(f" · {t.run_name}")
-        title.append(f" · {t.status}")
-        parts = [f"{log.total:,} events"]
-        if not self.history_complete:
-            parts.append("loading the history behind the end…")
-        if log.evicted:
-            where = f" in {self.source.events_path}" if self.source.events_path else ""
-            parts.append(f"{log.evicted:,} older on disk{where}")
-        if log.filtered:
-            parts.append(f"filter '{printable(log.matcher.query)}': {len(log):,} match")  # type: ignore[union-attr]
-        parts.append("FOLLOW" if view.follow else "follow off")
-        if view.frozen_at is not None:
-            parts.append(f"VIEW PAUSED +{log.total - view.frozen_at:,} new")
-        if self.source.malformed:
-            parts.append(f"{count_of(self.source.malformed, 'malformed line')} skipped")
-        if self.state.errors_seen or self.state.warnings_seen:
-            parts.append(f"{self.state.errors_seen} errors {self.state.warnings_seen} warnings")
-        if self.start_error:
-            parts.append(f"start failed: {self.start_error}")
-        status = " · ".join(parts)
-        key = status + "\0" + title.plain
-        if key != self._last_status:
-            self._last_status = key
-            # one fixed row each: no layout pass needed (a layout per frame costs more than the frame)
-            self.statusbar.update(Text(status), layout=False)
-            self.titlebar.update(title, layout=False)
-
-    # -- filter ------------------------------------------------------------------------------------
-    def action_open_filter(self) -> None:
-        box = self.filter_box
-        box.display = True
-        box.focus()
-
-    def action_clear_filter(self) -> None:
-        box = self.filter_box
-        if box.value or self.log_index.filtered:
-            box.value = ""
-            self.apply_filter("")
-        box.display = False
-        self._show_filter_error(None)
-        self.log_view.focus()
-
-    @on(Input.Changed, "#filter")
-    def _filter_changed(self, event: Input.Changed) -> None:
-        if self._filter_timer is not None:
-            self._filter_timer.stop()
-        value = event.value
-        self._filter_timer = self.set_timer(0.12, lambda: self.apply_filter(value))
-
-    @on(Input.Submitted, "#filter")
-    def _filter_submitted(self, event: Input.Submitted) -> None:
-        if self._filter_timer is not None:
-            self._filter_timer.stop()
-        if self.apply_filter(event.value):
-            self.log_view.focus()
-
+    # -- what the monitor's screen is asked from outside it ------------------------------------------
     def apply_filter(self, query: str) -> bool:
-        """Parse and apply `query` to the log; on bad syntax show the message and keep the old filter."""
-        try:
-            matcher = parse_filter(query)
-        except FilterSyntaxError as exc:
-            self._show_filter_error(exc)
-            return False
-        self._show_filter_error(None)
-        view = self.log_view
-        keep = view.selected_seq()
-        self.log_index.set_filter(matcher)
-        view.reset_filter(keep)
-        self._update_status()
-        return True
-
-    def _show_filter_error(self, exc: FilterSyntaxError | None) -> None:
-        box = self.filter_error_line
-        if exc is None:
-            self.filter_error = None
-            box.display = False
-            return
-        self.filter_error = exc.message
-        box.display = True
-        text = Text(" " * (exc.position + 1) + "^ ", "bold")  # under the column (the input pads by 1)
-        text.append(printable(str(exc)), "bold")
-        box.update(text)
-
-    # -- log navigation ----------------------------------------------------------------------------
-    @on(LogView.Moved, "#log")
-    def _user_moved(self, message: LogView.Moved) -> None:
-        view = message.view
-        if view.follow and view.cursor < view.row_count - 1:
-            view.follow = False
-
-    @on(LogView.ViewChanged, "#log")
-    def _view_changed(self, message: LogView.ViewChanged) -> None:
-        self._update_status()  # FOLLOW / follow off, VIEW PAUSED
-
-    @on(LogView.Opened, "#log")
-    def _opened(self, message: LogView.Opened) -> None:
-        self.push_screen(DetailScreen(self.log_index.get(message.seq)))
-
-    def action_toggle_follow(self) -> None:
-        view = self.log_view
-        view.follow = not view.follow
-        if view.follow:
-            view.frozen_at = None
-        view.sync()
-
-    def action_toggle_view_pause(self) -> None:
-        view = self.log_view
-        if view.frozen_at is None:
-            view.frozen_at = self.log_index.total
-        else:
-            view.frozen_at = None
-        view.sync()
-
-    def action_problem(self, direction: int) -> None:
-        view = self.log_view
-        seq = view.selected_seq()
-        if seq is None:
-            return
-        found = self.log_index.problem_after(seq, forward=direction > 0, limit=view.frozen_at)
-        if found is None:
-            self.notify("no more errors or warnings " + ("below" if direction > 0 else "above"), timeout=2)
-            return
-        view.follow = False
-        view.go_to_seq(found)
-
-    def action_drill(self) -> None:
-        event = self.log_view.selected_event()
-        if event is None:
-            return
-        self.open_timeline(event)
+        """Filter the log (see MonitorScreen.apply_filter)."""
+        return self.monitor.apply_filter(query)
 
     def open_timeline(self, event: Event) -> None:
-        """The event's thread (causes and consequences), widening to its step, epoch and run."""
-        seq = self.log_index.threads.seq_of(event.id)
-        if seq is None or seq < self.log_index.base:
-            self.notify("that event has left memory (o searches the events file)", timeout=3)
-            return
-        self.push_screen(TimelineScreen(self.log_index, seq, older_on_disk=self.log_index.evicted))
-
-    def action_search_disk(self) -> None:
-        """Search the events that left the in-memory window (they are in the events file) with the filter."""
-        evicted = self.log_index.evicted
-        path = self.source.events_path
-        if not evicted:
-            self.notify("every event is in memory: nothing older on disk", timeout=3)
-            return
-        if path is None or not path.exists():
-            self.notify("there is no events file to search", timeout=3)
-            return
-        what = f"filter '{self.log_index.matcher.query}'" if self.log_index.matcher else "no filter"
-        self.notify(f"searching the {evicted:,} older events in {printable(path.name)} ({printable(what)})…", timeout=4,
-                    markup=False)
-        self._search_disk(path, evicted, self.log_index.matcher)
-
-    @work(thread=True, exclusive=True, group="disk-search")
-    def _search_disk(self, path: Path, count: int, matcher: EventMatcher | None) -> None:
-        worker = get_current_worker()
-        result = search_older(path, count, matcher, self.log_index.capacity, cancelled=lambda: worker.is_cancelled)
-        if result is not None and not worker.is_cancelled:
-            found, matched, _ = result
-            self.call_from_thread(self._show_disk_results, found, matched, count, matcher)
-
-    def _show_disk_results(self, found: EventLog, matched: int, searched: int, matcher: EventMatcher | None) -> None:
-        where = f"filter '{printable(matcher.query)}'" if matcher else "no filter"
-        title = f"older events on disk: {matched:,} of {searched:,} match ({where})"
-        if found.evicted:
-            title += f"; showing the newest {found.in_memory:,}"
-        self.push_screen(EventListScreen(found, title=title, hint="Enter detail · Esc close"))
+        """The event's thread (see MonitorScreen.open_timeline); the detail view's `c`."""
+        self.monitor.open_timeline(event)
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

@@ -8,20 +8,28 @@ baseline run) act on the Training pane here. The app keeps the source, ingest, c
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from textual import work
+from rich.text import Text
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import ActiveBinding
 from textual.containers import Horizontal
+from textual.reactive import reactive
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import Footer, Input, Static
+from textual.worker import get_current_worker
 
-from kbert_tui.state import printable
+from kbert_tui.events import Event
+from kbert_tui.state import EventLog, EventMatcher, FilterSyntaxError, count_of, parse_filter, printable
+from kbert_tui.state.log_index import search_older
 
 from .keys import KEYS, bindings
 from .log_view import LogView
 from .panes import PluginsPane, SystemPane, TrainingPane
+from .screens import DetailScreen, EventListScreen, TimelineScreen
 
 if TYPE_CHECKING:
     from .app import MonitorApp
@@ -34,9 +42,20 @@ _ORDER = {key.action: i for i, key in reversed(list(enumerate(KEYS))) if key.act
 
 
 class MonitorScreen(Screen[None]):
-    """Training, System, Plugins and the event log, laid out for the terminal's width."""
+    """Training, System, Plugins and the event log, laid out for the terminal's width; the filter, the
+    log's navigation and the loss chart's keys."""
 
     BINDINGS = bindings("screen")
+
+    # the filter in force (the log view's follow and frozen state are reactive on the view): watched, so the
+    # status line follows it whoever sets it
+    filter_query: reactive[str] = reactive("", always_update=True, init=False)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.filter_error: str | None = None  # the bad filter's message while it shows
+        self._last_status = ""
+        self._filter_timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         app: MonitorApp = self.app  # type: ignore[assignment]
@@ -76,6 +95,43 @@ class MonitorScreen(Screen[None]):
         """Textual's, in the key table's order: the footer lists them so (the screen's before the app's otherwise)."""
         found = super().active_bindings
         return dict(sorted(found.items(), key=lambda item: _ORDER.get(item[1].binding.action, len(_ORDER))))
+
+    def update_status(self) -> None:
+        """The title (source, run, status) and the status line (counts, filter, follow, view paused)."""
+        app = self._app
+        view = self.log_view
+        log = app.log_index
+        t = app.state.training
+        title = Text()
+        title.append(" kbert-tui ", "bold reverse")
+        title.append(f" {printable(app.source.describe())}")
+        if t.run_name:
+            title.append(f" · {t.run_name}")
+        title.append(f" · {t.status}")
+        parts = [f"{log.total:,} events"]
+        if not app.history_complete:
+            parts.append("loading the history behind the end…")
+        if log.evicted:
+            where = f" in {printable(str(app.source.events_path))}" if app.source.events_path else ""
+            parts.append(f"{log.evicted:,} older on disk{where}")
+        if log.filtered:
+            parts.append(f"filter '{printable(log.matcher.query)}': {len(log):,} match")  # type: ignore[union-attr]
+        parts.append("FOLLOW" if view.follow else "follow off")
+        if view.frozen_at is not None:
+            parts.append(f"VIEW PAUSED +{log.total - view.frozen_at:,} new")
+        if app.source.malformed:
+            parts.append(f"{count_of(app.source.malformed, 'malformed line')} skipped")
+        if app.state.errors_seen or app.state.warnings_seen:
+            parts.append(f"{app.state.errors_seen} errors {app.state.warnings_seen} warnings")
+        if app.start_error:
+            parts.append(f"start failed: {app.start_error}")
+        status = " · ".join(parts)
+        key = status + "\0" + title.plain
+        if key != self._last_status:
+            self._last_status = key
+            # one fixed row each: no layout pass needed (a layout per frame costs more than the frame)
+            self.statusbar.update(Text(status), layout=False)
+            self.titlebar.update(title, layout=False)
 
     # -- width and narrow mode ----------------------------------------------------------------------
     def apply_width(self, width: int) -> None:
@@ -131,6 +187,151 @@ class MonitorScreen(Screen[None]):
         while target is not None and target.id not in ("training", "system", "plugins", "log"):
             target = target.parent
         self.maximize(target if target is not None else self.log_view)
+
+    # -- filter ------------------------------------------------------------------------------------
+    def action_open_filter(self) -> None:
+        box = self.filter_box
+        box.display = True
+        box.focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.filter_box
+        if box.value or self._app.log_index.filtered:
+            box.value = ""
+            self.apply_filter("")
+        box.display = False
+        self._show_filter_error(None)
+        self.log_view.focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        if self._filter_timer is not None:
+            self._filter_timer.stop()
+        value = event.value
+        self._filter_timer = self.set_timer(0.12, lambda: self.apply_filter(value))
+
+    @on(Input.Submitted, "#filter")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        if self._filter_timer is not None:
+            self._filter_timer.stop()
+        if self.apply_filter(event.value):
+            self.log_view.focus()
+
+    def apply_filter(self, query: str) -> bool:
+        """Parse and apply `query` to the log; on bad syntax show the message and keep the old filter."""
+        try:
+            matcher = parse_filter(query)
+        except FilterSyntaxError as exc:
+            self._show_filter_error(exc)
+            return False
+        self._show_filter_error(None)
+        view = self.log_view
+        keep = view.selected_seq()
+        self._app.log_index.set_filter(matcher)
+        view.reset_filter(keep)
+        self.filter_query = query
+        return True
+
+    def watch_filter_query(self) -> None:
+        self.update_status()  # "filter 'q': N match", or nothing
+
+    def _show_filter_error(self, exc: FilterSyntaxError | None) -> None:
+        box = self.filter_error_line
+        if exc is None:
+            self.filter_error = None
+            box.display = False
+            return
+        self.filter_error = exc.message
+        box.display = True
+        text = Text(" " * (exc.position + 1) + "^ ", "bold")  # under the column (the input pads by 1)
+        text.append(printable(str(exc)), "bold")
+        box.update(text)
+
+    # -- log navigation ----------------------------------------------------------------------------
+    @on(LogView.Moved, "#log")
+    def _user_moved(self, message: LogView.Moved) -> None:
+        view = message.view
+        if view.follow and view.cursor < view.row_count - 1:
+            view.follow = False
+
+    @on(LogView.ViewChanged, "#log")
+    def _view_changed(self, message: LogView.ViewChanged) -> None:
+        self.update_status()  # FOLLOW / follow off, VIEW PAUSED
+
+    @on(LogView.Opened, "#log")
+    def _opened(self, message: LogView.Opened) -> None:
+        self.app.push_screen(DetailScreen(self._app.log_index.get(message.seq)))
+
+    def action_toggle_follow(self) -> None:
+        view = self.log_view
+        view.follow = not view.follow
+        if view.follow:
+            view.frozen_at = None
+        view.sync()
+
+    def action_toggle_view_pause(self) -> None:
+        view = self.log_view
+        if view.frozen_at is None:
+            view.frozen_at = self._app.log_index.total
+        else:
+            view.frozen_at = None
+        view.sync()
+
+    def action_problem(self, direction: int) -> None:
+        view = self.log_view
+        seq = view.selected_seq()
+        if seq is None:
+            return
+        found = self._app.log_index.problem_after(seq, forward=direction > 0, limit=view.frozen_at)
+        if found is None:
+            self.notify("no more errors or warnings " + ("below" if direction > 0 else "above"), timeout=2)
+            return
+        view.follow = False
+        view.go_to_seq(found)
+
+    def action_drill(self) -> None:
+        event = self.log_view.selected_event()
+        if event is None:
+            return
+        self.open_timeline(event)
+
+    def open_timeline(self, event: Event) -> None:
+        """The event's thread (causes and consequences), widening to its step, epoch and run."""
+        seq = self._app.log_index.threads.seq_of(event.id)
+        if seq is None or seq < self._app.log_index.base:
+            self.notify("that event has left memory (o searches the events file)", timeout=3)
+            return
+        self.app.push_screen(TimelineScreen(self._app.log_index, seq, older_on_disk=self._app.log_index.evicted))
+
+    def action_search_disk(self) -> None:
+        """Search the events that left the in-memory window (they are in the events file) with the filter."""
+        evicted = self._app.log_index.evicted
+        path = self._app.source.events_path
+        if not evicted:
+            self.notify("every event is in memory: nothing older on disk", timeout=3)
+            return
+        if path is None or not path.exists():
+            self.notify("there is no events file to search", timeout=3)
+            return
+        what = f"filter '{self._app.log_index.matcher.query}'" if self._app.log_index.matcher else "no filter"
+        self.notify(f"searching the {evicted:,} older events in {printable(path.name)} ({printable(what)})…", timeout=4,
+                    markup=False)
+        self._search_disk(path, evicted, self._app.log_index.matcher)
+
+    @work(thread=True, exclusive=True, group="disk-search")
+    def _search_disk(self, path: Path, count: int, matcher: EventMatcher | None) -> None:
+        worker = get_current_worker()
+        result = search_older(path, count, matcher, self._app.log_index.capacity, cancelled=lambda: worker.is_cancelled)
+        if result is not None and not worker.is_cancelled:
+            found, matched, _ = result
+            self.app.call_from_thread(self._show_disk_results, found, matched, count, matcher)
+
+    def _show_disk_results(self, found: EventLog, matched: int, searched: int, matcher: EventMatcher | None) -> None:
+        where = f"filter '{printable(matcher.query)}'" if matcher else "no filter"
+        title = f"older events on disk: {matched:,} of {searched:,} match ({where})"
+        if found.evicted:
+            title += f"; showing the newest {found.in_memory:,}"
+        self.app.push_screen(EventListScreen(found, title=title, hint="Enter detail · Esc close"))
 
     # -- the loss chart: smoothing, x axis, log y and a cursor, kept for the session -----------------
     def action_smoothing(self, direction: int) -> None:
