@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from ._capture import capture
-from ._codec import encode_fresh, encode_line
+from ._codec import encode_line
 from . import _event as _ev
 from ._event import Event, new_event_id, utcnow
 from ._patterns import compile_pattern, validate_pattern
@@ -212,48 +212,11 @@ class EventBus:
         if self._pending >= self.buffer_size:
             await asyncio.sleep(0)  # let backlogged handlers run before anything is dropped
         event = self._make_event(event_name, data, source, correlation_id, metadata)
-        if self._filters or self._record is not None or self._inbox:
-            if self._admit(event, False) == _DISPATCH:
-                self._dispatch(event)
-            return
-        # _admit and _dispatch for the common case, inlined: this is the hot path of every loop-side emit.
-        store = self._store
-        if store is not None:
-            try:
-                line = encode_fresh(event)
-            except Exception:  # noqa: BLE001 - too deep, odd keys, a failing conversion
-                line = None
-            if line is None:  # encode_line decides: NaN spelt out, or the event degraded
-                line, degraded = encode_line(event)
-                if degraded is not None:
-                    self._admit_degraded(event, line, degraded)
-                    return
-        with self._mutex:
-            if self._closed or store is not None and not store.append_line_open(line):
-                raise self._refused(event_name)
-            by_name = self._by_name
-            by_name[event_name] = by_name.get(event_name, 0) + 1
-            self._history.append(event)
-            queued = None
-            if self._inbox:  # a thread queued events since the check above: deliver behind them, in log order
-                self._inbox.append(event)
-                queued, self._inbox_scheduled = self._inbox_scheduled, True
-        if queued is not None:
-            if not queued:
-                self._schedule_inbox(_LOOP)
-            return
-        subs = self._routes.get(event_name)
-        if subs is None:
-            subs = self._route(event_name)
-        for sub in subs:
-            backlog = sub.backlog
-            if len(backlog) >= self.buffer_size:
-                self._overflow(sub)
-            backlog.append(event)
-            self._pending += 1
-            if not sub.scheduled:
-                sub.scheduled = True
-                sub.task = loop.create_task(self._drain(sub))
+        step = self._admit(event, False)
+        if step == _DISPATCH:
+            self._dispatch(event)
+        elif step == _SCHEDULE:
+            self._schedule_inbox(_LOOP)
 
     def emit_sync(
         self,
@@ -378,12 +341,7 @@ class EventBus:
             self._wake_idle()
 
     # ---------------------------------------------------------------- accepting and routing
-    def _admit_degraded(self, event: Event, line: bytes, reason: str) -> None:
-        """emit's fast path found `event` degraded: admit it the general way (the line is already made)."""
-        if self._admit(event, False, (line, reason)) == _DISPATCH:
-            self._dispatch(event)
-
-    def _admit(self, event: Event, from_thread: bool, encoded: tuple[bytes, str | None] | None = None) -> int:
+    def _admit(self, event: Event, from_thread: bool) -> int:
         """Filters, metrics, history and the log, in the emitting thread; then what delivery must do.
 
         One lock orders the log, the history and the delivery queue alike, so handlers see events
@@ -394,7 +352,7 @@ class EventBus:
         store = self._store
         degraded = None
         if store is not None:
-            line, degraded = encoded or encode_line(event)
+            line, degraded = encode_line(event)
         with self._mutex:
             name = event.name
             if self._closed or store is not None and not store.append_line_open(line):
