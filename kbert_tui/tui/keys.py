@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 
 __all__ = ["KEYS", "Key", "bindings", "help_rows", "palette_commands"]
 
@@ -92,7 +92,7 @@ KEYS: tuple[Key, ...] = (
 )
 
 
-def bindings(scope: str) -> list[Binding]:
+def bindings(scope: str) -> list[BindingType]:
     """The BINDINGS of the app (`scope` "app") or of the monitor screen ("screen")."""
     return [Binding(k.keys, k.action, k.label, show=k.footer, priority=k.priority)
             for k in KEYS if k.action and k.scope == scope]

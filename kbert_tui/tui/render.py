@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 from rich.style import Style
 from rich.text import Text
@@ -39,7 +40,7 @@ class Palette:
         self.status = {k: Style.parse(v) for k, v in c["status"].items()}
 
 
-_DARK = {
+_DARK: dict[str, Any] = {
     "kinds": {
         "error": "bold #ff7a7a on #3b1a1a", "warning": "bold #ffc857", "success": "bold #7bd88f",
         "control": "#d6a5ff", "training": "#e6e6e6", "system": "#7fb8e6", "plugin": "#c6a0f6",
@@ -52,7 +53,7 @@ _DARK = {
                "failed": "bold #ff7a7a", "completed": "bold #4fb3ff", "waiting": "#8a8a8a"},
 }
 
-_LIGHT = {
+_LIGHT: dict[str, Any] = {
     "kinds": {
         "error": "bold #a0001c on #fde2e2", "warning": "bold #8a5200", "success": "bold #17692d",
         "control": "#6a1b9a", "training": "#1f1f1f", "system": "#0b5394", "plugin": "#5b2c91",

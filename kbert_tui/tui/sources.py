@@ -31,10 +31,25 @@ class EventSource:
     owns_run = False  # the training runs in this process: quitting stops it (asking first), its end is awaited
     recording = False  # a finished recording: nothing happens now (no bell for rules that fired then)
 
+    # Playback pacing, for a source that is `paceable` (a `--speed` replay); the app offers p / n / + / -
+    # only then, so here they are no-ops.
+    paused = False
+    speed: float | None = None
+
     @property
     def paceable(self) -> bool:
         """Playback can be paused, stepped and sped up (`--speed` replay)."""
         return False
+
+    def toggle_pause(self) -> bool:
+        """Pause or resume playback; returns whether it is paused now."""
+        return self.paused
+
+    def step(self, count: int = 1) -> None:
+        """While paused, let `count` more events through."""
+
+    def set_speed(self, speed: float | None) -> None:
+        """Play back at `speed` times the recorded pace (None: as fast as possible)."""
 
     @property
     def end_first(self) -> bool:
@@ -254,7 +269,8 @@ class LiveSource(EventSource):
     async def start(self, inbox: deque[Event]) -> None:
         from kbert_tui.session import RunSession
 
-        self.session = (self.session_factory or RunSession)(self.config, output_dir=self.output_dir)
+        output_dir = None if self.output_dir is None else Path(self.output_dir)
+        self.session = (self.session_factory or RunSession)(self.config, output_dir=output_dir)
         self.events_path = Path(self.session.events_path)
         earlier = self.session.earlier_events()  # a resumed run: its story so far, read before it is appended to
         await self.session.start()
