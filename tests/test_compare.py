@@ -213,6 +213,9 @@ def test_the_view_overlays_both_runs_and_its_keys_switch_charts(two_runs):
             await pilot.press("m")
             assert metric.title.startswith("val_accuracy")
             assert app.followers == {}  # both runs are finished: nothing to follow
+            await pilot.press("ctrl+c")  # leaves, as in the monitor (was Textual's "press ctrl+q" toast)
+            await pilot.pause()
+            assert not app.is_running
 
     asyncio.run(scenario())
 

@@ -116,6 +116,7 @@ class CompareApp(App[None]):
         Binding("left", "table_columns(-1)", "Columns", key_display="←→"),
         Binding("right", "table_columns(1)", "Columns", show=False),
         Binding("q", "quit", "Quit"),
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),  # as in the monitor: Ctrl-C leaves
     ]
 
     def __init__(self, records: Sequence[RunRecord], *, follow: bool = True) -> None:
