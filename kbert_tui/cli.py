@@ -46,9 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--hostfile", metavar="FILE",
                      help="train on the ranks an mlx.launch hostfile lists (several hosts); headless")
 
-    replay = commands.add_parser("replay", help="show a recorded run (an events.jsonl) in the monitor",
+    replay = commands.add_parser("replay", help="show a recorded run (a run directory or events.jsonl) in the monitor",
                                  description="Replay PATH (and its rotated segments) into the monitor.")
-    replay.add_argument("path", metavar="PATH", help="an events.jsonl written by `kbert-tui run`")
+    replay.add_argument("path", metavar="PATH", help="a run directory, or an events.jsonl written by `kbert-tui run`")
     replay.add_argument("--speed", type=_positive_float, metavar="X",
                         help="play back at X times the recorded pace (default: load as fast as possible)")
 
@@ -97,6 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("csv", "parquet", "tfevents"), default="csv")
     export.add_argument("--output", metavar="OUTPUT",
                         help="the file (csv, parquet) or directory (tfevents); default: beside the run's log")
+    rules = commands.add_parser("rules", help="try a config's [[rules]] on recorded runs",
+                                description="`rules check CONFIG RUN…`: when each rule would have fired.")
+    rules_check = rules.add_subparsers(dest="rules_command", metavar="SUBCOMMAND").add_parser(
+        "check", help="replay runs through a config's [[rules]]",
+        description="Replay each RUN's events through CONFIG's [[rules]] and print, for each rule, each time it would "
+                    "have fired: step, time, trigger, action. Exit 0: some rule fired; 1: none did; 2: bad input.")
+    rules_check.add_argument("config", metavar="CONFIG", help="a TOML config file with [[rules]]")
+    rules_check.add_argument("runs", nargs="+", metavar="RUN", help="a run directory or events.jsonl")
+    rules_check.set_defaults(command_parser=rules_check)
     for command_parser in commands.choices.values():
         command_parser.set_defaults(command_parser=command_parser)  # a stray argument gets its command's usage
     return parser
@@ -120,6 +129,13 @@ def main(argv: list[str] | None = None) -> int:
         return _attach(args)
     if args.command == "compare":
         return _compare(args)
+    if args.command == "rules":
+        if args.rules_command is None:
+            args.command_parser.print_usage(sys.stderr)
+            return _error("rules: which? `kbert-tui rules check CONFIG RUN…`")
+        from kbert_tui.rules_check import rules_check_command
+
+        return rules_check_command(args.config, args.runs)
     if args.command == "watch":
         from kbert_tui.watch import watch_command
 
@@ -158,6 +174,8 @@ def _run(args: argparse.Namespace) -> int:
 
     from kbert_tui.plugins import check_options
 
+    if args.config is not None and Path(args.config).expanduser().is_dir():
+        return _error(f"{args.config}: is a directory, not a config file (a TOML file: `kbert-tui init` writes one)")
     run_id = None  # a new one, unless --resume continues a run
     try:
         if args.resume is not None:
@@ -324,13 +342,21 @@ def _replay(args: argparse.Namespace) -> int:
     from kbert_tui.headless import replay_headless
     from kbert_tui.tui import open_replay, run_replay
 
+    path = args.path
+    if Path(path).expanduser().is_dir():  # a run directory, as attach and compare take: its events.jsonl
+        from kbert_tui.remote import resolve_run
+
+        try:
+            path = str(resolve_run(path).events_path)
+        except OSError as error:  # resolve_run's message names the directory and what it lacks
+            return _error(str(error))
     try:
-        source = open_replay(args.path, speed=args.speed)
+        source = open_replay(path, speed=args.speed)
     except OSError as error:
-        return _error(f"{args.path}: {_os_problem(error)}")
-    problem = _events_problem(args.path)
+        return _error(f"{path}: {_os_problem(error)}")
+    problem = _events_problem(path)
     if problem:
-        return _error(f"{args.path}: {problem}")
+        return _error(f"{path}: {problem}")
     if not sys.stdout.isatty():
         print("stdout is not a terminal: printing a summary instead of opening the monitor", file=sys.stderr)
         return replay_headless(source)
@@ -475,7 +501,8 @@ def _run_headless(config: Any, output_dir: str | None, run_id: str | None = None
     session = RunSession(config, output_dir=output_dir, run_id=run_id)
     ended_by: list[int] = []  # the signal's exit status, when one ended the run
     # Once training has ended the process ends within 5 s, whatever a handler does (a stuck loop too).
-    guard = ExitGuard(busy=lambda: session.bus.busy_handlers() if session.bus is not None else [])
+    guard = ExitGuard(busy=lambda: session.bus.busy_handlers() if session.bus is not None else [],
+                      last_words=session.record_end)
     guard.watch(lambda: session.outcome is not None, lambda: _exit_status(session, session.outcome, ended_by))
     try:
         return asyncio.run(_headless(session, ended_by))

@@ -232,3 +232,28 @@ def test_in_a_terminal_quitting_a_live_run_with_yes_exits_3(tmp_path, tmux):
     run.keys("y")
     assert run.exit_status() == 3
     assert "training.stopped" in (tmp_path / "out" / "events.jsonl").read_text()
+
+
+def test_run_given_a_directory_says_so_and_writes_nothing(tmp_path, capsys, terminal):
+    (tmp_path / "runs").mkdir()
+    assert main(["run", "runs"]) == 2
+    assert capsys.readouterr().err == ("kbert-tui: error: runs: is a directory, not a config file "
+                                       "(a TOML file: `kbert-tui init` writes one)\n")  # was "config file not found"
+    assert list((tmp_path / "runs").iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+
+
+def test_replay_takes_a_run_directory_like_attach_and_compare(tmp_path, capsys):
+    from simulate import simulate_run
+
+    from kbert_tui.events._codec import encode_event
+
+    run = tmp_path / "runs" / "demo"
+    run.mkdir(parents=True)
+    (run / "events.jsonl").write_text("".join(encode_event(e) for e in simulate_run(epochs=1, steps_per_epoch=4)))
+    assert main(["replay", str(run)]) == 0  # was "is a directory, not an events file"
+    out = capsys.readouterr().out
+    assert out.startswith(f"{run / 'events.jsonl'}: ") and "completed" in out
+    (tmp_path / "empty").mkdir()
+    assert main(["replay", str(tmp_path / "empty")]) == 2
+    assert capsys.readouterr().err == (f"kbert-tui: error: {tmp_path / 'empty'} holds no events.jsonl or "
+                                       "session.json: not a run directory\n")

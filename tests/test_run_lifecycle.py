@@ -93,6 +93,8 @@ def test_a_handler_that_blocks_the_loop_for_good_neither_loses_events_nor_hangs_
     assert names.count("training.epoch_completed") == 3 and "training.completed" in names
     assert "gave up waiting for" in stderr and "stuck:StuckPlugin.on_epoch" in stderr, stderr
     assert proc.returncode == 0, stderr
+    # the loop never ran the session's close: the guard gave session.json its final state (it stayed "running")
+    assert json.loads((out / "session.json").read_text())["state"] == "completed"
     assert time.monotonic() - started < 110
 
 
