@@ -49,24 +49,11 @@ def apply_control(control: Any, event: Event) -> None:
 
 
 class RankedEventBus(EventBus):
-    """A bus whose every event says which rank of a multi-rank run emitted it (metadata rank, world_size, host)."""
+    """A bus whose every event, its own bus.* events included, says which rank of a multi-rank run
+    emitted it (metadata rank, world_size, host): the bus's metadata stamp, nothing overridden."""
 
     def __init__(self, stamp: dict[str, Any], **options: Any) -> None:
-        super().__init__(**options)
-        self.stamp = dict(stamp)
-
-    def _stamped(self, metadata: dict[str, Any] | None) -> dict[str, Any]:
-        return {**self.stamp, **metadata} if metadata else self.stamp
-
-    async def emit(self, event_name: str, data: dict[str, Any] | None = None, *, source: str | None = None,
-                   correlation_id: str | None = None, metadata: dict[str, Any] | None = None) -> None:
-        await super().emit(event_name, data, source=source, correlation_id=correlation_id,
-                           metadata=self._stamped(metadata))
-
-    def emit_sync(self, event_name: str, data: dict[str, Any] | None = None, *, source: str | None = None,
-                  correlation_id: str | None = None, metadata: dict[str, Any] | None = None) -> None:
-        super().emit_sync(event_name, data, source=source, correlation_id=correlation_id,
-                          metadata=self._stamped(metadata))
+        super().__init__(stamp=stamp, **options)
 
 
 class RunSession:

@@ -29,16 +29,14 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from ._capture import capture
 from ._codec import encode_line
-from . import _event as _ev
-from ._event import Event, new_event_id, utcnow
+from ._event import Event, new_event
 from ._patterns import compile_pattern, validate_pattern
 from ._query import EventQuery
 from ._subscription import ERROR_BURST, Repeats, Subscription, handler_name
@@ -106,10 +104,6 @@ _sub_ids = itertools.count(1)
 # How _publish reaches handlers, and what _admit left for delivery to do.
 _LOOP, _THREAD, _NO_LOOP = 1, 2, 3
 _FILTERED, _DISPATCH, _QUEUED, _SCHEDULE = 0, 1, 2, 3
-_new_object = object.__new__
-_time_ns = time.time_ns
-_now = datetime.now
-_UTC = timezone.utc
 
 
 class EventBus:
@@ -126,7 +120,9 @@ class EventBus:
         history_size: int | None = None,
         default_source: str = "unknown",
         loop_block_threshold_s: float = 1.0,
+        stamp: Mapping[str, Any] | None = None,
     ) -> None:
+        """`stamp`: metadata every event of this bus carries (a rank's rank, world_size, host), under its own."""
         if max_subscribers < 1:
             raise ValueError("max_subscribers must be at least 1")
         if buffer_size < 1:
@@ -134,6 +130,8 @@ class EventBus:
         self.max_subscribers = max_subscribers
         self.buffer_size = buffer_size
         self.default_source = default_source
+        self._stamp: dict[str, Any] | None = capture(dict(stamp)) if stamp else None
+        self._taps: tuple[Callable[[Event], None], ...] = ()
         self._subs: dict[str, Subscription] = {}
         self._routes: dict[str, tuple[Subscription, ...]] = {}
         self._filters: list[EventFilter] = []
@@ -240,7 +238,8 @@ class EventBus:
             return EventBusError(f"cannot emit {name!r}: the event bus has been shut down")
         return EventBusError(f"cannot emit {name!r}: the event log {self.persistence_path} was closed (at exit)")
 
-    def _make_event(self, name: Any, data: Any, source: Any, correlation_id: Any, metadata: Any) -> Event:
+    def _make_event(self, name: Any, data: Any, source: str | None, correlation_id: str | None, metadata: Any) -> Event:
+        """The bus's one event factory (every emit and the bus's own events): checked, captured, stamped."""
         if self._closed:
             raise self._refused(name)
         if type(name) is not str or not name:
@@ -250,18 +249,12 @@ class EventBus:
             data = capture(data)
         else:
             data = {} if data is None else capture({"value": data})
-        # Event._build, inlined and lazy: the hottest lines of the project (Event.__getattr__ fills in the rest).
-        event = _new_object(Event)
-        fields = event.__dict__
-        fields["name"] = name
-        fields["data"] = data
-        fields["source"] = self.default_source if source is None else source
-        if correlation_id is not None:  # else the class default, None
-            fields["correlation_id"] = correlation_id
-        if metadata is not None:
-            fields["metadata"] = capture(metadata if isinstance(metadata, dict) else {"value": metadata})
-        fields["_origin"] = (_time_ns(), _ev._prefix, next(_ev._counter))  # next_origin(), inlined
-        return event
+        stamp = self._stamp
+        if metadata is not None or stamp is not None:
+            if not isinstance(metadata, dict):
+                metadata = {} if metadata is None else {"value": metadata}
+            metadata = capture({**stamp, **metadata} if stamp is not None else metadata)
+        return new_event(name, data, self.default_source if source is None else source, correlation_id, metadata)
 
     def _publish(self, event: Event, mode: int | None = None) -> None:
         """Admit `event` and hand it to its handlers the way the calling thread allows."""
@@ -360,8 +353,8 @@ class EventBus:
             by_name = self._by_name
             by_name[name] = by_name.get(name, 0) + 1
             self._history.append(event)
-            if self._record is not None:
-                self._record(event)
+            if self._taps:
+                self._tap(event)
             if from_thread or self._inbox:
                 self._inbox.append(event)  # behind what threads queued earlier
                 if self._inbox_scheduled:
@@ -375,7 +368,26 @@ class EventBus:
             self._degraded_event(event, degraded)
         return step
 
-    _record: Callable[[Event], None] | None = None  # RecordingBus's hook, called in log order
+    def _tap(self, event: Event) -> None:
+        for tap in self._taps:
+            try:
+                tap(event)
+            except Exception:  # noqa: BLE001 - a tap never stops admission; counted like a handler's failure
+                self._errors += 1
+
+    def add_tap(self, tap: Callable[[Event], None]) -> None:
+        """Call `tap(event)` for every accepted event, in log order, under the admission lock.
+
+        For recorders and publishers that must see exactly the log's order: a tap must be quick
+        (every emitter waits on it) and must not emit; what it raises is counted in `handler_errors`.
+        """
+        self._taps = (*self._taps, tap)
+
+    def remove_tap(self, tap: Callable[[Event], None]) -> bool:
+        if tap not in self._taps:
+            return False
+        self._taps = tuple(t for t in self._taps if t != tap)
+        return True
 
     def _passes_filters(self, event: Event) -> bool:
         for event_filter in list(self._filters):
@@ -505,9 +517,8 @@ class EventBus:
         """The bus's own `bus.*` events, from any thread; dropped silently once the bus is closed."""
         if self._closed:
             return
-        event = Event._build(name, data, utcnow(), "bus", correlation_id, {}, new_event_id())
         try:
-            self._publish(event)
+            self._publish(self._make_event(name, data, "bus", correlation_id, None))
         except RuntimeError:  # the log closed between the check and the write
             pass
 

@@ -29,7 +29,7 @@ class RecordingBus(EventBus):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.events: list[Event] = []
-        self._record = self.events.append
+        self.add_tap(self.events.append)
 
     @property
     def names(self) -> list[str]:
