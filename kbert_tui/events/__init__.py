@@ -4,6 +4,7 @@ Everything that happens in a run is an `Event` on an `EventBus`; see the README 
 """
 
 from ._event import Event
+from ._metrics import EventMetrics
 from ._query import EventQuery
 from .store import PersistenceError
 from .bus import (
@@ -12,7 +13,6 @@ from .bus import (
     EventBusError,
     EventFilter,
     EventHandler,
-    EventMetrics,
     EventSubscriber,
     SubscriptionLimitError,
     create_default_event_bus,

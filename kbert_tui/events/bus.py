@@ -23,23 +23,21 @@ persisted log never drop an accepted event.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import itertools
 import threading
 import time
-import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from ._capture import capture
 from ._codec import encode_line
 from ._event import Event, new_event
+from ._inbox import INBOX_LIMIT, LOOP, NO_LOOP, SLICE_EVENTS, THREAD, Inbox
 from ._patterns import compile_pattern, validate_pattern
 from ._query import EventQuery
-from ._subscription import ERROR_BURST, Repeats, Subscription, handler_name
+from ._subscription import Repeats, Subscription, handler_name
 from ._watch import LoopWatch
 from .store import JsonlStore, PersistenceError, read_events
 from . import catalog as ev
@@ -47,10 +45,6 @@ from . import catalog as ev
 EventHandler: TypeAlias = Callable[[Event], Any]
 AsyncEventHandler: TypeAlias = Callable[[Event], Awaitable[Any]]
 
-_RATE_WINDOW_S = 10
-_INBOX_LIMIT = 512          # events a thread may hand over before it waits for the loop
-_PRODUCER_MAX_WAIT_S = 1.0   # past this a thread stops waiting on a stuck loop (its event is on disk already)
-_SLICE_EVENTS = 256         # inbox events admitted per loop turn; then timers and handlers run
 _FAILING_GRACE_S = 5.0      # how long flush() waits for a failing disk to come back before it raises
 
 
@@ -76,37 +70,12 @@ class EventSubscriber(Protocol):
     async def subscribe_to(self, bus: EventBus) -> list[str]: ...
 
 
-@dataclass(frozen=True, slots=True)
-class EventMetrics:
-    """A snapshot of what the bus has done."""
-
-    total_events: int
-    events_per_second: float
-    avg_processing_time_ms: float
-    events_by_name: dict[str, int] = field(default_factory=dict)
-    delivered_events: int = 0
-    filtered_events: int = 0
-    dropped_events: int = 0
-    handler_errors: int = 0
-    subscriber_count: int = 0
-    queue_depth: int = 0
-    persisted_events: int = 0
-    persistence_errors: int = 0
-    lost_events: int = 0
-    pending_writes: int = 0
-    degraded_events: int = 0
-    filter_errors: int = 0
-    loop_stalls: int = 0
-    producer_waits: int = 0
-
-
 _sub_ids = itertools.count(1)
-# How _publish reaches handlers, and what _admit left for delivery to do.
-_LOOP, _THREAD, _NO_LOOP = 1, 2, 3
+# What _admit left for delivery to do.
 _FILTERED, _DISPATCH, _QUEUED, _SCHEDULE = 0, 1, 2, 3
 
 
-class EventBus:
+class EventBus(Inbox):
     """An asyncio event bus with glob subscriptions, filters, correlation and JSONL persistence."""
 
     def __init__(
@@ -151,7 +120,7 @@ class EventBus:
         self._inbox: deque[Event] = deque()
         self._inbox_scheduled = False
         self._inbox_waiting = 0
-        self._slice = max(1, min(_SLICE_EVENTS, buffer_size // 2))
+        self._slice = max(1, min(SLICE_EVENTS, buffer_size // 2))
         self._pending = 0
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._private_loop: asyncio.AbstractEventLoop | None = None
@@ -205,7 +174,7 @@ class EventBus:
         loop = asyncio.get_running_loop()
         if loop is not self._loop and not self._bind_if_free(loop):
             # Another loop owns the bus: hand the event over like a thread does.
-            self._publish(self._make_event(event_name, data, source, correlation_id, metadata), _THREAD)
+            self._publish(self._make_event(event_name, data, source, correlation_id, metadata), THREAD)
             return
         if self._pending >= self.buffer_size:
             await asyncio.sleep(0)  # let backlogged handlers run before anything is dropped
@@ -214,7 +183,7 @@ class EventBus:
         if step == _DISPATCH:
             self._dispatch(event)
         elif step == _SCHEDULE:
-            self._schedule_inbox(_LOOP)
+            self._schedule_inbox(LOOP)
 
     def emit_sync(
         self,
@@ -261,77 +230,24 @@ class EventBus:
         if mode is None:
             loop = self._loop
             if loop is not None and loop.is_running():
-                mode = _LOOP if threading.get_ident() == self._loop_thread else _THREAD
+                mode = LOOP if threading.get_ident() == self._loop_thread else THREAD
             else:
                 try:
                     running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
                 except RuntimeError:
                     running = None
-                mode = _LOOP if running is not None and self._bind_if_free(running) else _NO_LOOP
-        if mode == _THREAD and len(self._inbox) >= _INBOX_LIMIT:
+                mode = LOOP if running is not None and self._bind_if_free(running) else NO_LOOP
+        if mode == THREAD and len(self._inbox) >= INBOX_LIMIT:
             with self._lock:
                 self._wait_for_room()
-        step = self._admit(event, mode == _THREAD)
+        step = self._admit(event, mode == THREAD)
         if step == _DISPATCH:
-            if mode == _LOOP:
+            if mode == LOOP:
                 self._dispatch(event)
             else:
                 self._deliver_now(event)
         elif step == _SCHEDULE:
             self._schedule_inbox(mode)
-
-    def _schedule_inbox(self, mode: int) -> None:
-        loop = self._loop
-        try:
-            if loop is None or mode == _NO_LOOP:
-                raise RuntimeError("no loop")
-            if mode == _LOOP:
-                loop.call_soon(self._drain_inbox)
-            else:
-                loop.call_soon_threadsafe(self._drain_inbox)
-        except RuntimeError:  # the loop closed under us: deliver here rather than lose it
-            self._drain_inbox(deliver_now=True)
-
-    def _wait_for_room(self) -> None:
-        """Called holding the lock: wait until the loop has taken some events (backpressure)."""
-        self._producer_waits += 1
-        self._inbox_waiting += 1
-        deadline = time.monotonic() + _PRODUCER_MAX_WAIT_S
-        try:
-            while len(self._inbox) >= _INBOX_LIMIT and not self._closed:
-                loop = self._loop
-                remaining = deadline - time.monotonic()
-                if loop is None or not loop.is_running() or remaining <= 0:
-                    return  # a stuck or gone loop: queue it anyway (the log is not waiting on the loop)
-                self._lock.wait(min(remaining, 0.05))
-        finally:
-            self._inbox_waiting -= 1
-
-    def _drain_inbox(self, deliver_now: bool = False) -> None:
-        """On the loop: deliver a slice of the queued events, then give timers and handlers a turn."""
-        inbox = self._inbox
-        deliver = self._deliver_now if deliver_now else self._dispatch
-        for _ in range(len(inbox) if deliver_now else self._slice):
-            try:
-                event = inbox.popleft()
-            except IndexError:
-                break
-            deliver(event)
-        lock = self._lock
-        with lock:
-            if inbox:
-                if deliver_now:
-                    self._inbox_scheduled = False
-                else:
-                    self._loop.call_soon(self._drain_inbox)  # type: ignore[union-attr]
-            else:
-                self._inbox_scheduled = False
-            if self._inbox_waiting:
-                lock.notify_all()
-        if deliver_now and inbox:
-            self._drain_inbox(deliver_now=True)
-        elif not inbox and self._pending <= 0 and self._idle_waiters:
-            self._wake_idle()
 
     # ---------------------------------------------------------------- accepting and routing
     def _admit(self, event: Event, from_thread: bool) -> int:
@@ -417,102 +333,6 @@ class EventBus:
                 "event_name": event.name, "event_id": event.id, "reason": reason, "repeats": repeats,
             }, correlation_id=event.correlation_id)
 
-    def _route(self, name: str) -> tuple[Subscription, ...]:
-        subs = self._routes.get(name)
-        if subs is None:
-            subs = tuple(s for s in self._subs.values() if compile_pattern(s.pattern)(name))
-            if len(self._routes) > 10000:
-                self._routes.clear()
-            self._routes[name] = subs
-        return subs
-
-    def _dispatch(self, event: Event) -> None:
-        """On the loop's thread: queue an admitted event for each matching subscription."""
-        subs = self._routes.get(event.name)
-        if subs is None:
-            subs = self._route(event.name)
-        limit = self.buffer_size
-        loop = self._loop
-        for sub in subs:
-            backlog = sub.backlog
-            if len(backlog) >= limit:
-                self._overflow(sub)
-            backlog.append(event)
-            self._pending += 1
-            if not sub.scheduled:
-                sub.scheduled = True
-                sub.task = loop.create_task(self._drain(sub))  # type: ignore[union-attr]
-
-    def _overflow(self, sub: Subscription) -> None:
-        sub.backlog.popleft()
-        self._pending -= 1
-        sub.dropped += 1
-        sub.episode_dropped += 1
-        self._dropped += 1
-        if not sub.overflowing:
-            sub.overflowing = True
-            self._emit_internal(ev.BUS_SUBSCRIBER_OVERFLOW, {
-                "subscription_id": sub.id, "pattern": sub.pattern,
-                "buffer_size": self.buffer_size, "policy": "drop_oldest",
-            })
-
-    async def _drain(self, sub: Subscription) -> None:
-        backlog = sub.backlog
-        handler = sub.handler
-        is_async = sub.is_async
-        delivered = 0
-        started = time.perf_counter()  # timed per batch: the handlers' share of the loop
-        try:
-            while backlog:
-                event = backlog.popleft()
-                sub.current = event
-                self._current = sub
-                try:
-                    result = handler(event)
-                    if is_async or (result is not None and inspect.isawaitable(result)):
-                        await result
-                except Exception as exc:  # noqa: BLE001 - a handler never stops the bus
-                    self._handler_failed(sub, event, exc)
-                delivered += 1
-                self._pending -= 1
-        finally:
-            sub.current = None
-            sub.task = None
-            self._handler_time += time.perf_counter() - started
-            self._delivered += delivered
-            self._sample_rate()
-            sub.scheduled = False
-            if sub.overflowing and not backlog:
-                sub.overflowing = False
-                dropped, sub.episode_dropped = sub.episode_dropped, 0
-                if not self._closed:
-                    self._emit_internal(ev.BUS_SUBSCRIBER_RECOVERED, {
-                        "subscription_id": sub.id, "pattern": sub.pattern, "dropped": dropped,
-                    })
-            if self._pending <= 0 and self._idle_waiters and not self._inbox:
-                self._wake_idle()
-
-    def _handler_failed(self, sub: Subscription, event: Event, exc: BaseException) -> None:
-        self._errors += 1
-        if event.name == ev.BUS_HANDLER_ERROR or self._closed:
-            return  # a failing error handler must not feed itself
-        report, repeats = sub.errors.allow()
-        if not report:
-            return
-        data: dict[str, Any] = {
-            "subscription_id": sub.id,
-            "pattern": sub.pattern,
-            "handler": handler_name(sub.handler),
-            "event_name": event.name,
-            "event_id": event.id,
-            "error": f"{type(exc).__name__}: {exc}",
-            "repeats": repeats,
-            "errors_so_far": sub.errors.count,
-        }
-        if sub.errors.count <= ERROR_BURST:
-            data["traceback"] = "".join(traceback.format_exception(exc))
-        self._emit_internal(ev.BUS_HANDLER_ERROR, data, correlation_id=event.correlation_id)
-
     def _emit_internal(self, name: str, data: dict[str, Any], correlation_id: str | None = None) -> None:
         """The bus's own `bus.*` events, from any thread; dropped silently once the bus is closed."""
         if self._closed:
@@ -525,27 +345,6 @@ class EventBus:
     def _store_status(self, name: str, data: dict[str, Any]) -> None:
         # From the writer thread: persistence_failed / persistence_recovered.
         self._emit_internal(name, data)
-
-    def _deliver_now(self, event: Event) -> None:
-        """No loop to hand over to: deliver synchronously in the caller's thread."""
-        for sub in self._route(event.name):
-            started = time.perf_counter()
-            try:
-                result = sub.handler(event)
-                if sub.is_async or (result is not None and inspect.isawaitable(result)):
-                    self._run_private(result)
-            except Exception as exc:  # noqa: BLE001
-                self._handler_failed(sub, event, exc)
-            self._handler_time += time.perf_counter() - started
-            self._delivered += 1
-
-    def _run_private(self, awaitable: Awaitable[Any]) -> None:
-        if self._private_loop is None or self._private_loop.is_closed():
-            self._private_loop = asyncio.new_event_loop()
-        if self._private_loop.is_running():  # re-entered from a handler on the private loop
-            asyncio.ensure_future(awaitable, loop=self._private_loop)
-            return
-        self._private_loop.run_until_complete(awaitable)
 
     # ---------------------------------------------------------------- the loop
     def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -572,23 +371,12 @@ class EventBus:
         """Make the running loop (call from inside it) the one handlers run on."""
         self._bind(loop or asyncio.get_running_loop())
 
-    def _wake_idle(self) -> None:
-        waiters, self._idle_waiters = self._idle_waiters, []
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
-
     def _loop_blocked(self, seconds: float, handler: str | None) -> None:
         self._loop_stalls += 1
         self._emit_internal(ev.BUS_LOOP_BLOCKED, {
             "seconds": round(seconds, 3),
             "handler": handler or "unknown (not a bus handler)",
         })
-
-    def busy_handlers(self) -> list[str]:
-        """Handlers in the middle of an event right now, described (for 'gave up waiting on …')."""
-        return [f"{sub.describe()} handling {sub.current.name}" for sub in list(self._subs.values())
-                if sub.current is not None]
 
     # ---------------------------------------------------------------- subscribing
     async def subscribe(self, pattern: str, handler: EventHandler | AsyncEventHandler) -> str:
@@ -799,57 +587,9 @@ class EventBus:
         """The most recent accepted events held in memory, oldest first."""
         return list(self._history)
 
-    # ---------------------------------------------------------------- metrics
-    def _admitted(self) -> int:
-        """Events accepted so far (the per-name counts are the only per-event tally kept)."""
-        with self._mutex:
-            return sum(self._by_name.values())
-
-    def _sample_rate(self) -> None:
-        """Remember (time, admitted) at most every 0.25 s, for the rate over the last ~10 s."""
-        now = time.monotonic()
-        if now - self._rate_samples[-1][0] >= 0.25:
-            self._rate_samples.append((now, self._admitted()))
-
-    def _events_per_second(self) -> float:
-        now = time.monotonic()
-        base_time, base_count = self._rate_samples[-1]
-        for sample_time, sample_count in self._rate_samples:
-            if now - sample_time <= _RATE_WINDOW_S:
-                base_time, base_count = sample_time, sample_count
-                break
-        self._sample_rate()
-        elapsed = now - base_time
-        return (self._admitted() - base_count) / max(elapsed, 1e-3)
-
-    def metrics(self) -> EventMetrics:
-        rate = self._events_per_second()
-        store = self._store
-        return EventMetrics(
-            total_events=self._admitted() + self._filtered,
-            events_per_second=float(rate),
-            avg_processing_time_ms=(self._handler_time / self._delivered * 1000.0) if self._delivered else 0.0,
-            events_by_name=dict(self._by_name),
-            delivered_events=self._delivered,
-            filtered_events=self._filtered,
-            dropped_events=self._dropped,
-            handler_errors=self._errors,
-            subscriber_count=len(self._subs),
-            queue_depth=self._pending + len(self._inbox),
-            persisted_events=store.written if store else 0,
-            persistence_errors=store.failed_writes if store else 0,
-            lost_events=store.lost if store else 0,
-            pending_writes=store.pending if store else 0,
-            degraded_events=self._degraded,
-            filter_errors=self._filter_errors,
-            loop_stalls=self._loop_stalls,
-            producer_waits=self._producer_waits,
-        )
-
-    async def get_metrics(self) -> EventMetrics:
-        return self.metrics()
 
 
 def create_default_event_bus(**overrides: Any) -> EventBus:
     """A bus with the project's defaults (no persistence unless asked)."""
     return EventBus(**overrides)
+
