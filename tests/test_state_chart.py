@@ -55,21 +55,30 @@ def test_log_values_and_bucket():
     assert math.isnan(bucket([0.0], [1.0], 0, 10, 3)[1])
 
 
-def test_the_curve_keeps_three_xs_and_halves_past_its_limit():
+def test_the_curve_keeps_three_xs_and_merges_blocks_past_its_limit():
     curve = LossCurve(limit=16)
     curve.started(1000.0, 32)
     for step in range(1, 101):
         curve.add(step, 10.0 / step, 1000.0 + step * 0.5)
         if step % 25 == 0:
             curve.epoch_end(1.0 / step)
-    assert curve.stride == 8 and len(curve) == 12
-    assert curve.xs("step")[0] == pytest.approx(4.5)  # the mean of steps 1..8
-    assert curve.xs("samples")[0] == pytest.approx(4.5 * 32)
-    assert curve.xs("time")[0] == pytest.approx(4.5 * 0.5)
-    assert curve.xs("step")[-1] == pytest.approx(92.5)  # steps 97..100 are still in the partial bucket
+    assert curve.stride == 8 and len(curve) == 13  # 12 blocks of 8 steps and the newest 4
+    points = curve.points()
+    assert points.x["step"][0] == 8.0  # a block's x's are its last step's, exactly
+    assert points.x["samples"][0] == 8.0 * 32 and points.x["time"][0] == 4.0
+    assert points.final[0] == 10.0 / 8 and points.high[0] == 10.0 and points.low[0] == 10.0 / 8
+    assert points.loss[0] == pytest.approx(sum(10.0 / s for s in range(1, 9)) / 8)
+    assert points.x["step"][-1] == 100.0 and points.steps[-2:] == [8, 4]  # steps 97..100: the partial block
     assert [m[0] for m in curve.marks] == [25, 50, 75, 100] and curve.marks[1][1:] == (1600.0, 25.0, 0.02)
-    curve.add(101, math.nan, 1051.0)  # not drawn, but the newest step moves on
+    curve.add(101, math.nan, 1051.0)  # counted in its block, drawn as a marker
     assert curve.last == (101.0, 3232.0, 51.0)
+    points = curve.points()
+    assert points.bad[-1] == 1.0 and math.isnan(points.final[-1]) and points.high[-1] == 10.0 / 97
+
+
+def test_limit_below_two_is_refused():
+    with pytest.raises(ValueError, match="at least 2"):
+        LossCurve(limit=1)
 
 
 def test_smoothing_spans_the_same_steps_after_halving():
@@ -117,3 +126,18 @@ def test_the_readout_says_what_is_under_the_cursor():
     settings.cursor = 39
     text = readout(curve, settings, smoothed(curve, settings.smoothing))
     assert text == "step 40 · 640 samples · 1:00 · loss 1 (smoothed 1) · val_loss 0.75 (step 40)"
+
+
+def test_the_readout_of_a_merged_curve_is_the_step_under_the_cursor_and_its_block():
+    curve = LossCurve(limit=16)
+    curve.started(0.0, 1)
+    for step in range(1, 101):
+        curve.add(step, 9.0 if step == 37 else (math.nan if step == 90 else step / 100), float(step))
+    settings = ChartSettings()
+    settings.smoothing = 0.0
+    points = curve.points()
+    settings.cursor = 4  # the block of steps 33..40: its last step's own loss, then the block's range
+    assert readout(curve, settings, []) == "step 40 · 40 samples · 0:40 · loss 0.4 · 8 steps 0.33–9"
+    settings.cursor = 11  # steps 89..96 hold the NaN
+    assert readout(curve, settings, []).endswith("loss 0.96 · 8 steps 0.89–0.96, 1 NaN/inf")
+    assert points.bad[11] == 1 and points.high[4] == 9.0

@@ -8,12 +8,31 @@ from __future__ import annotations
 
 import math
 from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
-from collections.abc import Sequence
 
-__all__ = ["SMOOTHING_STEPS", "X_AXES", "DEFAULT_SMOOTHING", "ChartSettings", "LossCurve", "debiased_ema",
-           "log_values", "bucket", "finite_range", "fraction", "padded_range", "power_of_ten", "readout", "smoothed"]
+__all__ = [
+    "DEFAULT_SMOOTHING",
+    "SMOOTHING_STEPS",
+    "X_AXES",
+    "ChartSettings",
+    "ColumnRanges",
+    "CurvePoints",
+    "LossCurve",
+    "bucket",
+    "column_index",
+    "column_ranges",
+    "debiased_ema",
+    "finite_range",
+    "fraction",
+    "log_values",
+    "padded_range",
+    "power_of_ten",
+    "readout",
+    "smoothed",
+]
 
 SMOOTHING_STEPS = (0.0, 0.6, 0.8, 0.9, 0.95, 0.99)
 """The weights `[` / `]` step through (0: off)."""
@@ -50,10 +69,8 @@ def finite_range(*series: Sequence[float]) -> tuple[float, float] | None:
     for values in series:
         for v in values:
             if math.isfinite(v):
-                if v < low:
-                    low = v
-                if v > high:
-                    high = v
+                low = min(low, v)
+                high = max(high, v)
     return None if low == math.inf else (low, high)
 
 
@@ -93,18 +110,10 @@ def bucket(xs: Sequence[float], ys: Sequence[float], x0: float, x1: float, colum
 
     numpy over the arrays' buffers: ten runs of 43k steps each bucket in milliseconds, not a third of a second.
     """
-    x = np.asarray(xs, dtype=np.float64)
-    y = np.asarray(ys, dtype=np.float64)
-    n = min(len(x), len(y))
-    x, y = x[:n], y[:n]
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    span = x1 / 2 - x0 / 2  # halves: the span of ±1e308 stays finite
-    with np.errstate(invalid="ignore", over="ignore"):
-        where = (x / 2 - x0 / 2) / span * columns if span > 0 else np.zeros(len(x))
-    index = np.nan_to_num(where, nan=-1.0, posinf=columns + 1, neginf=-1.0).clip(-1, columns + 1).astype(np.int64)
-    index[index == columns] = columns - 1  # x1 itself belongs to the last slice
-    inside = (index >= 0) & (index < columns)
+    n = min(len(xs), len(ys))
+    y = np.asarray(ys, dtype=np.float64)[:n]
+    index = column_index(np.asarray(xs, dtype=np.float64)[:n], x0, x1, columns)
+    inside = (index >= 0) & np.isfinite(y)
     index, y = index[inside], y[inside]
     counts = np.bincount(index, minlength=columns)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
@@ -118,69 +127,194 @@ DEFAULT_SMOOTHING = 0.6
 """On by default: a small batch's loss is noisy enough to hide the trend, and the raw series stays
 drawn faintly underneath (TensorBoard's default weight)."""
 
+_FIELDS = ("loss", "low", "high", "final", "bad", "finite")
+"""What each point keeps of its block of steps, beside the last step's x's: the mean, min and max of the
+finite losses (NaN when none), the last step's own loss, how many losses were NaN/±inf, how many finite."""
+
+
+@dataclass
+class CurvePoints:
+    """The curve as drawn: its blocks of consecutive steps, the partial newest block last. Each block's
+    x's are its last step's, `final` that step's own loss (what the cursor reads, not an average)."""
+
+    x: dict[str, array]
+    loss: array
+    low: array
+    high: array
+    final: array
+    bad: array
+    finite: array
+    steps: list[int]  # steps in each block: the stride, fewer in the newest
+
+    def __len__(self) -> int:
+        return len(self.loss)
+
 
 class LossCurve:
     """The training loss per step with three x's each (step, samples seen, seconds since
-    training.started) and the validation loss at each epoch's end. Bounded like `Series`: past
-    `limit` points, pairs are averaged, so it always spans the whole run at `stride` steps a point."""
+    training.started) and the validation loss at each epoch's end. Bounded: past `limit` points,
+    neighbouring blocks merge (min of mins, max of maxes, the later one's last step), so it always spans
+    the whole run at `stride` steps a point and a one-step spike or NaN is never averaged away."""
 
     def __init__(self, limit: int = 4096) -> None:
+        if limit < 2:
+            raise ValueError(f"a loss curve keeps at least 2 points, not {limit}")
         self.limit = limit
         self.x: dict[str, array] = {axis: array("d") for axis in X_AXES}
         self.loss = array("d")
+        self.low = array("d")
+        self.high = array("d")
+        self.final = array("d")
+        self.bad = array("d")
+        self.finite = array("d")
         self.stride = 1
         self.batch_size: int | None = None
         self.start: float | None = None  # epoch seconds of training.started
         self.last: tuple[float, float, float] | None = None  # (step, samples, seconds) of the newest step
         self.marks: list[tuple[float, float, float, float]] = []  # (step, samples, seconds, val_loss)
-        self._acc = [0.0, 0.0, 0.0, 0.0]
+        # the newest block, not yet a point: step, samples, seconds, then _FIELDS (zeros with _acc_n 0)
+        self._acc = [0.0] * (len(X_AXES) + len(_FIELDS))
         self._acc_n = 0
+        self._view: tuple[tuple[object, ...], CurvePoints] | None = None
 
     def started(self, at: float, batch_size: int | None) -> None:
         self.start = at
         self.batch_size = batch_size if isinstance(batch_size, int) and batch_size > 0 else None
 
     def add(self, step: int, loss: float, at: float) -> None:
-        """One training step (a non-finite loss is not drawn)."""
+        """One training step; a NaN or infinite loss is counted in its block (drawn as a marker)."""
         if self.start is None:
             self.start = at
         point = (float(step), float(step * (self.batch_size or 1)), at - self.start)
         self.last = point
-        if not math.isfinite(loss):
-            return
+        loss = float(loss)
+        good = math.isfinite(loss)
         acc = self._acc
-        acc[0] += point[0]
-        acc[1] += point[1]
-        acc[2] += point[2]
-        acc[3] += loss
+        if self._acc_n == 0:
+            acc[:] = [*point, loss if good else math.nan, loss if good else math.nan, loss if good else math.nan,
+                      loss, 0.0 if good else 1.0, 1.0 if good else 0.0]
+        else:
+            acc[0], acc[1], acc[2], acc[6] = point[0], point[1], point[2], loss
+            if good:
+                n = acc[8] + 1.0
+                # scaled parts, not a sum: the mean of ±1e308 never overflows
+                acc[3] = loss if n == 1.0 else acc[3] * ((n - 1.0) / n) + loss / n
+                acc[4] = loss if not loss >= acc[4] else acc[4]  # NaN (no finite yet) compares False
+                acc[5] = loss if not loss <= acc[5] else acc[5]
+                acc[8] = n
+            else:
+                acc[7] += 1.0
         self._acc_n += 1
         if self._acc_n < self.stride:
             return
-        n = self._acc_n
-        for axis, total in zip(X_AXES, acc, strict=False):
-            self.x[axis].append(total / n)
-        self.loss.append(acc[3] / n)
-        self._acc, self._acc_n = [0.0, 0.0, 0.0, 0.0], 0
+        for axis, value in zip(X_AXES, acc, strict=False):
+            self.x[axis].append(value)
+        for name, value in zip(_FIELDS, acc[len(X_AXES):], strict=True):
+            getattr(self, name).append(value)
+        self._acc_n = 0
         if len(self.loss) >= self.limit:
-            for key in X_AXES:
-                self.x[key] = _halve(self.x[key])
-            self.loss = _halve(self.loss)
-            self.stride *= 2
+            self._merge_pairs()
+
+    def _merge_pairs(self) -> None:
+        """Halve the points: each pair becomes one block of twice the stride (an odd last one goes back to
+        being the newest, partial block)."""
+        count = len(self.loss)
+        pairs = count // 2
+        if count % 2:
+            self._acc = [*(self.x[axis].pop() for axis in X_AXES), *(getattr(self, name).pop() for name in _FIELDS)]
+            self._acc_n = self.stride
+        first, second = slice(0, 2 * pairs, 2), slice(1, 2 * pairs, 2)
+        for axis in X_AXES:
+            self.x[axis] = array("d", np.asarray(self.x[axis])[second].tobytes())
+        low, high = np.asarray(self.low), np.asarray(self.high)
+        finite, loss = np.asarray(self.finite), np.asarray(self.loss)
+        n_a, n_b = finite[first], finite[second]
+        total = n_a + n_b
+        with np.errstate(invalid="ignore", divide="ignore"):
+            # a side without finite losses has a NaN mean and weight 0: nan_to_num keeps it out
+            merged = (np.nan_to_num(loss[first] * (n_a / total)) + np.nan_to_num(loss[second] * (n_b / total)))
+        merged[total == 0] = math.nan
+        self.loss = array("d", merged.tobytes())
+        self.low = array("d", np.fmin(low[first], low[second]).tobytes())
+        self.high = array("d", np.fmax(high[first], high[second]).tobytes())
+        self.final = array("d", np.asarray(self.final)[second].tobytes())
+        bad = np.asarray(self.bad)
+        self.bad = array("d", (bad[first] + bad[second]).tobytes())
+        self.finite = array("d", total.tobytes())
+        self.stride *= 2
 
     def epoch_end(self, val_loss: float | None) -> None:
         """Mark the validation loss where the epoch ended (the newest step's x's)."""
         if val_loss is not None and math.isfinite(val_loss) and self.last is not None:
             self.marks.append((*self.last, val_loss))
 
+    def points(self) -> CurvePoints:
+        """The blocks with the newest, partial one (cached until the curve changes)."""
+        key = (id(self.loss), len(self.loss), self._acc_n, self.last, self.stride)
+        if self._view is not None and self._view[0] == key:
+            return self._view[1]
+        pending = self._acc_n > 0
+        fields = {name: array("d", getattr(self, name)) for name in _FIELDS}
+        x = {axis: array("d", self.x[axis]) for axis in X_AXES}
+        if pending:
+            for axis, value in zip(X_AXES, self._acc, strict=False):
+                x[axis].append(value)
+            for name, value in zip(_FIELDS, self._acc[len(X_AXES):], strict=True):
+                fields[name].append(value)
+        steps = [self.stride] * len(self.loss) + ([self._acc_n] if pending else [])
+        view = CurvePoints(x=x, steps=steps, **fields)
+        self._view = (key, view)
+        return view
+
     def xs(self, axis: str) -> array:
-        return self.x[axis]
+        return self.points().x[axis]
 
     def __len__(self) -> int:
-        return len(self.loss)
+        return len(self.loss) + (1 if self._acc_n else 0)
 
 
-def _halve(values: array) -> array:
-    return array("d", ((values[i] + values[i + 1]) / 2 for i in range(0, len(values) - 1, 2)))
+@dataclass
+class ColumnRanges:
+    """Each chart column's steps: min and max finite loss, the loss of its last step, NaN/inf count."""
+
+    low: list[float]
+    high: list[float]
+    last: list[float]
+    bad: list[float]
+
+
+def column_index(xs: Sequence[float] | np.ndarray, x0: float, x1: float, columns: int) -> np.ndarray:
+    """The column of each x among `columns` equal slices of [x0, x1]: -1 when outside or not finite."""
+    x = np.asarray(xs, dtype=np.float64)
+    span = x1 / 2 - x0 / 2  # halves: the span of ±1e308 stays finite
+    with np.errstate(invalid="ignore", over="ignore"):
+        where = (x / 2 - x0 / 2) / span * columns if span > 0 else np.zeros(len(x))
+    index = np.nan_to_num(where, nan=-1.0, posinf=columns + 1, neginf=-1.0).clip(-1, columns + 1).astype(np.int64)
+    index[index == columns] = columns - 1  # x1 itself belongs to the last slice
+    index[(index < 0) | (index >= columns) | ~np.isfinite(x)] = -1
+    return index
+
+
+def column_ranges(xs: Sequence[float], low: Sequence[float], high: Sequence[float], final: Sequence[float],
+                  bad: Sequence[float], x0: float, x1: float, columns: int) -> ColumnRanges:
+    """Blocks (x ascending) into `columns` slices of [x0, x1]: a column's min of `low`, max of `high`, the
+    `final` of its last block and the sum of `bad` (NaN min/max/last where a column has no block)."""
+    n = min(len(xs), len(low), len(high), len(final), len(bad))
+    index = column_index(np.asarray(xs, dtype=np.float64)[:n], x0, x1, columns)
+    inside = index >= 0
+    where = index[inside]
+    lows = np.full(columns, np.inf)
+    highs = np.full(columns, -np.inf)
+    np.fmin.at(lows, where, np.asarray(low, dtype=np.float64)[:n][inside])
+    np.fmax.at(highs, where, np.asarray(high, dtype=np.float64)[:n][inside])
+    lows[~np.isfinite(lows)] = np.nan  # ±inf: no finite loss in the column (the fill values)
+    highs[~np.isfinite(highs)] = np.nan
+    newest = np.full(columns, -1)
+    np.maximum.at(newest, where, np.nonzero(inside)[0])
+    finals = np.asarray(final, dtype=np.float64)[:n]
+    last = np.where(newest >= 0, finals[newest.clip(0)] if n else np.nan, np.nan)
+    counts = np.bincount(where, weights=np.asarray(bad, dtype=np.float64)[:n][inside], minlength=columns)
+    return ColumnRanges(lows.tolist(), highs.tolist(), last.tolist(), counts.tolist())
 
 
 class ChartSettings:
@@ -216,21 +350,30 @@ class ChartSettings:
 def smoothed(curve: LossCurve, weight: float) -> list[float]:
     """The curve's loss smoothed with `weight` per step: a point that averages `stride` steps gets
     weight**stride, so the smoothing spans the same steps however far the curve was halved."""
-    return debiased_ema(curve.loss, weight ** curve.stride if weight > 0 else 0.0)
+    return debiased_ema(curve.points().loss, weight ** curve.stride if weight > 0 else 0.0)
 
 
 def readout(curve: LossCurve, settings: ChartSettings, smooth: Sequence[float]) -> str:
-    """What the cursor is on: `step 120 · 3,840 samples · 0:42 · loss 0.4312 (smoothed 0.4450) · val 0.40`."""
+    """What the cursor is on, the block's last step itself (its own loss, not an average), then the
+    block's range: `step 120 · 3,840 samples · 0:42 · loss 0.4312 (smoothed 0.4450) · val 0.40 · 8 steps 0.41–0.47`."""
     i = settings.cursor
-    if i is None or not 0 <= i < len(curve):
+    points = curve.points()
+    if i is None or not 0 <= i < len(points):
         return ""
-    step, samples, seconds = (curve.x[axis][i] for axis in X_AXES)
-    parts = [f"step {step:,.0f}", f"{samples:,.0f} samples", _clock(seconds), f"loss {curve.loss[i]:.4g}"]
+    step, samples, seconds = (points.x[axis][i] for axis in X_AXES)
+    parts = [f"step {step:,.0f}", f"{samples:,.0f} samples", _clock(seconds), f"loss {points.final[i]:.4g}"]
     if settings.smoothing > 0 and i < len(smooth):
         parts[-1] += f" (smoothed {smooth[i]:.4g})"
     before = [mark for mark in curve.marks if mark[0] <= step]
     if before:
         parts.append(f"val_loss {before[-1][3]:.4g} (step {before[-1][0]:,.0f})")
+    if points.steps[i] > 1:
+        block = f"{points.steps[i]} steps"
+        if points.finite[i]:
+            block += f" {points.low[i]:.4g}–{points.high[i]:.4g}"
+        if points.bad[i]:
+            block += f", {points.bad[i]:.0f} NaN/inf"
+        parts.append(block)
     return " · ".join(parts)
 
 

@@ -15,7 +15,7 @@ from kbert_tui.state import PluginInfo, RunState, format_number, printable
 
 from kbert_tui.state.chart import ChartSettings, LossCurve, readout, smoothed
 
-from .chart import Line, braille_chart
+from .chart import Line, braille_chart, raw_line
 from .render import Palette, bar, duration, fit_pairs, palette, sparkline
 
 __all__ = ["TrainingPane", "SystemPane", "PluginsPane"]
@@ -240,10 +240,12 @@ class TrainingPane(StatePane):
         rows = min(height - len(lines), 8)
         if rows < 1:
             return lines[:height]
-        xs = curve.xs(chart.x_axis)
-        series = [Line(xs, smooth, pal.chart)]
+        points = curve.points()
+        xs = points.x[chart.x_axis]
+        # the raw steps (each column's min to max, NaN marked), faint under the smoothed line
+        series = [raw_line(points, chart.x_axis, pal.muted if chart.smoothing else pal.chart, pal.kind["error"])]
         if chart.smoothing:
-            series.insert(0, Line(xs, curve.loss, pal.muted))  # the raw loss, faint, under the smoothed
+            series.append(Line(xs, smooth, pal.chart))
         if self.baseline is not None:  # smoothed alike, so the two curves compare fairly
             base = self.baseline[1]
             series.insert(0, Line(base.xs(chart.x_axis), smoothed(base, chart.smoothing), pal.kind["control"]))
@@ -251,7 +253,7 @@ class TrainingPane(StatePane):
         series.append(Line([m[axis] for m in curve.marks], [m[3] for m in curve.marks], pal.chart2, points=True))
         cursor_x = xs[chart.cursor] if chart.cursor is not None and chart.cursor < len(xs) else None
         lines.extend(braille_chart(series, width, rows, pal.muted, log_y=chart.log_y, cursor_x=cursor_x,
-                                   cursor_style=pal.cursor))
+                                   cursor_style=pal.cursor, marks_x=[m[axis] for m in t.resume_marks]))
         return lines
 
 
