@@ -10,17 +10,17 @@ import math
 import re
 import traceback
 import uuid
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from json.encoder import encode_basestring
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import PurePath
 from typing import Any
 
-from ._event import Event, id_of, new_event_id
+from ._event import Event, new_event_id
 
 try:  # orjson encodes ~7x and parses ~3x faster than the standard library; optional.
     import orjson as _orjson
 except ImportError:  # pragma: no cover - exercised by the stdlib fallback tests
-    _orjson = None
+    _orjson = None  # type: ignore[assignment]  # the module or nothing: every use checks for None
 # Datetimes, dates and times go through _default (isoformat), as on the exact path: orjson 3.13 writes
 # time(0, 0, 0, 10000) as "00:00:00.10000".
 _PASSTHROUGH = _orjson.OPT_PASSTHROUGH_DATETIME if _orjson is not None else 0

@@ -414,8 +414,9 @@ def parse_filter(query: str) -> EventMatcher:
         predicates, scopes = [_any(parser.without_scopes(alternatives))], []
     matcher = EventMatcher(query, predicates, parser.uses_text, tuple(parser.fields), tuple(scopes),
                            tuple(parser.names))
-    if predicates and all(type(p) is _Text for p in predicates):
-        matcher.text_needles = tuple(p.needle for p in predicates)
+    texts = [p for p in predicates if isinstance(p, _Text)]
+    if predicates and len(texts) == len(predicates):
+        matcher.text_needles = tuple(p.needle for p in texts)
     return matcher
 
 
@@ -505,7 +506,9 @@ class _Parser:
         predicate, text = _term(token, None if negate else self.fields, self.names)
         self.uses_text = self.uses_text or text
         if negate:
-            return lambda e, t, p=predicate: not p(e, t)
+            def negated(e: Event, t: Callable[[], str]) -> bool:
+                return not predicate(e, t)
+            return negated
         return predicate
 
     def group(self, depth: int, negate: bool) -> Predicate:

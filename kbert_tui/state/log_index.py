@@ -166,7 +166,7 @@ class EventLog:
                 return
             for seq in seqs:
                 slot = seq % cap
-                if matcher.matches(ring[slot], texts[slot].__str__):  # type: ignore[arg-type, union-attr]
+                if matcher.matches(ring[slot], texts[slot].__str__):  # type: ignore[arg-type]
                     out.append(seq)
         else:
             matches = matcher.matches

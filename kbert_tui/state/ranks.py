@@ -18,6 +18,8 @@ from kbert_tui.events import Event
 from kbert_tui.events import catalog as ev
 from kbert_tui.events.store import EventLogReader, read_events
 
+from .summary import dict_at
+
 __all__ = ["RankLane", "RankLanes", "MergedLogReader", "rank_of"]
 
 _SHADOWED = ("training", "system", "plugin", "data", "model", "rule")  # categories rank 0 speaks for
@@ -26,7 +28,7 @@ _SHADOWED = ("training", "system", "plugin", "data", "model", "rule")  # categor
 def rank_of(event: Event) -> dict[str, Any] | None:
     """The event's metadata when it names a rank, else None."""
     # Live events make their metadata lazily: read it without creating an empty dict on every event.
-    metadata = vars(event).get("metadata")
+    metadata: dict[str, Any] | None = vars(event).get("metadata")
     if metadata and isinstance(metadata.get("rank"), int) and not isinstance(metadata.get("rank"), bool):
         return metadata
     return None
@@ -78,7 +80,7 @@ class RankLanes:
                 lane.step = data["step"]
             if isinstance(data.get("epoch"), int):
                 lane.epoch = data["epoch"]
-            metrics = data.get("metrics") if isinstance(data.get("metrics"), dict) else {}
+            metrics = dict_at(data, "metrics")
             lane.step_time_ms = _num(metrics.get("step_time_ms"), lane.step_time_ms)
             lane.samples_per_sec = _num(metrics.get("samples_per_sec"), lane.samples_per_sec)
         elif name == ev.TRAINING_STARTED:

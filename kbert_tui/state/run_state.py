@@ -17,10 +17,10 @@ from typing import Any
 from kbert_tui.events import Event
 from kbert_tui.events import catalog as ev
 
-from .chart import LossCurve
+from .chart import LossCurve, loss_value
 from .ranks import RankLanes, rank_of
 from .story import cut_curve, cut_rows, resumed_at_step
-from .summary import printable
+from .summary import dict_at, list_at, printable
 
 __all__ = ["RunState", "baseline_label", "TrainingState", "SystemState", "PluginInfo", "PluginsState", "Series", "Notice"]
 
@@ -387,7 +387,7 @@ class RunState:
         epoch = d.get("epoch")
         if isinstance(epoch, int):
             t.epoch = epoch
-        loss = _num(d.get("loss"))
+        loss = loss_value(d.get("loss"))  # a read log spells NaN "NaN": the chart marks it all the same
         if loss is not None:
             t.loss = loss
             if loss == loss and abs(loss) != float("inf"):
@@ -507,17 +507,17 @@ class RunState:
         epoch = d.get("epoch")
         if isinstance(epoch, int):
             t.epochs_done = max(t.epochs_done, epoch)
-        metrics = d.get("metrics") if isinstance(d.get("metrics"), dict) else {}
+        metrics = dict_at(d, "metrics")
         row = {"epoch": epoch, **{k: v for k, v in metrics.items() if _num(v) is not None}}
         if _num(d.get("duration")) is not None:
             row["duration"] = d["duration"]
         t.epoch_metrics.append(row)
         t.epoch_steps.append(t.step)
-        t.curve.epoch_end(_num(metrics.get("val_loss")))  # type: ignore[union-attr]
+        t.curve.epoch_end(_num(metrics.get("val_loss")))
 
     def _on_training_evaluation_completed(self, event: Event, d: dict[str, Any]) -> None:
         t = self.training
-        metrics = d.get("metrics") if isinstance(d.get("metrics"), dict) else {}
+        metrics = dict_at(d, "metrics")
         t.eval_metrics.append({"epoch": d.get("epoch"), "step": d.get("step"),
                                **{k: v for k, v in metrics.items() if _num(v) is not None}})
         del t.eval_metrics[:-500]
@@ -652,7 +652,7 @@ class RunState:
     def _on_system_bottleneck_detected(self, event: Event, d: dict[str, Any]) -> None:
         s = self.system
         comp = printable(str(d.get("component", "?")))
-        sugg = d.get("suggestions") if isinstance(d.get("suggestions"), list) else []
+        sugg = list_at(d, "suggestions")
         s.notices.append(Notice("bottleneck", comp, printable(str(d.get("description", ""))),
                                 event.timestamp, tuple(printable(str(x)) for x in sugg[:4])))
 

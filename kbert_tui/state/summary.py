@@ -33,6 +33,18 @@ def printable(text: str) -> str:
     return _CONTROL.sub(_visible, text) if _CONTROL.search(text) else text
 
 
+def dict_at(data: dict[str, Any], key: str) -> dict[str, Any]:
+    """`data[key]` when it is a dict (a payload's nested metrics), else an empty dict."""
+    value = data.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def list_at(data: dict[str, Any], key: str) -> list[Any]:
+    """`data[key]` when it is a list, else an empty list."""
+    value = data.get(key)
+    return value if isinstance(value, list) else []
+
+
 def format_number(value: Any) -> str:
     """A compact rendering of a metric (4 significant digits; scientific for tiny learning rates)."""
     if isinstance(value, bool) or value is None:
@@ -85,7 +97,7 @@ def _generic(data: dict[str, Any]) -> str:
 
 
 def _batch(d: dict[str, Any]) -> str:
-    m = d.get("metrics") if isinstance(d.get("metrics"), dict) else {}
+    m = dict_at(d, "metrics")
     text = f"loss={format_number(d.get('loss'))} step {d.get('step', d.get('batch', '?'))} epoch {d.get('epoch', '?')}"
     if "learning_rate" in m:
         text += f" lr={format_number(m['learning_rate'])}"
@@ -120,7 +132,7 @@ def _key_metrics(metrics: Any) -> str:
 
 
 def _backward(d: dict[str, Any]) -> str:
-    grads = d.get("gradients") if isinstance(d.get("gradients"), dict) else {}
+    grads = dict_at(d, "gradients")
     text = f"loss={format_number(d.get('loss'))}"
     if "global_norm" in grads:
         text += f" gnorm={format_number(grads['global_norm'])}"
