@@ -16,6 +16,7 @@ from kbert_tui.state.chart import (
     bucket,
     debiased_ema,
     log_values,
+    loss_value,
     readout,
     smoothed,
 )
@@ -141,3 +142,31 @@ def test_the_readout_of_a_merged_curve_is_the_step_under_the_cursor_and_its_bloc
     settings.cursor = 11  # steps 89..96 hold the NaN
     assert readout(curve, settings, []).endswith("loss 0.96 · 8 steps 0.89–0.96, 1 NaN/inf")
     assert points.bad[11] == 1 and points.high[4] == 9.0
+
+
+def test_a_nan_loss_read_from_a_log_reaches_the_chart(tmp_path):
+    """The log spells NaN "NaN" (JSON has none): replayed or attached, the step is still counted and marked."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from simulate import simulate_run
+
+    from kbert_tui.events._codec import encode_event
+    from kbert_tui.events.store import read_events
+    from kbert_tui.state import RunState
+
+    events = []
+    for event in simulate_run(epochs=1, steps_per_epoch=20):
+        if event.name == "training.batch_completed" and event.data.get("step") in (7, 9):
+            event.data["loss"] = math.nan if event.data["step"] == 7 else math.inf
+        events.append(event)
+    log = tmp_path / "events.jsonl"
+    log.write_text("".join(encode_event(e) for e in events))
+    state = RunState()
+    for event in read_events(log):
+        state.apply(event)
+    points = state.training.curve.points()
+    assert len(points) == 20 and points.bad[6] == 1 and points.bad[8] == 1 and math.isnan(points.final[6])
+    assert [loss_value(v) for v in ("NaN", "Infinity", "-Infinity", 2, True, "x", None)][1:] == [
+        math.inf, -math.inf, 2.0, None, None, None]

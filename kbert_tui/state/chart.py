@@ -28,6 +28,7 @@ __all__ = [
     "finite_range",
     "fraction",
     "log_values",
+    "loss_value",
     "padded_range",
     "power_of_ten",
     "readout",
@@ -130,6 +131,19 @@ drawn faintly underneath (TensorBoard's default weight)."""
 _FIELDS = ("loss", "low", "high", "final", "bad", "finite")
 """What each point keeps of its block of steps, beside the last step's x's: the mean, min and max of the
 finite losses (NaN when none), the last step's own loss, how many losses were NaN/±inf, how many finite."""
+
+
+_LOGGED = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+"""How the event log spells the floats JSON has no word for (the live bus carries the floats)."""
+
+
+def loss_value(value: object) -> float | None:
+    """A step's loss, live or as logged: a number, or NaN/±inf spelled out in a read log; else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    return _LOGGED.get(value) if isinstance(value, str) else None
 
 
 @dataclass
