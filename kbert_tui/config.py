@@ -135,8 +135,7 @@ class ModelSection:
     with_bag_of_words: bool = _key(True, "predict with the encoder's and a bag-of-words logistic regression's "
                                    "class probabilities multiplied (a product of experts, both fitted on the "
                                    "training split): `val_accuracy` and `predictions.csv` are the pair's, "
-                                   "`encoder_val_accuracy` the encoder's alone; `false`: the encoder alone",
-                                   custom=True, shown="`true`; `false` with `pretrained`")
+                                   "`encoder_val_accuracy` the encoder's alone; `false`: the encoder alone")
     pretrained: Path | None = _key(None, "fine-tune a pretrained BERT-family checkpoint (`bert`, `distilbert`): a "
                                    "Hugging Face folder (config.json, model.safetensors, tokenizer.json or "
                                    "vocab.txt), or a model's name (`sentence-transformers/all-MiniLM-L6-v2`) in the "
@@ -629,7 +628,6 @@ _SET_BY_CHECKPOINT = ("hidden_size", "num_layers", "num_heads", "intermediate_si
 def _parse_model(t: _Reader, data: DataSection) -> ModelSection:
     raw = t.str("pretrained", None)
     pooling = t.str("pooling", "mean" if raw else "cls", choices=_choices(ModelSection, "pooling"))
-    bag_of_words = t.bool("with_bag_of_words", raw is None)
     if raw is not None:
         from kbert_tui.training.hf_checkpoint import PretrainedError, inspect_checkpoint
 
@@ -643,8 +641,8 @@ def _parse_model(t: _Reader, data: DataSection) -> ModelSection:
         if info.max_position < data.max_length:
             raise ConfigError(f"{t.origin}: data.max_length: expected an integer <= {info.max_position} (the "
                               f"checkpoint's max_position_embeddings), got {data.max_length}")
-        return _read(ModelSection, t, pretrained=info.folder, pooling=pooling, with_bag_of_words=bag_of_words)
-    section = _read(ModelSection, t, pretrained=None, pooling=pooling, with_bag_of_words=bag_of_words)
+        return _read(ModelSection, t, pretrained=info.folder, pooling=pooling)
+    section = _read(ModelSection, t, pretrained=None, pooling=pooling)
     if section.hidden_size % section.num_heads:
         raise t.fail("num_heads", f"a divisor of model.hidden_size ({section.hidden_size})", section.num_heads)
     if section.max_position < data.max_length:

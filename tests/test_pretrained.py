@@ -261,7 +261,7 @@ def test_a_model_name_resolves_to_its_snapshot_in_the_hugging_face_cache(tmp_pat
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     config = parse_config({"model": {"pretrained": "someone/tiny-bert"}}, base_dir=tmp_path)
     assert config.model.pretrained == (repo / "snapshots" / "abc123").resolve()
-    assert config.model.pooling == "mean" and config.model.with_bag_of_words is False
+    assert config.model.pooling == "mean" and config.model.with_bag_of_words is True
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "elsewhere"))
     with pytest.raises(ConfigError, match="neither a folder nor in the Hugging Face cache"):
         parse_config({"model": {"pretrained": "someone/tiny-bert"}}, base_dir=tmp_path)

@@ -76,7 +76,7 @@ def test_pooling_is_cls_or_mean_and_defaults_by_the_model(checkpoint: Path, pool
         _one_line(error, "model.pooling")
     else:
         assert config.model.pooling == (pooling or ("mean" if pretrained else "cls"))
-        assert config.model.with_bag_of_words is not pretrained
+        assert config.model.with_bag_of_words  # the product of experts either way (docs/model.md)
         assert (config.model.pretrained is not None) is pretrained
 
 
