@@ -101,7 +101,7 @@ def fraction(value: float, low: float, high: float) -> float:
 def power_of_ten(exponent: float) -> float:
     """10 ** exponent, infinite instead of OverflowError (a log-scale label near 1e308)."""
     try:
-        return 10.0 ** exponent
+        return float(10.0 ** exponent)
     except OverflowError:
         return math.inf
 
@@ -121,7 +121,8 @@ def bucket(xs: Sequence[float], ys: Sequence[float], x0: float, x1: float, colum
         means = np.bincount(index, weights=y, minlength=columns) / counts
         if np.any(overflowed := (counts > 0) & ~np.isfinite(means)):  # values near 1e308: sum value/count
             means[overflowed] = np.bincount(index, weights=y / counts[index], minlength=columns)[overflowed]
-    return means.tolist()
+    out: list[float] = means.tolist()
+    return out
 
 
 DEFAULT_SMOOTHING = 0.6
@@ -151,13 +152,13 @@ class CurvePoints:
     """The curve as drawn: its blocks of consecutive steps, the partial newest block last. Each block's
     x's are its last step's, `final` that step's own loss (what the cursor reads, not an average)."""
 
-    x: dict[str, array]
-    loss: array
-    low: array
-    high: array
-    final: array
-    bad: array
-    finite: array
+    x: dict[str, array[float]]
+    loss: array[float]
+    low: array[float]
+    high: array[float]
+    final: array[float]
+    bad: array[float]
+    finite: array[float]
     steps: list[int]  # steps in each block: the stride, fewer in the newest
 
     def __len__(self) -> int:
@@ -174,7 +175,7 @@ class LossCurve:
         if limit < 2:
             raise ValueError(f"a loss curve keeps at least 2 points, not {limit}")
         self.limit = limit
-        self.x: dict[str, array] = {axis: array("d") for axis in X_AXES}
+        self.x: dict[str, array[float]] = {axis: array("d") for axis in X_AXES}
         self.loss = array("d")
         self.low = array("d")
         self.high = array("d")
@@ -280,7 +281,7 @@ class LossCurve:
         self._view = (key, view)
         return view
 
-    def xs(self, axis: str) -> array:
+    def xs(self, axis: str) -> array[float]:
         return self.points().x[axis]
 
     def __len__(self) -> int:
