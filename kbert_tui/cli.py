@@ -401,7 +401,8 @@ def _attach_broker(args: argparse.Namespace) -> int:
         from kbert_tui.headless import shown
 
         for r in runs:  # what a broker holds is anyone's writing: shown, never interpreted by the terminal
-            print(f"{shown(r.get('run_id', '?'), 80):40s} {shown(r.get('state', '?'), 20):10s} {shown(r.get('host', '?'), 80)} "
+            print(f"{shown(r.get('run_id', '?'), 80):40s} {shown(r.get('state', '?'), 20):10s} "
+                  f"{shown(r.get('host', '?'), 80)} "
                   f"pid {shown(r.get('pid', '?'), 20)}  started {shown(str(r.get('started_at', '?'))[:19])}"
                   f"{'  control' if r.get('control') else ''}")
         return EXIT_OK

@@ -474,7 +474,8 @@ class Run:
         self.epoch = epoch
         self._last_metrics.update(values)
         now = time.perf_counter()
-        self._emit(ev.TRAINING_EPOCH_COMPLETED, {"epoch": epoch, "metrics": values, "duration": now - self._epoch_started})
+        self._emit(ev.TRAINING_EPOCH_COMPLETED,
+                   {"epoch": epoch, "metrics": values, "duration": now - self._epoch_started})
         self._epoch_started = now
         self.epoch, self._epoch_open, self._epoch_step0 = epoch + 1, False, self.step
 

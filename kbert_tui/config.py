@@ -833,8 +833,8 @@ def key_list() -> str:
             if sub.startswith(path + "."):
                 parts.append(f"`[{sub}]` " + ", ".join(f"`{f.name}`" for f in _keys(sub_cls)))
         rows.append(f"| `[{path}]` | " + "; ".join(parts) + " |")
-    rows.append("| `[plugins.<name>]` | `plugin` (a built-in or entry-point name, or `package.module:Class`), `enabled`, "
-                "`timeout_s`, `max_errors`, and the plugin's own keys |")
+    rows.append("| `[plugins.<name>]` | `plugin` (a built-in or entry-point name, or `package.module:Class`), "
+                "`enabled`, `timeout_s`, `max_errors`, and the plugin's own keys |")
     from kbert_tui.state.rules import RULE_KEYS
 
     rows.append("| `[[rules]]` | " + ", ".join(f"`{key}`" for key in RULE_KEYS) + " |")

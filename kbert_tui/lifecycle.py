@@ -44,7 +44,9 @@ def signal_exit(signum: int) -> int:
     return 128 + int(signum)
 
 
-def on_stop_signals(callback: Callable[[int], Any], *, at_once: Callable[[int], Any] | None = None) -> Callable[[], None]:
+def on_stop_signals(
+    callback: Callable[[int], Any], *, at_once: Callable[[int], Any] | None = None
+) -> Callable[[], None]:
     """Call `callback(signum)` on the main thread's event loop when one of `STOP_SIGNALS` arrives;
     returns an undo function.
 

@@ -98,8 +98,9 @@ def format_check(rules: Sequence[Rule], runs: Sequence[tuple[str, list[RuleFirin
             lines.append(f"{head}: {len(mine)}×")
             for f in mine:
                 step = f"step {f.step}" if f.step is not None else "step —"
+                reason = printable(f.reason.removeprefix(f.trigger).strip())
                 lines.append(f"    {step:<12} {f.at.strftime('%H:%M:%S')} {_clock(f.since_start)}  "
-                             f"{printable(f.trigger)}  {f.action}  {printable(f.reason.removeprefix(f.trigger).strip())}")
+                             f"{printable(f.trigger)}  {f.action}  {reason}")
     return "\n".join(lines) + "\n"
 
 

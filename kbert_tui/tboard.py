@@ -18,7 +18,7 @@ import argparse
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +118,7 @@ def _loss_tag(tags: set[str]) -> str | None:
 
 
 def _stamp(wall_time: float) -> datetime:
-    return datetime.fromtimestamp(wall_time, tz=timezone.utc)
+    return datetime.fromtimestamp(wall_time, tz=UTC)
 
 
 def scalar_events(name: str, run_id: str, scalars: list[Scalar], source: str) -> Iterator[Event]:

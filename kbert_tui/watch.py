@@ -232,7 +232,7 @@ class ChildWorker:
 def _run_name(command: list[str]) -> str:
     """The script's name: `python -u train.py` → train, `python -m pkg.train` → train, `./go.sh` → go."""
     words = command[1:] if Path(command[0]).name.startswith("python") else command
-    for word, following in zip(words, [*words[1:], ""]):
+    for word, following in zip(words, [*words[1:], ""], strict=True):
         if word == "-m":
             return following.rpartition(".")[2]
         if word == "-c":

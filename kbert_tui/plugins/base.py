@@ -14,7 +14,7 @@ Handler = Callable[[Any], Any]
 Guard = Callable[[Handler, str], Handler]
 
 
-class PluginState(str, enum.Enum):
+class PluginState(enum.StrEnum):
     """Where a plugin is in its life; `plugin.state_changed` reports each move."""
 
     UNLOADED = "unloaded"
@@ -131,7 +131,9 @@ class PluginPort:
         """Send `message` to the plugin named `to` ("*" for all others) as a `plugin.message` event."""
         await self.emit(ev.PLUGIN_MESSAGE, {"from": self.instance_name, "to": to, "message": message})
 
-    def start_task(self, coro: Coroutine[Any, Any, Any] | Awaitable[Any], *, name: str | None = None) -> asyncio.Task[Any]:
+    def start_task(
+        self, coro: Coroutine[Any, Any, Any] | Awaitable[Any], *, name: str | None = None
+    ) -> asyncio.Task[Any]:
         """Run a background task that is cancelled when the plugin is cleaned up or set aside."""
         task = asyncio.ensure_future(coro)
         if name:

@@ -23,7 +23,7 @@ import json
 import re
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,7 @@ def redact(url: str) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 def _no_retry() -> dict[str, Any]:
@@ -164,7 +164,7 @@ class BrokerPublisher:
                 if self._client is None:
                     self._client = _async_client(self.url, socket_timeout=2.0)
                 await asyncio.wait_for(self._register(), 2.0)
-            except (*_errors(), TimeoutError, asyncio.TimeoutError):
+            except (*_errors(), TimeoutError):
                 self.unpublished = 0  # the stream is whole; only the registry could not say so
         else:
             self.unpublished = self._follower.position - self.published + len(self._follower.read_lines())
@@ -254,7 +254,7 @@ class BrokerPublisher:
                 return
             try:
                 await asyncio.wait_for(self._closing.wait(), self.poll_s)
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 pass
 
     async def _lost(self, exc: BaseException) -> None:

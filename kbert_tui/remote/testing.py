@@ -41,8 +41,9 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> RedisServer:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [*_die_with_parent(), self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
-             "--save", "", "--appendonly", "no", "--protected-mode", "yes", "--daemonize", "no"],
+            [*_die_with_parent(), self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", str(self.folder), "--save", "", "--appendonly", "no", "--protected-mode", "yes",
+             "--daemonize", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

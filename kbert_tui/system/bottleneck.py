@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import pairwise
 from typing import Any, Protocol
 from kbert_tui.events import catalog as ev
 
@@ -102,7 +103,7 @@ class BottleneckDetector:
         s = self.settings
         if len(self._rank_steps) != len(rank_ms):
             self._rank_steps = [deque(maxlen=s.window) for _ in rank_ms]
-        for lane, ms in zip(self._rank_steps, rank_ms):
+        for lane, ms in zip(self._rank_steps, rank_ms, strict=True):
             if isinstance(ms, int | float) and ms > 0:
                 lane.append(float(ms))
         if any(len(lane) < s.window for lane in self._rank_steps):
@@ -242,7 +243,7 @@ class BottleneckDetector:
             if rise < s.memory_min_rise_mb / 4:  # leveled off: judge afresh
                 self._memory_flagged.discard(kind)
             return []
-        steps = [b - a for a, b in zip(values, values[1:]) if b != a]
+        steps = [b - a for a, b in pairwise(values) if b != a]
         rising = sum(1 for d in steps if d > 0) / len(steps) if steps else 0.0
         late_rise = values[-1] - values[len(values) // 2]  # a jump that then leveled off is no leak
         if (rise < s.memory_min_rise_mb or rising < s.memory_monotonic or late_rise < rise / 4

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -36,18 +37,24 @@ class SparseRows:
 
 
 def _gather_sum(into: np.ndarray, take: np.ndarray, values: np.ndarray, dense: np.ndarray, size: int) -> np.ndarray:
-    """out[into[i], k] += values[i] · dense[take[i], k], one 1-D column at a time (2-D fancy indexing was 100× slower)."""
+    """out[into[i], k] += values[i] · dense[take[i], k], one 1-D column at a time.
+
+    (2-D fancy indexing was 100× slower.)
+    """
     return np.stack([np.bincount(into, values * np.take(np.ascontiguousarray(dense[:, k]), take), minlength=size)
                      for k in range(dense.shape[1])], axis=1)
 
 
 def ngrams(text: str) -> list[str]:
     words = _WORD.findall(text.lower())
-    return words + [f"{a} {b}" for a, b in zip(words, words[1:])]
+    return words + [f"{a} {b}" for a, b in pairwise(words)]
 
 
 class Vectorizer:
-    """TF-IDF (smoothed idf, sublinear tf) over the n-grams of the texts it is fitted on; unknown n-grams are dropped."""
+    """TF-IDF (smoothed idf, sublinear tf) over the n-grams of the texts it is fitted on.
+
+    Unknown n-grams are dropped.
+    """
 
     def __init__(self, texts: list[str]) -> None:
         vocabulary: dict[str, int] = {}
@@ -164,4 +171,5 @@ def bag_of_words_predictions(train_texts: list[str], train_labels: np.ndarray, t
     return np.argmax(model.log_proba(texts), axis=1), model.features
 
 
-__all__ = ["MODEL_NAME", "BagOfWords", "log_softmax", "unit_rows", "Vectorizer", "bag_of_words_predictions", "fit_logistic", "ngrams"]
+__all__ = ["MODEL_NAME", "BagOfWords", "log_softmax", "unit_rows", "Vectorizer", "bag_of_words_predictions",
+           "fit_logistic", "ngrams"]

@@ -112,7 +112,8 @@ class TextBuilder:
         for literal, name, spec, _ in self.parts:
             out.append(literal)
             if name == "*":
-                out.append(", ".join(f"{k}: {v.strip()}" for k, v in row.items() if k not in self.exclude and v.strip()))
+                out.append(", ".join(f"{k}: {v.strip()}" for k, v in row.items()
+                                     if k not in self.exclude and v.strip()))
             elif name:
                 out.append(format(row.get(name, "").strip(), spec or ""))
         return "".join(out).strip()
@@ -230,12 +231,14 @@ def _load(
 
     names = fixed_labels or _label_order({label for _, _, label, _ in train_rows})
     if len(names) < 2:
-        raise DataError(f"{tables['train'].path}: the training labels hold only one class ({names[0]!r}); need two or more")
+        raise DataError(f"{tables['train'].path}: the training labels hold only one class ({names[0]!r}); "
+                        "need two or more")
     index = {n: i for i, n in enumerate(names)}
     for split_name, rows in (("train", train_rows), ("validation", val_rows)):
         for line, _, label, path in rows:
             if label not in index:
-                issues.append({"file": path, "row": line, "problem": f"label {label!r} never seen in training; row skipped",
+                issues.append({"file": path, "row": line,
+                               "problem": f"label {label!r} never seen in training; row skipped",
                                "severity": "warning", "split": split_name})
     train_rows = [r for r in train_rows if r[2] in index]
     val_rows = [r for r in val_rows if r[2] in index]
@@ -283,11 +286,12 @@ def _labelled(table: _Table, builder: TextBuilder, section: DataSection, issues:
         text = builder(row)
         label = row.get(section.label_column, "").strip()
         if not text:
-            issues.append({"file": table.path, "row": line, "problem": "empty text; row skipped", "severity": "warning"})
+            issues.append({"file": table.path, "row": line, "problem": "empty text; row skipped",
+                           "severity": "warning"})
             continue
         if not label:
-            issues.append({"file": table.path, "row": line, "problem": f"missing label ({section.label_column}); row skipped",
-                           "severity": "warning"})
+            issues.append({"file": table.path, "row": line,
+                           "problem": f"missing label ({section.label_column}); row skipped", "severity": "warning"})
             continue
         row_id = row.get(section.id_column, "").strip() if section.id_column else str(position)
         rows.append((line, (text, row_id), label, table.path))

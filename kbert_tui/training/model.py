@@ -53,7 +53,8 @@ class BertClassifier(nn.Module):
         h = config.hidden_size
         self.embeddings = Embeddings(vocab_size, h, config.max_position, config.dropout)
         self.layers = [
-            EncoderLayer(h, config.num_heads, config.intermediate_size, config.dropout, config.activation) for _ in range(config.num_layers)
+            EncoderLayer(h, config.num_heads, config.intermediate_size, config.dropout, config.activation)
+            for _ in range(config.num_layers)
         ]
         self.pooling = config.pooling
         self.pooler = nn.Linear(h, h)

@@ -163,9 +163,9 @@ class FineTune:
             now = time.perf_counter()
             if now - last >= PROGRESS_EVERY_S and start + FEATURE_BATCH < len(order):
                 last = now
-                emit(ev.MODEL_FEATURES_PROGRESS, {**payload, "done": start + len(batch), "seconds": now - started,
-                                                  "eta_s": (now - started) * (total_tokens - done_tokens) / done_tokens},
-                     source="model")
+                eta_s = (now - started) * (total_tokens - done_tokens) / done_tokens
+                emit(ev.MODEL_FEATURES_PROGRESS,
+                     {**payload, "done": start + len(batch), "seconds": now - started, "eta_s": eta_s}, source="model")
         size = sum(f.nbytes for split in out for f in split) / 2**20
         emit(ev.MODEL_FEATURES_PROGRESS, {**payload, "done": len(rows), "seconds": time.perf_counter() - started,
                                           "eta_s": 0.0, "size_mb": size}, source="model")

@@ -16,6 +16,7 @@ import json
 import os
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from itertools import pairwise
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
@@ -101,7 +102,7 @@ def wordpiece_vocabulary(word_counts: Counter[str], vocab_size: int) -> list[str
 
 def _count_pairs(word: list[str], weight: int, counts: Counter[tuple[str, str]], index: int | None,
                  holders: defaultdict[tuple[str, str], set[int]] | None, changed: set | None = None) -> None:
-    for pair in zip(word, word[1:]):
+    for pair in pairwise(word):
         counts[pair] += weight
         if holders is not None:
             holders[pair].add(index)  # type: ignore[arg-type]

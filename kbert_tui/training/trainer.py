@@ -440,7 +440,8 @@ class Trainer:
                 self._step_seconds = result.seconds
                 p.batches_done = batch + 1
                 self._report_step(epoch, batch, ids, result, len(rows), data_time)
-                if cfg.training.eval_every and p.step % cfg.training.eval_every == 0 and p.batches_done < steps_per_epoch:
+                every = cfg.training.eval_every
+                if every and p.step % every == 0 and p.batches_done < steps_per_epoch:
                     self.emit(ev.TRAINING_EVALUATION_COMPLETED, {"epoch": epoch, "step": p.step,
                                                                  "metrics": self._evaluate(val)})
             busy = float(self.ranks.all_sum([busy])[0]) / self.ranks.world_size  # the ranks' mean: one figure on all

@@ -72,7 +72,6 @@ class TrainingPane(StatePane):
         return self.state.training_version
 
     def render(self) -> RenderableType:
-        t = self.state.training
         pal = self.pal
         width = max(20, self.content_region.width or 60)
         height = max(1, self.content_region.height or 12)
@@ -374,7 +373,7 @@ class PluginsPane(Vertical):
                 table.move_cursor(row=min(max(cursor, 0), len(names) - 1))
         else:
             for name in names:
-                for col, cell in zip(table.columns, self._cells(plugins.plugins[name], pal)):
+                for col, cell in zip(table.columns, self._cells(plugins.plugins[name], pal), strict=True):
                     table.update_cell(name, col, cell)
         self._show_details()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,5 +91,5 @@ class MetricsAggregatorPlugin(PluginPort):
             "samples_per_sec_mean": _mean(w.throughput),
             "cpu_percent_mean": _mean(w.cpu),
             "memory_percent_mean": _mean(w.memory),
-            "timestamp": datetime.now(timezone.utc).isoformat(),
+            "timestamp": datetime.now(UTC).isoformat(),
         }, correlation_id=w.correlation_id)
