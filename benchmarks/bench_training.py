@@ -112,14 +112,16 @@ def main() -> int:
 
     base = default_config()
     config = base.replace(training=dataclasses.replace(base.training, epochs=args.epochs, eval_every=0,
-                                                       checkpoint=dataclasses.replace(base.training.checkpoint, policy="none")))
+                                                       checkpoint=dataclasses.replace(base.training.checkpoint,
+                                                                                      policy="none")))
     batch = config.data.batch_size
     print(f"BLAS: {BLAS.name} ({BLAS.path or 'bundled'}); model {config.model.hidden_size}x{config.model.num_layers}, "
           f"batch {batch}, {args.epochs} epoch(s) of the demo data, {args.repeats} repeats each")
     off, on, off_cpu, on_cpu, events = [], [], [], [], 0
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("KBERT_TUI_CACHE_DIR", str(Path(tmp) / "cache"))
-        run_off(dataclasses.replace(config, training=dataclasses.replace(config.training, epochs=1)), Path(tmp) / "warm")
+        run_off(dataclasses.replace(config, training=dataclasses.replace(config.training, epochs=1)),
+                Path(tmp) / "warm")
         for i in range(args.repeats):
             ms, cpu = run_off(config, Path(tmp) / f"off{i}")
             off.append(ms)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from typing import Any
 
 from kbert_tui.events import Event
@@ -17,7 +17,7 @@ from kbert_tui.events import catalog as ev
 
 __all__ = ["simulate_run", "SIM_START"]
 
-SIM_START = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+SIM_START = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 
 _PLUGINS = (("early_stopping", "1.0.0"), ("best_model", "1.0.0"), ("metrics_aggregator", "0.3.1"))
 

@@ -379,7 +379,8 @@ async def test_the_run_names_the_source_and_keeps_only_clipped_known_fields(tmp_
     [stop] = run.of("control.stop_requested")
     assert stop.source == "attach"  # the sender said "trainer"
     assert set(stop.data) == {"requested_by", "reason", "via", "request_id"}
-    assert stop.data["requested_by"].startswith("\\x1b]0;PWNED\\x07\\x1b[2J") and "\x1b" not in stop.data["requested_by"]
+    assert stop.data["requested_by"].startswith("\\x1b]0;PWNED\\x07\\x1b[2J")
+    assert "\x1b" not in stop.data["requested_by"]
     assert len(stop.data["requested_by"]) == 200 and len(stop.data["reason"]) == 200
     await run.close()
 

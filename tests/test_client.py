@@ -67,7 +67,8 @@ def test_a_script_run_writes_the_run_directory_that_kbert_tui_run_writes(tmp_pat
                      "metrics": {"learning_rate": 0.5, "tokens": 7}}
     assert training[5].data["metrics"] == {"val_loss": 0.25, "val_accuracy": 0.75}
     assert [(e.data["epoch"], e.data["batch"], e.data["step"]) for e in training
-            if e.name == ev.TRAINING_BATCH_COMPLETED] == [(1, 1, 1), (1, 2, 2), (1, 3, 3), (2, 1, 4), (2, 2, 5), (2, 3, 6)]
+            if e.name == ev.TRAINING_BATCH_COMPLETED] == [(1, 1, 1), (1, 2, 2), (1, 3, 3), (2, 1, 4), (2, 2, 5), (2, 3,
+                                                                                                                  6)]
     assert training[-1].data["final_metrics"]["val_accuracy"] == 0.75
     assert json.loads((run.dir / "session.json").read_text())["state"] == "completed"
     rows = (run.dir / "metrics.csv").read_text().splitlines()
@@ -123,7 +124,7 @@ def test_an_exception_in_the_with_block_is_training_failed_and_goes_on_up(tmp_pa
     with pytest.raises(ZeroDivisionError):
         with kbert_tui.init("boom", dir=tmp_path) as run:
             run.log({"loss": 1.0})
-            1 / 0
+            1 / 0  # noqa: B018 -- the error the run must record
     failed = [e.data for e in read_events(run.events_path) if e.name == ev.TRAINING_FAILED]
     assert len(failed) == 1 and failed[0]["error_type"] == "ZeroDivisionError" and failed[0]["step"] == 1
     assert "1 / 0" in failed[0]["traceback"]

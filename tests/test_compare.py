@@ -114,7 +114,8 @@ def test_headless_formats(two_runs):
 def test_bad_runs_are_one_line_and_exit_2(tmp_path, two_runs):
     missing = _cli(str(two_runs[0]), str(tmp_path / "nope"))
     assert missing.returncode == 2
-    assert missing.stderr.splitlines() == [f"kbert-tui: error: no such run directory or events file: {tmp_path / 'nope'}"]
+    assert missing.stderr.splitlines() == [
+        f"kbert-tui: error: no such run directory or events file: {tmp_path / 'nope'}"]
     notes = tmp_path / "notes.jsonl"
     notes.write_text('{"hello": 1}\n')
     bad = _cli(str(two_runs[0]), str(notes))

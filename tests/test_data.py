@@ -84,7 +84,8 @@ def test_template_and_key_value_rows(tmp_path, recording_bus):
     rows = [{"PassengerId": str(i), "Name": f"N{i}", "Age": "" if i == 0 else "30", "Sex": "f",
              "Survived": str(i % 2)} for i in range(4)]
     write_csv(tmp_path / "titanic.csv", rows)
-    prepared = load(recording_bus, DataSection(train=tmp_path / "titanic.csv", template="{Name} is {Age} years old, {Sex}",
+    prepared = load(recording_bus, DataSection(train=tmp_path / "titanic.csv",
+                                               template="{Name} is {Age} years old, {Sex}",
                                                label_column="Survived", id_column="PassengerId",
                                                validation_split=0.25))
     texts = sorted(prepared.train.texts + prepared.validation.texts)

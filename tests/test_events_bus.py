@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from datetime import timezone
+from datetime import UTC
 
 import pytest
 
@@ -31,7 +31,7 @@ async def test_event_fields_and_unique_ids():
     first = seen[0]
     assert first.name == "x.y" and first.data == {"i": 0} and first.source == "test"
     assert first.correlation_id == "c" and first.metadata == {"m": 1}
-    assert first.timestamp.tzinfo is not None and first.timestamp.utcoffset() == timezone.utc.utcoffset(None)
+    assert first.timestamp.tzinfo is not None and first.timestamp.utcoffset() == UTC.utcoffset(None)
     assert len({e.id for e in seen}) == 1000
     with pytest.raises(AttributeError):
         first.name = "other"  # type: ignore[misc]

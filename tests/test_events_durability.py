@@ -296,7 +296,8 @@ async def test_a_disk_still_full_at_shutdown_loses_only_what_it_says(tmp_path, m
 async def test_readers_count_a_line_nested_past_the_parser_limit_as_malformed(tmp_path):
     path = tmp_path / "events.jsonl"
     good = '{"id":"a","name":"ok","timestamp":"2026-11-28T20:00:00+00:00","data":{"n":1}}\n'
-    deep = '{"name":"x","timestamp":"2026-11-28T20:00:01+00:00","data":' + '{"a":' * 100_000 + "1" + "}" * 100_001 + "\n"
+    deep = ('{"name":"x","timestamp":"2026-11-28T20:00:01+00:00","data":'
+            + '{"a":' * 100_000 + "1" + "}" * 100_001 + "\n")
     path.write_text(good + deep + good.replace('"a"', '"b"'))
     reader = read_events(path)
     events = list(reader)

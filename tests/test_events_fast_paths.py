@@ -8,7 +8,7 @@ import copy
 import dataclasses
 import json
 import pickle
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import pytest
 
@@ -28,9 +28,9 @@ def _bus_event(bus: EventBus, name: str = "training.batch_completed", data: dict
 
 def test_an_emitted_event_builds_its_id_timestamp_and_metadata_when_read_and_keeps_them():
     bus = EventBus()
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     event = _bus_event(bus)
-    after = datetime.now(timezone.utc)
+    after = datetime.now(UTC)
     assert "timestamp" not in event.__dict__ and "id" not in event.__dict__
     stamp, ident = event.timestamp, event.id
     assert before <= stamp <= after and stamp.tzinfo is not None
@@ -115,15 +115,15 @@ def test_decode_lines_agrees_with_decode_event_and_names_each_bad_line():
     assert [e.name for e in events] == ["training.batch_completed"] * 2 + ["m", "training.batch_completed"]
     assert [i for i, _ in problems] == [1, 3, 5]
     assert "not JSON" in problems[0][1] and "bad timestamp" in problems[2][1]
-    for line, event in zip([good[0], good[1], good[2]], [events[0], events[1], events[3]]):
+    for line, event in zip([good[0], good[1], good[2]], [events[0], events[1], events[3]], strict=True):
         assert event == decode_event(line)
-    assert events[2].timestamp.tzinfo is timezone.utc
+    assert events[2].timestamp.tzinfo is UTC
 
 
 def test_a_decoded_event_is_an_ordinary_event():
     [event], _ = decode_lines([b'{"id":"a-1","name":"x.y","timestamp":"2026-01-01T00:00:00.5+00:00",'
                                b'"source":"s","correlation_id":null,"data":{"k":[1]},"metadata":{}}'])
-    assert event == Event("x.y", {"k": [1]}, timestamp=datetime(2026, 1, 1, 0, 0, 0, 500000, timezone.utc),
+    assert event == Event("x.y", {"k": [1]}, timestamp=datetime(2026, 1, 1, 0, 0, 0, 500000, UTC),
                           source="s", id="a-1")
     assert pickle.loads(pickle.dumps(event)) == event
 
@@ -203,7 +203,8 @@ def test_emit_from_the_loop_and_from_threads_keeps_each_threads_order_in_log_and
 
 
 def _line(name: str, data: dict, *, spaced: bool = True, **fields) -> bytes:
-    record = {"id": fields.get("id", "e1"), "name": name, "timestamp": fields.get("timestamp", "2026-01-01T00:00:00+00:00"),
+    record = {"id": fields.get("id", "e1"), "name": name,
+              "timestamp": fields.get("timestamp", "2026-01-01T00:00:00+00:00"),
               "source": fields.get("source", "s"), "correlation_id": fields.get("correlation_id"), "data": data,
               "metadata": {}}
     return json.dumps(record, **({} if spaced else {"separators": (",", ":"), "ensure_ascii": False})).encode()

@@ -6,7 +6,7 @@ import dataclasses
 import enum
 import json
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +60,7 @@ def test_values_json_cannot_hold_are_converted():
     data = {
         "tuple": (1, 2),
         "set": {3, 1, 2},
-        "when": datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+        "when": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
         "path": Path("/tmp/x"),
         "enum": Colour.RED,
         "dc": Point(1, 2.5),
@@ -216,7 +216,7 @@ def test_read_events_missing_file_is_a_clear_error(tmp_path):
 
 def test_decode_accepts_naive_timestamps_as_utc():
     event = decode_event('{"name":"x","timestamp":"2026-01-01T00:00:00","data":{}}')
-    assert event.timestamp == datetime(2026, 1, 1, tzinfo=timezone.utc)
+    assert event.timestamp == datetime(2026, 1, 1, tzinfo=UTC)
 
 
 async def test_query_over_segments_with_every_criterion(tmp_path):

@@ -4,7 +4,6 @@ system library ignored, makes a training step at least 5x faster than MLX's bund
 from __future__ import annotations
 
 import importlib.util
-import json
 import platform
 import re
 import subprocess

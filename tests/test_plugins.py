@@ -121,7 +121,8 @@ async def test_lifecycle_events_in_order_with_payloads(recording_bus, tmp_path):
     assert loaded.data["plugin_name"] == "mine" and loaded.data["version"] == "2.1.0"
     assert _data(recording_bus, "plugin.initialized") == [{"plugin_name": "mine", "config": {"greeting": "hi"}}]
     assert _data(recording_bus, "plugin.activated")[0]["capabilities"] == ["demo"]
-    assert _data(recording_bus, "plugin.deactivated") == [{"plugin_name": "mine", "reason": "shutdown", "events_handled": 2}]
+    assert _data(recording_bus, "plugin.deactivated") == [{"plugin_name": "mine", "reason": "shutdown",
+                                                           "events_handled": 2}]
     states = [(d["old_state"], d["new_state"]) for d in _data(recording_bus, "plugin.state_changed")]
     assert states == [("unloaded", "loaded"), ("loaded", "initialized"), ("initialized", "active"),
                       ("active", "deactivated")]

@@ -206,7 +206,8 @@ def _break(kind: str, folder: Path) -> dict:
     elif kind == "not cached":
         model["pretrained"] = "someone/not-a-cached-model"
     elif kind == "truncated weights":
-        write_safetensors(folder / "model.safetensors", {"embeddings.word_embeddings.weight": np.zeros((len(VOCAB), 16))})
+        write_safetensors(folder / "model.safetensors", {"embeddings.word_embeddings.weight": np.zeros((len(VOCAB),
+                                                                                                        16))})
     elif kind == "size key":
         model["hidden_size"] = 64
     return {"model": model, "training": training}

@@ -159,7 +159,7 @@ def reference_columns(xs: list[float], ys: list[float], x0: float, x1: float, co
     """Each step on its own, looped: the column of its x, then min, max, newest and NaN/inf count."""
     low, high = [math.nan] * columns, [math.nan] * columns
     last, bad = [math.nan] * columns, [0.0] * columns
-    for x, y, c in zip(xs, ys, column_index(xs, x0, x1, columns), strict=True):
+    for _x, y, c in zip(xs, ys, column_index(xs, x0, x1, columns), strict=True):
         if c < 0:
             continue
         last[c] = y

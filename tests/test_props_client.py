@@ -71,7 +71,7 @@ def test_what_log_takes_comes_back_from_the_log(monkeypatch, entries):
                 read.append((event.name, d["metrics"]))
             assert ev.check_payload(event.name, d) == [], event.name
         assert read == expected
-        for (_, a), (_, b) in zip(read, expected):  # ints stay ints, floats stay floats
+        for (_, a), (_, b) in zip(read, expected, strict=True):  # ints stay ints, floats stay floats
             assert all(type(a[k]) is type(b[k]) for k in b)
 
 

@@ -23,7 +23,7 @@ import json
 import math
 import tempfile
 import uuid
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone, UTC
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,7 @@ floats = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_fr
 big_ints = st.one_of(st.integers(min_value=-(2**70), max_value=2**70), st.integers().map(lambda i: i * 2**100))
 datetimes = st.one_of(
     st.datetimes(),
-    st.datetimes(timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=5, minutes=30)),
+    st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)),
                                             timezone(timedelta(hours=-8))])),
 )
 numpy_scalars = st.one_of(
@@ -154,7 +154,8 @@ def same(got: Any, want: Any, pairs: set[tuple[int, int]] | None = None) -> bool
     if type(got) is not type(want):
         return False
     if isinstance(want, float):
-        return (math.isnan(got) and math.isnan(want)) or (got == want and math.copysign(1, got) == math.copysign(1, want))
+        return (math.isnan(got) and math.isnan(want)) or (got == want and math.copysign(1, got) == math.copysign(1,
+                                                                                                                 want))
     if isinstance(want, np.ndarray):
         return got.shape == want.shape and got.dtype == want.dtype and np.array_equal(got, want, equal_nan=True)
     if isinstance(want, (dict, list, tuple)):
@@ -164,8 +165,8 @@ def same(got: Any, want: Any, pairs: set[tuple[int, int]] | None = None) -> bool
                 return False
             got_items, want_items = list(got.items()), list(want.items())
             return len(got_items) == len(want_items) and all(
-                gk is wk and same(gv, wv, pairs) for (gk, gv), (wk, wv) in zip(got_items, want_items))
-        return len(got) == len(want) and all(same(g, w, pairs) for g, w in zip(got, want))
+                gk is wk and same(gv, wv, pairs) for (gk, gv), (wk, wv) in zip(got_items, want_items, strict=True))
+        return len(got) == len(want) and all(same(g, w, pairs) for g, w in zip(got, want, strict=True))
     if isinstance(want, np.generic):
         return bool(got == want) or (bool(np.isnan(got)) and bool(np.isnan(want)))
     return got is want or got == want
@@ -267,7 +268,7 @@ def same_json(got: Any, want: Any) -> bool:
     if isinstance(want, list):
         if not isinstance(got, list) or len(got) != len(want):
             return False
-        if all(same_json(g, w) for g, w in zip(got, want)):
+        if all(same_json(g, w) for g, w in zip(got, want, strict=True)):
             return True
         key = lambda item: json.dumps(item, sort_keys=True)  # noqa: E731 - an unsortable set: any order
         return sorted(map(key, got)) == sorted(map(key, want))

@@ -7,7 +7,8 @@ from __future__ import annotations
 import io
 import re
 from contextlib import redirect_stderr, redirect_stdout
-from datetime import datetime, timezone
+from functools import partial
+from datetime import datetime, UTC
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -46,7 +47,8 @@ def payloads(name: str) -> st.SearchStrategy[dict]:
 
 
 events = st.sampled_from(sorted(SPECS)).flatmap(
-    lambda name: st.builds(Event, name=st.just(name), data=payloads(name), source=st.sampled_from(["trainer", *HOSTILE]),
+    lambda name: st.builds(Event, name=st.just(name), data=payloads(name), source=st.sampled_from(["trainer",
+                                                                                                   *HOSTILE]),
                            metadata=st.sampled_from([{}, {"rank": 0}, {"rank": 1}, {"rank": True}])))
 
 
@@ -61,7 +63,7 @@ def printed(call) -> tuple[str, str]:
 def test_progress_prints_a_line_for_any_payload_and_no_control_character(batch):
     progress = Progress()
     for event in batch:
-        out, err = printed(lambda: progress(event))
+        out, err = printed(partial(progress, event))
         assert out.count("\n") <= 1 and err.count("\n") <= 1
         assert not CONTROL.search(out + err), (event, out + err)
 
@@ -86,13 +88,13 @@ def test_the_payloads_that_raised_print_a_line_each():
         (ev.TRAINING_STOPPED, {"reason": "user", "checkpoint_path": None}, "stopped at step ? (user)"),
     ]
     for name, data, expected in cases:
-        out, _ = printed(lambda: print_progress(Event(name=name, data=data)))
+        out, _ = printed(partial(print_progress, Event(name=name, data=data)))
         assert expected in out, (name, out)
 
 
 def test_an_escape_sequence_in_requested_by_is_shown_not_sent():
     event = Event(name=ev.TRAINING_PAUSED, data={"step": 6, "requested_by": "\x1b]0;PWNED-TITLE\x07\x1b[2J"},
-                  timestamp=datetime(2026, 1, 1, tzinfo=timezone.utc))
+                  timestamp=datetime(2026, 1, 1, tzinfo=UTC))
     out, _ = printed(lambda: print_progress(event))
     assert out == "paused at step 6 by ␛]0;PWNED-TITLE␇␛[2J; resume from `kbert-tui attach`\n"
 

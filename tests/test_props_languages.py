@@ -12,7 +12,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any
 
 from hypothesis import given, settings
@@ -22,7 +22,7 @@ from kbert_tui.events import Event
 from kbert_tui.state.filter import FilterSyntaxError, parse_filter
 from kbert_tui.state.rules import ACTIONS, RULE_KEYS, RuleEngine, RuleProblem, parse_rule
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 MISSING = object()
 
 # ------------------------------------------------------------------ generated events

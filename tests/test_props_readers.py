@@ -82,7 +82,7 @@ def same(events: list[Any], expected: list[tuple[Any, ...]]) -> bool:
     """Equal events in the same order: exact times (offset too), data equal down to 0 vs -0.0 and int vs float."""
     if len(events) != len(expected):
         return False
-    return all(_key(seen(e, x)) == _key(x) for e, x in zip(events, expected))
+    return all(_key(seen(e, x)) == _key(x) for e, x in zip(events, expected, strict=True))
 
 
 def _key(event: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -183,7 +183,8 @@ def logs(draw: st.DrawFn) -> bytes:
             text = draw(st.sampled_from([b"[1, 2]", b"5", b'"training.started"', b"null", b"true"]))
         elif kind == "deep":
             depth = draw(st.sampled_from([50, 3000]))
-            text = b'{"name":"x","timestamp":"2026-01-01T00:00:00","data":' + b'{"a":' * depth + b"1" + b"}" * depth + b"}"
+            text = (b'{"name":"x","timestamp":"2026-01-01T00:00:00","data":'
+                    + b'{"a":' * depth + b"1" + b"}" * depth + b"}")
         else:
             text = draw(st.sampled_from([b"", b"  ", b"\t"]))
         lines.append(text + draw(st.sampled_from([b"\n", b"\n", b"\r\n"])))
@@ -257,7 +258,7 @@ def test_query_events_gives_what_matching_each_json_loads_event_gives(tmp_path_f
     plain = read_events(path)
     everything = list(plain)
     assert same(everything, expected)
-    reference_of = {id(event): record for event, record in zip(everything, expected)}
+    reference_of = {id(event): record for event, record in zip(everything, expected, strict=True)}
     wanted = query.run_events(everything)  # the plain path: every decoded event through `matches`
     assert same(found, [reference_of[id(event)] for event in wanted])
     # Lines no byte-level test lets through are not decoded, so not counted: a query that tests no
@@ -303,7 +304,7 @@ def test_the_o_search_finds_what_the_filter_finds_among_json_loads_events(tmp_pa
     everything = list(read_events(path))
     expected, skipped = reference(data)
     assert same(everything, expected)
-    wanted = [record for event, record in zip(everything[:count], expected)
+    wanted = [record for event, record in zip(everything[:count], expected, strict=False)  # the first count
               if matcher is None or matcher.matches_alone(event)]
     result = search_older(path, count, matcher, capacity=1000)
     assert result is not None

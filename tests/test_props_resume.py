@@ -33,7 +33,8 @@ def after_step(events: list[Event], step: int) -> int:
         return next(i for i, e in enumerate(events) if e.name == "training.epoch_started")
     batch = next(i for i, e in enumerate(events) if e.name == "training.batch_completed" and e.data["step"] == step)
     return next((i for i, e in enumerate(events[batch + 1:], batch + 1)
-                 if e.name in ("training.batch_completed", "training.epoch_started", "training.completed")), len(events))
+                 if e.name in ("training.batch_completed", "training.epoch_started",
+                               "training.completed")), len(events))
 
 
 def interrupted(events: list[Event], killed_at: int, resumed_at: int) -> list[Event]:

@@ -66,7 +66,8 @@ def assert_one_story(run_dir: Path, epochs: int, resumed_at: int) -> RunState:
     assert t.status == "completed" and t.resumes == [resumed_at]
     [(mark_step, mark_samples, mark_seconds)] = t.resume_marks  # where the chart marks the process change
     kept = list(t.curve.xs("step")).index(float(resumed_at))
-    assert (mark_step, mark_samples, mark_seconds) == (resumed_at, t.curve.xs("samples")[kept], t.curve.xs("time")[kept])
+    assert (mark_step, mark_samples, mark_seconds) == (resumed_at, t.curve.xs("samples")[kept],
+                                                       t.curve.xs("time")[kept])
     assert list(t.curve.xs("step")) == [float(s) for s in range(1, total + 1)]  # from step 0, each step once
     assert list(t.curve.xs("time")) == sorted(t.curve.xs("time"))  # the time axis goes on, not back
     assert [row["epoch"] for row in t.epoch_metrics] == list(range(1, epochs + 1))
@@ -133,7 +134,8 @@ def test_killed_run_resumes_without_the_steps_it_did_twice(tmp_path, monkeypatch
     try:
         deadline = time.monotonic() + 120
         while _bytes(run_dir / "events.jsonl").count(b'"training.paused"') < 2:
-            assert time.monotonic() < deadline and resumed.poll() is None, resumed.stderr.read() if resumed.stderr else ""
+            assert time.monotonic() < deadline and resumed.poll() is None, (
+                resumed.stderr.read() if resumed.stderr else "")
             time.sleep(0.1)
         send_control(run_dir / "control.jsonl", "control.resume_requested", {"requested_by": "test"},
                      source="test", run_id=None)

@@ -7,7 +7,7 @@ import re
 import json
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from kbert_tui.state import EventLog
 from kbert_tui.state.rules import RuleEngine, RuleProblem, parse_rule
 from kbert_tui.training.testing import tiny_config
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def batch(step: int, loss: float, corr: str = "run-1") -> Event:
@@ -77,7 +77,8 @@ def test_once_fires_a_single_time_and_rules_never_judge_their_own_events():
         ({"when": "loss>5", "action": ["pause", "pause"]}, "action", "listed twice"),
         ({"when": "loss>5", "action": "emit"}, "event", 'needs event = "a dotted.name"'),
         ({"when": "loss>5", "action": "pause", "event": "a.b"}, "event", 'only meaningful with action "emit"'),
-        ({"when": "loss>5", "action": "emit", "event": "alarm.raised\x1b[2J"}, "event", 'needs event = "a dotted.name"'),
+        ({"when": "loss>5", "action": "emit", "event": "alarm.raised\x1b[2J"}, "event",
+         'needs event = "a dotted.name"'),
         ({"when": "loss>5", "action": "emit", "event": "alarm.*"}, "event", 'needs event = "a dotted.name"'),
         ({"when": "loss>5", "action": "emit", "event": "alarm."}, "event", 'needs event = "a dotted.name"'),
         ({"when": "loss>5", "action": "pause", "for": 0}, "for", "whole number >= 1"),

@@ -85,7 +85,8 @@ def test_firings_come_in_the_order_of_the_events(tmp_path, config):
     events = spiky_run()
     firings = check_rules(load_config(config).rules, events)
     first_epoch_at = next(e.timestamp for e in events if e.name == "training.epoch_completed")
-    spike_at = next(e.timestamp for e in events if e.name == "training.batch_completed" and e.data["step"] == SPIKE_STEP)
+    spike_at = next(e.timestamp for e in events
+                    if e.name == "training.batch_completed" and e.data["step"] == SPIKE_STEP)
     assert [f.at for f in firings] == sorted(f.at for f in firings)
     assert {f.rule: f.at for f in firings}["first epoch"] == first_epoch_at < spike_at
     assert firings[0].since_start == (firings[0].at - events[0].timestamp).total_seconds() > 0

@@ -87,7 +87,7 @@ def test_a_handler_that_blocks_the_loop_for_good_neither_loses_events_nor_hangs_
         stdout, stderr = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:
         proc.kill()
-        raise AssertionError("the process hung")
+        raise AssertionError("the process hung") from None
     names = _names(out / "events.jsonl")
     # The worker thread went on; everything it emitted reached the log although the loop never turned.
     assert names.count("training.epoch_completed") == 3 and "training.completed" in names
@@ -141,7 +141,7 @@ needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is no
 
 
 @pytest.fixture
-def monitor(tmp_path, tmux):
+def monitor(tmp_path, tmux):  # noqa: F811 -- the fixture imported above, asked for by name
     """`kbert-tui run` of a long tiny run in the monitor, in a real terminal, once its steps show."""
     document = tiny_document(tmp_path, training={"epochs": 5000})
     out = tmp_path / "out"

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import pytest
 
 from kbert_tui.events import Event
 from kbert_tui.state import FilterSyntaxError, parse_filter
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def ev(name: str, data: dict | None = None, source: str = "trainer", corr: str | None = "run-1") -> Event:

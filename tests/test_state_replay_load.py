@@ -57,7 +57,8 @@ def test_replaying_a_device_or_a_fifo_exits_2_in_one_line_instead_of_reading_for
         os.mkfifo(path)
         writer = subprocess.Popen(["sh", "-c", f"cat /dev/zero > {path}"])  # a FIFO that never ends
     try:
-        done = subprocess.run([sys.executable, "-m", "kbert_tui", "replay", str(path)], capture_output=True, check=False,
+        done = subprocess.run([sys.executable, "-m", "kbert_tui", "replay", str(path)], capture_output=True,
+                              check=False,
                               text=True, timeout=20, stdin=subprocess.DEVNULL)
     finally:
         if kind == "fifo":

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 from kbert_tui.events import Event
 from kbert_tui.state import RunState, Series, event_kind, printable, summarize
 from simulate import simulate_run
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def ev(name: str, data: dict, t: float = 0.0, source: str = "trainer") -> Event:

@@ -10,6 +10,7 @@ from kbert_tui.events.store import read_events
 from kbert_tui.session import RunSession
 from kbert_tui.state import EventLog, parse_filter
 from kbert_tui.training.testing import tiny_config
+from datetime import UTC
 
 
 @pytest.fixture(scope="module")
@@ -112,11 +113,11 @@ def test_a_bad_scope_term_names_its_problem():
 
 @pytest.mark.parametrize("end", ["training.completed", "training.stopped", "training.failed"])
 def test_the_step_and_epoch_windows_end_with_the_run(end):
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from kbert_tui.events import Event
 
-    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
     events = [Event(name="training.epoch_started", data={"epoch": 1}, id="e1", timestamp=t0),
               Event(name="training.batch_completed", data={"step": 4, "epoch": 1, "loss": 0.3}, id="b4",
                     timestamp=t0 + timedelta(seconds=1)),

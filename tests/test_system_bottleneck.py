@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 from kbert_tui.events import Event
 from kbert_tui.system import BottleneckDetector, DetectorSettings
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def ev(name: str, data: dict, seconds: float = 0.0) -> Event:
@@ -155,13 +155,13 @@ async def test_detector_on_the_bus_emits_bottleneck_events(recording_bus):
 
 
 def test_a_rank_whose_steps_stay_slower_is_flagged_once_as_a_straggler():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from kbert_tui.events import Event
     from kbert_tui.system import BottleneckDetector
 
     detector = BottleneckDetector()
-    start = datetime(2026, 11, 29, tzinfo=timezone.utc)
+    start = datetime(2026, 11, 29, tzinfo=UTC)
     detector.observe(Event("training.started", {"device": "cpu", "blas": {"name": "openblas"}}, start))
     findings = []
     for step in range(1, 41):
@@ -174,13 +174,13 @@ def test_a_rank_whose_steps_stay_slower_is_flagged_once_as_a_straggler():
 
 
 def test_even_ranks_are_no_stragglers():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from kbert_tui.events import Event
     from kbert_tui.system import BottleneckDetector
 
     detector = BottleneckDetector()
-    start = datetime(2026, 11, 29, tzinfo=timezone.utc)
+    start = datetime(2026, 11, 29, tzinfo=UTC)
     findings = []
     for step in range(1, 41):
         metrics = {"rank_step_ms": [50.0 + step % 7, 52.0 - step % 5]}

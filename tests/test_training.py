@@ -50,7 +50,8 @@ def test_tiny_run_event_sequence_and_payloads(tmp_path, recording_bus):
 
     batches = bus.emitted("training.batch_completed")
     assert [b.data["step"] for b in batches] == list(range(1, 13))
-    assert {"learning_rate", "grad_norm", "samples_per_sec", "step_time_ms", "data_time_ms"} <= batches[0].data["metrics"].keys()
+    assert {"learning_rate", "grad_norm", "samples_per_sec", "step_time_ms",
+            "data_time_ms"} <= batches[0].data["metrics"].keys()
     assert {"batch", "epoch", "loss"} <= batches[0].data.keys()
     epoch = bus.emitted("training.epoch_completed")[-1].data
     assert {"train_loss", "val_loss", "val_accuracy", "val_f1"} <= epoch["metrics"].keys() and epoch["duration"] > 0

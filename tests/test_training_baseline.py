@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import numpy as np
 import pytest
@@ -19,7 +19,7 @@ from kbert_tui.training.demo import demo_rows
 from kbert_tui.training.testing import tiny_config, tiny_document, write_tiny_dataset
 from test_cli import write_toml
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture(autouse=True)

@@ -30,7 +30,8 @@ def _has_pip_openblas() -> bool:
     return sys.platform == "linux" and platform.machine() == "x86_64"
 
 
-needs_pip_openblas = pytest.mark.skipif(not _has_pip_openblas(), reason="the ngsolve-openblas wheel is Linux x86_64 only")
+needs_pip_openblas = pytest.mark.skipif(not _has_pip_openblas(),
+                                        reason="the ngsolve-openblas wheel is Linux x86_64 only")
 needs_debian = pytest.mark.skipif(not DEBIAN.exists(), reason="Debian's libopenblas0-pthread is not installed")
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="BLAS interposition is for MLX's Linux CPU wheel")
 

@@ -56,7 +56,8 @@ LOSS_CURVE = (
     "from kbert_tui.training.testing import tiny_config; from kbert_tui.events.testing import RecordingBus; "
     "folder = Path(sys.argv[1]); bus = RecordingBus(); config = tiny_config(folder); "
     "Trainer(config, bus, run_id='r', output_dir=folder / 'out').run(); "
-    "print(json.dumps([[e.data['loss'], e.data['metrics']['grad_norm']] for e in bus.emitted('training.batch_completed')] "
+    "print(json.dumps([[e.data['loss'], e.data['metrics']['grad_norm']] "
+    "for e in bus.emitted('training.batch_completed')] "
     "+ [[e.data['metrics'][k] for k in ('train_loss', 'val_loss', 'val_accuracy', 'val_f1')] "
     "for e in bus.emitted('training.epoch_completed')]))"
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 
 import pytest
@@ -394,7 +394,7 @@ async def test_help_at_80x24_keeps_each_key_on_the_row_of_its_description():
 
 async def test_markup_and_escape_sequences_are_shown_literally(settle):
     hostile = Event(name="e.[@click=app.quit]x", data={"text": "[bold red]boom[/] \x1b[2J\x1b]0;title\x07"},
-                    source="[b]src", timestamp=datetime(2026, 1, 1, tzinfo=timezone.utc), id="evil-1")
+                    source="[b]src", timestamp=datetime(2026, 1, 1, tzinfo=UTC), id="evil-1")
     app = MonitorApp(StaticSource(sim(epochs=1, steps_per_epoch=3, hostile_text=True) + [hostile]))
     async with app.run_test(size=(160, 40)) as pilot:
         await settle(pilot)
