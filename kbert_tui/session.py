@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ __all__ = ["RankedEventBus", "RunSession", "apply_control", "make_run_id"]
 
 def make_run_id(name: str) -> str:
     """`<name>-<UTC yyyymmdd-hhmmss>-<4 hex>`: sortable and unique enough across machines."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)[:40] or "run"
     return f"{safe}-{stamp}-{secrets.token_hex(2)}"
 
@@ -208,7 +208,7 @@ class RunSession:
         if control is None or control.info.ended:
             return
         control.info.state = self.outcome or (self.worker.outcome if self.worker is not None else None) or "failed"
-        control.info.ended_at = datetime.now(timezone.utc).isoformat()
+        control.info.ended_at = datetime.now(UTC).isoformat()
         try:
             control.info.write(control.info_path)
         except OSError:

@@ -32,7 +32,8 @@ try:  # ~3x faster than json on the hot path, optional like the codec's
 except ImportError:  # pragma: no cover - exercised where orjson is missing
     _loads = json.loads
 
-__all__ = ["RunRecord", "CompareTable", "baseline_curve", "compare_table", "config_cell", "config_differences", "label_runs",
+__all__ = ["RunRecord", "CompareTable", "baseline_curve", "compare_table", "config_cell", "config_differences",
+           "label_runs",
            "load_run", "METRICS", "FORMATS", "render_table"]
 
 METRICS = ("train_loss", "val_loss", "val_accuracy", "val_f1")

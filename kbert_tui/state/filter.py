@@ -339,14 +339,11 @@ def _term(token: _Token, fields: list[tuple[str, ...]] | None = None,
                 names.append(NameTerm(value, pos + len(prefix)))
             glob = _glob(value)
             return (lambda e, t, a=attr, g=glob: g(getattr(e, a) or "")), False
-    for op in _OPERATORS:
-        at = raw.find(op)
-        if at < 0:
-            continue
-        # the first operator character in the term decides (so `a>=1` is >= and not >)
-        first = min((raw.find(o) for o in _OPERATORS if raw.find(o) >= 0))
-        if at != first:
-            continue
+    # the first operator character in the term decides (so `a>=1` is >= and not >)
+    positions = [(raw.find(o), o) for o in _OPERATORS if raw.find(o) >= 0]
+    if positions:
+        at = min(found for found, _ in positions)
+        op = next(o for found, o in positions if found == at)
         key, value = raw[:at], raw[at + len(op):]
         if not key:
             raise FilterSyntaxError(f"'{op}' needs a field name before it, e.g. loss{op}0.5", pos)

@@ -131,7 +131,8 @@ class EventLog:
                 texts[low:high] = event_texts(ring[low:high])  # type: ignore[arg-type]
                 continue
             missing = [slot for slot in range(low, high) if texts[slot] is None]
-            for slot, text in zip(missing, event_texts([ring[slot] for slot in missing])):  # type: ignore[misc]
+            texts_of_missing = event_texts([ring[slot] for slot in missing])  # type: ignore[misc]
+            for slot, text in zip(missing, texts_of_missing, strict=True):
                 texts[slot] = text
         self._warm = end
         return end - start

@@ -22,7 +22,8 @@ from .ranks import RankLanes, rank_of
 from .story import cut_curve, cut_rows, resumed_at_step
 from .summary import dict_at, list_at, printable
 
-__all__ = ["RunState", "baseline_label", "TrainingState", "SystemState", "PluginInfo", "PluginsState", "Series", "Notice"]
+__all__ = ["RunState", "baseline_label", "TrainingState", "SystemState", "PluginInfo", "PluginsState", "Series",
+           "Notice"]
 
 RESOURCE_HISTORY = 120
 NOTICE_LIMIT = 8
@@ -150,7 +151,8 @@ class TrainingState:
     best_epoch: int | None = None
     restored_epoch: int | None = None  # training.completed: the best epoch whose weights the run ended with
     resumes: list[int] = field(default_factory=list)  # steps where a new process went on (`run --resume`)
-    resume_marks: list[tuple[float, float, float]] = field(default_factory=list)  # their (step, samples, seconds): chart markers
+    # their (step, samples, seconds): chart markers
+    resume_marks: list[tuple[float, float, float]] = field(default_factory=list)
     baseline_model: str | None = None  # data.baseline_computed: the score the model has to beat
     baseline_accuracy: float | None = None
     baseline_f1: float | None = None

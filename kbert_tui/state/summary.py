@@ -158,7 +158,8 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     ev.TRAINING_NEW_BEST_MODEL: lambda d: f"{d.get('metric')}={format_number(d.get('value'))} "
                                          f"(was {format_number(d.get('previous'))}) epoch {d.get('epoch')}",
     ev.TRAINING_EARLY_STOPPED: lambda d: f"epoch {d.get('epoch')}: {d.get('reason', '')}",
-    ev.TRAINING_STOPPED: lambda d: f"step {d.get('step')} ({d.get('reason', '')}) checkpoint {d.get('checkpoint_path')}",
+    ev.TRAINING_STOPPED: lambda d: f"step {d.get('step')} ({d.get('reason', '')}) "
+                                   f"checkpoint {d.get('checkpoint_path')}",
     ev.TRAINING_PAUSED: lambda d: f"step {d.get('step')} epoch {d.get('epoch')}",
     ev.TRAINING_RESUMED: lambda d: f"step {d.get('step')} epoch {d.get('epoch')}",
     ev.SYSTEM_CPU_USAGE: lambda d: f"cpu {format_number(d.get('percent'))}%",
