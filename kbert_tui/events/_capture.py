@@ -33,8 +33,12 @@ def capture(data: dict[Any, Any]) -> dict[Any, Any]:
     try:
         copy = data.copy() if type(data) is dict else dict(data)
         for key, value in copy.items():
-            if type(value) not in _ATOMS:
-                copy[key] = _capture(value, (id(data),))  # replacing a value leaves the iteration intact
+            kind = type(value)
+            if kind not in _ATOMS:  # replacing a value leaves the iteration intact
+                if kind is dict and _ATOMS.issuperset(map(type, value.values())):
+                    copy[key] = value.copy()  # the usual nesting, a dict of numbers (metrics): no visit
+                else:
+                    copy[key] = _capture(value, (id(data),))
         return copy
     except (_Cycle, RecursionError):  # a payload that holds itself, or an emit from deep recursion
         return _capture_deep(data if type(data) is dict else dict(data))  # type: ignore[no-any-return]

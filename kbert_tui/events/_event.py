@@ -63,8 +63,9 @@ class Event:
     id: str = field(default_factory=new_event_id)
 
     def __getattr__(self, attr: str) -> Any:
-        # new_event's other half: the datetime, the id string and an empty metadata dict are made
-        # from `_origin` the first time someone reads them (most handlers never do).
+        # The other half of the bus's event factory (EventBus._make_event), which stores only `_origin`:
+        # the datetime, the id string and an empty metadata dict are made the first time someone reads
+        # them (most handlers never do).
         fields = self.__dict__
         origin = fields.get("_origin")
         if origin is None:
@@ -85,28 +86,3 @@ class Event:
         """The first segment of the name (`training` for `training.started`)."""
         return self.name.partition(".")[0]
 
-
-_new_object = object.__new__
-_time_ns = time.time_ns
-
-
-def new_event(
-    name: str, data: dict[str, Any], source: str, correlation_id: str | None, metadata: dict[str, Any] | None,
-) -> Event:
-    """The one way the bus makes an event (its values already checked and captured).
-
-    It fills `__dict__` directly (a frozen dataclass's __init__ costs ~0.8 µs) and stores only
-    `_origin` (time, id prefix, number) for the timestamp and id, which `Event.__getattr__` builds
-    when first read.
-    """
-    event = _new_object(Event)
-    fields = event.__dict__
-    fields["name"] = name
-    fields["data"] = data
-    fields["source"] = source
-    if correlation_id is not None:  # else the class default, None
-        fields["correlation_id"] = correlation_id
-    if metadata is not None:
-        fields["metadata"] = metadata
-    fields["_origin"] = (_time_ns(), _prefix, next(_counter))
-    return event
