@@ -98,7 +98,7 @@ def _copy_mapping(value: dict[Any, Any]) -> dict[Any, Any]:
 
 
 def _remake_tuple(original: tuple[Any, ...], members: list[Any]) -> tuple[Any, ...]:
-    if all(new is old for new, old in zip(members, original)):
+    if all(new is old for new, old in zip(members, original, strict=True)):  # members: one per original item
         return original
     make = getattr(type(original), "_make", None)  # a namedtuple stays one
     if make is not None:

@@ -1,4 +1,15 @@
-"""Delivery: each subscription's backlog drained by its own task, and reports of handlers that fail."""
+"""Delivery: each subscription's backlog drained by its own task, and reports of handlers that fail.
+
+Each subscription owns a FIFO backlog drained by its own short-lived task, so a slow handler delays
+nobody else and every handler sees events in emission order (per emitting thread).
+
+Backlog policy: a subscription's backlog holds at most `buffer_size` events. An `await emit(...)` that
+finds the bus that far behind first yields once to the loop so the handlers can catch up; if a
+backlog is still full, its *oldest* undelivered event is dropped for that subscription only. Drops are
+counted (`EventMetrics.dropped_events`) and announced: `bus.subscriber_overflow` when a subscription
+starts dropping, `bus.subscriber_recovered` {dropped} once its backlog has drained. The history and the
+persisted log never drop an accepted event.
+"""
 
 from __future__ import annotations
 

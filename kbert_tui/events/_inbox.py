@@ -1,4 +1,8 @@
-"""The cross-thread inbox: threads hand admitted events to the loop, which takes them in slices."""
+"""The cross-thread inbox: threads hand admitted events to the loop, which takes them in slices.
+
+The inbox is bounded: a thread that outruns the loop waits for room (backpressure, at most ~1 s; its
+event is on disk already), so a subscriber that keeps up never loses an event.
+"""
 
 from __future__ import annotations
 

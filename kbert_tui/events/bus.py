@@ -6,18 +6,8 @@ whatever the loop or the handlers are doing. A failing disk is retried; events t
 written are counted, announced (`bus.persistence_failed` / `bus.persistence_recovered` {lost}) and
 raised as `PersistenceError` from `flush()` / `shutdown()`.
 
-Delivery model: each subscription owns a FIFO backlog drained by its own short-lived task, so a slow
-handler delays nobody else and every handler sees events in emission order (per emitting thread).
-Threads hand events to the loop through one bounded inbox that the loop drains in short slices; a
-thread that outruns the loop waits for room (backpressure), so a subscriber that keeps up never loses
-an event.
-
-Backlog policy: a subscription's backlog holds at most `buffer_size` events. An `await emit(...)` that
-finds the bus that far behind first yields once to the loop so the handlers can catch up; if a
-backlog is still full, its *oldest* undelivered event is dropped for that subscription only. Drops are
-counted (`EventMetrics.dropped_events`) and announced: `bus.subscriber_overflow` when a subscription
-starts dropping, `bus.subscriber_recovered` {dropped} once its backlog has drained. The history and the
-persisted log never drop an accepted event.
+Delivery (events/_delivery.py: backlogs and their policy) and the cross-thread inbox (events/_inbox.py,
+backpressure) are described where they are done.
 """
 
 from __future__ import annotations
