@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 if TYPE_CHECKING:
     from kbert_tui.state.rules import Rule
@@ -300,7 +300,7 @@ class _Reader:
         self.seen.add(name)
         return self.table.get(name, dataclasses.MISSING)
 
-    def int(self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    def integer(self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
         value = self._get(name)
         if value is dataclasses.MISSING:
             return default
@@ -311,7 +311,7 @@ class _Reader:
             raise self.fail(name, expectation, value)
         return value
 
-    def float(
+    def number(
         self,
         name: str,
         default: float,
@@ -332,7 +332,7 @@ class _Reader:
             raise self.fail(name, expectation, value)
         return float(value)
 
-    def bool(self, name: str, default: bool) -> bool:
+    def flag(self, name: str, default: bool) -> bool:
         value = self._get(name)
         if value is dataclasses.MISSING:
             return default
@@ -340,7 +340,11 @@ class _Reader:
             raise self.fail(name, "true or false", value)
         return value
 
-    def str(self, name: str, default: str | None, *, choices: tuple[str, ...] | None = None) -> str | None:
+    @overload
+    def text(self, name: str, default: str, *, choices: tuple[str, ...] | None = None) -> str: ...
+    @overload
+    def text(self, name: str, default: None, *, choices: tuple[str, ...] | None = None) -> str | None: ...
+    def text(self, name: str, default: str | None, *, choices: tuple[str, ...] | None = None) -> str | None:
         value = self._get(name)
         if value is dataclasses.MISSING:
             return default
@@ -373,7 +377,7 @@ class _Reader:
             raise self.fail(name, "a path whose ~user exists", value) from None
 
     def path_value(self, name: str, *, must_exist: bool, kind: str = "file") -> Path | None:
-        value = self.str(name, None)
+        value = self.text(name, None)
         if value is None:
             return None
         path = self.user_path(name, value)
@@ -544,23 +548,24 @@ def _read(cls: type, t: _Reader, **given: Any) -> Any:
                 values[f.name] = given[f.name]
             continue
         kind = hints[f.name]
+        default: Any = f.default  # a key's default is a plain value (`_key` sets one on every field)
         if getattr(kind, "__origin__", None) is tuple:
-            listed = t.str_list(f.name, f.default)
-            values[f.name] = f.default if listed is None else listed
-        elif dataclasses.is_dataclass(kind):
+            listed = t.str_list(f.name, default)
+            values[f.name] = default if listed is None else listed
+        elif isinstance(kind, type) and dataclasses.is_dataclass(kind):
             values[f.name] = _read(kind, t.table_of(f.name))
         elif meta["path"] is not None:
             values[f.name] = t.path_value(f.name, must_exist=meta["path"] != "out",
                                           kind="directory" if meta["path"] == "directory" else "file")
         elif kind is bool:
-            values[f.name] = t.bool(f.name, f.default)
+            values[f.name] = t.flag(f.name, default)
         elif kind is int:
-            values[f.name] = t.int(f.name, f.default, minimum=meta["minimum"], maximum=meta["maximum"])
+            values[f.name] = t.integer(f.name, default, minimum=meta["minimum"], maximum=meta["maximum"])
         elif kind is float:
-            values[f.name] = t.float(f.name, f.default, minimum=meta["minimum"], maximum=meta["maximum"],
+            values[f.name] = t.number(f.name, default, minimum=meta["minimum"], maximum=meta["maximum"],
                                      exclusive_min=meta["exclusive_min"])
         else:  # str, or str | None
-            values[f.name] = t.str(f.name, f.default, choices=meta["choices"])
+            values[f.name] = t.text(f.name, default, choices=meta["choices"])
     t.done()
     return cls(**values)
 
@@ -608,7 +613,7 @@ _NEED_TRAIN = ("validation", "test", "id_column", "text_columns", "template", "l
 
 def _parse_data(t: _Reader) -> DataSection:
     text_columns = t.str_list("text_columns", DataSection.text_columns)
-    template = t.str("template", None)
+    template = t.text("template", None)
     if template is not None and (problem := template_problem(template)):
         raise t.fail("template", f"a row template such as \"{{Name}} is {{Age}}\": {problem}", template)
     if text_columns is not None and template is not None:
@@ -626,8 +631,8 @@ _SET_BY_CHECKPOINT = ("hidden_size", "num_layers", "num_heads", "intermediate_si
 
 
 def _parse_model(t: _Reader, data: DataSection) -> ModelSection:
-    raw = t.str("pretrained", None)
-    pooling = t.str("pooling", "mean" if raw else "cls", choices=_choices(ModelSection, "pooling"))
+    raw = t.text("pretrained", None)
+    pooling = t.text("pooling", "mean" if raw else "cls", choices=_choices(ModelSection, "pooling"))
     if raw is not None:
         from kbert_tui.training.hf_checkpoint import PretrainedError, inspect_checkpoint
 
@@ -652,8 +657,8 @@ def _parse_model(t: _Reader, data: DataSection) -> ModelSection:
 
 def _parse_training(t: _Reader) -> TrainingSection:
     e = t.table_of("early_stopping")
-    metric = e.str("metric", EarlyStoppingSection.metric, choices=_choices(EarlyStoppingSection, "metric"))
-    mode = e.str("mode", "min" if metric.endswith("loss") else "max", choices=_choices(EarlyStoppingSection, "mode"))
+    metric = e.text("metric", EarlyStoppingSection.metric, choices=_choices(EarlyStoppingSection, "metric"))
+    mode = e.text("mode", "min" if metric.endswith("loss") else "max", choices=_choices(EarlyStoppingSection, "mode"))
     section = _read(TrainingSection, t, early_stopping=_read(EarlyStoppingSection, e, metric=metric, mode=mode))
     if section.resume_from is not None and not (section.resume_from / "state.json").is_file():
         raise t.fail("resume_from", f"a checkpoint folder holding state.json: {section.resume_from}")
@@ -662,7 +667,7 @@ def _parse_training(t: _Reader) -> TrainingSection:
 
 # A fine-tune's own defaults (docs/model.md): 1e-3 suits a model trained from scratch, not pretrained weights;
 # a second epoch helped on one real set of two and fits in the time on 2 cores, a third did not (issue 22).
-PRETRAINED_DEFAULTS = {"learning_rate": 1e-4, "epochs": 2}
+PRETRAINED_DEFAULTS: dict[str, Any] = {"learning_rate": 1e-4, "epochs": 2}
 
 
 def _check_pretrained(root: _Reader, model: ModelSection, training: TrainingSection) -> TrainingSection:
@@ -688,7 +693,7 @@ def _choices(cls: type, name: str) -> tuple[str, ...]:
 
 
 def _parse_events(t: _Reader) -> EventsSection:
-    value = t.str("path", None)
+    value = t.text("path", None)
     section = _read(EventsSection, t, path=t.user_path("path", value) if value is not None else None)
     if section.broker is not None and (problem := broker_url_problem(section.broker)):
         raise t.fail("broker", problem)
@@ -713,13 +718,13 @@ def _parse_plugins(t: _Reader) -> tuple[PluginSpec, ...]:
     specs = []
     for instance_name in list(t.table):
         p = t.table_of(instance_name)
-        plugin = p.str("plugin", None)
+        plugin = p.text("plugin", None)
         if plugin is None:
             raise p.fail("plugin", 'a plugin name: an entry-point name or "package.module:Class"')
-        enabled = p.bool("enabled", True)
+        enabled = p.flag("enabled", True)
         # timeout_s / max_errors belong to the PluginManager (per-call limit, error budget); checked here.
-        p.float("timeout_s", 5.0, minimum=0.0, exclusive_min=True)
-        p.int("max_errors", 5, minimum=1)
+        p.number("timeout_s", 5.0, minimum=0.0, exclusive_min=True)
+        p.integer("max_errors", 5, minimum=1)
         options = {k: v for k, v in p.table.items() if k not in ("plugin", "enabled")}
         specs.append(PluginSpec(instance_name, plugin, enabled, options))
     t.done()

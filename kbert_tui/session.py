@@ -108,7 +108,7 @@ class RunSession:
         distributed = self.ranks is not None and self.ranks.distributed
         self.bus = RankedEventBus(self.ranks.metadata(), **options) if distributed else EventBus(**options)
         self._control_sub = await self.bus.subscribe("control.*", self._on_control)
-        await self._start_remote()
+        await self._start_remote(self.bus)
         await self._start_system()
         # Plugins and rules act for the run on rank 0 (they write files in the shared run directory, e.g.
         # metrics.csv); the other ranks' events are copies of its, their lanes aside.
@@ -247,7 +247,7 @@ class RunSession:
 
     # ------------------------------------------------------------------ attached monitors (issue 13)
 
-    async def _start_remote(self) -> None:
+    async def _start_remote(self, bus: EventBus) -> None:
         """Let monitors in other processes find this run and steer it (session.json, control.jsonl)."""
         from kbert_tui.remote import LocalControlWatcher
 
@@ -255,7 +255,7 @@ class RunSession:
             return  # rank 0 answers for the run: one session.json, one control file; a stop reaches all ranks
 
         events_path = self.events_path.resolve()
-        self.local_control = LocalControlWatcher(self.bus, self.run_id, events_path)
+        self.local_control = LocalControlWatcher(bus, self.run_id, events_path)
         await self.local_control.start()
         settings = self.config.events
         if settings.broker:
@@ -263,7 +263,7 @@ class RunSession:
 
             info = self.local_control.info
             self.broker = BrokerPublisher(
-                self.bus, self.run_id, events_path, settings.broker, maxlen=settings.broker_maxlen,
+                bus, self.run_id, events_path, settings.broker, maxlen=settings.broker_maxlen,
                 token=settings.broker_token, relay=self.local_control.relay,
                 info={"name": self.config.run.name, "host": info.host, "pid": info.pid, "events": info.events})
             await self.broker.start()

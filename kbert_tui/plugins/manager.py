@@ -9,6 +9,7 @@ import inspect
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -235,7 +236,7 @@ class PluginManager:
             await self._fail(slot, "load", f"{type(exc).__name__}: {exc}")
             return
         plugin.attach(self.bus, instance_name=slot.name, context=self.context,
-                      guard=lambda handler, label, slot=slot: self._guard(slot, handler, label))
+                      guard=partial(self._guard, slot))
         slot.plugin = plugin
         await self._set_state(slot, PluginState.LOADED)
         await self._emit(slot, ev.PLUGIN_LOADED, {
@@ -357,7 +358,7 @@ class PluginManager:
         for slot in targets:
             plugin = slot.plugin
             assert plugin is not None
-            deliver = self._guard(slot, lambda ev, p=plugin: p.on_message(sender, message), "on_message")
+            deliver = self._guard(slot, _message_handler(plugin, sender, message), "on_message")
             await deliver(event)
 
     async def _set_state(self, slot: _Slot, new: PluginState) -> None:
@@ -392,3 +393,8 @@ def check_options(config: Any) -> None:
         except Exception:  # noqa: BLE001 - reported at run time, like any plugin that fails to load
             continue
         plugin_options(cls, dict(spec.options), spec.instance_name, origin)
+
+
+def _message_handler(plugin: PluginPort, sender: Any, message: Any) -> Handler:
+    """Hands `message` from `sender` to the plugin, whatever event carries it."""
+    return lambda _event: plugin.on_message(sender, message)

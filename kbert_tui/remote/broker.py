@@ -160,11 +160,12 @@ class BrokerPublisher:
                 task.cancel()
         if self.published_all:
             self.info.update(state=outcome or "failed", ended_at=_now(), events_published=self.published)
+            unreachable: tuple[type[BaseException], ...] = (*_errors(), TimeoutError)
             try:
                 if self._client is None:
                     self._client = _async_client(self.url, socket_timeout=2.0)
                 await asyncio.wait_for(self._register(), 2.0)
-            except (*_errors(), TimeoutError):
+            except unreachable:
                 self.unpublished = 0  # the stream is whole; only the registry could not say so
         else:
             self.unpublished = self._follower.position - self.published + len(self._follower.read_lines())

@@ -59,7 +59,7 @@ class NvmlGpuSource:
     """Reads every NVIDIA GPU through NVML (`nvidia-ml-py`'s `pynvml`, or any module shaped like it)."""
 
     def __init__(self, nvml: ModuleType | Any | None = None) -> None:
-        self._nvml = nvml
+        self._nvml: Any = nvml  # the pynvml module or a stand-in with its functions (the tests')
         self._handles: list[tuple[int, str, Any]] = []
         self._opened = False
 
@@ -67,10 +67,10 @@ class NvmlGpuSource:
         nvml = self._nvml
         if nvml is None:
             try:
-                import pynvml as nvml  # type: ignore[import-not-found, no-redef]
+                import pynvml
             except ImportError as exc:
                 raise GpuUnavailable(f"nvidia-ml-py is not installed ({exc})") from exc
-            self._nvml = nvml
+            nvml = self._nvml = pynvml
         try:
             nvml.nvmlInit()
         except Exception as exc:  # NVMLError subclasses, OSError from a broken driver

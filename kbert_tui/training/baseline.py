@@ -69,7 +69,9 @@ class Vectorizer:
         self.idf = np.log((1 + len(texts)) / (1 + np.asarray(df, dtype=np.float64))) + 1.0
 
     def transform(self, texts: list[str]) -> SparseRows:
-        rows, cols, counts = [], [], []
+        rows: list[int] = []
+        cols: list[int] = []
+        counts: list[int] = []
         for r, text in enumerate(texts):
             seen: dict[int, int] = {}
             for gram in ngrams(text):

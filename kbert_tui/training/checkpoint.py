@@ -73,5 +73,7 @@ def load_checkpoint_tokenizer(folder: Path) -> Tokenizer:
 def restore(folder: Path, model: nn.Module, optimizer: optim.Optimizer) -> None:
     model.load_weights(str(folder / "model.safetensors"), strict=True)
     state = mx.load(str(folder / "optimizer.safetensors"))
+    if not isinstance(state, dict):  # a safetensors file is named tensors; anything else is not our checkpoint
+        raise CheckpointError(f"training.resume_from: {folder}/optimizer.safetensors holds no named tensors")
     optimizer.state = tree_unflatten(list(state.items()))
     mx.eval(model.parameters(), optimizer.state)

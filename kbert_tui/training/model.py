@@ -8,6 +8,8 @@ its top layers, the pooling and a classification head.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
@@ -208,16 +210,24 @@ class FineTunedBert(nn.Module):
         return self.classifier(self.dropout(pool(x, attention_mask, self.pooling)))
 
 
+def flat_arrays(tree: Any) -> list[tuple[str, mx.array]]:
+    """A tree of parameters (or gradients, or optimizer state) as (dotted name, array) pairs.
+
+    mlx.utils.tree_flatten returns this list; its annotation also admits the dict it fills when given one.
+    """
+    return cast(list[tuple[str, mx.array]], tree_flatten(tree))
+
+
 def count_parameters(model: nn.Module) -> int:
-    return sum(v.size for _, v in tree_flatten(model.parameters()))
+    return sum(v.size for _, v in flat_arrays(model.parameters()))
 
 
-def grouped_norms(grads: dict) -> dict[str, float]:
+def grouped_norms(grads: dict[str, Any]) -> dict[str, float]:
     """L2 norm of the gradients per top-level block (embeddings, layers.N, pooler, classifier)."""
     sums: dict[str, mx.array] = {}
-    for name, g in tree_flatten(grads):
+    for name, g in flat_arrays(grads):
         parts = name.split(".")
         group = ".".join(parts[:2]) if parts[0] == "layers" else parts[0]
         sums[group] = sums.get(group, mx.array(0.0)) + mx.sum(g.astype(mx.float32) ** 2)
     mx.eval(list(sums.values()))
-    return {k: float(mx.sqrt(v).item()) for k, v in sums.items()}
+    return {k: float(mx.sqrt(v)) for k, v in sums.items()}

@@ -182,6 +182,8 @@ def get_tokenizer(texts: Sequence[str], vocab_size: int, emit: Emit, *, director
 def encode(tokenizer: Tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
     """Token ids with [CLS] … [SEP], cut to max_length (keeping [SEP] last)."""
     sep = tokenizer.token_to_id("[SEP]")
+    if sep is None:
+        raise ValueError("the tokenizer has no [SEP] token")
     out = []
     for encoding in tokenizer.encode_batch(list(texts)):
         ids = encoding.ids

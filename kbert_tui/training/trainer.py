@@ -20,7 +20,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
-from mlx.utils import tree_flatten, tree_unflatten
+from mlx.utils import tree_unflatten
 
 from kbert_tui.blas import set_threads, verify_binding
 from kbert_tui.config import RunConfig, UserInputError, config_to_dict
@@ -33,7 +33,7 @@ from .baseline import MODEL_NAME as BASELINE_MODEL, BagOfWords, log_softmax
 from .control import Control
 from .data import PreparedData, Split, load_data
 from .distributed import Ranks
-from .model import BertClassifier, count_parameters, grouped_norms
+from .model import BertClassifier, FineTunedBert, count_parameters, flat_arrays, grouped_norms
 from .pretrained import FineTune, pad_features
 from .tokenizer import PAD_ID, encode, get_tokenizer
 
@@ -208,7 +208,7 @@ class Trainer:
         self.best = BestTracker.from_settings(es.metric, es.mode, es.min_delta, es.patience)
         self.failure: dict[str, Any] | None = None
         self._prior: dict[str, np.ndarray] = {}  # the bag-of-words log-probabilities joined to the encoder's
-        self._best_weights: tuple[int, list, dict[str, Any]] | None = None
+        self._best_weights: tuple[int, list[tuple[str, mx.array]], dict[str, Any]] | None = None
         self.final_metrics: dict[str, Any] | None = None
         self.outcome: str | None = None
 
@@ -275,6 +275,7 @@ class Trainer:
 
         mx.random.seed(cfg.run.seed)
         vocab_size = tokenizer.get_vocab_size()
+        model: FineTunedBert | BertClassifier
         if base is not None:
             model = base.classifier(len(data.label_names), cfg.model.dropout)
         else:
@@ -312,14 +313,14 @@ class Trainer:
                 "best": {"metric": self.best.metric, "value": self.best.best, "epoch": self.best.best_epoch}}
                if resume else {}),
         })
-        if base is not None:
+        if base is not None and isinstance(model, FineTunedBert):  # always so with a base: the type checker's word
             base.announce(self.emit, model)
         self._bag_of_words(data, val, test)
         if base is not None:  # the frozen layers' outputs, once: each step then runs only the layers that train
             splits = [e for e in (train, val, test) if e is not None]
             for enc, features in zip(splits, base.features([e.ids for e in splits], self.emit), strict=True):
                 enc.features = features
-        if resume is not None:
+        if resume is not None and resume_state is not None:
             self.emit(ev.MODEL_CHECKPOINT_LOADED, {
                 "path": str(resume),
                 "restored_epoch": resume_state["epoch"] if resume_state["batches_done"] else resume_state["epoch"] - 1,
@@ -427,6 +428,7 @@ class Trainer:
                 mine = self.ranks.shard(rows)
                 # An empty shard (a last batch smaller than the world) still joins the collectives, weighing 0.
                 ids, mask, labels = make_batch(train, mine if len(mine) else rows[:1])
+                assert labels is not None  # the training split is labelled (data.load refuses it otherwise)
                 data_time = time.perf_counter() - t0
                 p.step += 1
                 self._report_batch_loaded(batch, len(mine), ids, data_time)
@@ -558,7 +560,7 @@ class Trainer:
                       span=f"best-{epoch}", caused_by=f"epoch-{epoch}")
         if better is not None and self.config.training.restore_best:
             # MLX arrays are immutable and the optimizer replaces them, so holding them is a snapshot.
-            self._best_weights = (epoch, tree_flatten(self.model.parameters()), metrics)
+            self._best_weights = (epoch, flat_arrays(self.model.parameters()), metrics)
         return better is not None
 
     def _restore_best(self) -> int | None:

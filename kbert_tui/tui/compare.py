@@ -51,7 +51,8 @@ def loss_lines(records: Sequence[RunRecord], x_axis_name: str) -> list[Line]:
     """Each run's training loss against the chosen x (step, samples seen, wall seconds)."""
     out = []
     for i, r in enumerate(records):
-        xs = {"step": r.steps, "samples": r.samples, "time": r.times}[x_axis_name]
+        axes: dict[str, Sequence[float]] = {"step": r.steps, "samples": r.samples, "time": r.times}
+        xs = axes[x_axis_name]
         out.append(Line(xs, r.losses, run_style(i)))
     return out
 
