@@ -170,7 +170,8 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from kbert_tui.config import ConfigError, default_config, load_config
+    from kbert_tui.config import default_config, load_config
+    from kbert_tui.errors import ConfigError
 
     from kbert_tui.plugins import check_options
 
@@ -296,7 +297,7 @@ def _data_problem(config: Any) -> str | None:
     """The CSVs' fatal problem (`<file>: <what>`), found before any folder is made or the monitor opens."""
     if config.data.is_builtin_demo:
         return None
-    from kbert_tui.training import DataError
+    from kbert_tui.errors import DataError
     from kbert_tui.training.checkpoint import read_state
     from kbert_tui.training.data import load_data
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
+from kbert_tui.errors import ConfigError, UserInputError
+
 if TYPE_CHECKING:
     from kbert_tui.state.rules import Rule
 
@@ -44,14 +46,6 @@ __all__ = [
     "key_list",
     "template_problem",
 ]
-
-
-class UserInputError(Exception):
-    """Bad input from the user (config, data, checkpoint): the message says where and what; exit status 2."""
-
-
-class ConfigError(UserInputError, ValueError):
-    """A configuration problem; the message names the file, the key path and the expectation."""
 
 
 # --------------------------------------------------------------------------- sections
@@ -634,7 +628,8 @@ def _parse_model(t: _Reader, data: DataSection) -> ModelSection:
     raw = t.text("pretrained", None)
     pooling = t.text("pooling", "mean" if raw else "cls", choices=_choices(ModelSection, "pooling"))
     if raw is not None:
-        from kbert_tui.training.hf_checkpoint import PretrainedError, inspect_checkpoint
+        from kbert_tui.errors import PretrainedError
+        from kbert_tui.training.hf_checkpoint import inspect_checkpoint
 
         given = [name for name in _SET_BY_CHECKPOINT if name in t.table]
         if given:

@@ -25,7 +25,7 @@ __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_HANGUP", "EXIT_INTERRUPTED", "
 
 EXIT_OK = 0  # the run completed (or the command did what it was asked)
 EXIT_FAILED = 1  # training failed, or the monitor itself did
-EXIT_BAD_INPUT = 2  # config, data, events file or arguments: one line, nothing written
+EXIT_BAD_INPUT = 2  # config, data, events file or arguments (kbert_tui.errors): one line, nothing written
 EXIT_STOPPED = 3  # stopped by the user (`s`, `q` then yes, a stop request); a checkpoint is saved
 EXIT_HANGUP = 128 + signal.SIGHUP  # 129
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130: Ctrl-C

@@ -16,7 +16,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from kbert_tui.config import ConfigError, RunConfig, default_config, load_config
+from kbert_tui.config import RunConfig, default_config, load_config
+from kbert_tui.errors import ConfigError
 
 __all__ = ["ResumePoint", "find_resume_point", "resume_command", "resume_config"]
 

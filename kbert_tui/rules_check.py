@@ -109,7 +109,8 @@ def rules_check_command(config_path: str, runs: Sequence[str]) -> int:
     import sys
 
     from kbert_tui.cli import _error, _os_problem
-    from kbert_tui.config import ConfigError, load_config
+    from kbert_tui.config import load_config
+    from kbert_tui.errors import ConfigError
     from kbert_tui.events.store import read_events
     from kbert_tui.lifecycle import EXIT_FAILED, EXIT_OK
     from kbert_tui.remote import resolve_run

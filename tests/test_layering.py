@@ -59,8 +59,8 @@ def test_state_depends_on_events_only(subpackage):
 
 @pytest.mark.parametrize("subpackage", ["training", "system", "plugins"])
 def test_producers_talk_through_events(subpackage):
-    allowed = ("kbert_tui.events", "kbert_tui.config", "kbert_tui.blas", "kbert_tui.policy", "kbert_tui.control",
-               f"kbert_tui.{subpackage}")
+    allowed = ("kbert_tui.events", "kbert_tui.config", "kbert_tui.errors", "kbert_tui.blas", "kbert_tui.policy",
+               "kbert_tui.control", f"kbert_tui.{subpackage}")
     assert _violations(subpackage, allowed) == []
 
 

@@ -21,13 +21,9 @@ import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_unflatten
 from tokenizers import Tokenizer
 
-from kbert_tui.config import UserInputError
+from kbert_tui.errors import CheckpointError
 
 from .tokenizer import load_tokenizer
-
-
-class CheckpointError(UserInputError):
-    """`resume_from` names a checkpoint that can't be resumed (missing, damaged, another model's shape)."""
 
 
 def save_checkpoint(

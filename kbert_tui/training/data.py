@@ -17,17 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kbert_tui.config import DataSection, UserInputError, template_problem
+from kbert_tui.config import DataSection, template_problem
+from kbert_tui.errors import DataError
 from kbert_tui.events import catalog as ev
 
 from .demo import demo_splits
 
 Emit = Callable[..., None]
 MAX_LISTED_ISSUES = 50
-
-
-class DataError(UserInputError):
-    """The data cannot be trained on; the message says which file and what to fix."""
 
 
 @dataclass

@@ -17,16 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kbert_tui.config import UserInputError
+from kbert_tui.errors import PretrainedError
 
 SUPPORTED_TYPES = ("bert", "distilbert")
 _ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_approx", "gelu_pytorch_tanh": "gelu_approx", "relu": "relu"}
 _DTYPES = {"F32", "F16", "BF16"}
 _NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # org/name, as on the Hugging Face hub
-
-
-class PretrainedError(UserInputError):
-    """A `model.pretrained` checkpoint that cannot be used; the message says which file and why."""
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ import numpy as np
 from mlx.utils import tree_unflatten
 
 from kbert_tui.blas import set_threads, verify_binding
-from kbert_tui.config import RunConfig, UserInputError, config_to_dict
+from kbert_tui.config import RunConfig, config_to_dict
+from kbert_tui.errors import DeviceError, UserInputError
 from kbert_tui.events import EventBusError
 from kbert_tui.events import catalog as ev
 from kbert_tui.policy import BestTracker
@@ -67,10 +68,6 @@ class _Progress:
 
 
 # ---------------------------------------------------------------------- the loop's pieces (no bus)
-
-
-class DeviceError(UserInputError):
-    """`[training] device` asks for a GPU this MLX can't use."""
 
 
 def select_device(choice: str) -> str:
