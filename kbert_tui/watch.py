@@ -30,13 +30,13 @@ from kbert_tui.client import INBOX_NAME, OUTBOX_NAME, WATCH_DIR_ENV, WATCH_RUN_I
 from kbert_tui.control import Control
 from kbert_tui.events import Event, EventBusError
 from kbert_tui.events import catalog as ev
+from kbert_tui.lifecycle import EXIT_INTERRUPTED, signal_exit
 from kbert_tui.remote import send_control
 from kbert_tui.remote.local import FINAL_TRAINING_EVENTS
 from kbert_tui.session import RunSession, make_run_id
 
 __all__ = ["ChildWorker", "WatchSession", "exit_status_of", "watch_command"]
 
-EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
 STOP_GRACE_S = 10.0  # a script that logs through the client gets this long to stop by itself
 SIGNAL_GRACE_S = 5.0  # then each signal gets this long before the next, harder one
 MAX_LINE = 4000  # characters of one output line kept in its event
@@ -47,7 +47,7 @@ _ESCAPES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-
 
 def exit_status_of(returncode: int) -> int:
     """A child's status as a shell reports it: killed by signal N (returncode -N) is 128 + N."""
-    return 128 - returncode if returncode < 0 else returncode
+    return signal_exit(-returncode) if returncode < 0 else returncode
 
 
 def _how(returncode: int) -> str:
