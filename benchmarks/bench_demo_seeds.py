@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def run_demo(python: str, seed: int, folder: Path) -> dict:
     """One demo run with `seed` in `folder` (config, cache, output); accuracy, time, the BLAS header line."""
-    from kbert_tui.config import example_config
+    from kbert_tui.config_docs import example_config
 
     config = folder / "demo.toml"
     text = example_config(config.name)

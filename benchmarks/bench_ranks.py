@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kbert_tui.config import example_config  # noqa: E402
+from kbert_tui.config_docs import example_config  # noqa: E402
 
 
 def config_text(epochs: int, threads: int) -> str:

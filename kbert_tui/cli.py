@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _init(args: argparse.Namespace) -> int:
-    from kbert_tui.config import example_config
+    from kbert_tui.config_docs import example_config
 
     path = Path(args.path).expanduser()
     if path.exists() and not args.force:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from kbert_tui.config import ConfigError, default_config, example_config, load_config
+from kbert_tui.config import ConfigError, default_config, load_config
+from kbert_tui.config_docs import example_config
 
 
 def write(tmp_path: Path, text: str, name: str = "run.toml") -> Path:

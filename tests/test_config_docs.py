@@ -6,7 +6,8 @@ import dataclasses
 import tomllib
 from pathlib import Path
 
-from kbert_tui.config import SECTIONS, example_config, sync_docs
+from kbert_tui.config import SECTIONS
+from kbert_tui.config_docs import example_config, sync_docs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -14,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_docs_tables_are_generated_from_the_declarations():
     for doc in ("docs/config.md", "README.md"):
         text = (ROOT / doc).read_text(encoding="utf-8")
-        assert sync_docs(text) == text, f"{doc} is stale: run python -m kbert_tui.config docs/config.md README.md"
+        assert sync_docs(text) == text, f"{doc} is stale: run python -m kbert_tui.config_docs docs/config.md README.md"
     docs = (ROOT / "docs/config.md").read_text(encoding="utf-8")
     for path, _ in SECTIONS:
         assert f"<!-- config:{path} -->" in docs

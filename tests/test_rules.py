@@ -324,7 +324,7 @@ def test_the_documented_rules_load(tmp_path):
 
 
 def test_the_example_config_still_loads_with_its_rule_uncommented(tmp_path):
-    from kbert_tui.config import example_config
+    from kbert_tui.config_docs import example_config
 
     text = example_config("x.toml")
     text = re.sub(r"^# (\[\[rules\]\]|name = \"loss spike\"|when = .*|action = .*|for = .*|once = .*)$", r"\1",
