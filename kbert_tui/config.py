@@ -9,13 +9,13 @@ Paths in the file are relative to the file's own folder.
 from __future__ import annotations
 
 import dataclasses
-import math
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any
 
+from kbert_tui.config_reader import TableReader, template_problem
 from kbert_tui.errors import ConfigError, UserInputError
 
 if TYPE_CHECKING:
@@ -263,178 +263,6 @@ class RunConfig:
         return dataclasses.replace(self, **sections)
 
 
-# --------------------------------------------------------------------------- validation helpers
-
-_Check = Callable[[Any], bool]
-
-
-class _Reader:
-    """Reads one TOML table, tracking the key path and the file for error messages."""
-
-    def __init__(self, table: Mapping[str, Any], path: str, origin: str, base_dir: Path) -> None:
-        self.table = table
-        self.path = path
-        self.origin = origin
-        self.base_dir = base_dir
-        self.seen: set[str] = set()
-
-    def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
-
-    def fail(self, name: str, expectation: str, got: Any = dataclasses.MISSING) -> ConfigError:
-        where = f"{self.origin}: {self.key(name)}"
-        expectation = _one_line(expectation)  # it may quote a path or a template from the file
-        if got is dataclasses.MISSING:
-            return ConfigError(f"{where}: {expectation}")
-        return ConfigError(f"{where}: expected {expectation}, got {_show(got)}")
-
-    def _get(self, name: str) -> Any:
-        self.seen.add(name)
-        return self.table.get(name, dataclasses.MISSING)
-
-    def integer(self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
-        value = self._get(name)
-        if value is dataclasses.MISSING:
-            return default
-        expectation = "an integer" + _range_text(minimum, maximum)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(name, expectation, value)
-        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-            raise self.fail(name, expectation, value)
-        return value
-
-    def number(
-        self,
-        name: str,
-        default: float,
-        *,
-        minimum: float | None = None,
-        maximum: float | None = None,
-        exclusive_min: bool = False,
-    ) -> float:
-        value = self._get(name)
-        if value is dataclasses.MISSING:
-            return default
-        low = (">" if exclusive_min else ">=") if minimum is not None else None
-        expectation = "a number" + _range_text(minimum, maximum, low)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise self.fail(name, expectation, value)
-        too_low = minimum is not None and (value <= minimum if exclusive_min else value < minimum)
-        if too_low or (maximum is not None and value > maximum):
-            raise self.fail(name, expectation, value)
-        return float(value)
-
-    def flag(self, name: str, default: bool) -> bool:
-        value = self._get(name)
-        if value is dataclasses.MISSING:
-            return default
-        if not isinstance(value, bool):
-            raise self.fail(name, "true or false", value)
-        return value
-
-    @overload
-    def text(self, name: str, default: str, *, choices: tuple[str, ...] | None = None) -> str: ...
-    @overload
-    def text(self, name: str, default: None, *, choices: tuple[str, ...] | None = None) -> str | None: ...
-    def text(self, name: str, default: str | None, *, choices: tuple[str, ...] | None = None) -> str | None:
-        value = self._get(name)
-        if value is dataclasses.MISSING:
-            return default
-        if choices is not None:
-            if value not in choices:
-                raise self.fail(name, "one of " + ", ".join(f'"{c}"' for c in choices), value)
-            return value
-        if not isinstance(value, str) or not value.strip():
-            raise self.fail(name, "a non-empty string", value)
-        return value
-
-    def str_list(self, name: str, default: tuple[str, ...]) -> tuple[str, ...] | None:
-        value = self._get(name)
-        if value is dataclasses.MISSING:
-            return None
-        if isinstance(value, str):
-            value = [value]
-        ok = isinstance(value, list) and value and all(isinstance(v, str) and v.strip() for v in value)
-        if not ok:
-            raise self.fail(name, "a non-empty list of column names", value)
-        return tuple(value)
-
-    def user_path(self, name: str, value: str) -> Path:
-        """`value` as a path, `~` expanded; a NUL or an unknown `~user` is this key's error."""
-        if "\x00" in value:
-            raise self.fail(name, "a path without NUL characters", value)
-        try:
-            return Path(value).expanduser()
-        except RuntimeError:
-            raise self.fail(name, "a path whose ~user exists", value) from None
-
-    def path_value(self, name: str, *, must_exist: bool, kind: str = "file") -> Path | None:
-        value = self.text(name, None)
-        if value is None:
-            return None
-        path = self.user_path(name, value)
-        if not path.is_absolute():
-            path = self.base_dir / path
-        if must_exist:
-            exists = path.is_file() if kind == "file" else path.is_dir()
-            if not exists:
-                raise self.fail(name, f"{kind} not found: {path} (relative paths start at the config file's folder)")
-        return path
-
-    def table_of(self, name: str) -> _Reader:
-        value = self._get(name)
-        if value is dataclasses.MISSING:
-            value = {}
-        if not isinstance(value, dict):
-            raise self.fail(name, "a table", value)
-        return _Reader(value, self.key(name), self.origin, self.base_dir)
-
-    def done(self) -> None:
-        """Reject keys nobody asked for."""
-        for name in self.table:
-            if name not in self.seen:
-                known = ", ".join(sorted(self.seen)) or "none"
-                raise self.fail(name, f"unknown key (known keys here: {known})")
-
-
-def template_problem(template: str) -> str | None:
-    """Why `template` can't build a text from a row (None when it can): `{Column}` or `{Column:spec}` fields."""
-    import string
-
-    try:
-        fields = list(string.Formatter().parse(template))
-    except ValueError as error:
-        return str(error)
-    for _, name, spec, conversion in fields:
-        if conversion:
-            return f"{{{name}!{conversion}}}: a field takes no !conversion"
-        try:
-            format("", spec or "")  # row values are text: the spec must suit a string
-        except ValueError as error:
-            return f"{{{name}:{spec}}}: {error}"
-    return None
-
-
-def _one_line(text: str) -> str:
-    """`text` with line breaks and other control characters written as escapes."""
-    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
-
-
-def _range_text(minimum: Any, maximum: Any, low: str | None = ">=") -> str:
-    parts = []
-    if minimum is not None:
-        parts.append(f"{low or '>='} {minimum}")
-    if maximum is not None:
-        parts.append(f"<= {maximum}")
-    return (" " + " and ".join(parts)) if parts else ""
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    kind = type(value).__name__
-    return f"{text[:60]}{'…' if len(text) > 60 else ''} ({kind})"
-
-
 # --------------------------------------------------------------------------- parsing
 
 
@@ -467,7 +295,7 @@ def parse_config(
     source: Path | None = None,
 ) -> RunConfig:
     """Validate an already-parsed TOML document (a dict of tables)."""
-    root = _Reader(document, "", origin, base_dir or Path.cwd())
+    root = TableReader(document, "", origin, base_dir or Path.cwd())
     run = _parse_run(root.table_of("run"))
     data = _parse_data(root.table_of("data"))
     if "name" not in root.table.get("run", {}) and not data.is_builtin_demo:
@@ -485,7 +313,7 @@ def parse_config(
     return RunConfig(run, data, model, training, events, system, plugins, source, rules=rules)
 
 
-def _parse_rules(root: _Reader) -> tuple[Rule, ...]:
+def _parse_rules(root: TableReader) -> tuple[Rule, ...]:
     """[[rules]]: each checked whole (its filter parsed), so a bad one stops the run before it starts."""
     from kbert_tui.state.rules import RuleProblem, parse_rule
 
@@ -529,7 +357,7 @@ def _check_producers(origin: str, plugins: tuple[PluginSpec, ...], rules: tuple[
             raise ConfigError(f"{origin}: rules[{number}].{problem.key}: {problem.message}")
 
 
-def _read(cls: type, t: _Reader, **given: Any) -> Any:
+def _read(cls: type, t: TableReader, **given: Any) -> Any:
     """Read every declared key of section `cls` from `t` (custom keys come in `given`), then reject unknown keys."""
     hints = _hints(cls)
     values: dict[str, Any] = {}
@@ -566,7 +394,7 @@ def read_section(cls: type, table: Mapping[str, Any], path: str, origin: str = "
                  base_dir: Path | None = None) -> Any:
     """`table` read as the declared section `cls` (a dataclass of `_key` fields): ConfigError names
     `origin: path.key` on an unknown key, a wrong type or a value out of bounds. Plugins use it."""
-    return _read(cls, _Reader(table, path, origin, base_dir or Path.cwd()))
+    return _read(cls, TableReader(table, path, origin, base_dir or Path.cwd()))
 
 
 def option(default: Any = None, doc: str = "", **bounds: Any) -> Any:
@@ -592,7 +420,7 @@ def _hints(cls: type) -> dict[str, Any]:
     return _HINTS[cls]
 
 
-def _parse_run(t: _Reader) -> RunSection:
+def _parse_run(t: TableReader) -> RunSection:
     section = _read(RunSection, t)
     if any(c in "/\\" or not c.isprintable() for c in section.name):
         raise t.fail("name", "a name without / \\ or control characters (it starts the run's folder name)",
@@ -603,7 +431,7 @@ def _parse_run(t: _Reader) -> RunSection:
 _NEED_TRAIN = ("validation", "test", "id_column", "text_columns", "template", "label_column")
 
 
-def _parse_data(t: _Reader) -> DataSection:
+def _parse_data(t: TableReader) -> DataSection:
     text_columns = t.str_list("text_columns", DataSection.text_columns)
     template = t.text("template", None)
     if template is not None and (problem := template_problem(template)):
@@ -622,7 +450,7 @@ _SET_BY_CHECKPOINT = ("hidden_size", "num_layers", "num_heads", "intermediate_si
                       "max_position")
 
 
-def _parse_model(t: _Reader, data: DataSection) -> ModelSection:
+def _parse_model(t: TableReader, data: DataSection) -> ModelSection:
     raw = t.text("pretrained", None)
     pooling = t.text("pooling", "mean" if raw else "cls", choices=_choices(ModelSection, "pooling"))
     if raw is not None:
@@ -648,7 +476,7 @@ def _parse_model(t: _Reader, data: DataSection) -> ModelSection:
     return section
 
 
-def _parse_training(t: _Reader) -> TrainingSection:
+def _parse_training(t: TableReader) -> TrainingSection:
     e = t.table_of("early_stopping")
     metric = e.text("metric", EarlyStoppingSection.metric, choices=_choices(EarlyStoppingSection, "metric"))
     mode = e.text("mode", "min" if metric.endswith("loss") else "max", choices=_choices(EarlyStoppingSection, "mode"))
@@ -663,7 +491,7 @@ def _parse_training(t: _Reader) -> TrainingSection:
 PRETRAINED_DEFAULTS: dict[str, Any] = {"learning_rate": 1e-4, "epochs": 2}
 
 
-def _check_pretrained(root: _Reader, model: ModelSection, training: TrainingSection) -> TrainingSection:
+def _check_pretrained(root: TableReader, model: ModelSection, training: TrainingSection) -> TrainingSection:
     """`training.train_layers` is for a pretrained model, and at most its layers; a fine-tune's own defaults."""
     given = root.table.get("training", {})
     where = f"{root.origin}: training.train_layers"
@@ -685,7 +513,7 @@ def _choices(cls: type, name: str) -> tuple[str, ...]:
     return next(f.metadata["choices"] for f in dataclasses.fields(cls) if f.name == name)
 
 
-def _parse_events(t: _Reader) -> EventsSection:
+def _parse_events(t: TableReader) -> EventsSection:
     value = t.text("path", None)
     section = _read(EventsSection, t, path=t.user_path("path", value) if value is not None else None)
     if section.broker is not None and (problem := broker_url_problem(section.broker)):
@@ -703,11 +531,11 @@ def broker_url_problem(url: str) -> str | None:
     return None
 
 
-def _parse_system(t: _Reader) -> SystemSection:
+def _parse_system(t: TableReader) -> SystemSection:
     return _read(SystemSection, t)
 
 
-def _parse_plugins(t: _Reader) -> tuple[PluginSpec, ...]:
+def _parse_plugins(t: TableReader) -> tuple[PluginSpec, ...]:
     specs = []
     for instance_name in list(t.table):
         p = t.table_of(instance_name)

@@ -42,9 +42,9 @@ def test_a_new_key_is_one_declaration(tmp_path):
         attention_window: int = config_module._key(0, "attend to this many neighbours (0: all)", minimum=0,
                                                    maximum=4096)
 
-    reader = config_module._Reader({"attention_window": 64}, "model", "x.toml", tmp_path)
+    reader = config_module.TableReader({"attention_window": 64}, "model", "x.toml", tmp_path)
     assert config_module._read(Extended, reader).attention_window == 64
-    bad = config_module._Reader({"attention_window": -1}, "model", "x.toml", tmp_path)
+    bad = config_module.TableReader({"attention_window": -1}, "model", "x.toml", tmp_path)
     try:
         config_module._read(Extended, bad)
     except config_module.ConfigError as error:
