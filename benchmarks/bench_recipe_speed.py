@@ -44,7 +44,7 @@ def main() -> None:
     from kbert_tui.config import ModelSection, TrainingSection, DataSection
     from kbert_tui.training.model import BertClassifier
     from kbert_tui.training.tokenizer import encode, train_wordpiece
-    from kbert_tui.training.trainer import _Encoded, epoch_batches, make_batch, train_step
+    from kbert_tui.training.steps import _Encoded, epoch_batches, make_batch, train_step
 
     blas = set_threads(1)
     rows = unique(DATASETS[args.dataset](args.wheels))

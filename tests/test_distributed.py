@@ -23,7 +23,7 @@ from kbert_tui.state import RunState
 from kbert_tui.state.ranks import MergedLogReader
 from kbert_tui.training.distributed import Ranks, rank_events_path
 from kbert_tui.training.testing import tiny_document
-from kbert_tui.training.trainer import class_counts
+from kbert_tui.training.steps import class_counts
 from test_cli import write_toml
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

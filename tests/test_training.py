@@ -280,7 +280,7 @@ def test_a_checkpoint_that_cannot_be_written_leaves_no_tmp_folder(tmp_path, monk
 def test_device_auto_and_cpu_train_on_the_cpu_here_and_gpu_without_one_is_bad_input(tmp_path, recording_bus):
     import mlx.core as mx
 
-    from kbert_tui.training.trainer import select_device
+    from kbert_tui.training.steps import select_device
 
     assert select_device("cpu") == "cpu" and mx.default_device() == mx.cpu
     assert select_device("auto") == ("gpu" if mx.is_available(mx.gpu) else "cpu")

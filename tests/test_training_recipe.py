@@ -15,7 +15,7 @@ from kbert_tui.state.run_state import RunState
 from kbert_tui.training import Trainer
 from kbert_tui.config import parse_config
 from kbert_tui.training.testing import tiny_config, tiny_document, write_csv
-from kbert_tui.training.trainer import combine, epoch_batches
+from kbert_tui.training.steps import combine, epoch_batches
 
 
 @pytest.fixture(autouse=True)
@@ -226,7 +226,7 @@ def test_a_best_epoch_from_before_a_resume_comes_back_from_its_checkpoint(tmp_pa
 def test_an_empty_shard_has_no_rows_but_every_class(tmp_path):
     # a rank whose share of a small validation set is empty still joins the pair (and the sums) cleanly
     from kbert_tui.training.model import BertClassifier
-    from kbert_tui.training.trainer import _Encoded, log_probabilities
+    from kbert_tui.training.steps import _Encoded, log_probabilities
 
     model = BertClassifier(tiny_config(tmp_path).model, vocab_size=50, num_labels=3)
     empty = log_probabilities(model, _Encoded([], None), 8)
