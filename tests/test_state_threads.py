@@ -134,3 +134,15 @@ def test_the_step_and_epoch_windows_end_with_the_run(end):
     after = 5
     assert log.threads.step(after) is None and log.threads.epoch(after) is None
     assert log.scope(after, "step") == [after]
+
+
+@pytest.mark.parametrize("value", [2**63, 2**70, -(2**63) - 1, -5])
+def test_a_step_or_epoch_no_window_can_hold_belongs_to_none(value):
+    # a log written by anyone may say step 2**70; the thread index keeps int64 and must not raise
+    from kbert_tui.events import Event
+
+    log = EventLog(16)
+    log.extend([Event(name="training.batch_completed", data={"step": value, "epoch": value, "loss": 0.1}, id="b"),
+                Event(name="training.batch_completed", data={"step": 3, "epoch": 1, "loss": 0.1}, id="c")])
+    assert log.threads.step(0) is None and log.threads.epoch(0) is None
+    assert log.threads.step(1) == 3 and log.threads.epoch(1) == 1

@@ -47,7 +47,10 @@ _KEYED = {ev.SYSTEM_PERFORMANCE_WARNING, ev.SYSTEM_PERFORMANCE_RECOVERED}  # lin
 
 
 def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    """A step or epoch the int64 columns hold (NO_VALUE is -1, so a negative one is none either)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63:
+        return value
+    return None
 
 
 class RunThreads:
