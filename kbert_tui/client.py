@@ -14,34 +14,28 @@ events to an outbox the watcher relays, and reads the watcher's requests from an
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import os
 import sys
 import threading
 import time
 import traceback
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from kbert_tui.events import Event
+from kbert_tui.client_sinks import INBOX_NAME, OUTBOX_NAME, HostedSink, OutboxSink
 from kbert_tui.events import catalog as ev
 
 __all__ = ["INBOX_NAME", "OUTBOX_NAME", "WATCH_DIR_ENV", "WATCH_RUN_ID_ENV", "LogError", "Run", "RunStopped", "init"]
 
 WATCH_DIR_ENV = "KBERT_TUI_RUN_DIR"  # set by `kbert-tui watch`: the run directory the script's init() uses
 WATCH_RUN_ID_ENV = "KBERT_TUI_RUN_ID"  # ... and the run id it names its events with
-OUTBOX_NAME = "watch-outbox.jsonl"  # the script's events, relayed onto the watcher's bus
-INBOX_NAME = "watch-inbox.jsonl"  # the watcher's control requests for the script
 
 # Keys a metric can't have: they are the arguments and fields of the events a log becomes.
 RESERVED_KEYS = frozenset({"step", "epoch", "batch"})
 _LOSS_KEY = "loss"
-_SOURCE = "client"
-_FINISH_WAIT_S = 10.0  # how long finish() waits for the run's log to be flushed and closed
 _NUMBERS = (float, int)
 
 
@@ -130,201 +124,6 @@ def _jsonable(config: Any) -> dict[str, Any]:
         return str(value)
 
     return {str(k): plain(v) for k, v in config.items()}
-
-
-# ------------------------------------------------------------------------------------------ sinks
-
-
-class _ScriptWorker:
-    """The script, seen by a `RunSession` as its worker: the session steers it through `control`."""
-
-    def __init__(self, on_done: Callable[[str], None] | None) -> None:
-        from kbert_tui.control import Control
-
-        self.control = Control()
-        self.outcome: str | None = None
-        self.failure: dict[str, Any] | None = None
-        self.final_metrics: dict[str, Any] | None = None
-        self._on_done = on_done
-        self._ended = threading.Event()
-
-    def start(self) -> None:
-        """The script is already running."""
-
-    def done(self, outcome: str) -> None:
-        if self._ended.is_set():
-            return
-        self.outcome = outcome
-        self._ended.set()
-        if self._on_done is not None:
-            self._on_done(outcome)
-
-    @property
-    def alive(self) -> bool:
-        return not self._ended.is_set()
-
-    def join(self, timeout: float | None = None) -> bool:
-        return self._ended.wait(timeout)
-
-
-class _HostedSink:
-    """On its own: the run's session (bus, log, session.json, control file, plugins, rules, broker, sampler)
-    on a background thread's event loop. The script only queues its events; the loop emits them every
-    `DRAIN_S`, so encoding, the log and the handlers run there (while MLX computes, without the GIL)."""
-
-    DRAIN_S = 0.01
-    QUEUE_LIMIT = 50_000  # events waiting for the loop before a flooding script waits for it (nothing is dropped)
-
-    def __init__(self, config: Any, output_dir: Path, run_id: str) -> None:
-        from kbert_tui.session import RunSession
-
-        class ScriptSession(RunSession):
-            def _make_worker(self, on_done: Any) -> Any:
-                return _ScriptWorker(on_done)
-
-        self.session = ScriptSession(config, output_dir=output_dir, run_id=run_id)
-        self.run_id: str = self.session.run_id
-        self.output_dir: Path = self.session.output_dir
-        self.events_path: Path = self.session.events_path
-        self.dropped = 0  # events the loop never took (it is gone): counted, never raised
-        self._queue: deque[tuple[str, dict[str, Any]]] = deque()
-        self._accepting = True  # the loop drains the queue
-        self._ready = threading.Event()
-        self._closed = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._main, name=f"kbert-client-{self.run_id}", daemon=True)
-
-    def open(self) -> None:
-        self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            raise self._error
-        self.worker: _ScriptWorker = self.session.worker
-        self.control = self.worker.control
-
-    def _main(self) -> None:
-        try:
-            asyncio.run(self._host())
-        except BaseException as error:  # noqa: BLE001 - reported to init(), or lost with the process
-            self._error = self._error or error
-        finally:
-            self._ready.set()
-            self._closed.set()
-
-    async def _host(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        try:
-            await self.session.start()
-        except BaseException as error:
-            self._error = error
-            await self.session.close()
-            return
-        self._ready.set()
-        pump = asyncio.create_task(self._pump(), name="kbert-client-pump")
-        try:
-            await self.session.wait()
-        finally:
-            pump.cancel()
-            await self._drain()  # the final event, and whatever came with it
-            self._accepting = False  # what comes now (only if the loop died before finish()) is counted as lost
-            await self.session.close()
-
-    async def _pump(self) -> None:
-        while True:
-            await self._drain()
-            await asyncio.sleep(self.DRAIN_S)
-
-    async def _drain(self) -> None:
-        queue, bus = self._queue, self.session.bus
-        assert bus is not None
-        while queue:
-            name, data = queue.popleft()
-            await bus.emit(name, data, source=_SOURCE, correlation_id=self.run_id)  # yields when handlers lag
-
-    def emit(self, name: str, data: dict[str, Any]) -> None:
-        queue = self._queue
-        if len(queue) >= self.QUEUE_LIMIT:
-            while len(queue) >= self.QUEUE_LIMIT and self._accepting:
-                time.sleep(0.001)  # backpressure: the loop is behind a flood
-            if not self._accepting:
-                self.dropped += 1
-                return
-        queue.append((name, data))
-
-    def close(self, outcome: str) -> None:
-        self.worker.done(outcome)
-        self._closed.wait(_FINISH_WAIT_S)
-        self.dropped += len(self._queue)  # left when the loop ended early (it died, or the wait ran out)
-
-
-class _OutboxSink:
-    """Under `kbert-tui watch`: events go to the outbox the watcher relays; requests come from its inbox.
-    As on its own, the script only queues; a thread writes the queue out and reads the inbox every `POLL_S`."""
-
-    POLL_S = 0.01
-    QUEUE_LIMIT = 50_000
-
-    def __init__(self, run_dir: Path, run_id: str) -> None:
-        from kbert_tui.control import Control
-        from kbert_tui.events.store import JsonlStore
-
-        self.run_id = run_id
-        self.output_dir = run_dir
-        self.events_path = run_dir / "events.jsonl"
-        self.control = Control()
-        self.dropped = 0
-        self._store = JsonlStore(run_dir / OUTBOX_NAME)
-        self._queue: deque[tuple[str, dict[str, Any]]] = deque()
-        self._stop = threading.Event()
-        self._inbox = run_dir / INBOX_NAME
-        self._thread = threading.Thread(target=self._main, name="kbert-client-outbox", daemon=True)
-
-    def open(self) -> None:
-        self._thread.start()
-
-    def emit(self, name: str, data: dict[str, Any]) -> None:
-        queue = self._queue
-        if len(queue) >= self.QUEUE_LIMIT:
-            while len(queue) >= self.QUEUE_LIMIT and self._thread.is_alive():
-                time.sleep(0.001)  # backpressure: the writer is behind a flood
-            if not self._thread.is_alive():
-                self.dropped += 1
-                return
-        queue.append((name, data))
-
-    def _main(self) -> None:
-        from kbert_tui.events.follow import LogFollower
-        from kbert_tui.session import apply_control
-
-        follower: LogFollower | None = LogFollower(self._inbox)
-        while True:
-            stopping = self._stop.wait(self.POLL_S)
-            self._drain()
-            if stopping:
-                break
-            try:
-                for request in follower.read_events() if follower is not None else ():
-                    if request.correlation_id in (None, self.run_id):
-                        apply_control(self.control, request)
-            except OSError:
-                follower = None  # the run directory went away: nobody is left to ask anything
-        if follower is not None:
-            follower.close()
-
-    def _drain(self) -> None:
-        queue, append = self._queue, self._store.append
-        while queue:
-            name, data = queue.popleft()
-            try:
-                append(Event(name, data, source=_SOURCE, correlation_id=self.run_id))
-            except RuntimeError:  # the outbox was closed under us
-                self.dropped += 1
-
-    def close(self, outcome: str) -> None:
-        self._stop.set()
-        self._thread.join(_FINISH_WAIT_S)
-        self._drain()  # the final event, had the thread not got to it
-        self._store.close(timeout=_FINISH_WAIT_S)
 
 
 # ------------------------------------------------------------------------------------------ the run
@@ -557,7 +356,7 @@ def init(project: str | None = None, *, name: str | None = None, config: Any = N
     watch_id = os.environ.get(WATCH_RUN_ID_ENV)
     sink: Any
     if watch_dir and watch_id and (Path(watch_dir) / OUTBOX_NAME).exists():
-        sink = _OutboxSink(Path(watch_dir), watch_id)
+        sink = OutboxSink(Path(watch_dir), watch_id)
     else:
         run_config = _run_config(settings, run_name)
         root = Path(dir) if dir is not None else Path(watch_dir).parent if watch_dir else Path("runs")
@@ -565,7 +364,7 @@ def init(project: str | None = None, *, name: str | None = None, config: Any = N
 
         run_id = make_run_id(run_name)
         out = Path(watch_dir) if watch_dir and dir is None else root.expanduser() / run_id
-        sink = _HostedSink(run_config, out, run_id)
+        sink = HostedSink(run_config, out, run_id)
     sink.open()
     started = {
         "config": recorded, "run_id": sink.run_id, "run_name": run_name,
