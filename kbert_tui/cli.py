@@ -8,14 +8,13 @@ checkpoint (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP). Bad input prints one line, nev
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from kbert_tui import __version__
-from kbert_tui.events import catalog as ev
+from kbert_tui.headless import print_resume, run_headless
 from kbert_tui.lifecycle import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_STOPPED
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_STOPPED", "build_parser", "main"]
@@ -218,7 +217,7 @@ def _run(args: argparse.Namespace) -> int:
         if sys.stdout.isatty():
             return _run_tui(config, args.output_dir, run_id)
         print("stdout is not a terminal: running headless", file=sys.stderr, flush=True)
-    return _run_headless(config, args.output_dir, run_id)
+    return run_headless(config, args.output_dir, run_id)
 
 
 def _launch_ranks(args: argparse.Namespace) -> int:
@@ -331,7 +330,7 @@ def _run_tui(config: Any, output_dir: str | None, run_id: str | None = None) -> 
         print("interrupted; the run was stopped", file=sys.stderr)
         code = EXIT_INTERRUPTED
     if code != EXIT_OK and sessions:
-        _print_resume(sessions[0].output_dir)
+        print_resume(sessions[0].output_dir)
     if code == EXIT_INTERRUPTED:
         return code
     if BLAS.hint:
@@ -494,117 +493,6 @@ def _positive_float(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
-
-
-def _run_headless(config: Any, output_dir: str | None, run_id: str | None = None) -> int:
-    from kbert_tui.lifecycle import ExitGuard
-    from kbert_tui.session import RunSession
-
-    session = RunSession(config, output_dir=output_dir, run_id=run_id)
-    ended_by: list[int] = []  # the signal's exit status, when one ended the run
-    # Once training has ended the process ends within 5 s, whatever a handler does (a stuck loop too).
-    guard = ExitGuard(busy=lambda: session.bus.busy_handlers() if session.bus is not None else [],
-                      last_words=session.record_end)
-    guard.watch(lambda: session.outcome is not None, lambda: _exit_status(session, session.outcome, ended_by))
-    try:
-        return asyncio.run(_headless(session, ended_by))
-    except KeyboardInterrupt:
-        print("interrupted; the run was stopped", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except OSError as error:
-        return _error(f"{error.filename or session.output_dir}: {error.strerror or error}")
-    finally:
-        guard.disarm()
-
-
-async def _headless(session: Any, ended_by: list[int]) -> int:
-    import kbert_tui.training  # noqa: F401  -- loads OpenBLAS before MLX; training.started says which (header)
-    from kbert_tui.lifecycle import STOP_SIGNALS, on_stop_signals, signal_exit
-
-    main_task = asyncio.current_task()
-    assert main_task is not None
-    why: list[str] = []
-
-    def stop_signal(signum: int) -> None:  # Ctrl-C, SIGTERM, SIGHUP: stop with a checkpoint, exit 128 + N
-        if ended_by:
-            return  # already stopping: a second signal must not cut the close (and the log's flush) short
-        ended_by.append(signal_exit(signum))
-        why.append(STOP_SIGNALS[signum])
-        main_task.cancel()
-
-    # held until the session is closed, so session.json gets its final state whatever signal comes
-    undo_signals = on_stop_signals(stop_signal)
-    try:
-        return await _headless_session(session, ended_by, why)
-    finally:
-        undo_signals()
-
-
-async def _headless_session(session: Any, ended_by: list[int], why: list[str]) -> int:
-    from kbert_tui.events import PersistenceError
-
-    log_error: str | None = None
-    try:
-        await session.start()
-        assert session.bus is not None
-        if session.ranks is None or session.ranks.is_main:  # the other ranks' lines would be the same
-            from kbert_tui.headless import Progress
-
-            progress = Progress()
-            session.bus.subscribe_sync("training.*", progress)
-            session.bus.subscribe_sync(ev.DATA_BASELINE_COMPUTED, progress)
-            session.bus.subscribe_sync(ev.DATA_VALIDATION_COMPLETED, progress)  # names a detected id column
-            session.bus.subscribe_sync(ev.RULE_FIRED, progress)
-        print(f"run {session.run_id}: events → {session.events_path}", flush=True)
-        outcome = await session.wait()
-    except asyncio.CancelledError:
-        print(f"{why[0] if why else 'interrupted'}: stopping the run and saving a checkpoint", file=sys.stderr,
-              flush=True)
-        outcome = "interrupted"
-    except PersistenceError as error:
-        log_error, outcome = str(error), session.outcome or "failed"
-    finally:
-        try:
-            await session.close()
-        except PersistenceError as error:
-            log_error = str(error)
-    if log_error is not None:  # the run may have gone well, but its log is not whole: say where and why
-        print(f"kbert-tui: error: event log {session.events_path}: {log_error}", file=sys.stderr, flush=True)
-        return EXIT_FAILED
-    if session.broker is not None and session.broker.unpublished:
-        print(f"note: {session.broker.unpublished:,} events did not reach the broker (Redis was away at the end); "
-              f"the log has them all", file=sys.stderr, flush=True)
-    if outcome == "completed":
-        print(f"done: {session.output_dir}", flush=True)
-    elif session.ranks is None or session.ranks.is_main:
-        _print_resume(session.output_dir)
-    return _exit_status(session, outcome, ended_by, report=True)
-
-
-def _print_resume(output_dir: Any) -> None:
-    """After a run that did not complete: the command that goes on with it, when it left a checkpoint."""
-    from kbert_tui.resume import resume_command
-
-    if command := resume_command(output_dir):
-        print(f"resume: {command}", flush=True)
-
-
-def _exit_status(session: Any, outcome: str | None, ended_by: list[int], *, report: bool = False) -> int:
-    if ended_by:
-        return ended_by[0]
-    if outcome == "completed":
-        return EXIT_OK
-    failure = session.failure or {}
-    if failure:
-        if report:
-            from kbert_tui.headless import shown
-
-            print(f"error: {shown(failure.get('error'), 2000)}", file=sys.stderr)
-        if failure.get("bad_input"):  # a UserInputError (config, data, checkpoint) raised in the worker
-            return EXIT_BAD_INPUT
-    if outcome == "stopped":  # by a stop request (a plugin, an attached monitor), not a signal
-        return EXIT_STOPPED
-    return EXIT_FAILED if outcome == "failed" else EXIT_INTERRUPTED
 
 
 def __getattr__(name: str) -> Any:

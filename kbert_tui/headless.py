@@ -1,4 +1,4 @@
-"""What `run`, `replay` and `attach` print when there is no terminal to draw the monitor on (no Textual here).
+"""`run`, `replay` and `attach` when there is no terminal to draw the monitor on (no Textual here).
 
 Everything printed from event data goes through `shown`: event payloads come from other processes,
 control.jsonl and brokers, so a field may be missing, of another type, or hold terminal escape
@@ -7,6 +7,7 @@ sequences; a line is printed whatever the payload, with control characters made 
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from collections.abc import Callable
@@ -14,9 +15,10 @@ from typing import Any
 
 from kbert_tui.events import Event
 from kbert_tui.events import catalog as ev
-from kbert_tui.lifecycle import EXIT_BAD_INPUT, EXIT_OK
+from kbert_tui.lifecycle import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_STOPPED
 
-__all__ = ["Progress", "attach_headless", "number", "print_progress", "print_summary", "replay_headless", "shown"]
+__all__ = ["Progress", "attach_headless", "drive_session", "exit_status", "number", "print_progress", "print_resume",
+           "print_summary", "replay_headless", "run_headless", "shown"]
 
 SHOWN_LIMIT = 300  # characters of one event-supplied value on a line: a 256 KB requested_by stays one line
 
@@ -217,3 +219,114 @@ def attach_headless(source: Any, progress: Callable[[Event], None]) -> int:
         run.close()
     print(shown(run.note), flush=True)
     return EXIT_OK
+
+
+# ---------------------------------------------------------------------- kbert-tui run without a terminal
+
+def run_headless(config: Any, output_dir: str | None, run_id: str | None = None) -> int:
+    from kbert_tui.lifecycle import ExitGuard
+    from kbert_tui.session import RunSession
+
+    session = RunSession(config, output_dir=output_dir, run_id=run_id)
+    ended_by: list[int] = []  # the signal's exit status, when one ended the run
+    # Once training has ended the process ends within 5 s, whatever a handler does (a stuck loop too).
+    guard = ExitGuard(busy=lambda: session.bus.busy_handlers() if session.bus is not None else [],
+                      last_words=session.record_end)
+    guard.watch(lambda: session.outcome is not None, lambda: exit_status(session, session.outcome, ended_by))
+    try:
+        return asyncio.run(drive_session(session, ended_by))
+    except KeyboardInterrupt:
+        print("interrupted; the run was stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as error:
+        print(f"kbert-tui: error: {error.filename or session.output_dir}: {error.strerror or error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    finally:
+        guard.disarm()
+
+
+async def drive_session(session: Any, ended_by: list[int]) -> int:
+    """Start `session`, print its progress, stop it with a checkpoint on a stop signal; the exit status."""
+    import kbert_tui.training  # noqa: F401  -- loads OpenBLAS before MLX; training.started says which (header)
+    from kbert_tui.lifecycle import STOP_SIGNALS, on_stop_signals, signal_exit
+
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    why: list[str] = []
+
+    def stop_signal(signum: int) -> None:  # Ctrl-C, SIGTERM, SIGHUP: stop with a checkpoint, exit 128 + N
+        if ended_by:
+            return  # already stopping: a second signal must not cut the close (and the log's flush) short
+        ended_by.append(signal_exit(signum))
+        why.append(STOP_SIGNALS[signum])
+        main_task.cancel()
+
+    # held until the session is closed, so session.json gets its final state whatever signal comes
+    undo_signals = on_stop_signals(stop_signal)
+    try:
+        return await _run_session(session, ended_by, why)
+    finally:
+        undo_signals()
+
+
+async def _run_session(session: Any, ended_by: list[int], why: list[str]) -> int:
+    from kbert_tui.events import PersistenceError
+
+    log_error: str | None = None
+    try:
+        await session.start()
+        assert session.bus is not None
+        if session.ranks is None or session.ranks.is_main:  # the other ranks' lines would be the same
+            progress = Progress()
+            session.bus.subscribe_sync("training.*", progress)
+            session.bus.subscribe_sync(ev.DATA_BASELINE_COMPUTED, progress)
+            session.bus.subscribe_sync(ev.DATA_VALIDATION_COMPLETED, progress)  # names a detected id column
+            session.bus.subscribe_sync(ev.RULE_FIRED, progress)
+        print(f"run {session.run_id}: events → {session.events_path}", flush=True)
+        outcome = await session.wait()
+    except asyncio.CancelledError:
+        print(f"{why[0] if why else 'interrupted'}: stopping the run and saving a checkpoint", file=sys.stderr,
+              flush=True)
+        outcome = "interrupted"
+    except PersistenceError as error:
+        log_error, outcome = str(error), session.outcome or "failed"
+    finally:
+        try:
+            await session.close()
+        except PersistenceError as error:
+            log_error = str(error)
+    if log_error is not None:  # the run may have gone well, but its log is not whole: say where and why
+        print(f"kbert-tui: error: event log {session.events_path}: {log_error}", file=sys.stderr, flush=True)
+        return EXIT_FAILED
+    if session.broker is not None and session.broker.unpublished:
+        print(f"note: {session.broker.unpublished:,} events did not reach the broker (Redis was away at the end); "
+              f"the log has them all", file=sys.stderr, flush=True)
+    if outcome == "completed":
+        print(f"done: {session.output_dir}", flush=True)
+    elif session.ranks is None or session.ranks.is_main:
+        print_resume(session.output_dir)
+    return exit_status(session, outcome, ended_by, report=True)
+
+
+def print_resume(output_dir: Any) -> None:
+    """After a run that did not complete: the command that goes on with it, when it left a checkpoint."""
+    from kbert_tui.resume import resume_command
+
+    if command := resume_command(output_dir):
+        print(f"resume: {command}", flush=True)
+
+
+def exit_status(session: Any, outcome: str | None, ended_by: list[int], *, report: bool = False) -> int:
+    if ended_by:
+        return ended_by[0]
+    if outcome == "completed":
+        return EXIT_OK
+    failure = session.failure or {}
+    if failure:
+        if report:
+            print(f"error: {shown(failure.get('error'), 2000)}", file=sys.stderr)
+        if failure.get("bad_input"):  # a UserInputError (config, data, checkpoint) raised in the worker
+            return EXIT_BAD_INPUT
+    if outcome == "stopped":  # by a stop request (a plugin, an attached monitor), not a signal
+        return EXIT_STOPPED
+    return EXIT_FAILED if outcome == "failed" else EXIT_INTERRUPTED

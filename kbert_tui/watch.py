@@ -357,7 +357,7 @@ def watch_command(args: argparse.Namespace) -> int:
 
 
 def _watch_headless(session: WatchSession) -> int | None:
-    from kbert_tui.cli import _headless
+    from kbert_tui.headless import drive_session
     from kbert_tui.lifecycle import ExitGuard
 
     ended_by: list[int] = []
@@ -365,7 +365,7 @@ def _watch_headless(session: WatchSession) -> int | None:
     guard.watch(lambda: session.outcome is not None, lambda: exit_status_of(session.returncode or 0))
 
     async def drive() -> bool:
-        await _headless(session, ended_by)  # on Ctrl-C it stops the child and returns
+        await drive_session(session, ended_by)  # on Ctrl-C it stops the child and returns
         task = asyncio.current_task()
         return task is not None and task.cancelling() > 0
 

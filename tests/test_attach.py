@@ -23,10 +23,10 @@ from test_tui_live import wait_for  # drains the monitor while it waits
 RUN_SCRIPT = """
 import sys
 from pathlib import Path
-from kbert_tui.cli import _run_headless
+from kbert_tui.headless import run_headless
 from kbert_tui.training.testing import tiny_config
 folder, epochs = Path(sys.argv[1]), int(sys.argv[2])
-sys.exit(_run_headless(tiny_config(folder, training={"epochs": epochs}), None))
+sys.exit(run_headless(tiny_config(folder, training={"epochs": epochs}), None))
 """
 
 

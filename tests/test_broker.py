@@ -218,11 +218,11 @@ def test_broker_settings_are_checked():
 
 
 def test_headless_says_when_events_did_not_reach_the_broker(tmp_path: Path, capsys):
-    from kbert_tui.cli import _run_headless
+    from kbert_tui.headless import run_headless
 
     nowhere = RedisServer(tmp_path / "unused")
     config = tiny_config(tmp_path, training={"epochs": 1}, events={"broker": nowhere.url})
-    assert _run_headless(config, None) == 0
+    assert run_headless(config, None) == 0
     err = capsys.readouterr().err
     assert "events did not reach the broker (Redis was away at the end); the log has them all" in err
 

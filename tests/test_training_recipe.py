@@ -195,10 +195,10 @@ def test_resuming_ignores_the_bag_of_words_switch_and_names_an_activation_change
 
 
 def test_a_headless_run_says_which_test_column_gave_the_ids(tmp_path, capsys):
-    from kbert_tui.cli import _run_headless
+    from kbert_tui.headless import run_headless
 
     config = without_id_column(tmp_path, kaggle_test_file(tmp_path, "Id"))
-    assert _run_headless(config, None) == 0
+    assert run_headless(config, None) == 0
     out = capsys.readouterr().out
     assert "predictions.csv takes its ids from the test file's 'Id' column (data.id_column is not set)" in out
     assert "val_acc" in out.splitlines()[-2] and "(encoder " in out
