@@ -66,7 +66,7 @@ class HostedSink:
         from kbert_tui.session import RunSession
 
         class ScriptSession(RunSession):
-            def _make_worker(self, on_done: Any) -> Any:
+            def _make_worker(self, on_done: Any) -> _ScriptWorker:
                 return _ScriptWorker(on_done)
 
         self.session = ScriptSession(config, output_dir=output_dir, run_id=run_id)
@@ -86,7 +86,9 @@ class HostedSink:
         self._ready.wait()
         if self._error is not None:
             raise self._error
-        self.worker: _ScriptWorker = self.session.worker
+        worker = self.session.worker
+        assert isinstance(worker, _ScriptWorker)  # ScriptSession's own worker
+        self.worker = worker
         self.control = self.worker.control
 
     def _main(self) -> None:

@@ -19,13 +19,32 @@ import os
 import secrets
 from datetime import datetime, UTC
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from kbert_tui.config import RunConfig
+from kbert_tui.control import Control
 from kbert_tui.events import Event, EventBus
 from kbert_tui.events import catalog as ev
 
 __all__ = ["RankedEventBus", "RunSession", "apply_control", "make_run_id"]
+
+
+class RunWorker(Protocol):
+    """What trains, as a session drives it: the built-in trainer's thread (`training.TrainingWorker`), the
+    script itself (the client API) or a child process (`kbert-tui watch`)."""
+
+    @property
+    def control(self) -> Control: ...
+    @property
+    def outcome(self) -> str | None: ...
+    @property
+    def failure(self) -> dict[str, Any] | None: ...
+    @property
+    def final_metrics(self) -> dict[str, Any] | None: ...
+    @property
+    def alive(self) -> bool: ...
+    def start(self) -> None: ...
+    def join(self, timeout: float | None = None) -> bool: ...
 
 
 def make_run_id(name: str) -> str:
@@ -86,7 +105,7 @@ class RunSession:
             self.events_path = rank_events_path(self.events_path, self.ranks.rank)
         self.bus: EventBus | None = None
         self.outcome: str | None = None
-        self.worker: Any = None
+        self.worker: RunWorker | None = None
         self.sampler: Any = None  # the system sampler, when [system] is enabled
         self.plugins: Any = None  # the PluginManager, when [plugins] lists any
         self._done: asyncio.Event | None = None
@@ -142,11 +161,12 @@ class RunSession:
 
         return list(read_events(self.events_path))
 
-    def _make_worker(self, on_done: Any) -> Any:
+    def _make_worker(self, on_done: Any) -> RunWorker:
         """What trains: the built-in trainer's thread here; a script or a child process for the client API and
-        `watch` (anything with `control`, `start`, `alive`, `join`, `outcome`, `failure`, `final_metrics`)."""
+        `watch` override this."""
         from kbert_tui.training import TrainingWorker
 
+        assert self.bus is not None  # start() makes the bus before the worker
         return TrainingWorker(
             self.config, self.bus, run_id=self.run_id, output_dir=self.output_dir, on_done=on_done, ranks=self.ranks
         )
@@ -184,11 +204,15 @@ class RunSession:
             wait = self.RANK_STOP_WAIT_S if self.ranks is not None and self.ranks.distributed else None
             await asyncio.get_running_loop().run_in_executor(None, self.worker.join, wait)
             if self.worker.alive and self.bus is not None:
+                from kbert_tui.training import TrainingWorker
+
+                # only the built-in trainer runs as ranks; its progress says where this rank was
+                at = self.worker.trainer.progress if isinstance(self.worker, TrainingWorker) else None
                 self.bus.emit_sync(ev.TRAINING_FAILED, {
                     "error": f"rank {self.ranks.rank}: no answer from the other ranks for {wait:g} s after a stop "
                              "request (one of them is gone?); this rank ends without finishing its step",
                     "error_type": "RankLost", "bad_input": False, "traceback": "",
-                    "epoch": self.worker.trainer.progress.epoch, "step": self.worker.trainer.progress.step},
+                    "epoch": at.epoch if at else None, "step": at.step if at else None},
                     source="trainer", correlation_id=self.run_id)
         if self.rules is not None:
             await self.rules.stop()

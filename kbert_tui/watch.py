@@ -28,7 +28,7 @@ from typing import IO, Any
 
 from kbert_tui.client import INBOX_NAME, OUTBOX_NAME, WATCH_DIR_ENV, WATCH_RUN_ID_ENV
 from kbert_tui.control import Control
-from kbert_tui.events import Event, EventBusError
+from kbert_tui.events import Event, EventBus, EventBusError
 from kbert_tui.events import catalog as ev
 from kbert_tui.lifecycle import EXIT_INTERRUPTED, signal_exit
 from kbert_tui.remote import send_control
@@ -90,7 +90,7 @@ class ChildWorker:
 
     POLL_S = 0.05
 
-    def __init__(self, process: subprocess.Popen[bytes], bus: Any, *, run_id: str, run_dir: Path,
+    def __init__(self, process: subprocess.Popen[bytes], bus: EventBus, *, run_id: str, run_dir: Path,
                  on_done: Any, echo: bool) -> None:
         self.process = process
         self.bus = bus
@@ -285,7 +285,7 @@ class WatchSession(RunSession):
             raise
 
     def _make_worker(self, on_done: Any) -> ChildWorker:
-        assert self.process is not None
+        assert self.process is not None and self.bus is not None  # the session starts its bus, then the worker
         return ChildWorker(self.process, self.bus, run_id=self.run_id, run_dir=self.output_dir, on_done=on_done,
                            echo=self.echo)
 

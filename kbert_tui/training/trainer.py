@@ -13,7 +13,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -40,6 +40,13 @@ from .steps import (StepResult, _Encoded, accuracy_f1, class_counts, combine, ep
 from .tokenizer import encode, get_tokenizer
 
 
+class ThreadEmitter(Protocol):
+    """What the trainer needs of a bus: to emit from its own thread (`EventBus.emit_sync`)."""
+
+    def emit_sync(self, event_name: str, data: dict[str, Any] | None = None, *, source: str | None = None,
+                  correlation_id: str | None = None, metadata: dict[str, Any] | None = None) -> None: ...
+
+
 # Model keys a checkpoint need not match: they change no weight (the bag-of-words is refitted from the data).
 _NOT_THE_NETWORK = frozenset({"with_bag_of_words"})
 # What a checkpoint written before a model key existed was trained with.
@@ -61,7 +68,7 @@ class Trainer:
     def __init__(
         self,
         config: RunConfig,
-        bus: Any,
+        bus: ThreadEmitter,
         *,
         run_id: str,
         output_dir: Path,

@@ -13,7 +13,7 @@ from kbert_tui.config import RunConfig
 
 from .control import Control
 from .distributed import Ranks
-from .trainer import Trainer
+from .trainer import ThreadEmitter, Trainer
 
 
 class TrainingWorker:
@@ -22,7 +22,7 @@ class TrainingWorker:
     def __init__(
         self,
         config: RunConfig,
-        bus: Any,
+        bus: ThreadEmitter,
         *,
         run_id: str,
         output_dir: Path,
