@@ -11,7 +11,7 @@ import re
 import traceback
 import uuid
 from json.encoder import encode_basestring
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta, UTC
 from pathlib import PurePath
 from typing import Any
 
@@ -113,7 +113,7 @@ def _sanitize(value: Any, depth: int = 0, seen: frozenset[int] = frozenset(), no
     if isinstance(value, dict):
         items = list(value.items())
         names = _key_names([k for k, _ in items])
-        return {name: _sanitize(v, depth + 1, inner, notes) for name, (_, v) in zip(names, items)}
+        return {name: _sanitize(v, depth + 1, inner, notes) for name, (_, v) in zip(names, items, strict=True)}
     if isinstance(value, (list, tuple)):
         return [_sanitize(v, depth + 1, inner, notes) for v in list(value)]
     try:
@@ -247,7 +247,7 @@ def encode_fresh(event: Event) -> bytes | None:
         template = _template(key, prefix)
     second = nanos // 1_000_000_000
     if _seconds[0] != second:
-        _seconds = (second, datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S").encode())
+        _seconds = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S").encode())
     micro = nanos // 1000 % 1_000_000
     if micro:
         return template[1] % (number, _seconds[1], micro, data, meta)
@@ -418,7 +418,7 @@ def decode_lines(lines: list[bytes]) -> tuple[list[Event], list[tuple[int, str]]
                 except ValueError:
                     problems.append((index, f"bad timestamp {stamp!r}"))
                     continue
-                raw["timestamp"] = timestamp if timestamp.tzinfo is not None else timestamp.replace(tzinfo=timezone.utc)
+                raw["timestamp"] = timestamp if timestamp.tzinfo is not None else timestamp.replace(tzinfo=UTC)
                 event = new(Event)
                 _set_fields(event, "__dict__", raw)  # the parsed object becomes the event's fields
                 append(event)
@@ -452,7 +452,7 @@ def event_from_dict(raw: Any) -> Event:
     except ValueError:
         raise MalformedLine(f"bad timestamp {stamp!r}") from None
     if timestamp.tzinfo is None:
-        timestamp = timestamp.replace(tzinfo=timezone.utc)
+        timestamp = timestamp.replace(tzinfo=UTC)
     data = raw.get("data", {})
     if not isinstance(data, dict):
         raise MalformedLine("'data' is not an object")
@@ -515,4 +515,4 @@ neither delivered, counted nor written).
 
 ¹ The event is written in this degraded form and announced by `bus.event_degraded`. Data that the
 fast encoder can't take whole (NaN, a non-string key, an int past 64 bits, a lone surrogate, a cycle)
-is written by the exact one, which also cuts nesting at 32 levels."""
+is written by the exact one, which also cuts nesting at 32 levels."""  # noqa: E501 -- markdown table rows are one line each

@@ -33,7 +33,7 @@ def contains(actual: Any, expected: Any) -> bool:
                 return False
         return True
     if isinstance(expected, (list, tuple)) and isinstance(actual, (list, tuple)):
-        return len(expected) == len(actual) and all(contains(a, e) for a, e in zip(actual, expected))
+        return len(expected) == len(actual) and all(contains(a, e) for a, e in zip(actual, expected, strict=True))
     return bool(actual == expected)
 
 

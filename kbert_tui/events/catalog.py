@@ -318,8 +318,10 @@ MODEL_PRETRAINED_LOADED = _declare("model.pretrained_loaded", PretrainedLoaded,
 MODEL_FEATURES_PROGRESS = _declare("model.features_progress", FeaturesProgress,
                                    "the frozen layers' outputs for every text, computed once before the first "
                                    "step (the cached-features pass): texts done and the time left")
-MODEL_FORWARD_PASS = _declare("model.forward_pass", ForwardPass, "shapes through the model (every `model_events_every`)")
-MODEL_BACKWARD_PASS = _declare("model.backward_pass", BackwardPass, "gradient norms per layer (every `model_events_every`)")
+MODEL_FORWARD_PASS = _declare("model.forward_pass", ForwardPass,
+                              "shapes through the model (every `model_events_every`)")
+MODEL_BACKWARD_PASS = _declare("model.backward_pass", BackwardPass,
+                               "gradient norms per layer (every `model_events_every`)")
 MODEL_CHECKPOINT_SAVED = _declare("model.checkpoint_saved", CheckpointSaved, "a checkpoint folder was written")
 MODEL_CHECKPOINT_LOADED = _declare("model.checkpoint_loaded", CheckpointLoaded, "a run resumed from a checkpoint")
 
@@ -598,7 +600,8 @@ BUS_SUBSCRIBER_RECOVERED = _declare("bus.subscriber_recovered", SubscriberRecove
 BUS_HANDLER_ERROR = _declare("bus.handler_error", HandlerError,
                              "a handler raised (3 with tracebacks, then summaries with repeats)")
 BUS_HANDLER_ABANDONED = _declare("bus.handler_abandoned", HandlerAbandoned, "shutdown gave up on a busy handler")
-BUS_LOOP_BLOCKED = _declare("bus.loop_blocked", LoopBlocked, "the event loop did not turn for a while, and where it was")
+BUS_LOOP_BLOCKED = _declare("bus.loop_blocked", LoopBlocked,
+                            "the event loop did not turn for a while, and where it was")
 BUS_FILTER_ERROR = _declare("bus.filter_error", FilterError, "a filter raised (once per filter; it fails open)")
 BUS_EVENT_DEGRADED = _declare("bus.event_degraded", EventDegraded, "an event's data was written in a degraded form")
 BUS_PERSISTENCE_FAILED = _declare("bus.persistence_failed", PersistenceFailed, "a write to the log failed; retrying")
@@ -685,7 +688,8 @@ def _conforms(value: Any, hint: Any) -> bool:
     if hint is type(None) or hint is None:
         return value is None
     if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) or value in ("NaN", "Infinity", "-Infinity")
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return is_number or value in ("NaN", "Infinity", "-Infinity")
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
     base = origin or hint
