@@ -176,11 +176,10 @@ class TrainingSection:
                        "Linux with an NVIDIA GPU and the `cuda` extra), else the CPU; `gpu` without one is an error",
                        choices=("auto", "cpu", "gpu"))
     blas_threads: int = _key(0, "OpenBLAS threads for CPU training; `0` picks the cores less one (at least 1), "
-                             "left for the monitor and the event loop: on this 2-core VM, with other processes "
-                             "running, 2 threads of the pip OpenBLAS were 1.4–2× slower than 1 (issue 9: ~20% faster "
-                             "on a quiet machine, 2.4× slower under load). Shown in the Training "
-                             "pane and the headless header; `OPENBLAS_NUM_THREADS` is used when this is `0` and it "
-                             "is set", minimum=0, maximum=256)
+                             "left for the monitor and the event loop, since OpenBLAS's spinning threads slow "
+                             "down sharply when another process wants the cores (measured in docs/model.md). "
+                             "Shown in the Training pane and the headless header; `OPENBLAS_NUM_THREADS` is used "
+                             "when this is `0` and it is set", minimum=0, maximum=256)
     restore_best: bool = _key(True, "at the end, go back to the weights of the epoch with the best monitored "
                               "metric (`early_stopping.metric`) for the final metrics and `predictions.csv`; "
                               "`training.completed` names it as `restored_epoch`; a best epoch from before a "
