@@ -416,31 +416,44 @@ QUERIES: dict[str, Callable[[Any], Any]] = {
 SPACED_QUERIES = ("glob", "all")
 
 
+class StallMeter:
+    """`async with StallMeter() as m:` a 5 ms ticker on the loop meanwhile; `m.worst` is its longest lateness
+    (seconds), counting 50 ms after the block too (the collector, freeing)."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._running = True
+        self._beat: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        last = time.perf_counter()
+        while self._running:
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            self.worst = max(self.worst, now - last - 0.005)
+            last = now
+
+    async def __aenter__(self) -> StallMeter:
+        self._beat = asyncio.create_task(self._tick())
+        await asyncio.sleep(0.02)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.sleep(0.05)
+        self._running = False
+        assert self._beat is not None
+        await self._beat
+
+
 async def _query_with_ticker(events: ModuleType, log: Path, key: str) -> tuple[float, float, int, float]:
     """(seconds, CPU seconds, hits, the loop's longest stall): a 5 ms ticker runs on the loop meanwhile."""
     bus = events.EventBus(enable_persistence=True, persistence_path=log, max_file_size_mb=64)
-    worst = 0.0
-    running = True
-
-    async def ticker() -> None:
-        nonlocal worst
-        last = time.perf_counter()
-        while running:
-            await asyncio.sleep(0.005)
-            now = time.perf_counter()
-            worst = max(worst, now - last - 0.005)
-            last = now
-
-    beat = asyncio.create_task(ticker())
-    await asyncio.sleep(0.02)
-    clock = _Clock()
-    found = await bus.query_events(QUERIES[key](events))
-    elapsed, used = clock.stop()
-    await asyncio.sleep(0.05)  # a stall just after the answer (the collector, freeing) counts too
-    running = False
-    await beat
+    async with StallMeter() as meter:
+        clock = _Clock()
+        found = await bus.query_events(QUERIES[key](events))
+        elapsed, used = clock.stop()
     await bus.shutdown()
-    return elapsed, used, len(found), worst
+    return elapsed, used, len(found), meter.worst
 
 
 def query_headline(before: ModuleType, after: ModuleType, log: Path, spaced: Path,
@@ -517,28 +530,12 @@ def search_rows(log: Path, rounds: int) -> None:
     from kbert_tui.state.log_index import search_older
 
     async def one(search: Callable[..., Any], text: str) -> tuple[float, float]:
-        worst = 0.0
-        running = True
-
-        async def ticker() -> None:
-            nonlocal worst
-            last = time.perf_counter()
-            while running:
-                await asyncio.sleep(0.005)
-                now = time.perf_counter()
-                worst = max(worst, now - last - 0.005)
-                last = now
-
-        beat = asyncio.create_task(ticker())
-        await asyncio.sleep(0.02)
-        started = time.perf_counter()
-        result = await asyncio.to_thread(search, log, 10**9, parse_filter(text), 100_000)
-        elapsed = time.perf_counter() - started
-        await asyncio.sleep(0.05)
-        running = False
-        await beat
-        del result  # freed after the ticker stops: its 100k events take a while to free, search or not
-        return elapsed, worst
+        async with StallMeter() as meter:
+            started = time.perf_counter()
+            result = await asyncio.to_thread(search, log, 10**9, parse_filter(text), 100_000)
+            elapsed = time.perf_counter() - started
+        del result  # freed after the meter stops: its 100k events take a while to free, search or not
+        return elapsed, meter.worst
 
     print(f"the monitor's `o` search over the same log in a worker thread (median of {rounds}; stall: worst)")
     print("| filter | before | now | loop stall before | now | goal |")
