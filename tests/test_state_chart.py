@@ -170,3 +170,16 @@ def test_a_nan_loss_read_from_a_log_reaches_the_chart(tmp_path):
     assert len(points) == 20 and points.bad[6] == 1 and points.bad[8] == 1 and math.isnan(points.final[6])
     assert [loss_value(v) for v in ("NaN", "Infinity", "-Infinity", 2, True, "x", None)][1:] == [
         math.inf, -math.inf, 2.0, None, None, None]
+
+
+def test_a_logged_number_past_float_range_reads_as_infinity_everywhere(tmp_path):
+    # a log may hold any JSON integer: 10**400 as a loss or metric must not crash replay, compare or export
+    from kbert_tui.events import Event
+    from kbert_tui.state import RunState
+    from kbert_tui.state.chart import loss_value
+    from kbert_tui.state.compare import _num
+
+    assert loss_value(10**400) == math.inf and loss_value(-(10**400)) == -math.inf
+    assert _num(10**400) == math.inf and _num("Infinity") == math.inf and math.isnan(_num("NaN"))
+    state = RunState()
+    state.apply(Event(name="training.batch_completed", data={"step": 1, "epoch": 1, "batch": 1, "loss": 10**400}))

@@ -142,8 +142,13 @@ def loss_value(value: object) -> float | None:
     """A step's loss, live or as logged: a number, or NaN/±inf spelled out in a read log; else None."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
-        return float(value)
+    if isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        try:
+            return float(value)
+        except OverflowError:  # JSON integers have no bound; past float range they read as ±inf
+            return math.inf if value > 0 else -math.inf
     return _LOGGED.get(value) if isinstance(value, str) else None
 
 

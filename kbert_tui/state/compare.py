@@ -22,7 +22,7 @@ from typing import Any
 
 from kbert_tui.events import catalog as ev
 
-from .chart import LossCurve
+from .chart import LossCurve, loss_value
 from .story import cut_rows, resumed_at_step
 from .summary import dict_at
 
@@ -56,10 +56,7 @@ def _seconds(stamp: str) -> float | None:
         return None
 
 
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return float("nan") if value == "NaN" else None
-    return float(value)
+_num = loss_value  # a metric as logged: a number, or NaN/±inf spelled out
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
