@@ -24,6 +24,7 @@ from typing import Any
 
 from kbert_tui.events import Event
 from kbert_tui.events import catalog as ev
+from kbert_tui.state.chart import loss_value
 
 __all__ = [
     "Scalar",
@@ -207,14 +208,7 @@ def import_command(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------ export
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if value in ("NaN", "Infinity", "-Infinity"):
-        return float(value.lower().replace("infinity", "inf"))
-    return None
+_number = loss_value  # a metric as logged: a number, or NaN/±inf spelled out (any integer size)
 
 
 def run_scalars(events_path: Path) -> list[Scalar]:
