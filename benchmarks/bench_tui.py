@@ -22,7 +22,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # simulate.py: a test helper, not shipped
 
@@ -281,8 +284,10 @@ def _last_event(path: Path) -> tuple[str, str, int | None]:
 _sessions = itertools.count()
 
 
-def _time_in_tmux(command: str, ready, width: int = 160, height: int = 48, limit: float = 60.0) -> float | None:
-    """Seconds from launching `command` in a fresh tmux window until `ready(screen_text)` holds."""
+def _time_in_tmux(command: str, ready, width: int = 160, height: int = 48, limit: float = 60.0,
+                  then: Callable[[str], object] | None = None) -> float | None:
+    """Seconds from launching `command` in a fresh tmux window until `ready(screen_text)` holds;
+    `then(session)` runs once it holds, before the session ends (to look at the program still running)."""
     name = f"kbench{os.getpid()}-{next(_sessions)}"
     t0 = time.perf_counter()
     started = subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", str(width), "-y", str(height),
@@ -294,7 +299,10 @@ def _time_in_tmux(command: str, ready, width: int = 160, height: int = 48, limit
             screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", name], capture_output=True,
                                     text=True).stdout
             if ready(screen):
-                return time.perf_counter() - t0
+                elapsed = time.perf_counter() - t0
+                if then is not None:
+                    then(name)
+                return elapsed
             time.sleep(0.02)
         return None
     finally:
@@ -302,37 +310,78 @@ def _time_in_tmux(command: str, ready, width: int = 160, height: int = 48, limit
 
 
 def bench_end_state(count: int, repeats: int, toolong: str | None) -> dict[str, object]:
+    return end_state(replay_file(count), repeats, toolong)
+
+
+def end_state(path: Path, repeats: int, toolong: str | None, *, limit: float = 60.0,
+              pane_rss: bool = False) -> dict[str, object]:
     """Launch → the run's end on screen, for `kbert-tui replay` and for toolong on the same file, in
     turn, in the same tmux size. kbert-tui: the last event's time in the log and the last step in the
-    Training pane; toolong: the last line's id (it shows raw lines). Both include process start."""
-    path = replay_file(count)
+    Training pane; toolong: the last line's id (it shows raw lines). Both include process start.
+    `pane_rss`: on the first launch of each, also the settled RSS of the program in the pane."""
     event_id, stamp, step = _last_event(path)
     kbert = str(Path(sys.executable).with_name("kbert-tui"))
     keeper = f"kbench-keep{os.getpid()}"  # the tmux server exits with its last session: keep one
     subprocess.run(["tmux", "new-session", "-d", "-s", keeper, "sleep 3600"], check=True)
     try:
-        return _end_state_runs(path, event_id, stamp, step, kbert, repeats, toolong)
+        return _end_state_runs(path, event_id, stamp, step, kbert, repeats, toolong, limit, pane_rss)
     finally:
         subprocess.run(["tmux", "kill-session", "-t", keeper], capture_output=True)
 
 
 def _end_state_runs(path: Path, event_id: str, stamp: str, step: int | None, kbert: str, repeats: int,
-                    toolong: str | None) -> dict[str, object]:
+                    toolong: str | None, limit: float, pane_rss: bool) -> dict[str, object]:
     ours: list[float] = []
     theirs: list[float] = []
+    settled: dict[str, float | None] = {}
+
+    def measure_rss(key: str) -> Callable[[str], object] | None:
+        if not pane_rss or key in settled:
+            return None
+        return lambda session: settled.__setitem__(key, pane_rss_mb(session))
+
     for _ in range(repeats):
         got = _time_in_tmux(f"{kbert} replay {path}",
-                            lambda screen: stamp in screen and (step is None or f"step {step}/" in screen))
+                            lambda screen: stamp in screen and (step is None or f"step {step}/" in screen),
+                            limit=limit, then=measure_rss("kbert"))
         if got is not None:
             ours.append(got)
         if toolong:
-            got = _time_in_tmux(f"{toolong} {path}", lambda screen: event_id in screen)
+            got = _time_in_tmux(f"{toolong} {path}", lambda screen: event_id in screen, limit=limit,
+                                then=measure_rss("toolong"))
             if got is not None:
                 theirs.append(got)
     rss = _replay_rss(path)
     return {"file_mb": round(path.stat().st_size / 1e6, 1), "kbert_s": ours, "toolong_s": theirs,
             "kbert_median_s": round(statistics.median(ours), 2) if ours else None,
-            "toolong_median_s": round(statistics.median(theirs), 2) if theirs else None, **rss}
+            "toolong_median_s": round(statistics.median(theirs), 2) if theirs else None,
+            "kbert_pane_rss_mb": settled.get("kbert"), "toolong_pane_rss_mb": settled.get("toolong"), **rss}
+
+
+def pane_rss_mb(session: str, settle: float = 2.0, limit: float = 120.0) -> float | None:
+    """The highest RSS (MB) of the process tree in tmux `session`'s pane, sampled every 0.1 s until it
+    has not grown for `settle` seconds (a viewer still indexing the file keeps growing), at most `limit`."""
+    shown = subprocess.run(["tmux", "display-message", "-p", "-t", session, "#{pane_pid}"], capture_output=True,
+                           text=True).stdout.strip()
+    if not shown.isdigit():
+        return None
+    try:
+        root = psutil.Process(int(shown))
+    except psutil.NoSuchProcess:
+        return None
+    peak = 0
+    started = grew = time.perf_counter()
+    while time.perf_counter() - grew < settle and time.perf_counter() - started < limit:
+        total = 0
+        try:
+            for process in [root, *root.children(recursive=True)]:
+                total += process.memory_info().rss
+        except psutil.NoSuchProcess:
+            break
+        if total > peak:
+            peak, grew = total, time.perf_counter()
+        time.sleep(0.1)
+    return round(peak / 2**20, 1) if peak else None
 
 
 def _replay_rss(path: Path) -> dict[str, object]:
