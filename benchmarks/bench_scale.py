@@ -449,7 +449,7 @@ def main() -> int:
     parser.add_argument("--toolong", default=os.environ.get("TOOLONG", "tl"),
                         help="toolong's `tl` (default: %(default)s)")
     parser.add_argument("--writer-events", type=int, default=50_000)
-    parser.add_argument("--writer-rounds", type=int, default=5)
+    parser.add_argument("--writer-rounds", type=int, default=5, help="0: leave the writer out")
     parser.add_argument("--writer-baseline", default=WRITER_BASELINE,
                         help="git revision of kbert_tui/events without the index (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=None, help="JSON results (default: DIR/bench_scale.json)")
@@ -472,16 +472,19 @@ def main() -> int:
         results["sizes"].append(measure_size(args.dir, events, repeats, toolong, step))
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=1))
-    print(f"(writer: {writer_events:,} events × {writer_rounds} rounds, now and as of {args.writer_baseline})",
-          file=sys.stderr, flush=True)
-    writer = results["writer"] = measure_writer(writer_events, writer_rounds, args.writer_baseline)
-    out.write_text(json.dumps(results, indent=1))
+    if writer_rounds > 0:
+        print(f"(writer: {writer_events:,} events × {writer_rounds} rounds, now and as of {args.writer_baseline})",
+              file=sys.stderr, flush=True)
+        results["writer"] = measure_writer(writer_events, writer_rounds, args.writer_baseline)
+        out.write_text(json.dumps(results, indent=1))
     print(f"python {results['python']} on {results['cpus']} CPUs; repeats {repeats}; tmux 160x48; toolong "
           f"{toolong or 'not found'}; load = 1-minute load average before→after each size\n")
     print(table(results["sizes"], toolong))
-    print(f"\nwriter, persistence on ({writer['events']:,} events, median of {writer['rounds']}): now "
-          f"{writer['now_ev_s']:,} ev/s, before the index ({writer['baseline']}) {writer['before_ev_s']:,} ev/s: "
-          f"{writer['ratio']:.2f}×" + ("" if writer["index_in_tree"] else " (no index in this tree yet)"))
+    if "writer" in results:
+        writer = results["writer"]
+        print(f"\nwriter, persistence on ({writer['events']:,} events, median of {writer['rounds']}): now "
+              f"{writer['now_ev_s']:,} ev/s, before the index ({writer['baseline']}) {writer['before_ev_s']:,} ev/s: "
+              f"{writer['ratio']:.2f}×" + ("" if writer["index_in_tree"] else " (no index in this tree yet)"))
     print(f"\n(JSON: {out})")
     return 0
 
