@@ -433,7 +433,8 @@ async def test_older_events_left_memory_but_o_searches_them_on_disk(tmp_path: Pa
         app.drain_all()
         evicted = len(events) - 100
         assert app.log_index.evicted == evicted
-        assert f"{evicted:,} older on disk in {path}" in status_text(app)
+        assert f"{evicted:,} older on disk in " in status_text(app)
+        assert status_text(app).endswith("events.jsonl · FOLLOW · 0 errors 2 warnings")  # a long path: its middle cut
         app.apply_filter("training.epoch_started")
         assert app.query_one(LogView).row_count == 0  # every epoch start is older than the window
         await pilot.press("o")

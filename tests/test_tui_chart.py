@@ -160,10 +160,10 @@ def test_the_cursor_reads_the_step_under_it_not_an_average(settle):
         points = curve.points()
         pane = app.training_pane
         pane.chart.cursor = spike = next(i for i in range(len(points)) if points.high[i] == 50.0)
-        readout = next(line for line in await training_pane_lines(app, pilot, curve) if "samples · " in line)
         last = int(points.x["step"][spike])  # the block's last step, its own loss exactly
-        assert f"step {last:,} · {last * 32:,} samples · " in readout
-        assert f"loss {2.0 - last / STEPS:.4g} " in readout
+        readout = next(line for line in await training_pane_lines(app, pilot, curve) if f"step {last:,} · " in line)
+        assert f"loss {2.0 - last / STEPS:.4g} " in readout  # (the pane's width leaves out the samples and time)
+        assert f"{curve.stride} steps {2.0 - last / STEPS:.4g}–50" in readout
         whole = readout_text(curve, pane.chart, smoothed(curve, pane.chart.smoothing))  # beyond the pane's width
         assert whole.endswith(f" · {curve.stride} steps {2.0 - last / STEPS:.4g}–50")  # the spike in its block
 

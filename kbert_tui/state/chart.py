@@ -373,28 +373,48 @@ def smoothed(curve: LossCurve, weight: float) -> list[float]:
     return debiased_ema(curve.points().loss, weight ** curve.stride if weight > 0 else 0.0)
 
 
-def readout(curve: LossCurve, settings: ChartSettings, smooth: Sequence[float]) -> str:
+def readout(curve: LossCurve, settings: ChartSettings, smooth: Sequence[float], width: int | None = None) -> str:
     """What the cursor is on, the block's last step itself (its own loss, not an average), then the
-    block's range: `step 120 · 3,840 samples · 0:42 · loss 0.4312 (smoothed 0.4450) · val 0.40 · 8 steps 0.41–0.47`."""
+    block's range: `step 120 · 3,840 samples · 0:42 · loss 0.4312 (smoothed 0.4450) · val_loss 0.40 (step 100)
+    · 8 steps 0.41–0.47`. Within `width` cells the validation's step, the time, the samples (but not the x
+    axis's), the smoothed value and the block's range go, in that order: the step, its loss and the
+    validation loss stay."""
     i = settings.cursor
     points = curve.points()
     if i is None or not 0 <= i < len(points):
         return ""
     step, samples, seconds = (points.x[axis][i] for axis in X_AXES)
-    parts = [f"step {step:,.0f}", f"{samples:,.0f} samples", _clock(seconds), f"loss {points.final[i]:.4g}"]
+    extras: dict[str, str] = {"samples": f"{samples:,.0f} samples", "time": _clock(seconds)}
     if settings.smoothing > 0 and i < len(smooth):
-        parts[-1] += f" (smoothed {smooth[i]:.4g})"
+        extras["smoothed"] = f" (smoothed {smooth[i]:.4g})"
     before = [mark for mark in curve.marks if mark[0] <= step]
     if before:
-        parts.append(f"val_loss {before[-1][3]:.4g} (step {before[-1][0]:,.0f})")
+        extras["val_step"] = f" (step {before[-1][0]:,.0f})"
     if points.steps[i] > 1:
         block = f"{points.steps[i]} steps"
         if points.finite[i]:
             block += f" {points.low[i]:.4g}–{points.high[i]:.4g}"
         if points.bad[i]:
             block += f", {points.bad[i]:.0f} NaN/inf"
-        parts.append(block)
-    return " · ".join(parts)
+        extras["block"] = block
+
+    def line(kept: dict[str, str]) -> str:
+        parts = [f"step {step:,.0f}", kept.get("samples", ""), kept.get("time", ""),
+                 f"loss {points.final[i]:.4g}{kept.get('smoothed', '')}"]
+        if before:
+            parts.append(f"val_loss {before[-1][3]:.4g}{kept.get('val_step', '')}")
+        parts.append(kept.get("block", ""))
+        return " · ".join(part for part in parts if part)
+
+    text = line(extras)
+    for dropped in ("val_step", "time", "samples", "smoothed", "block"):
+        if width is None or len(text) <= width:
+            break
+        if dropped == settings.x_axis:  # the x axis's own value stays
+            continue
+        extras.pop(dropped, None)
+        text = line(extras)
+    return text
 
 
 def _clock(seconds: float) -> str:

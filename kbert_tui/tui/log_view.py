@@ -280,12 +280,13 @@ class LogView(ScrollView, can_focus=True):
             # the compared fields lead, so `val_accuracy>0.8` shows each row's val_accuracy
             shown = printable(matcher.shown_fields(event))
             if shown:
-                segments.append(Segment(_fit(shown + " ", rest), base + pal.kind["warning"] + cursor))
-                rest = max(0, rest - cell_len(shown) - 1)
+                lead = _fit(shown + " ", min(rest, cell_len(shown) + 1))  # not padded: the summary follows it
+                segments.append(Segment(lead, base + pal.kind["warning"] + cursor))
+                rest -= cell_len(lead)
         text = self.summary(seq, event)
         summary_style = kind_style if kind in ("error", "warning") else base + pal.kind["other"]
         segments.append(Segment(_fit(text, rest), base + summary_style + cursor))
-        return Strip(segments, width).crop_extend(0, width, base + cursor)
+        return Strip(segments).crop_extend(0, width, base + cursor)  # measured, so an overlong row is cut
 
 
 def _fit(text: str, width: int) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -28,6 +29,7 @@ from kbert_tui.state.log_index import search_older
 
 from .keys import KEYS, bindings
 from .log_view import LogView
+from .render import middle_cut
 from .panes import PluginsPane, SystemPane, TrainingPane
 from .screens import DetailScreen, EventListScreen, TimelineScreen
 
@@ -99,23 +101,59 @@ class MonitorScreen(Screen[None]):
     def update_status(self) -> None:
         """The title (source, run, status) and the status line (counts, filter, follow, view paused)."""
         app = self._app
-        view = self.log_view
         log = app.log_index
         t = app.state.training
+        width = self.size.width or 80
+        title = self._title(printable(app.source.describe()), t.run_name or "", t.status, width)
+        query = printable(log.matcher.query) if log.filtered else ""  # type: ignore[union-attr]
+        path = printable(str(app.source.events_path)) if log.evicted and app.source.events_path else ""
+        status = self._status(query, path)
+        for _ in range(2):  # a long filter or path gives way (cut in the middle) before the counts do
+            over = cell_len(status) - width
+            if over <= 0:
+                break
+            if len(path) >= len(query):
+                path = middle_cut(path, max(12, len(path) - over))
+            else:
+                query = middle_cut(query, max(12, len(query) - over))
+            status = self._status(query, path)
+        key = status + "\0" + title.plain
+        if key != self._last_status:
+            self._last_status = key
+            # one fixed row each: no layout pass needed (a layout per frame costs more than the frame)
+            self.statusbar.update(Text(status, no_wrap=True, overflow="ellipsis"), layout=False)
+            self.titlebar.update(title, layout=False)
+
+    @staticmethod
+    def _title(source: str, run_name: str, status: str, width: int) -> Text:
+        """` kbert-tui  live → …/events.jsonl · run name · running`: the run state always whole, at the end;
+        the source (cut in the middle, keeping a file name) and the run name share what is left."""
         title = Text()
         title.append(" kbert-tui ", "bold reverse")
-        title.append(f" {printable(app.source.describe())}")
-        if t.run_name:
-            title.append(f" · {t.run_name}")
-        title.append(f" · {t.status}")
+        tail = f" · {status}"
+        room = width - title.cell_len - 1 - len(tail)
+        name = f" · {run_name}" if run_name else ""
+        if len(source) + len(name) > room:
+            keep_name = min(len(name), max(room // 2, room - len(source)))
+            source = middle_cut(source, max(1, room - keep_name))
+            name = name if len(name) <= keep_name else name[: keep_name - 1] + "…" if keep_name >= 6 else ""
+        title.append(f" {source}{name}{tail}")
+        title.no_wrap = True
+        title.overflow = "ellipsis"
+        return title
+
+    def _status(self, query: str, path: str) -> str:
+        """The status line: counts, where older events are, the filter's matches, follow and view state."""
+        app = self._app
+        view = self.log_view
+        log = app.log_index
         parts = [f"{log.total:,} events"]
         if not app.history_complete:
             parts.append("loading the history behind the end…")
         if log.evicted:
-            where = f" in {printable(str(app.source.events_path))}" if app.source.events_path else ""
-            parts.append(f"{log.evicted:,} older on disk{where}")
+            parts.append(f"{log.evicted:,} older on disk" + (f" in {path}" if path else ""))
         if log.filtered:
-            parts.append(f"filter '{printable(log.matcher.query)}': {len(log):,} match")  # type: ignore[union-attr]
+            parts.append(f"filter '{query}': {len(log):,} match")
         parts.append("FOLLOW" if view.follow else "follow off")
         if view.frozen_at is not None:
             parts.append(f"VIEW PAUSED +{log.total - view.frozen_at:,} new")
@@ -125,13 +163,7 @@ class MonitorScreen(Screen[None]):
             parts.append(f"{app.state.errors_seen} errors {app.state.warnings_seen} warnings")
         if app.start_error:
             parts.append(f"start failed: {app.start_error}")
-        status = " · ".join(parts)
-        key = status + "\0" + title.plain
-        if key != self._last_status:
-            self._last_status = key
-            # one fixed row each: no layout pass needed (a layout per frame costs more than the frame)
-            self.statusbar.update(Text(status), layout=False)
-            self.titlebar.update(title, layout=False)
+        return " · ".join(parts)
 
     # -- width and narrow mode ----------------------------------------------------------------------
     def apply_width(self, width: int) -> None:

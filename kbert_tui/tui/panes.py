@@ -76,29 +76,53 @@ class TrainingPane(StatePane):
         width = max(20, self.content_region.width or 60)
         height = max(1, self.content_region.height or 12)
         rows = self._rows(width, pal)
-        # The loss chart goes below when at least CHART_MIN_ROWS rows are left for it, else beside the
-        # text (80x24), else it's left out (a very small pane).
+        # The loss chart goes below when at least CHART_MIN_ROWS rows (and the cursor's) are left for it,
+        # else beside the text (80x24); in a narrow pane it goes below, the least important rows giving way.
+        want = CHART_MIN_ROWS + (self.chart.cursor is not None)
         below = height - len(rows)
-        if below >= CHART_MIN_ROWS or width < 60:
+        if below >= want or width < 60:
+            self._keys_on_edge(False)
+            if below < want:
+                rows = _by_priority(rows, max(height - want, sum(1 for p, _ in rows if p <= 2)))
+                below = height - len(rows)
             lines = [line for _, line in rows]
             if below >= 1:
                 lines.extend(self._chart(width, below, pal))
             return _group(_clip(lines, height, pal))
+        # Beside the text the chart's caption has no room for its keys: they sit on the pane's bottom edge,
+        # and the cursor's readout takes the pane's last row, whole width.
+        self._keys_on_edge(True)
+        readout_line = self._readout(pal)
+        text_h = height - (readout_line is not None)
         chart_w = max(24, width // 3)
-        left_w = width - chart_w - 1
-        rows = self._rows(left_w, pal)
-        keep = sorted(sorted(range(len(rows)), key=lambda i: rows[i][0])[:height])
-        left = [rows[i][1] for i in keep]
-        right = self._chart(chart_w, height, pal)
+        left_w = width - chart_w - SIDE_GAP
+        left = [line for _, line in _by_priority(self._rows(left_w, pal), text_h)]
+        right = self._chart(chart_w, text_h, pal, with_readout=False)
         lines = []
         for i in range(max(len(left), len(right))):
             row = left[i].copy() if i < len(left) else Text()
             row.truncate(left_w, overflow="ellipsis", pad=True)
-            row.append(" ")
+            row.append(" " * SIDE_GAP)
             if i < len(right):
                 row.append_text(right[i])
             lines.append(row)
+        if readout_line is not None:
+            lines.append(readout_line)
         return _group(lines)
+
+    def _keys_on_edge(self, on: bool) -> None:
+        wanted = CHART_KEYS if on else ""
+        if self.border_subtitle != wanted:
+            self.border_subtitle = wanted
+
+    def _readout(self, pal: Palette, width: int | None = None) -> Text | None:
+        """The values under the chart's cursor, or None when there is no cursor."""
+        t, chart = self.state.training, self.chart
+        if chart.cursor is None:
+            return None
+        width = width if width is not None else max(20, self.content_region.width or 60)
+        text = readout(t.curve, chart, smoothed(t.curve, chart.smoothing), width)
+        return Text(text, pal.value, no_wrap=True, overflow="ellipsis")
 
     def _rows(self, width: int, pal: Palette) -> list[tuple[int, Text]]:
         """The text rows, each with its priority (0 = kept longest) for when the pane is short."""
@@ -150,7 +174,7 @@ class TrainingPane(StatePane):
         row = Text(f"Batch {t.batch}/{spe or '?'}".ljust(label_w)[:label_w], pal.label)
         row.append_text(bar(batch_frac, bar_w, pal))
         row.append(f" {batch_frac:4.0%} ETA {duration(t.epoch_eta_seconds)}", pal.value)
-        rows.append((2, row))
+        rows.append((2 if t.live else 7, row))  # a run that is over: its epoch bar says enough
 
         def num(value: float | None) -> str:
             return format_number(value) if value is not None else "—"
@@ -160,7 +184,7 @@ class TrainingPane(StatePane):
                                    ("gnorm", "gn", num(t.grad_norm)), ("samples/s", "sps", sps)],
                                   width, pal.label, pal.value)))
 
-        for long in (True, False):
+        for long, of_total in ((True, True), (False, True), (False, False)):
             best = Text()
             if t.best_value is not None:
                 where = f" (epoch {t.best_epoch})" if long else f"@{t.best_epoch}"
@@ -168,11 +192,11 @@ class TrainingPane(StatePane):
                       pal.kind["success"])
             else:
                 best.append("best —  ", pal.muted)
-            _pair(best, "step ", f"{t.step}/{t.total_steps or '?'}", pal)
+            _pair(best, "step ", f"{t.step}/{t.total_steps or '?'}" if of_total else str(t.step), pal)
             best.append(f"{'elapsed ' if long else ''}{duration(t.elapsed_seconds)}", pal.muted)
             if best.cell_len <= width:
                 break
-        rows.append((4, best))
+        rows.append((3, best))
         if lanes := self.state.ranks.summary():
             row = Text(lanes, pal.label)
             row.truncate(width, overflow="ellipsis")
@@ -184,7 +208,10 @@ class TrainingPane(StatePane):
                                ("val_f1", "f1")):
                 if key in last:
                     pairs.append((key, short, format_number(last[key])))
-            rows.append((3, fit_pairs(pairs, width, pal.label, pal.value)))
+            metrics = fit_pairs(pairs, width, pal.label, pal.value)
+            if metrics.cell_len > width:  # the validation scores matter more than the training loss
+                metrics = fit_pairs([p for p in pairs if p[0] != "train_loss"], width, pal.label, pal.value)
+            rows.append((3, metrics))
         if versus := t.versus_baseline:
             rows.append((3, Text(versus[: max(1, width)], pal.value)))
 
@@ -193,15 +220,15 @@ class TrainingPane(StatePane):
             err.append(t.error or "failed", pal.kind["error"])
             rows.append((0, err))
         elif t.status == "stopped":
-            rows.append((5, Text(f"■ stopped ({t.stop_reason or 'user'}) checkpoint {t.checkpoint_path or '—'}",
+            rows.append((2, Text(f"■ stopped ({t.stop_reason or 'user'}) checkpoint {t.checkpoint_path or '—'}",
                                  pal.kind["warning"])))
         elif t.status == "completed":
             note = "✔ completed" + (" (stopped early)" if t.stopped_early else "")
             if t.restored_epoch is not None:
                 note += f" · weights of epoch {t.restored_epoch}"
-            rows.append((6, Text(note, pal.kind["success"])))
+            rows.append((2, Text(note, pal.kind["success"])))
         elif t.status == "paused":
-            rows.append((5, Text("❚❚ paused — press p to resume", pal.kind["warning"])))
+            rows.append((2, Text("❚❚ paused — press p to resume", pal.kind["warning"])))
         if self.state.rules:
             text = Text("rules ", pal.label)
             for name, seen in self.state.rules.items():
@@ -215,27 +242,38 @@ class TrainingPane(StatePane):
             rows.append((5, Text(f"… {self.state.pending_control} requested", pal.kind["control"])))
         return rows
 
-    def _chart(self, width: int, height: int, pal: Palette) -> list[Text]:
-        """The caption and the loss chart (raw faint, smoothed, validation per epoch), `height` rows in all."""
+    def _caption(self, width: int, pal: Palette, *, keys: bool) -> Text:
+        """`loss by step (1,234, 2/pt) ema 0.6 ▪val` and, with `keys` and room, the chart's keys at the right;
+        the count goes first when the row is short."""
         t, chart = self.state.training, self.chart
         curve = t.curve
-        caption = Text(f"loss by {chart.x_axis} ({t.loss_history.count:,}", pal.label)
-        if curve.stride > 1:
-            caption.append(f", {curve.stride}/pt", pal.label)
-        caption.append(")", pal.label)
-        caption.append(f" ema {chart.smoothing:g}" if chart.smoothing else " raw", pal.muted)
-        if chart.log_y:
-            caption.append(" log", pal.muted)
-        if curve.marks:
-            caption.append(" ▪val", pal.chart2)
-        if self.baseline is not None:
-            caption.append(f" vs {printable(self.baseline[0])}", pal.kind["control"])
-        if caption.cell_len + len(CHART_KEYS) <= width:  # the 80-column footer has no room for these
+        for counted in (True, False):
+            caption = Text(f"loss by {chart.x_axis}", pal.label)
+            if counted:
+                caption.append(f" ({t.loss_history.count:,}" + (f", {curve.stride}/pt" if curve.stride > 1 else "")
+                               + ")", pal.label)
+            caption.append(f" ema {chart.smoothing:g}" if chart.smoothing else " raw", pal.muted)
+            if chart.log_y:
+                caption.append(" log", pal.muted)
+            if curve.marks:
+                caption.append(" ▪val", pal.chart2)
+            if self.baseline is not None:
+                caption.append(f" vs {printable(self.baseline[0])}", pal.kind["control"])
+            if caption.cell_len + (len(CHART_KEYS) + 1 if keys else 0) <= width:
+                break
+        if keys and caption.cell_len + len(CHART_KEYS) < width:  # the 80-column footer has no room for these
             caption.append(" " * (width - caption.cell_len - len(CHART_KEYS)) + CHART_KEYS, pal.muted)
+        return caption
+
+    def _chart(self, width: int, height: int, pal: Palette, *, with_readout: bool = True) -> list[Text]:
+        """The caption, the cursor's readout (when `with_readout`) and the loss chart (raw faint, smoothed,
+        validation per epoch), `height` rows in all."""
+        t, chart = self.state.training, self.chart
+        curve = t.curve
         smooth = smoothed(curve, chart.smoothing)
-        lines = [caption]
-        if chart.cursor is not None:
-            lines.append(Text(readout(curve, chart, smooth), pal.value, no_wrap=True, overflow="ellipsis"))
+        lines = [self._caption(width, pal, keys=with_readout)]
+        if with_readout and (line := self._readout(pal, width)) is not None:
+            lines.append(line)
         rows = min(height - len(lines), 8)
         if rows < 1:
             return lines[:height]
@@ -257,6 +295,7 @@ class TrainingPane(StatePane):
 
 
 CHART_MIN_ROWS = 4
+SIDE_GAP = 2  # cells between the text and a chart beside it, so the y axis's label never runs into a value
 CHART_KEYS = "[ ] x y , ."  # smoothing, x axis, log y, cursor (the help says more)
 
 
@@ -432,6 +471,12 @@ def _wrapped(text: str, width: int, indent: str, style: Any, *, first: str | Non
         chunks = chunks[:limit]
         chunks[-1] = chunks[-1][: max(1, width - 1)] + "…"
     return [Text(chunk, style) for chunk in chunks]
+
+
+def _by_priority(rows: list[tuple[int, Text]], count: int) -> list[tuple[int, Text]]:
+    """The `count` most important rows (lowest priority number first), in their order."""
+    keep = sorted(sorted(range(len(rows)), key=lambda i: rows[i][0])[: max(0, count)])
+    return [rows[i] for i in keep]
 
 
 def _clip(lines: list[Text], height: int, pal: Palette) -> list[Text]:

@@ -10,12 +10,13 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from rich.cells import cell_len, set_cell_size
 from rich.style import Style
 from rich.text import Text
 
 from kbert_tui.state.chart import finite_range, fraction
 
-__all__ = ["Palette", "palette", "bar", "sparkline", "axis_label", "fit_pairs", "duration"]
+__all__ = ["Palette", "palette", "bar", "sparkline", "axis_label", "fit_pairs", "duration", "middle_cut"]
 
 _BLOCKS = " ▁▂▃▄▅▆▇█"
 
@@ -152,3 +153,23 @@ def duration(seconds: float | None) -> str:
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def middle_cut(text: str, width: int) -> str:
+    """`text` in at most `width` cells, its middle replaced by `…` (a path keeps its file name, a query its end)."""
+    if cell_len(text) <= width:
+        return text
+    if width <= 1:
+        return "…"[:max(0, width)]
+    tail = (width - 1) // 2
+    head = width - 1 - tail
+    return set_cell_size(text, head) + "…" + _last_cells(text, tail)
+
+
+def _last_cells(text: str, width: int) -> str:
+    out = ""
+    for ch in reversed(text):
+        if cell_len(out) + cell_len(ch) > width:
+            break
+        out = ch + out
+    return out
