@@ -169,9 +169,10 @@ def test_a_batch_that_crosses_the_size_limit_rotates_between_whole_lines(tmp_pat
     for i in range(2000):
         store.append(_bus_event(bus, data={"i": i, "pad": "x" * 40}))
     store.close()
-    rows = [json.loads(line) for file in sorted(tmp_path.iterdir(), key=lambda p: (len(p.name), p.name))
-            for line in file.read_bytes().splitlines()]
-    assert len(list(tmp_path.iterdir())) > 5 and store.written == 2000
+    logs = sorted(tmp_path.glob("*.jsonl"), key=lambda p: (len(p.name), p.name))
+    rows = [json.loads(line) for file in logs for line in file.read_bytes().splitlines()]
+    assert len(logs) > 5 and store.written == 2000
+    assert sorted(p.name for p in tmp_path.glob("*.idx")) == sorted(p.name + ".idx" for p in logs)  # each its index
     assert sorted(r["data"]["i"] for r in rows) == list(range(2000))
 
 

@@ -395,4 +395,4 @@ def test_the_writer_lock_goes_with_its_writer(tmp_path):
     store = JsonlStore(path)
     assert (tmp_path / "events.jsonl.lock").read_text().startswith(f"pid {os.getpid()} on ")
     store.close()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["events.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["events.jsonl", "events.jsonl.idx"]  # the log and its index

@@ -14,11 +14,16 @@ from contextlib import contextmanager
 from datetime import datetime
 from itertools import islice
 from operator import attrgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from ._codec import decode_lines
 from ._event import Event
 from ._patterns import compile_pattern, validate_pattern
+
+if TYPE_CHECKING:
+    from .index import LogIndex
 
 
 def contains(actual: Any, expected: Any) -> bool:
@@ -108,6 +113,7 @@ class EventQuery:
         self._data: dict[str, Any] = {}
         self._sources: set[str] | None = None
         self._correlation_id: str | None = None
+        self._steps: tuple[int | None, int | None] | None = None
         self._limit: int | None = None
 
     def event_name_pattern(self, pattern: str) -> EventQuery:
@@ -132,6 +138,19 @@ class EventQuery:
         self._correlation_id = correlation_id
         return self
 
+    def step_range(self, start: int | None = None, end: int | None = None) -> EventQuery:
+        """Events whose `data.step` is an integer in [start, end] (either end open when None)."""
+        for bound in (start, end):
+            if bound is not None and (type(bound) is not int):
+                raise ValueError("step_range expects integers or None")
+        self._steps = (start, end)
+        return self
+
+    def narrows_by_index(self) -> bool:
+        """Whether the log's index can narrow this query (name, time, step or correlation id)."""
+        return bool(self._patterns and "*" not in self._patterns) or self._start is not None \
+            or self._end is not None or self._steps is not None or self._correlation_id is not None
+
     def limit(self, n: int) -> EventQuery:
         if n < 0:
             raise ValueError("limit must be >= 0")
@@ -148,6 +167,8 @@ class EventQuery:
         if self._sources is not None and event.source not in self._sources:
             return False
         if self._correlation_id is not None and event.correlation_id != self._correlation_id:
+            return False
+        if self._steps is not None and not _step_in(event.data.get("step"), self._steps):
             return False
         return not self._data or contains(event.data, self._data)
 
@@ -182,7 +203,7 @@ class EventQuery:
             else:
                 checks.append(lambda e: any(check(e.name) for check in names))
         if self._start is not None or self._end is not None or self._sources is not None \
-                or self._correlation_id is not None or self._data:
+                or self._correlation_id is not None or self._data or self._steps is not None:
             checks.append(self.matches)
         if not checks:
             return _always
@@ -242,6 +263,26 @@ class EventQuery:
         found = ordered.merged()
         while self._limit is not None and len(found) > self._limit:
             del found[max(self._limit, len(found) - 4096):]  # freed a slice at a time, for the same reason
+        return found
+
+    def run_index(self, index: LogIndex, *, time_order: bool = True) -> list[Event]:
+        """`run` over a log through its index: the columns choose the candidate lines (name, time, step,
+        correlation id), only those are read and decoded, then checked exactly. In time order, reading
+        stops once `limit` matches are found."""
+        rows = index.select(patterns=self._patterns, start=self._start, end=self._end, steps=self._steps,
+                            correlation_id=self._correlation_id)
+        if time_order and len(rows):
+            rows = rows[np.argsort(index.column("time")[rows], kind="stable")]
+        predicate = self._predicate()
+        found: list[Event] = []
+        with collector_paused():
+            for first in range(0, len(rows), _INDEX_BATCH):
+                events, _ = decode_lines(index.lines(rows[first:first + _INDEX_BATCH]))
+                found.extend(events if predicate is _always else filter(predicate, events))
+                if self._limit is not None and len(found) >= self._limit:
+                    del found[self._limit:]
+                    break
+                time.sleep(0)  # hand the GIL over between batches: the caller's event loop keeps turning
         return found
 
     def run_events(self, events: Iterable[Event]) -> list[Event]:
@@ -331,6 +372,16 @@ def collector_paused() -> Iterator[None]:
                 if gc.get_count()[0] > _FREEZE_AT:
                     gc.freeze()
                 gc.enable()
+
+
+def _step_in(step: Any, bounds: tuple[int | None, int | None]) -> bool:
+    if type(step) is not int:
+        return False
+    low, high = bounds
+    return (low is None or step >= low) and (high is None or step <= high)
+
+
+_INDEX_BATCH = 4096  # candidate lines read and decoded at a time
 
 
 def _always(event: Event) -> bool:

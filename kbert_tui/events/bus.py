@@ -30,6 +30,7 @@ from ._patterns import compile_pattern, validate_pattern
 from ._query import EventQuery
 from ._subscription import Repeats, Subscription, handler_name
 from ._watch import LoopWatch
+from .index import open_index
 from .store import JsonlStore, PersistenceError, read_events
 from . import catalog as ev
 
@@ -581,6 +582,11 @@ class EventBus(Inbox):
                 await self.flush()
             if not self._store.path.exists():
                 return []
+            if query.narrows_by_index():
+                index = await asyncio.to_thread(open_index, self._store.path)
+                found = await asyncio.to_thread(query.run_index, index)
+                self.last_query_skipped = index.unreadable()
+                return found
             reader = read_events(self._store.path)
             found = await asyncio.to_thread(query.run_chunks, reader.chunks(), reader.skip)
             self.last_query_skipped = reader.malformed

@@ -28,6 +28,7 @@ from typing import Any
 from ._codec import decode_lines, encode_event_bytes
 from ._event import Event
 from . import catalog as ev
+from .index import IndexAppender
 
 try:
     import fcntl
@@ -37,6 +38,7 @@ except ImportError:  # pragma: no cover - Windows: no advisory lock, one writer 
 __all__ = ["JsonlStore", "EventLogReader", "PersistenceError", "read_events", "segment_paths"]
 
 _BLOCK = 1 << 20  # bytes a reader takes at a time
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 _LINGER_S = 0.001  # how long the writer lets lines gather after a wake-up...
 _LINGER_LINES = 1024  # ...unless this many are already waiting
 
@@ -175,6 +177,7 @@ class JsonlStore:
         on_status: StatusCallback | None = None,
         max_pending: int = 500_000,
         append_lock: threading.Lock | None = None,
+        index: bool = True,
     ) -> None:
         if max_file_size_mb <= 0:
             raise ValueError("max_file_size_mb must be positive")
@@ -202,6 +205,8 @@ class JsonlStore:
         self._fd: int | None = None
         self._size = 0
         self._lock_fd: int | None = None
+        self._keep_index = index
+        self._index: IndexAppender | None = None
         self._open_active()
         self._thread = threading.Thread(target=self._run, name=f"event-log-writer:{self.path.name}", daemon=True)
         self._thread.start()
@@ -320,6 +325,7 @@ class JsonlStore:
             raise
         self._fd = fd
         self._size = size
+        self._index = IndexAppender.start(self.path) if self._keep_index else None
         existing = segment_paths(self.path)[:-1]
         self._next_segment = 1 + max((_segment_number(self.path, p) for p in existing), default=0)
 
@@ -330,10 +336,13 @@ class JsonlStore:
         target = self.path.with_name(f"{self.path.stem}.{self._next_segment}{self.path.suffix}")
         if self.path.exists():
             os.replace(self.path, target)
+            if self._index is not None:
+                self._index.rotated(target)
             self._next_segment += 1
             self.rotations += 1
         self._fd = _open_append(self.path)
         self._size = 0
+        self._index = IndexAppender.start(self.path) if self._keep_index else None
 
     def _run(self) -> None:
         try:
@@ -364,6 +373,8 @@ class JsonlStore:
                 except OSError:
                     pass
                 self._fd = None
+            if self._index is not None:
+                self._index.close()
             _release_writer_lock(self.path, self._lock_fd)
             self._lock_fd = None
             self._closed = True
@@ -411,6 +422,8 @@ class JsonlStore:
 
         if self._retry(attempt):
             self._size = base + len(data)
+            if self._index is not None:
+                self._index.add(data, base)  # after the lines are in: the index is never ahead of the log
             return True
         # Given up: cut back whatever part of these lines made it, so no line is left torn.
         if offset and self._fd is not None:
@@ -427,6 +440,10 @@ class JsonlStore:
             try:
                 operation()
             except OSError as exc:
+                if exc.errno in _DISK_FULL and self._index is not None:  # the log comes first: free the index's space
+                    self._index.fail(f"dropped: {exc.strerror or exc} (the log needs the space)")
+                    self._index = None
+                    continue
                 self.failed_writes += 1
                 self._failed(exc)
                 if self._give_up_at is not None and time.monotonic() >= self._give_up_at:

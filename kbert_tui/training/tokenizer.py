@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from kbert_tui.events import catalog as ev
+from kbert_tui.events.index import cache_root
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 PAD_ID = 0
@@ -33,11 +34,7 @@ Emit = Callable[..., None]
 
 def cache_dir() -> Path:
     """KBERT_TUI_CACHE_DIR, else $XDG_CACHE_HOME/kbert-tui, else ~/.cache/kbert-tui."""
-    explicit = os.environ.get("KBERT_TUI_CACHE_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "kbert-tui"
+    return cache_root()
 
 
 def cache_key(texts: Sequence[str], vocab_size: int) -> str:

@@ -1,0 +1,549 @@
+"""The index beside an event log: one row per line, in columns numpy maps without a Python loop.
+
+For ``events.jsonl`` it is the folder ``events.jsonl.idx/`` (each rotated segment has its own):
+
+    meta.json        {"format": 1, "first_line": blake2b of the log's first line}
+    names.jsonl      one JSON string per line: the event names; a row's `name` is 1 + a line number here
+    offset.u64 length.u32 name.u32 time.i64 step.i64 epoch.i32 corr.u64
+                     the columns (little-endian, no header): `np.fromfile("offset.u64", "<u8")`
+
+It is derived data, never trusted: `open_index` checks it against the log (the first line, offsets
+that only grow, the last rows' lines re-read and re-indexed) and rebuilds it when it is damaged or
+belongs to another file, completes it when it is behind (a writer killed between the log and the
+index), and indexes in memory whatever a live writer has not indexed yet. A log written by another
+tool gets its index built on first open (`index_block`: Arrow reads the JSON), saved beside the log,
+or under the cache directory when the log's folder is read-only.
+
+`JsonlStore` keeps the index of the file it writes as it writes (`IndexAppender`), so opening a
+finished run costs one look at the columns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+import numpy as np
+
+from ._patterns import compile_pattern
+from ._index_build import COLUMNS, NO_EPOCH, NO_VALUE, Columns, NameTable, correlation_hash, index_block
+
+__all__ = ["BuildProgress", "IndexAppender", "LogIndex", "NO_EPOCH", "NO_VALUE", "SegmentIndex", "cache_root",
+           "index_dir", "open_index", "open_segment"]
+
+FORMAT = 1
+_SUFFIX = {key: {"<u8": "u64", "<u4": "u32", "<i8": "i64", "<i4": "i32"}[dtype.str] for key, dtype in COLUMNS.items()}
+_BUILD_BLOCK = 16 << 20  # bytes indexed at a time when building: Arrow gets enough to use its threads
+_SPOT_CHECKS = 8  # rows re-read from the log when an index is opened
+
+BuildProgress = Callable[[int, int], None]  # (bytes indexed, bytes to index)
+
+
+def cache_root() -> Path:
+    """KBERT_TUI_CACHE_DIR, else $XDG_CACHE_HOME/kbert-tui, else ~/.cache/kbert-tui."""
+    explicit = os.environ.get("KBERT_TUI_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "kbert-tui"
+
+
+def index_dir(log: Path) -> Path:
+    """Where the index of `log` lives: beside it (``events.jsonl.idx``)."""
+    return log.with_name(log.name + ".idx")
+
+
+def _cached_dir(log: Path) -> Path:
+    key = hashlib.blake2b(str(log.resolve()).encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+    return cache_root() / "index" / f"{log.name}-{key}.idx"
+
+
+def _column_path(folder: Path, key: str) -> Path:
+    return folder / f"{key}.{_SUFFIX[key]}"
+
+
+def _first_line_key(line: bytes) -> str:
+    return hashlib.blake2b(line, digest_size=16).hexdigest()
+
+
+def _read_first_line(log: Path) -> bytes | None:
+    with open(log, "rb") as fh:
+        head = fh.read(1 << 16)
+        cut = head.find(b"\n")
+        while cut < 0:
+            more = fh.read(1 << 16)
+            if not more:
+                return None  # no whole line yet
+            head += more
+            cut = head.find(b"\n")
+    return head[:cut + 1]
+
+
+# -- writing ------------------------------------------------------------------------------------------
+
+class IndexAppender:
+    """Appends rows for lines as they reach a log (the store's writer thread calls `add`).
+
+    Columns are appended after their lines are in the log, so a crash leaves the index behind the log,
+    never ahead; a torn last row (columns of different lengths) is cut back on the next open. Any
+    failure to write the index only switches it off (`failed`): the log never waits for it.
+    """
+
+    def __init__(self, log: Path, folder: Path, names: NameTable, rows: int, end: int,
+                 saved_names: int | None = None) -> None:
+        self.log = log
+        self.folder = folder
+        self.names = names
+        self.rows = rows
+        self.end = end  # bytes of the log the index covers
+        self._saved_names = len(names) if saved_names is None else saved_names
+        self.failed: str | None = None
+        for key, dtype in COLUMNS.items():  # cut a row torn by a crash (the columns are read to the shortest)
+            path = _column_path(folder, key)
+            with open(path, "ab") as fh:
+                if fh.tell() != rows * dtype.itemsize:
+                    fh.truncate(rows * dtype.itemsize)
+        _cut_names(folder / "names.jsonl", self._saved_names)
+        self._files = {key: open(_column_path(folder, key), "ab") for key in COLUMNS}
+        self._names_file = open(folder / "names.jsonl", "ab")
+
+    @classmethod
+    def start(cls, log: Path) -> IndexAppender | None:
+        """Open (checking, completing, or rebuilding) the index of the log this process is about to write;
+        None when no index can be kept there (the log's folder is read-only, the disk is full...)."""
+        try:
+            if log.exists() and log.stat().st_size:
+                segment = open_segment(log, writable=True)
+                folder = segment.folder
+                if folder is None or folder != index_dir(log):
+                    return None
+                return cls(log, folder, NameTable(segment.names), len(segment), segment.end)
+            folder = index_dir(log)
+            _remove(folder)
+            folder.mkdir()
+            return cls(log, folder, NameTable(), 0, 0)
+        except OSError:
+            return None
+
+    def add(self, block: bytes, base: int) -> None:
+        """Index `block` (whole lines just written at offset `base` of the log)."""
+        if self.failed is not None:
+            return
+        try:
+            if base != self.end:
+                raise OSError(f"index at byte {self.end}, lines written at {base}")
+            if self.rows == 0 and base == 0:
+                first = block[:block.find(b"\n") + 1]
+                (self.folder / "meta.json").write_bytes(orjson.dumps({"format": FORMAT,
+                                                                     "first_line": _first_line_key(first)}))
+            self.write(index_block(block, base, self.names), base + len(block))
+        except (OSError, ValueError) as exc:
+            self.fail(str(exc))
+
+    def write(self, columns: Columns, end: int) -> None:
+        """Append `columns` (rows whose names are in `self.names`), which cover the log up to `end`."""
+        if len(self.names) > self._saved_names:  # new names first: a row never names what isn't saved
+            self._names_file.write(b"".join(orjson.dumps(n) + b"\n" for n in self.names.names[self._saved_names:]))
+            self._names_file.flush()
+            self._saved_names = len(self.names)
+        for key, fh in self._files.items():
+            fh.write(columns.arrays[key].tobytes())
+        for fh in self._files.values():
+            fh.flush()
+        self.rows += len(columns)
+        self.end = end
+
+    def fail(self, reason: str) -> None:
+        """Stop keeping the index and remove it (readers rebuild it from the log)."""
+        self.failed = reason
+        self.close()
+        _remove(self.folder)
+
+    def close(self) -> None:
+        for fh in (*self._files.values(), self._names_file):
+            try:
+                fh.close()
+            except OSError:
+                pass
+
+    def rotated(self, segment: Path) -> None:
+        """The log was renamed to `segment`: its index goes along, under the segment's name."""
+        self.close()
+        if self.failed is None:
+            try:
+                target = index_dir(segment)
+                _remove(target)
+                os.replace(self.folder, target)
+            except OSError:
+                _remove(self.folder)
+
+
+def _remove(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _cut_names(path: Path, count: int) -> None:
+    """Keep the first `count` names of a names file (a crash may have torn the one after)."""
+    with open(path, "ab+") as fh:
+        fh.seek(0)
+        data = fh.read()
+        keep = 0
+        for _ in range(count):
+            keep = data.index(b"\n", keep) + 1
+        if keep != len(data):
+            fh.truncate(keep)
+
+
+# -- reading ------------------------------------------------------------------------------------------
+
+@dataclass
+class SegmentIndex:
+    """The index of one file of a log: its columns (memory-mapped), names and what it covers."""
+
+    log: Path
+    folder: Path | None  # where it is saved (None: built in memory only)
+    names: list[str]
+    columns: dict[str, np.ndarray]
+    end: int  # bytes of the log covered
+
+    def __len__(self) -> int:
+        return len(self.columns["offset"])
+
+
+def _load_columns(folder: Path, rows: int | None = None) -> dict[str, np.ndarray]:
+    columns: dict[str, np.ndarray] = {}
+    for key, dtype in COLUMNS.items():
+        path = _column_path(folder, key)
+        count = path.stat().st_size // dtype.itemsize
+        columns[key] = np.memmap(path, dtype, "r", shape=(count,)) if count else np.empty(0, dtype)
+    shortest = min(len(c) for c in columns.values()) if rows is None else rows
+    return {key: c[:shortest] for key, c in columns.items()}
+
+
+def _load_names(folder: Path) -> list[str]:
+    names = []
+    with open(folder / "names.jsonl", "rb") as fh:
+        for line in fh:
+            if not line.endswith(b"\n"):
+                break  # torn by a crash: the rows that would use it are cut below
+            name = orjson.loads(line)
+            if not isinstance(name, str):
+                raise ValueError("a name is not a string")
+            names.append(name)
+    return names
+
+
+def _trusted(log: Path, folder: Path, size: int, first: bytes | None) -> tuple[list[str], dict[str, np.ndarray]] | None:
+    """The saved index of `log` if it checks out against it (else None: rebuild)."""
+    try:
+        meta = orjson.loads((folder / "meta.json").read_bytes())
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT or first is None \
+                or meta.get("first_line") != _first_line_key(first):
+            return None
+        columns = _load_columns(folder)  # before the names: a live writer saves a name before rows that use it
+        names = _load_names(folder)
+    except (OSError, ValueError):
+        return None
+    offsets, lengths = columns["offset"], columns["length"]
+    if len(offsets):
+        ends = offsets.astype(np.int64) + lengths
+        if int(offsets[0]) != 0 and not _blank(log, 0, int(offsets[0])):
+            return None
+        if int(ends[-1]) > size or (len(offsets) > 1 and bool((offsets[1:].astype(np.int64) < ends[:-1]).any())):
+            return None
+        if int(columns["name"].max(initial=0)) > len(names):
+            return None
+        rows = sorted({len(offsets) - 1, *np.linspace(0, len(offsets) - 1, _SPOT_CHECKS).astype(int).tolist()})
+        if not _rows_agree(log, columns, names, rows):
+            return None
+    return names, columns
+
+
+def _blank(log: Path, start: int, end: int) -> bool:
+    with open(log, "rb") as fh:
+        fh.seek(start)
+        return not fh.read(end - start).strip()
+
+
+def _rows_agree(log: Path, columns: dict[str, np.ndarray], names: list[str], rows: Iterable[int]) -> bool:
+    """Re-index the lines at `rows` from the log: each must give the same row."""
+    with open(log, "rb") as fh:
+        for row in rows:
+            offset, length = int(columns["offset"][row]), int(columns["length"][row])
+            fh.seek(offset)
+            line = fh.read(length)
+            if len(line) != length or not line.endswith(b"\n"):
+                return False
+            table = NameTable(names)
+            fresh = index_block(line, offset, table)
+            if len(fresh) != 1 or any(fresh.arrays[key][0] != columns[key][row] for key in COLUMNS) \
+                    or len(table) != len(names):
+                return False
+    return True
+
+
+def open_segment(log: str | os.PathLike[str], *, writable: bool | None = None,
+                 progress: BuildProgress | None = None) -> SegmentIndex:
+    """The index of one file, checked; built or completed (and saved where allowed) as needed.
+
+    `writable=None` saves only when no live writer holds the log (its writer keeps the index itself).
+    """
+    path = Path(log)
+    size = path.stat().st_size
+    first = _read_first_line(path) if size else None
+    for folder in (index_dir(path), _cached_dir(path)):
+        if folder.is_dir():
+            trusted = _trusted(path, folder, size, first)
+            if trusted is not None:
+                names, columns = trusted
+                covered = int(columns["offset"][-1]) + int(columns["length"][-1]) if len(columns["offset"]) else 0
+                segment = SegmentIndex(path, folder, names, columns, covered)
+                return _complete(segment, size, _may_save(path, writable), progress)
+            if _may_save(path, writable):
+                _remove(folder)
+    return _build(path, size, _may_save(path, writable), progress)
+
+
+def _may_save(log: Path, writable: bool | None) -> bool:
+    if writable is not None:
+        return writable
+    return not _writer_alive(log)
+
+
+def _writer_alive(log: Path) -> bool:
+    """A store holds the log's writer lock (see store._hold_writer_lock): it keeps the index itself."""
+    lock = log.with_name(log.name + ".lock")
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        import fcntl
+
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except ImportError:  # pragma: no cover - no flock: assume a writer may be there
+        return True
+    finally:
+        os.close(fd)
+
+
+def _index_range(path: Path, start: int, stop: int, names: NameTable, progress: BuildProgress | None,
+                 whole_lines: bool) -> tuple[Columns, int]:
+    """Rows for the lines in path[start:stop]; with `whole_lines`, a last line without its newline is left
+    out (the end it returns says where indexing stopped)."""
+    parts: list[Columns] = []
+    if stop <= start:
+        return Columns.empty(), start
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as view:
+        position = start
+        while position < stop:
+            limit = min(stop, position + _BUILD_BLOCK)
+            if limit < stop:
+                cut = view.rfind(b"\n", position, limit)
+                limit = cut + 1 if cut >= 0 else (view.find(b"\n", limit, stop) + 1 or stop)
+            elif whole_lines:
+                limit = view.rfind(b"\n", position, stop) + 1 or position
+                if limit == position:
+                    break
+            parts.append(index_block(view[position:limit], position, names))
+            position = limit
+            if progress is not None:
+                progress(position, stop)
+    return Columns.concat(parts), position
+
+
+def _build(path: Path, size: int, save: bool, progress: BuildProgress | None) -> SegmentIndex:
+    names = NameTable()
+    columns, end = _index_range(path, 0, size, names, progress, whole_lines=save)
+    folder = _save(path, columns, names) if save and len(columns) else None
+    segment = SegmentIndex(path, folder, names.names, _load_columns(folder) if folder else columns.arrays, end)
+    return _complete(segment, size, False, None)
+
+
+def _save(path: Path, columns: Columns, names: NameTable) -> Path | None:
+    first = _read_first_line(path)
+    if first is None:
+        return None
+    for target in (index_dir(path), _cached_dir(path)):
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+            work.chmod(0o755)
+        except OSError:
+            continue
+        try:
+            for key in COLUMNS:
+                columns.arrays[key].tofile(_column_path(work, key))
+            (work / "names.jsonl").write_bytes(b"".join(orjson.dumps(n) + b"\n" for n in names.names))
+            (work / "meta.json").write_bytes(orjson.dumps({"format": FORMAT, "first_line": _first_line_key(first)}))
+            _remove(target)
+            os.replace(work, target)
+            return target
+        except OSError:
+            _remove(work)
+    return None
+
+
+def _complete(segment: SegmentIndex, size: int, save: bool, progress: BuildProgress | None) -> SegmentIndex:
+    """Index what the log holds past `segment.end`: its whole lines appended to the saved index when allowed,
+    the rest (a live writer's newest lines, a last line without its newline) in memory."""
+    if segment.end >= size:
+        return segment
+    names = NameTable(segment.names)
+    if save and segment.folder is not None:
+        tail, end = _index_range(segment.log, segment.end, size, names, progress, whole_lines=True)
+        if len(tail):
+            try:
+                appender = IndexAppender(segment.log, segment.folder, names, len(segment), segment.end,
+                                         saved_names=len(segment.names))
+            except (OSError, ValueError):
+                appender = None
+            if appender is not None:
+                try:
+                    appender.write(tail, end)
+                except OSError as exc:
+                    appender.fail(str(exc))
+                appender.close()
+                if appender.failed is None:
+                    segment = SegmentIndex(segment.log, segment.folder, names.names, _load_columns(segment.folder), end)
+    if segment.end < size:
+        tail, end = _index_range(segment.log, segment.end, size, names, progress, whole_lines=False)
+        columns = Columns.concat([Columns(dict(segment.columns)), tail]).arrays
+        segment = SegmentIndex(segment.log, segment.folder, names.names, columns, end)
+    return segment
+
+
+# -- the whole log ------------------------------------------------------------------------------------
+
+class LogIndex:
+    """The index of a whole log (its rotated segments, oldest first, then the active file).
+
+    Rows are numbered across segments in file order. `select` narrows by name glob, time range, step
+    range and correlation id on the columns alone; `lines` reads the chosen rows' lines from the log.
+    """
+
+    def __init__(self, segments: list[SegmentIndex]) -> None:
+        self.segments = segments
+        self.starts = np.cumsum([0] + [len(s) for s in segments]).astype(np.int64)  # first row of each
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(s.end for s in self.segments)
+
+    def column(self, key: str) -> np.ndarray:
+        """One column over every segment (a copy only when there are several)."""
+        parts = [s.columns[key] for s in self.segments]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.empty(0, COLUMNS[key])
+
+    def names(self) -> list[str]:
+        """Every event name in the log (the union of the segments' tables)."""
+        seen: dict[str, None] = {}
+        for segment in self.segments:
+            seen.update(dict.fromkeys(segment.names))
+        return list(seen)
+
+    def unreadable(self) -> int:
+        """Lines readers skip (not JSON, or not an event)."""
+        return sum(int(np.count_nonzero(s.columns["name"] == 0)) for s in self.segments)
+
+    def name_mask(self, segment: SegmentIndex, patterns: Sequence[str]) -> np.ndarray:
+        """Rows of `segment` whose name matches any glob of `patterns` (fnmatch, as subscriptions)."""
+        tests = [compile_pattern(p) for p in patterns]
+        wanted = [i + 1 for i, name in enumerate(segment.names) if any(test(name) for test in tests)]
+        return np.isin(segment.columns["name"], np.array(wanted, np.uint32))
+
+    def select(self, *, patterns: Sequence[str] = (), start: datetime | None = None, end: datetime | None = None,
+               steps: tuple[int | None, int | None] | None = None, correlation_id: str | None = None) -> np.ndarray:
+        """Global row numbers (ascending) that may match; the caller checks the decoded events exactly."""
+        found: list[np.ndarray] = []
+        for first, segment in zip(self.starts.tolist(), self.segments, strict=False):
+            cols = segment.columns
+            mask = cols["name"] != 0
+            if patterns:
+                mask &= self.name_mask(segment, patterns)
+            if start is not None:
+                mask &= cols["time"] >= _micros(start)
+            if end is not None:
+                mask &= (cols["time"] <= _micros(end)) & (cols["time"] != NO_VALUE)
+            if steps is not None:
+                low, high = steps
+                mask &= cols["step"] != NO_VALUE
+                if low is not None:
+                    mask &= cols["step"] >= low
+                if high is not None:
+                    mask &= cols["step"] <= high
+            if correlation_id is not None:
+                mask &= cols["corr"] == np.uint64(correlation_hash(correlation_id))
+            found.append(np.flatnonzero(mask) + first)
+        return np.concatenate(found) if found else np.empty(0, np.int64)
+
+    def locate(self, rows: np.ndarray) -> list[tuple[SegmentIndex, np.ndarray]]:
+        """`rows` (ascending global numbers) split by segment, as local row numbers."""
+        out = []
+        bounds = np.searchsorted(rows, self.starts)
+        for i, segment in enumerate(self.segments):
+            local = rows[bounds[i]:bounds[i + 1]] - self.starts[i]
+            if len(local):
+                out.append((segment, local))
+        return out
+
+    def lines(self, rows: np.ndarray) -> list[bytes]:
+        """The lines (stripped) at global `rows`, in the order given (any order)."""
+        order = np.argsort(rows, kind="stable")
+        ordered = rows[order]
+        got: list[bytes] = []
+        for segment, local in self.locate(ordered):
+            offsets = segment.columns["offset"][local].tolist()
+            lengths = segment.columns["length"][local].tolist()
+            with open(segment.log, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as view:
+                got.extend(view[o:o + n].strip() for o, n in zip(offsets, lengths, strict=False))
+        result: list[bytes] = [b""] * len(rows)
+        for position, line in zip(order.tolist(), got, strict=False):
+            result[position] = line
+        return result
+
+
+def _micros(moment: datetime) -> int:
+    from ._index_build import _EPOCH0, _US
+
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=_EPOCH0.tzinfo)
+    return (aware - _EPOCH0) // _US
+
+
+def open_index(log: str | os.PathLike[str], *, progress: BuildProgress | None = None,
+               include_segments: bool = True) -> LogIndex:
+    """The checked index of the log at `log` (every segment), built or completed where needed.
+
+    `progress(done, total)` hears the bytes indexed while something is being built.
+    """
+    from .store import segment_paths
+
+    path = Path(log)
+    files = segment_paths(path) if include_segments else [path]
+    sizes = [f.stat().st_size for f in files]
+    total = sum(sizes)
+    done = 0
+    segments = []
+    for file, size in zip(files, sizes, strict=False):
+        report = None if progress is None else (lambda d, _t, base=done: progress(base + d, total))
+        segments.append(open_segment(file, progress=report))
+        done += size
+    return LogIndex(segments)
