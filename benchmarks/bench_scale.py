@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # simulate.py: a test helper, not shipped
 
-from bench_tui import end_state  # noqa: E402
+from bench_tui import end_state, lingered  # noqa: E402
 from kbert_tui.events import EventBus, EventQuery  # noqa: E402
 from kbert_tui.events import catalog as ev  # noqa: E402
 from kbert_tui.state import parse_filter  # noqa: E402
@@ -389,7 +389,9 @@ def measure_size(root: Path, events: int, repeats: int, toolong: str | None,
     step("end on screen")
     if shutil.which("tmux"):
         limit = max(60.0, 30 * meta["bytes"] / 1e9)
+        already = lingered.copy()
         row["end"] = end_state(log, repeats, toolong, limit=limit, pane_rss=True)
+        row["end"]["lingered"] = dict(lingered - already)  # processes that outlived their terminal: killed
     else:
         row["end"] = {"available": False}
     step("queries")
@@ -480,6 +482,10 @@ def main() -> int:
     print(f"python {results['python']} on {results['cpus']} CPUs; repeats {repeats}; tmux 160x48; toolong "
           f"{toolong or 'not found'}; load = 1-minute load average before→after each size\n")
     print(table(results["sizes"], toolong))
+    for row in results["sizes"]:
+        for command, count in row["end"].get("lingered", {}).items():
+            print(f"\n{size_label(row['events'])}: {count} of the launches of `{command}` still ran 3 s after "
+                  f"tmux closed their terminal (killed)")
     if "writer" in results:
         writer = results["writer"]
         print(f"\nwriter, persistence on ({writer['events']:,} events, median of {writer['rounds']}): now "

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -306,7 +307,38 @@ def _time_in_tmux(command: str, ready, width: int = 160, height: int = 48, limit
             time.sleep(0.02)
         return None
     finally:
+        launched = _pane_tree(name)
         subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+        _reap(command, launched)
+
+
+def _pane_tree(session: str) -> list[psutil.Process]:
+    """The process tmux runs in `session`'s pane and its descendants (none once it is gone)."""
+    shown = subprocess.run(["tmux", "display-message", "-p", "-t", session, "#{pane_pid}"], capture_output=True,
+                           text=True).stdout.strip()
+    try:
+        root = psutil.Process(int(shown)) if shown.isdigit() else None
+        return [root, *root.children(recursive=True)] if root is not None else []
+    except psutil.NoSuchProcess:
+        return []
+
+
+lingered: Counter[str] = Counter()  # command -> processes it left running after its terminal closed
+
+
+def _reap(command: str, processes: list[psutil.Process], grace: float = 3.0) -> None:
+    """Kill what `command` left running `grace` seconds after its terminal closed (it would load the
+    machine under the next measurement), and say so."""
+    _, alive = psutil.wait_procs(processes, timeout=grace)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    if alive:
+        lingered[command] += len(alive)
+        print(f"({len(alive)} process(es) of {command!r} still ran {grace:g} s after its terminal closed: killed)",
+              file=sys.stderr, flush=True)
 
 
 def bench_end_state(count: int, repeats: int, toolong: str | None) -> dict[str, object]:
@@ -361,22 +393,15 @@ def _end_state_runs(path: Path, event_id: str, stamp: str, step: int | None, kbe
 def pane_rss_mb(session: str, settle: float = 2.0, limit: float = 120.0) -> float | None:
     """The highest RSS (MB) of the process tree in tmux `session`'s pane, sampled every 0.1 s until it
     has not grown for `settle` seconds (a viewer still indexing the file keeps growing), at most `limit`."""
-    shown = subprocess.run(["tmux", "display-message", "-p", "-t", session, "#{pane_pid}"], capture_output=True,
-                           text=True).stdout.strip()
-    if not shown.isdigit():
-        return None
-    try:
-        root = psutil.Process(int(shown))
-    except psutil.NoSuchProcess:
-        return None
     peak = 0
     started = grew = time.perf_counter()
     while time.perf_counter() - grew < settle and time.perf_counter() - started < limit:
-        total = 0
+        tree = _pane_tree(session)
         try:
-            for process in [root, *root.children(recursive=True)]:
-                total += process.memory_info().rss
+            total = sum(process.memory_info().rss for process in tree)
         except psutil.NoSuchProcess:
+            break
+        if not tree:
             break
         if total > peak:
             peak, grew = total, time.perf_counter()
