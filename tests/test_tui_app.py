@@ -569,3 +569,32 @@ async def test_the_status_line_follows_the_view_state_by_itself(settle):
         view.follow = False
         await pilot.pause()
         assert "follow off" in status_text(app)
+
+
+# -- the training pane after the run ends, and the footer while paused ----------------------------------
+
+async def test_a_run_stopped_before_its_next_epoch_reads_as_ended_in_the_last_one(settle):
+    events = sim(epochs=3, steps_per_epoch=40)
+    cut = next(i for i, e in enumerate(events) if e.name == "training.epoch_started" and e.data["epoch"] == 3)
+    stopped = Event(name="training.stopped", data={"epoch": 3, "step": 80, "reason": "user"},
+                    timestamp=events[cut].timestamp + timedelta(seconds=1), source="trainer")
+    app = MonitorApp(StaticSource(events[: cut + 1] + [stopped]))  # epoch 3 began, not one batch of it ran
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        pane = "\n".join(screen_lines(app)[1:19])
+        assert "STOPPED" in pane and "Epoch 2/3" in pane and "Batch 40/40" in pane, pane
+        assert "Epoch 3/3" not in pane and "Batch 0/" not in pane
+
+
+async def test_the_footer_offers_p_resume_while_paused(settle):
+    source = FakeLive(sim(epochs=2, steps_per_epoch=30, pause_at_step=40))
+    source.events = source.events[: next(i for i, e in enumerate(source.events) if e.name == "training.paused") + 1]
+    app = MonitorApp(source)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.pause(0.1)
+        footer = re.sub(r"\s+", " ", screen_lines(app)[-1])
+        assert "p Resume" in footer and "p Pause" not in footer, footer
+        await pilot.press("p")
+        assert source.controls[-1][0] == "control.resume_requested"
+        source._ended.set()

@@ -266,6 +266,7 @@ class RunState:
 
     def _on_training_completed(self, event: Event, d: dict[str, Any]) -> None:
         t = self.training
+        _ended_at_epoch_end(t)
         t.status = "completed"
         t.ended_at = event.timestamp
         if isinstance(d.get("final_metrics"), dict):
@@ -280,6 +281,7 @@ class RunState:
 
     def _on_training_failed(self, event: Event, d: dict[str, Any]) -> None:
         t = self.training
+        _ended_at_epoch_end(t)
         t.status = "failed"
         t.ended_at = event.timestamp
         t.error = printable(str(d.get("error", "unknown error")))
@@ -288,6 +290,7 @@ class RunState:
 
     def _on_training_stopped(self, event: Event, d: dict[str, Any]) -> None:
         t = self.training
+        _ended_at_epoch_end(t)
         t.status = "stopped"
         t.ended_at = event.timestamp
         t.stop_reason = printable(str(d.get("reason", "")))
@@ -478,6 +481,14 @@ def _fmt(value: Any) -> str:
 
 
 # Which method reduces which event; the category's version counter is bumped in apply().
+
+def _ended_at_epoch_end(t: TrainingState) -> None:
+    """A run that ends after starting an epoch but before its first batch ended in the epoch before:
+    the pane reads `Epoch 2/8, Batch 125/125`, not `Epoch 3/8, Batch 0/125`."""
+    if t.batch == 0 and t.epochs_done and t.epoch == t.epochs_done + 1:
+        t.epoch = t.epochs_done
+        t.batch = t.steps_per_epoch or 0
+
 _DISPATCH: dict[str, Callable[[RunState, Event, dict[str, Any]], None]] = {
     ev.TRAINING_STARTED: RunState._on_training_started,
     ev.TRAINING_EPOCH_STARTED: RunState._on_training_epoch_started,

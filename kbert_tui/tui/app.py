@@ -232,7 +232,10 @@ class MonitorApp(App[str | None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Keys that do nothing in the current mode are neither offered in the footer nor run."""
         source = self.source
-        if action in ("pause_training", "stop_training", "checkpoint_training"):
+        if action in ("pause_training", "resume_training"):  # one key, named for what it does now
+            status = self.state.training.status
+            return source.controllable and status == ("paused" if action == "resume_training" else "running")
+        if action in ("stop_training", "checkpoint_training"):
             return source.controllable and self.state.training.live
         if action in ("replay_pause", "replay_step", "replay_speed"):
             return source.paceable
@@ -342,6 +345,9 @@ class MonitorApp(App[str | None]):
             self.notify("resume requested", timeout=2)
         else:
             self.notify(f"training is {status}", timeout=2)
+
+    def action_resume_training(self) -> None:
+        self.action_pause_training()
 
     def action_checkpoint_training(self) -> None:
         if not self.source.controllable or not self.state.training.live:

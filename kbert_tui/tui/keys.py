@@ -50,6 +50,7 @@ KEYS: tuple[Key, ...] = (
     Key("up,down,pageup,pagedown,home,end", None, "Move", "↑↓ PgUp PgDn", "move (Home End: first, last)"),
     Key("p", "pause_training", "Pause", "p", "pause/resume training (live)", footer=True,
         palette="Pause/resume training"),
+    Key("p", "resume_training", "Resume", "p", "", footer=True),  # the same key while paused: the footer says so
     Key("p", "replay_pause", "Pause replay", "p", "pause/resume playback", footer=True, where="replay",
         palette="Pause/resume playback"),
     Key("s", "stop_training", "Stop", "s", "stop training, after asking (live)", footer=True,
