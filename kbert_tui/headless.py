@@ -17,9 +17,10 @@ from kbert_tui.events import Event
 from kbert_tui.events import catalog as ev
 from kbert_tui.lifecycle import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_STOPPED
 
-__all__ = ["Progress", "attach_headless", "drive_session", "exit_status", "number", "print_progress", "print_resume",
-           "print_summary", "replay_headless", "run_headless", "shown"]
+__all__ = ["Progress", "attach_headless", "drive_session", "epoch_line", "exit_status", "number", "print_progress",
+           "print_resume", "print_summary", "replay_headless", "run_headless", "shown"]
 
+LINE_WIDTH = 120  # an epoch line fits a 120-column terminal
 SHOWN_LIMIT = 300  # characters of one event-supplied value on a line: a 256 KB requested_by stays one line
 
 
@@ -95,12 +96,34 @@ def _validated(d: dict[str, Any], baseline: str | None) -> None:
               "(data.id_column is not set)", flush=True)
 
 
-def _epoch(d: dict[str, Any], baseline: str | None) -> None:
+def epoch_line(d: dict[str, Any], baseline: str | None) -> str:
+    """`epoch 2: train_loss 0.3031  val_loss 0.3273  val_acc 0.7900  val_f1 0.7700  (12.5 s, 456 samples/s)`,
+    in LINE_WIDTH columns for any realistic figures: the gaps, then the rate, then val_loss give way."""
     m = _dict(d.get("metrics"))
-    print(f"epoch {_count(d.get('epoch'))}: train_loss {number(m.get('train_loss'))}  "
-          f"val_loss {number(m.get('val_loss'))}  val_acc {number(m.get('val_accuracy'))}{_encoder(m)}  "
-          f"val_f1 {number(m.get('val_f1'))}  ({number(d.get('duration'), 1)} s, "
-          f"{number(m.get('samples_per_sec'), 0)} samples/s)" + (f"  · {baseline}" if baseline else ""), flush=True)
+    head = f"epoch {_count(d.get('epoch'))}: "
+    scores = {"train_loss": f"train_loss {number(m.get('train_loss'))}",
+              "val_loss": f"val_loss {number(m.get('val_loss'))}",
+              "val_acc": f"val_acc {number(m.get('val_accuracy'))}{_encoder(m)}",
+              "val_f1": f"val_f1 {number(m.get('val_f1'))}"}
+    seconds = f"{number(d.get('duration'), 1)} s"
+    rate = f", {number(m.get('samples_per_sec'), 0)} samples/s"
+    tail = f" · {baseline}" if baseline else ""
+    gap = "  "
+    for _ in range(4):
+        line = head + gap.join(scores.values()) + f"{gap}({seconds}{rate}){tail}"
+        if len(line) <= LINE_WIDTH:
+            break
+        if gap == "  ":
+            gap = " "
+        elif rate:
+            rate = ""
+        else:
+            scores.pop("val_loss", None)
+    return line
+
+
+def _epoch(d: dict[str, Any], baseline: str | None) -> None:
+    print(epoch_line(d, baseline), flush=True)
 
 
 def _completed(d: dict[str, Any], baseline: str | None) -> None:
@@ -129,6 +152,10 @@ def _paused(d: dict[str, Any], baseline: str | None) -> None:
           "resume from `kbert-tui attach`", flush=True)
 
 
+def _resumed(d: dict[str, Any], baseline: str | None) -> None:
+    print(f"resumed at step {_count(d.get('step'))} by {shown(d.get('requested_by'))}", flush=True)
+
+
 _LINES: dict[str, Callable[[dict[str, Any], str | None], None]] = {
     ev.TRAINING_STARTED: _started,
     ev.DATA_VALIDATION_COMPLETED: _validated,
@@ -137,6 +164,7 @@ _LINES: dict[str, Callable[[dict[str, Any], str | None], None]] = {
     ev.TRAINING_STOPPED: _stopped,
     ev.RULE_FIRED: _rule,
     ev.TRAINING_PAUSED: _paused,
+    ev.TRAINING_RESUMED: _resumed,
 }
 
 

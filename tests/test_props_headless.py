@@ -103,3 +103,28 @@ def test_a_huge_value_is_cut_to_one_short_line():
     event = Event(name=ev.TRAINING_PAUSED, data={"step": 6, "requested_by": "x" * 262_144})
     out, _ = printed(lambda: print_progress(event))
     assert out.count("\n") == 1 and len(out) < 400 and "…" in out
+
+
+def test_a_resume_after_a_pause_prints_its_line():
+    event = Event(name=ev.TRAINING_RESUMED, data={"epoch": 1, "step": 6, "requested_by": "tui"})
+    out, _ = printed(lambda: print_progress(event))
+    assert out == "resumed at step 6 by tui\n"
+
+
+figures = st.none() | st.floats(min_value=0, max_value=10)  # losses, accuracies: what a run reports
+epoch_payloads = st.fixed_dictionaries({
+    "epoch": st.integers(min_value=1, max_value=9999),
+    "duration": st.none() | st.floats(min_value=0, max_value=99_999),
+    "metrics": st.fixed_dictionaries({}, optional={
+        "train_loss": figures, "val_loss": figures, "val_accuracy": figures, "val_f1": figures,
+        "encoder_val_accuracy": figures, "samples_per_sec": st.none() | st.floats(min_value=0, max_value=999_999)}),
+})
+
+
+@given(epoch_payloads, st.sampled_from([None, "bag-of-words 0.770", "logistic-regression 0.812"]))
+def test_an_epoch_line_fits_120_columns_and_keeps_its_accuracy(data, baseline):
+    out, _ = printed(lambda: print_progress(Event(name=ev.TRAINING_EPOCH_COMPLETED, data=data), baseline))
+    line = out.rstrip("\n")
+    assert len(line) <= 120, line
+    assert line.startswith(f"epoch {data['epoch']:,}: train_loss ") and " val_acc " in line and " val_f1 " in line
+    assert line.endswith(f" · {baseline}" if baseline else ")")

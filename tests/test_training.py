@@ -220,6 +220,23 @@ async def test_session_pause_resume_and_close_while_running(tmp_path):
     assert names.index("training.paused") < names.index("training.resumed") < names.index("training.stopped")
 
 
+def test_an_epochs_duration_leaves_out_the_time_it_was_paused(tmp_path, recording_bus):
+    import threading
+
+    config = tiny_config(tmp_path, training={"epochs": 1})
+    trainer = Trainer(config, recording_bus, run_id="run-1", output_dir=config.run.output_dir)
+    trainer.control.request_pause("test")  # taken at the first step, resumed 1.5 s after that
+    recording_bus.subscribe_sync("training.paused", lambda event: threading.Timer(
+        1.5, trainer.control.request_resume, args=("test",)).start())
+    assert trainer.run() == "completed", trainer.failure
+    (paused,), (resumed,) = recording_bus.emitted("training.paused"), recording_bus.emitted("training.resumed")
+    started = recording_bus.emitted("training.epoch_started")[0]
+    done = recording_bus.emitted("training.epoch_completed")[0]
+    gap = (resumed.timestamp - paused.timestamp).total_seconds()
+    wall = (done.timestamp - started.timestamp).total_seconds()
+    assert gap >= 1.4 and 0 < done.data["duration"] <= wall - gap + 0.1
+
+
 def test_early_stopping_from_config(tmp_path, recording_bus):
     config = tiny_config(tmp_path, training={"epochs": 5, "early_stopping": {
         "enabled": True, "metric": "val_loss", "patience": 1, "min_delta": 100.0}})

@@ -78,6 +78,7 @@ class Trainer:
         self.config = config
         self.ranks = ranks or Ranks()
         self._step_seconds = 0.0  # this rank's last step, shared with the others at the next control check
+        self._paused_s = 0.0  # the current epoch's time paused (its duration leaves it out, as its rate does)
         self.rank_step_ms: list[float] | None = None  # every rank's last step time (several ranks only)
         self.bus = bus
         self.run_id = run_id
@@ -297,6 +298,7 @@ class Trainer:
                 self.emit(ev.TRAINING_EPOCH_STARTED, {"epoch": epoch, "total_epochs": cfg.training.epochs,
                                                       "steps": steps_per_epoch})
             epoch_start = time.perf_counter()
+            self._paused_s = 0.0
             batches = epoch_batches(lengths, cfg.data.batch_size, np.random.default_rng([cfg.run.seed, epoch]),
                                     bucket=cfg.data.length_buckets)
             losses: list[float] = []
@@ -332,7 +334,7 @@ class Trainer:
                        "samples_per_sec": samples / busy if busy else None, "steps": p.step}
             self.final_metrics = metrics
             self.emit(ev.TRAINING_EPOCH_COMPLETED, {"epoch": epoch, "metrics": metrics,
-                                                    "duration": time.perf_counter() - epoch_start},
+                                                    "duration": time.perf_counter() - epoch_start - self._paused_s},
                       span=f"epoch-{epoch}")
             improved = self._track_best(epoch, metrics)
             self._save_for_policy(epoch, metrics, improved)
@@ -382,7 +384,9 @@ class Trainer:
         self._save_requested()
         if c.paused and not c.stop_requested:
             self.emit(ev.TRAINING_PAUSED, {"epoch": p.epoch, "step": p.step, "requested_by": c.pause_requested_by})
+            paused_at = time.perf_counter()
             c.wait_until_resumed(meanwhile=self._save_requested)
+            self._paused_s += time.perf_counter() - paused_at
             if not c.stop_requested:
                 self.emit(ev.TRAINING_RESUMED, {"epoch": p.epoch, "step": p.step,
                                                "requested_by": c.resume_requested_by})
