@@ -25,6 +25,7 @@ import mmap
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,6 +43,8 @@ __all__ = ["BuildProgress", "IndexAppender", "LogIndex", "NO_EPOCH", "NO_VALUE",
 FORMAT = 1
 _SUFFIX = {key: {"<u8": "u64", "<u4": "u32", "<i8": "i64", "<i4": "i32"}[dtype.str] for key, dtype in COLUMNS.items()}
 _BUILD_BLOCK = 16 << 20  # bytes indexed at a time when building: Arrow gets enough to use its threads
+_GATHER_BYTES = 4 << 20  # the writer indexes its lines this many bytes at a time...
+_GATHER_S = 0.25  # ...or once the oldest gathered line is this old
 _SPOT_CHECKS = 8  # rows re-read from the log when an index is opened
 
 BuildProgress = Callable[[int, int], None]  # (bytes indexed, bytes to index)
@@ -90,11 +93,13 @@ def _read_first_line(log: Path) -> bytes | None:
 # -- writing ------------------------------------------------------------------------------------------
 
 class IndexAppender:
-    """Appends rows for lines as they reach a log (the store's writer thread calls `add`).
+    """Appends rows for lines as they reach a log: the store's writer thread hands each written block to
+    `add`, a thread of its own indexes them (so the log's writes never wait for the index).
 
     Columns are appended after their lines are in the log, so a crash leaves the index behind the log,
     never ahead; a torn last row (columns of different lengths) is cut back on the next open. Any
-    failure to write the index only switches it off (`failed`): the log never waits for it.
+    failure to write the index only switches it off (`failed`, and the folder removed): readers then
+    rebuild it from the log.
     """
 
     def __init__(self, log: Path, folder: Path, names: NameTable, rows: int, end: int,
@@ -114,6 +119,15 @@ class IndexAppender:
         _cut_names(folder / "names.jsonl", self._saved_names)
         self._files = {key: open(_column_path(folder, key), "ab") for key in COLUMNS}
         self._names_file = open(folder / "names.jsonl", "ab")
+        self._lock = threading.Lock()  # guards the gathered blocks
+        self._indexing = threading.Lock()  # one indexer at a time (the thread, or close)
+        self._pending: list[bytes] = []
+        self._pending_lengths: list[int] = []
+        self._pending_bytes = 0
+        self._wake = threading.Event()
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._next = end  # where the writer's next block must start
 
     @classmethod
     def start(cls, log: Path) -> IndexAppender | None:
@@ -133,20 +147,49 @@ class IndexAppender:
         except OSError:
             return None
 
-    def add(self, block: bytes, base: int) -> None:
-        """Index `block` (whole lines just written at offset `base` of the log)."""
+    def add(self, block: bytes, base: int, lengths: list[int]) -> None:
+        """Queue `block` (whole lines of `lengths` bytes, just written at offset `base`) for indexing.
+        Blocks gather for up to `_GATHER_S` or `_GATHER_BYTES`, then are indexed at once: Arrow's fixed
+        cost per call would otherwise dominate a busy writer's small batches."""
         if self.failed is not None:
             return
-        try:
-            if base != self.end:
-                raise OSError(f"index at byte {self.end}, lines written at {base}")
-            if self.rows == 0 and base == 0:
-                first = block[:block.find(b"\n") + 1]
-                (self.folder / "meta.json").write_bytes(orjson.dumps({"format": FORMAT,
-                                                                     "first_line": _first_line_key(first)}))
-            self.write(index_block(block, base, self.names), base + len(block))
-        except (OSError, ValueError) as exc:
-            self.fail(str(exc))
+        with self._lock:
+            self._pending.append(block)
+            self._pending_lengths.extend(lengths)
+            self._pending_bytes += len(block)
+            if self._pending_bytes >= _GATHER_BYTES:
+                self._wake.set()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"event-log-indexer:{self.log.name}", daemon=True)
+            self._thread.start()
+        if base != self._next:
+            self.fail(f"lines written at byte {base}, where the index expected byte {self._next}")
+        self._next = base + len(block)
+
+    def _run(self) -> None:
+        while not self._closing and self.failed is None:
+            self._wake.wait(_GATHER_S)
+            self._wake.clear()
+            self.flush()
+
+    def flush(self) -> None:
+        """Index the blocks gathered so far."""
+        with self._indexing:
+            with self._lock:
+                if not self._pending or self.failed is not None:
+                    return
+                block = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+                lengths = self._pending_lengths
+                self._pending, self._pending_lengths, self._pending_bytes = [], [], 0
+            base = self.end
+            try:
+                if self.rows == 0 and base == 0:
+                    first = block[:block.find(b"\n") + 1]
+                    (self.folder / "meta.json").write_bytes(orjson.dumps({"format": FORMAT,
+                                                                         "first_line": _first_line_key(first)}))
+                self.write(index_block(block, base, self.names, lengths), base + len(block))
+            except (OSError, ValueError) as exc:
+                self.fail(str(exc))
 
     def write(self, columns: Columns, end: int) -> None:
         """Append `columns` (rows whose names are in `self.names`), which cover the log up to `end`."""
@@ -163,20 +206,35 @@ class IndexAppender:
 
     def fail(self, reason: str) -> None:
         """Stop keeping the index and remove it (readers rebuild it from the log)."""
-        self.failed = reason
-        self.close()
+        with self._lock:
+            if self.failed is not None:
+                return
+            self.failed = reason
+            self._pending, self._pending_lengths, self._pending_bytes = [], [], 0
+        self._closing = True
+        self._wake.set()
+        self._close_files()
         _remove(self.folder)
 
     def close(self) -> None:
+        """Index what is gathered, stop the indexing thread, close the files."""
+        self._closing = True
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        self.flush()
+        self._close_files()
+
+    def _close_files(self) -> None:
         for fh in (*self._files.values(), self._names_file):
             try:
                 fh.close()
-            except OSError:
+            except (OSError, ValueError):
                 pass
 
     def rotated(self, segment: Path) -> None:
         """The log was renamed to `segment`: its index goes along, under the segment's name."""
-        self.close()
+        self.close()  # indexes the gathered blocks first: they are in the renamed file
         if self.failed is None:
             try:
                 target = index_dir(segment)

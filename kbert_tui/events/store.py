@@ -423,7 +423,7 @@ class JsonlStore:
         if self._retry(attempt):
             self._size = base + len(data)
             if self._index is not None:
-                self._index.add(data, base)  # after the lines are in: the index is never ahead of the log
+                self._index.add(data, base, list(map(len, lines)))  # after the lines are in: never ahead of the log
             return True
         # Given up: cut back whatever part of these lines made it, so no line is left torn.
         if offset and self._fd is not None:
