@@ -420,11 +420,42 @@ async def test_ctrl_q_takes_the_same_quit_flow(settle):
     assert source.closed
 
 
-async def test_older_events_left_memory_but_o_searches_them_on_disk(tmp_path: Path):
+async def test_a_replay_past_its_window_keeps_every_event_navigable_from_disk(tmp_path: Path):
     events = sim(epochs=3, steps_per_epoch=40)
     path = tmp_path / "events.jsonl"
     write_log(path, events)
     app = MonitorApp(ReplaySource(path), capacity=100)
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(300):
+            await pilot.pause(0.02)
+            if app.source.finished and app.history_complete:
+                break
+        app.drain_all()
+        log = app.log_index
+        assert log.total == len(events) and log.base == len(events) - 100  # 100 in memory, the rest on disk
+        assert app.query_one(LogView).row_count == len(events)
+        assert "older on disk" not in status_text(app)  # nothing out of reach: `o` has nothing to search
+        assert status_text(app).endswith("FOLLOW · 0 errors 2 warnings")
+        app.apply_filter("training.epoch_started")  # every epoch start is older than the window: the name column
+        older = [e for e in events if e.name == "training.epoch_started"]
+        assert app.query_one(LogView).row_count == len(older) == 3
+        await pilot.press("home", "enter")
+        assert isinstance(app.screen, DetailScreen) and app.screen.event.id == older[0].id
+
+
+class PumpedReplay(ReplaySource):
+    """A replay fed through the inbox as a live run is (not end first): its window evicts."""
+
+    @property
+    def end_first(self) -> bool:
+        return False
+
+
+async def test_older_events_left_memory_but_o_searches_them_on_disk(tmp_path: Path):
+    events = sim(epochs=3, steps_per_epoch=40)
+    path = tmp_path / "events.jsonl"
+    write_log(path, events)
+    app = MonitorApp(PumpedReplay(path), capacity=100)
     async with app.run_test(size=SIZE) as pilot:
         for _ in range(300):
             await pilot.pause(0.02)

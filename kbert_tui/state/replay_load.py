@@ -19,20 +19,27 @@ from __future__ import annotations
 import mmap
 import os
 import re
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from kbert_tui.events import Event
 from kbert_tui.events import catalog as ev
 from kbert_tui.events._codec import decode_lines
+from kbert_tui.events._query import collector_paused
+from kbert_tui.events.index import LogIndex
 
+from .disk_log import DiskEventLog, decode_rows, name_table_mask, readable_rows
 from .log_index import EventLog
-from .run_state import RunState
+from .run_state import _DISPATCH, RunState
 from .story import resumed_at_step
 
-__all__ = ["TAIL_BYTES", "EndEvents", "EndView", "end_events", "load_all", "load_end"]
+__all__ = ["TAIL_BYTES", "EndEvents", "EndView", "end_events", "end_from_index", "history_names", "load_all",
+           "load_end", "load_indexed"]
 
 TAIL_BYTES = 1 << 20  # ~3,500 events: a screenful many times over, decoded in a blink
 
@@ -73,19 +80,19 @@ class EndEvents:
     total_bytes: int
 
 
-def end_events(files: list[Path], tail_bytes: int = TAIL_BYTES) -> EndEvents:
-    """The milestones of `files` (segments, oldest first) before their last `tail_bytes`, and the events
-    of that tail, in file order, without decoding the other lines."""
+def end_events(files: list[Path], tail_bytes: int = TAIL_BYTES, *, milestones: bool = True) -> EndEvents:
+    """The milestones of `files` (segments, oldest first) before their last `tail_bytes` (none without
+    `milestones`), and the events of that tail, in file order, without decoding the other lines."""
     maps = [(path, _map(path)) for path in files]
     mapped = [m for _, m in maps if m is not None]
     try:
-        return _end_events(mapped, tail_bytes)
+        return _end_events(mapped, tail_bytes, milestones)
     finally:
         for m in mapped:
             m.close()
 
 
-def _end_events(maps: list[mmap.mmap], tail_bytes: int) -> EndEvents:
+def _end_events(maps: list[mmap.mmap], tail_bytes: int, milestones: bool = True) -> EndEvents:
     # the tail may span segments: take whole lines from the newest backwards
     tail_lines: list[bytes] = []
     need = tail_bytes
@@ -102,12 +109,13 @@ def _end_events(maps: list[mmap.mmap], tail_bytes: int) -> EndEvents:
         need -= len(m) - start
     candidates: list[bytes] = []
     for index, m in enumerate(maps):
-        candidates.extend(_candidate_lines(m, tail_start[index]))
-    milestones, problems = decode_lines(candidates)
+        if milestones:
+            candidates.extend(_candidate_lines(m, tail_start[index]))
+    decoded, problems = decode_lines(candidates)
     malformed = len(problems)
-    milestones = [event for event in milestones if _IS_MILESTONE.match(event.name)]
+    found = [event for event in decoded if _IS_MILESTONE.match(event.name)]
     tail, problems = decode_lines(list(filter(None, map(bytes.strip, tail_lines))))
-    return EndEvents(milestones, tail, malformed + len(problems), sum(map(len, maps)))
+    return EndEvents(found, tail, malformed + len(problems), sum(map(len, maps)))
 
 
 def _candidate_lines(m: mmap.mmap, limit: int) -> list[bytes]:
@@ -134,9 +142,13 @@ def _candidate_lines(m: mmap.mmap, limit: int) -> list[bytes]:
     return lines
 
 
-def load_end(files: list[Path], capacity: int, *, tail_bytes: int = TAIL_BYTES) -> EndView:
-    """The end of the run recorded in `files` (segments, oldest first), without decoding it all."""
-    end = end_events(files, tail_bytes)
+def load_end(files: list[Path], capacity: int, *, tail_bytes: int = TAIL_BYTES, milestones: bool = True) -> EndView:
+    """The end of the run recorded in `files` (segments, oldest first), without decoding it all; without
+    `milestones`, from the tail alone (a glance at a big log whose index is still being built)."""
+    return _reduce_end(end_events(files, tail_bytes, milestones=milestones), capacity)
+
+
+def _reduce_end(end: EndEvents, capacity: int) -> EndView:
     state = RunState()
     log = EventLog(capacity)
     runs = 0
@@ -172,3 +184,62 @@ def load_all(events: Iterator[Event], capacity: int, *,
     log.skip(n - len(window))
     log.extend(window)
     return state, log
+
+
+# -- through the index (kbert_tui.events.index): no scan of the file ----------------------------------
+
+def end_from_index(index: LogIndex, capacity: int, *, tail_bytes: int = TAIL_BYTES) -> EndView:
+    """`load_end` through the log's index: the milestones found by their name ids, the tail by the
+    lengths column; only those lines are read and decoded."""
+    lengths = index.column("length")
+    count = len(lengths)
+    newest = np.asarray(lengths[max(0, count - max(1, tail_bytes // 2)):][::-1], np.int64)
+    tail_rows = max(1, int(np.searchsorted(np.cumsum(newest), tail_bytes, side="right"))) if count else 0
+    tail_from = count - tail_rows
+    milestone_mask = name_table_mask(index, lambda name: _IS_MILESTONE.match(name) is not None)
+    rows = np.flatnonzero(milestone_mask[:tail_from])
+    tail = np.arange(tail_from, count)
+    tail = tail[index.column("name")[tail_from:] != 0]
+    end = EndEvents(decode_rows(index, rows), decode_rows(index, tail), index.unreadable(), index.total_bytes)
+    return _reduce_end(end, capacity)
+
+
+def history_names(name: str) -> bool:
+    """Events whose story the panes keep beyond the newest ones: milestones, batches (the loss curve),
+    errors and warnings (their counts), rules and what the Training pane reduces; system readings,
+    data/model timings and plugin stats only matter at the end (the window holds those)."""
+    if _IS_MILESTONE.match(name) or name == ev.TRAINING_BATCH_COMPLETED or name == ev.RULE_FIRED:
+        return True
+    if name.endswith((".failed", ".error", ".handler_error")) or "warning" in name or "bottleneck" in name:
+        return True
+    return name in _DISPATCH and not name.startswith("system.")
+
+
+def load_indexed(index: LogIndex, capacity: int, *, cancelled: Callable[[], bool] | None = None,
+                 chunk: int = 4000) -> tuple[RunState, DiskEventLog] | None:
+    """The whole history through the index: a `RunState` of the events `history_names` keeps, then every
+    event of the newest `capacity`, decoded a chunk at a time (the GIL handed over between chunks), and
+    a `DiskEventLog` of every event (those `capacity` in memory). None when cancelled."""
+    rows = readable_rows(index)
+    total = len(index) if rows is None else len(rows)
+    window_from = max(0, total - capacity)
+    window_rows = np.arange(window_from, total) if rows is None else rows[window_from:]
+    first_window_row = int(window_rows[0]) if len(window_rows) else len(index)
+    older = np.flatnonzero(name_table_mask(index, history_names)[:first_window_row])
+    wanted = np.concatenate([older, window_rows]).astype(np.int64)
+    state = RunState()
+    apply = state.apply
+    window: list[Event] = []
+    with collector_paused():  # the kept window lives on; the rest is freed as it goes
+        for start in range(0, len(wanted), chunk):
+            part = wanted[start:start + chunk]
+            events = decode_rows(index, part)
+            for event in events:
+                apply(event)
+            if start + len(part) > len(older):
+                window.extend(events[max(0, len(older) - start):])
+            if cancelled is not None and cancelled():
+                return None
+            time.sleep(0)
+    state.events_seen = total  # the readings left out count too
+    return state, DiskEventLog(index, capacity, window, rows)

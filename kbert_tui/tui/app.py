@@ -28,7 +28,7 @@ from textual.widgets import Input, Static
 from textual.worker import get_current_worker
 
 from kbert_tui.events import Event
-from kbert_tui.state.replay_load import EndView, load_all, load_end
+from kbert_tui.state.replay_load import EndView
 from kbert_tui.state import (
     DEFAULT_CAPACITY,
     EventLog,
@@ -174,32 +174,32 @@ class MonitorApp(App[str | None]):
     # -- a recording, end first ----------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="end-first")
     def _load_end_first(self, source: ReplaySource) -> None:
-        """On a worker thread: the run's end (tail + milestones) onto the screen, then every event in
-        order behind it (the loss curve, the counts, the filterable window), with progress in the title."""
+        """On a worker thread: the run's end (tail + milestones) onto the screen, then the whole history
+        behind it (the loss curve, the counts, every event navigable), with progress in the title."""
         worker = get_current_worker()
-        capacity = self.log_index.capacity
         started = time.perf_counter()
+        stages = source.end_first_stages(self.log_index.capacity, lambda: worker.is_cancelled)
         try:
-            end = load_end(source.reader.files, capacity)
+            for stage, result in stages:
+                if worker.is_cancelled:
+                    return
+                if stage == "history":
+                    source.loaded()
+                    self.call_from_thread(self._swap_in, *result, True)
+                    continue
+                painted = threading.Event()
+                self.call_from_thread(self._show_end, result, painted, stage == "end")
+                painted.wait(2.0)  # the history's decoding holds the GIL: let the end reach the screen first
+                if self.end_shown_s is None:
+                    self.end_shown_s = time.perf_counter() - started
         except OSError as exc:
             source.error = f"{type(exc).__name__}: {exc}"
-            source.loaded()
-            return
-        if worker.is_cancelled:
-            return
-        painted = threading.Event()
-        self.call_from_thread(self._show_end, end, painted)
-        painted.wait(2.0)  # the history's decoding holds the GIL: let the end reach the screen first
-        self.end_shown_s = time.perf_counter() - started
-        result = load_all(iter(source.reader), capacity, cancelled=lambda: worker.is_cancelled)
         source.loaded()
-        if result is not None and not worker.is_cancelled:
-            self.call_from_thread(self._swap_in, *result, True)
 
-    def _show_end(self, end: EndView, painted: threading.Event) -> None:
+    def _show_end(self, end: EndView, painted: threading.Event, whole: bool = True) -> None:
         self._swap_in(end.state, end.log, False)
         self.call_after_refresh(painted.set)
-        if end.runs > 1:
+        if whole and end.runs > 1:
             ids = ", ".join(printable(r) for r in end.run_ids[-4:])
             self.notify(f"this file holds {end.runs} runs ({ids}); the panes show the last one — "
                         f"filter corr:RUN_ID to see one run's events", title="several runs", timeout=12, markup=False)
@@ -215,6 +215,7 @@ class MonitorApp(App[str | None]):
         matcher = self.log_index.matcher
         self.log_index = log
         log.set_filter(matcher)
+        self.monitor.filter_older(log)
         view.events_log = log
         view.clear_caches()
         view.sync()

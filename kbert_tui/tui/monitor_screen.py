@@ -25,6 +25,7 @@ from textual.worker import get_current_worker
 
 from kbert_tui.events import Event
 from kbert_tui.state import EventLog, EventMatcher, FilterSyntaxError, count_of, parse_filter, printable
+from kbert_tui.state.disk_log import DiskEventLog
 from kbert_tui.state.log_index import search_older
 
 from .keys import KEYS, bindings
@@ -153,7 +154,8 @@ class MonitorScreen(Screen[None]):
         if log.evicted:
             parts.append(f"{log.evicted:,} older on disk" + (f" in {path}" if path else ""))
         if log.filtered:
-            parts.append(f"filter '{query}': {len(log):,} match")
+            searching = "" if getattr(log, "older_complete", True) else " so far, searching older events…"
+            parts.append(f"filter '{query}': {len(log):,} match{searching}")
         parts.append("FOLLOW" if view.follow else "follow off")
         if view.frozen_at is not None:
             parts.append(f"VIEW PAUSED +{log.total - view.frozen_at:,} new")
@@ -260,9 +262,29 @@ class MonitorScreen(Screen[None]):
         view = self.log_view
         keep = view.selected_seq()
         self._app.log_index.set_filter(matcher)
+        self.filter_older(self._app.log_index)
         view.reset_filter(keep)
         self.filter_query = query
         return True
+
+    def filter_older(self, log: EventLog) -> None:
+        """A whole recording's older events on disk: scan them for a filter the index can't answer."""
+        if isinstance(log, DiskEventLog) and log.matcher is not None and not log.older_complete:
+            self._scan_older(log, log.matcher)
+
+    @work(thread=True, exclusive=True, group="older-scan")
+    def _scan_older(self, log: DiskEventLog, matcher: EventMatcher) -> None:
+        worker = get_current_worker()
+        for found, done in log.scan_older(matcher, cancelled=lambda: worker.is_cancelled):
+            if worker.is_cancelled:
+                return
+            self.app.call_from_thread(self._older_found, log, matcher, found, done)
+
+    def _older_found(self, log: DiskEventLog, matcher: EventMatcher, found: Any, done: bool) -> None:
+        view = self.log_view
+        if log is self._app.log_index and log.add_older(matcher, found, done):
+            view.reset_filter(None if view.follow else view.selected_seq())
+            self.update_status()
 
     def watch_filter_query(self) -> None:
         self.update_status()  # "filter 'q': N match", or nothing
@@ -329,8 +351,14 @@ class MonitorScreen(Screen[None]):
 
     def open_timeline(self, event: Event) -> None:
         """The event's thread (causes and consequences), widening to its step, epoch and run."""
-        seq = self._app.log_index.threads.seq_of(event.id)
-        if seq is None or seq < self._app.log_index.base:
+        log = self._app.log_index
+        older = self.log_view.selected_seq() if isinstance(log, DiskEventLog) else None
+        if older is not None and older < log.base and log.get(older) is event:  # read from disk: its neighbours
+            around, local = log.neighbourhood(older)  # type: ignore[attr-defined]
+            self.app.push_screen(TimelineScreen(around, local, older_on_disk=0))
+            return
+        seq = log.threads.seq_of(event.id)
+        if seq is None or seq < log.base:
             self.notify("that event has left memory (o searches the events file)", timeout=3)
             return
         self.app.push_screen(TimelineScreen(self._app.log_index, seq, older_on_disk=self._app.log_index.evicted))

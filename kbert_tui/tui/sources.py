@@ -11,15 +11,20 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from kbert_tui.events import Event
+from kbert_tui.events.index import index_dir, open_index
 from kbert_tui.events.store import EventLogReader, read_events
 from kbert_tui.remote import rank_logs
 from kbert_tui.state.ranks import MergedLogReader
+from kbert_tui.state.replay_load import end_from_index, load_all, load_end, load_indexed
 
 __all__ = ["EventSource", "ReplaySource", "LiveSource", "StaticSource"]
+
+GLANCE_BYTES = 64 << 20  # a log this big without a saved index shows its tail first, while the index is built
 
 
 class EventSource:
@@ -138,6 +143,9 @@ class ReplaySource(EventSource):
         self._thread: threading.Thread | None = None
         self._done = False
         self.error: str | None = None
+        self.indexing: tuple[int, int, float] | None = None  # (bytes indexed, bytes to index, when it began)
+        self.unreadable: int | None = None  # lines skipped, counted by the log's index (the reader never ran)
+        self.via_index = False  # the monitor reads the log through its index, not through `reader`
 
     async def start(self, inbox: deque[Event]) -> None:
         self._thread = threading.Thread(target=self._run, args=(inbox,), name="kbert-replay", daemon=True)
@@ -155,7 +163,12 @@ class ReplaySource(EventSource):
 
     @property
     def malformed(self) -> int:
-        return self.reader.malformed
+        return self.reader.malformed if self.unreadable is None else self.unreadable
+
+    def index_progress(self, done: int, total: int) -> None:
+        """The log's index is being built (a worker calls this): the title shows how far, how fast."""
+        began = self.indexing[2] if self.indexing is not None else time.monotonic()
+        self.indexing = (done, total, began)
 
     def describe(self) -> str:
         parts = [f"replay {self.path.name}"]
@@ -164,7 +177,11 @@ class ReplaySource(EventSource):
             parts.append(f"{ranks} ranks")
         if len(self.reader.files) > ranks:
             parts.append(f"{len(self.reader.files)} segments")
-        if self.total_bytes and not self._done:
+        if self.indexing is not None and self.indexing[0] < self.indexing[1]:
+            done, total, began = self.indexing
+            rate = done / max(1e-6, time.monotonic() - began) / 1e6
+            parts.append(f"indexing {100 * done // max(1, total)}% · {rate:.0f} MB/s")
+        elif self.total_bytes and not self._done and not self.via_index:
             parts.append(f"{min(100.0, 100.0 * self.reader.bytes_read / self.total_bytes):.0f}% read")
         parts.append(f"speed {self.speed:g}×" if self.speed else "fast")
         if self.paused:
@@ -172,6 +189,33 @@ class ReplaySource(EventSource):
         if self._done:
             parts.append("end of file")
         return " · ".join(parts)
+
+    def end_first_stages(self, capacity: int, cancelled: Callable[[], bool]) -> Iterator[tuple[str, Any]]:
+        """For a worker thread, what to show of the recording, in order: ("glance", EndView) — a big log
+        without a saved index: its tail's state while the index is built (progress in `describe`);
+        ("end", EndView) — the run's end, milestones and all; ("history", (RunState, EventLog)) — the
+        whole history behind it (through the index: every event navigable, the older ones read from disk).
+        A multi-rank run is merged and decoded as before (its ranks have one index each)."""
+        files = self.reader.files
+        index = None
+        if not isinstance(self.reader, MergedLogReader):
+            if self.total_bytes >= GLANCE_BYTES and not all(index_dir(f).is_dir() for f in files):
+                self.via_index = True
+                yield "glance", load_end(files, capacity, milestones=False)
+            try:
+                index = open_index(self.path, progress=self.index_progress)
+            except (OSError, ValueError):  # e.g. a segment vanished mid-build: read it the plain way
+                index = None
+            self.via_index = index is not None
+        if index is None:
+            yield "end", load_end(files, capacity)
+            result = load_all(iter(self.reader), capacity, cancelled=cancelled)
+        else:
+            self.unreadable = index.unreadable()
+            yield "end", end_from_index(index, capacity)
+            result = load_indexed(index, capacity, cancelled=cancelled)
+        if result is not None:
+            yield "history", result
 
     def loaded(self) -> None:
         """The monitor read the whole file itself (end first, kbert_tui.state.replay_load)."""

@@ -1,0 +1,136 @@
+"""A recording's whole log through its index: the end, the history and every event navigable from disk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from simulate import simulate_run
+
+from kbert_tui.events import Event
+from kbert_tui.events.index import open_index
+from kbert_tui.events.store import JsonlStore, read_events
+from kbert_tui.state import parse_filter
+from kbert_tui.state.disk_log import DiskEventLog, name_only
+from kbert_tui.state.replay_load import end_from_index, load_all, load_end, load_indexed
+
+
+def two_runs() -> list[Event]:
+    events = list(simulate_run(epochs=3, steps_per_epoch=120, run_id="run-a", system_every=2))
+    return events + list(simulate_run(epochs=2, steps_per_epoch=90, run_id="run-b", system_every=2))
+
+
+def write_foreign(path: Path, events: list[Event], junk_every: int = 0) -> None:
+    """The log as another tool writes it: json.dumps' default separators, a junk line now and then."""
+    with open(path, "w", encoding="utf-8") as fh:
+        for i, event in enumerate(events):
+            fh.write(json.dumps({"id": event.id, "name": event.name, "timestamp": event.timestamp.isoformat(),
+                                 "source": event.source, "correlation_id": event.correlation_id,
+                                 "data": event.data, "metadata": event.metadata}) + "\n")
+            if junk_every and i % junk_every == 0:
+                fh.write("not an event\n")
+
+
+@pytest.fixture(scope="module")
+def segmented(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Event]]:
+    events = two_runs()
+    path = tmp_path_factory.mktemp("seg") / "events.jsonl"
+    store = JsonlStore(path, max_file_size_mb=0.1)  # our writer, rotating: an index per segment, kept as it writes
+    for event in events:
+        store.append(event)
+    store.close()
+    assert len(read_events(path).files) > 2
+    return path, events
+
+
+def test_the_end_through_the_index_is_the_end_found_by_scanning(segmented: tuple[Path, list[Event]]):
+    path, events = segmented
+    index = open_index(path)
+    fast = end_from_index(index, capacity=500, tail_bytes=32 << 10)
+    plain = load_end(read_events(path).files, capacity=500, tail_bytes=32 << 10)
+    assert (fast.runs, fast.run_ids, fast.malformed) == (plain.runs, plain.run_ids, plain.malformed) == (
+        2, ["run-a", "run-b"], 0)
+    assert [fast.log.get(s).id for s in range(fast.log.total)] == [plain.log.get(s).id for s in range(plain.log.total)]
+    a, b = fast.state.training, plain.state.training
+    assert (a.run_id, a.status, a.epochs_done, a.step, a.loss, a.best_value, a.epoch_metrics) == (
+        b.run_id, b.status, b.epochs_done, b.step, b.loss, b.best_value, b.epoch_metrics)
+    assert a.status == "completed" and a.step == 180
+
+
+def test_the_history_through_the_index_keeps_the_loss_curve_and_reads_older_events_from_disk(
+        segmented: tuple[Path, list[Event]]):
+    path, events = segmented
+    result = load_indexed(open_index(path), capacity=300, chunk=500)
+    assert result is not None
+    state, log = result
+    plain = load_all(iter(read_events(path)), capacity=300)
+    assert plain is not None
+    full, _ = plain
+    assert isinstance(log, DiskEventLog) and log.total == len(events) and log.base == len(events) - 300
+    assert log.evicted == 0 and len(log) == len(events)
+    assert [log.get(s).id for s in range(0, len(events), 37)] == [e.id for e in events[::37]]
+    assert log.seq_at(0) == 0 and log.row_of(5) == 5 and log.event_at(len(events) - 1).id == events[-1].id
+    a, b = state.training, full.training
+    assert (a.loss_history.count, a.step, a.status, a.best_value, a.epoch_metrics) == (
+        b.loss_history.count, b.step, b.status, b.best_value, b.epoch_metrics)
+    assert (state.events_seen, state.errors_seen, state.warnings_seen) == (
+        full.events_seen, full.errors_seen, full.warnings_seen)
+
+
+def test_a_foreign_log_with_junk_lines_numbers_only_its_events(tmp_path: Path):
+    events = list(simulate_run(epochs=2, steps_per_epoch=60, system_every=3))
+    path = tmp_path / "foreign.jsonl"
+    write_foreign(path, events, junk_every=50)
+    index = open_index(path)
+    assert index.unreadable() == len(range(0, len(events), 50))
+    result = load_indexed(index, capacity=100)
+    assert result is not None
+    _, log = result
+    assert log.total == len(events)
+    assert [log.get(s).id for s in range(len(events))] == [e.id for e in events]
+    log.set_filter(parse_filter("training.epoch_*"))
+    wanted = [i for i, e in enumerate(events) if e.name.startswith("training.epoch_")]
+    assert [log.seq_at(r) for r in range(len(log))] == wanted
+    assert end_from_index(index, capacity=100).malformed == index.unreadable()
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ("training.*", True), ("training.started OR name:plugin.*", True), ("!system.*", True),
+    ("(training.epoch_* OR model.*) !model.forward_pass", True), ("name:x AND y.z", True),
+    ("loss>1", False), ("training.* loss>1", False), ("timeout", False), ('"training.started"', False),
+    ("source:trainer", False), ("corr:run-*", False), ("epoch:2", False), ("caused-by:x.y", False),
+    ("a*=b", False), ("training.* OR warmup", False),
+])
+def test_name_only_recognises_filters_that_judge_the_name_alone(query: str, expected: bool):
+    assert name_only(parse_filter(query)) is expected
+
+
+def test_a_filter_fills_in_older_matches_as_the_scan_finds_them(segmented: tuple[Path, list[Event]]):
+    path, events = segmented
+    result = load_indexed(open_index(path), capacity=200)
+    assert result is not None
+    _, log = result
+    matcher = parse_filter("loss<1.5 step:3")
+    log.set_filter(matcher)
+    assert not log.older_complete and len(log) == sum(matcher.matches_alone(e) for e in events[-200:])
+    stages = list(log.scan_older(matcher, every_s=0.0))
+    assert stages[-1][1] and not any(done for _, done in stages[:-1])
+    assert log.add_older(matcher, *stages[-1]) and log.older_complete
+    wanted = [i for i, e in enumerate(events) if matcher.matches_alone(e)]
+    assert wanted and [log.seq_at(r) for r in range(len(log))] == wanted
+    assert log.row_of(wanted[0]) == 0 and log.nearest_row(wanted[0] + 1) == 1
+    assert log.rows_before(wanted[1]) == 1 and log.rows_before(len(events)) == len(wanted)
+    assert not log.add_older(parse_filter("x"), np.array([1]), True)  # a stale scan's result is ignored
+
+
+def test_an_older_events_neighbourhood_holds_its_thread(segmented: tuple[Path, list[Event]]):
+    path, events = segmented
+    result = load_indexed(open_index(path), capacity=200)
+    assert result is not None
+    _, log = result
+    around, local = log.neighbourhood(10)
+    assert around.get(local).id == events[10].id and around.total == min(len(events), 10 + 2001)
+    run = [around.get(s).id for s in around.scope(local, "run")]
+    assert run == [e.id for e in events[:around.total] if e.correlation_id == events[10].correlation_id]
