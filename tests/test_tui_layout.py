@@ -77,8 +77,8 @@ async def settled(pilot) -> None:
     app = pilot.app
     for _ in range(500):
         await pilot.pause(0.01)
-        if app.ingested and not app.inbox and (app.source.finished or not app.source.recording):
-            break
+        if (app.source.finished and app.history_complete) if app.source.recording else (app.ingested and not app.inbox):
+            break  # a recording: its whole history swapped in (it is not ingested event by event)
     app.drain_all()
     await pilot.pause()
 
@@ -191,3 +191,16 @@ def test_snapshot_live_long_values(snap_compare, size):
 @pytest.mark.parametrize("size", [(80, 24), (200, 50)], ids=lambda s: f"{s[0]}x{s[1]}")
 def test_snapshot_replay_long_values(snap_compare, size, tmp_path):
     assert snap_compare(replay_app(tmp_path), terminal_size=size, run_before=typed_filter_and_cursor)
+
+
+async def test_the_system_panes_sparklines_start_beside_their_value():
+    app = live_app()  # 45 readings: fewer than the 80-column pane's 50 sparkline cells
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settled(pilot)
+        await pilot.press("2")
+        await pilot.pause()
+        rows = region_text(screen_cells(app), app.system_pane).splitlines()
+        for label in ("CPU", "Mem", "Disk"):
+            row = next(r for r in rows if r.startswith(f"│ {label}"))
+            assert re.match(rf"│ {label} +\d+\.\d% [▁▂▃▄▅▆▇█]+( (rss|\d+G)|  +│)", row), row  # then what follows
+        app.source._ended.set()

@@ -72,7 +72,7 @@ async def _replay_settle(pilot) -> None:
     app = pilot.app
     for _ in range(500):
         await pilot.pause(0.01)
-        if app.source.finished and not app.inbox:
+        if app.source.finished and app.history_complete and not app.inbox:  # the whole history swapped in
             break
     app.drain_all()
     await pilot.pause()

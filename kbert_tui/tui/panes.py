@@ -316,7 +316,7 @@ class SystemPane(StatePane):
             row = Text(label.ljust(5), pal.label)
             row.append(f"{value:5.1f}%" if value is not None else "    —", pal.value)
             row.append(" ")
-            row.append_text(sparkline(list(s.history.get(key, ())), spark_w, pal.chart, lo=0.0, hi=hi))
+            row.append_text(_history(s.history.get(key, ()), spark_w, pal, hi))
             if extra:
                 row.append(" " + extra, pal.muted)
             lines.append(row)
@@ -338,8 +338,7 @@ class SystemPane(StatePane):
                 row = Text(f"GPU{key}".ljust(5), pal.label)
                 row.append(f"{util:5.1f}%" if isinstance(util, (int, float)) else "    —", pal.value)
                 row.append(" ")
-                row.append_text(sparkline(list(s.history.get(f"gpu{key}", ())), spark_w, pal.chart, lo=0.0,
-                                          hi=100.0))
+                row.append_text(_history(s.history.get(f"gpu{key}", ()), spark_w, pal, 100.0))
                 mem = gpu.get("memory_percent")
                 temp = gpu.get("temperature")
                 extra = []
@@ -471,6 +470,12 @@ def _wrapped(text: str, width: int, indent: str, style: Any, *, first: str | Non
         chunks = chunks[:limit]
         chunks[-1] = chunks[-1][: max(1, width - 1)] + "…"
     return [Text(chunk, style) for chunk in chunks]
+
+
+def _history(values: Any, width: int, pal: Palette, hi: float | None) -> Text:
+    """A reading's sparkline, as wide as its history up to `width`: what follows it sits right after it."""
+    values = list(values)
+    return sparkline(values, max(1, min(width, len(values))), pal.chart, lo=0.0, hi=hi)
 
 
 def _by_priority(rows: list[tuple[int, Text]], count: int) -> list[tuple[int, Text]]:

@@ -104,7 +104,8 @@ def _resample(values: Sequence[float], width: int) -> list[float]:
 
 def sparkline(values: Sequence[float], width: int, style: Style, *, lo: float | None = None,
               hi: float | None = None) -> Text:
-    """One row of block characters (newest on the right), scaled to [lo, hi] or the data's range."""
+    """One row of block characters, oldest first, scaled to [lo, hi] or the data's range; fewer values than
+    `width` fill it from the left, so the line starts beside the value it follows."""
     pts = _resample(values, width)
     data_range = finite_range(pts)
     if data_range is None:
@@ -116,7 +117,7 @@ def sparkline(values: Sequence[float], width: int, style: Style, *, lo: float | 
     for v in pts:
         where = fraction(v, low, high)  # clamped to [lo, hi]; NaN for NaN and ±inf, drawn as a gap
         chars.append(" " if math.isnan(where) else _BLOCKS[4 if flat else int(round(where * 7)) + 1])
-    return Text("".join(chars).rjust(width), style)
+    return Text("".join(chars).ljust(width), style)
 
 
 def axis_label(value: float) -> str:
