@@ -204,3 +204,14 @@ async def test_the_system_panes_sparklines_start_beside_their_value():
             row = next(r for r in rows if r.startswith(f"│ {label}"))
             assert re.match(rf"│ {label} +\d+\.\d% [▁▂▃▄▅▆▇█]+( (rss|\d+G)|  +│)", row), row  # then what follows
         app.source._ended.set()
+
+
+def test_the_screenshots_in_docs_tui_md_are_this_tests_snapshots():
+    from urllib.parse import unquote
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "tui.md"
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+\.svg)\)", docs.read_text(encoding="utf-8"))
+    assert len(images) >= 3
+    for image in images:
+        path = (docs.parent / unquote(image)).resolve()
+        assert path.is_file() and path.parent.name == "test_tui_layout", image
