@@ -4,6 +4,7 @@ then every event navigable (the older ones from disk), filters over all of them,
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,16 @@ async def test_filters_reach_every_event_and_enter_and_c_open_an_old_one(foreign
         assert isinstance(app.screen, TimelineScreen)
         first_epoch = next(e for e in events if e.name == "training.epoch_started")
         assert app.screen.source_log.get(app.screen.seq).id == first_epoch.id
+
+
+def test_every_event_is_navigable_before_the_panes_history_is_in(foreign: tuple[Path, list[Event]],
+                                                                  monkeypatch: pytest.MonkeyPatch):
+    path, events = foreign
+    stages = list(ReplaySource(path).end_first_stages(100, lambda: False))
+    assert [name for name, _ in stages] == ["end", "log", "history"]  # the index is saved now: no glance
+    log = stages[1][1]
+    assert isinstance(log, DiskEventLog) and log.total == len(events) and stages[2][1][1] is log
+    monkeypatch.setattr(sources, "GLANCE_BYTES", 1)
+    shutil.rmtree(index_dir(path))  # no index: the tail's state first, while it is built
+    names = [name for name, _ in ReplaySource(path).end_first_stages(100, lambda: False)]
+    assert names == ["glance", "end", "log", "history"]

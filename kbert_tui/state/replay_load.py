@@ -38,8 +38,8 @@ from .log_index import EventLog
 from .run_state import _DISPATCH, RunState
 from .story import resumed_at_step
 
-__all__ = ["TAIL_BYTES", "EndEvents", "EndView", "end_events", "end_from_index", "history_names", "load_all",
-           "load_end", "load_indexed"]
+__all__ = ["TAIL_BYTES", "EndEvents", "EndView", "end_events", "end_from_index", "history_names", "history_state",
+           "indexed_log", "load_all", "load_end", "load_indexed"]
 
 TAIL_BYTES = 1 << 20  # ~3,500 events: a screenful many times over, decoded in a blink
 
@@ -217,29 +217,49 @@ def history_names(name: str) -> bool:
 
 def load_indexed(index: LogIndex, capacity: int, *, cancelled: Callable[[], bool] | None = None,
                  chunk: int = 4000) -> tuple[RunState, DiskEventLog] | None:
-    """The whole history through the index: a `RunState` of the events `history_names` keeps, then every
-    event of the newest `capacity`, decoded a chunk at a time (the GIL handed over between chunks), and
-    a `DiskEventLog` of every event (those `capacity` in memory). None when cancelled."""
+    """`indexed_log`, then `history_state` over it. None when cancelled."""
+    log = indexed_log(index, capacity, cancelled=cancelled, chunk=chunk)
+    if log is None:
+        return None
+    state = history_state(log, cancelled=cancelled, chunk=chunk)
+    return None if state is None else (state, log)
+
+
+def indexed_log(index: LogIndex, capacity: int, *, cancelled: Callable[[], bool] | None = None,
+                chunk: int = 4000) -> DiskEventLog | None:
+    """Every event of the log as a `DiskEventLog`: the newest `capacity` decoded (a chunk at a time, the
+    GIL handed over between chunks), the older ones left on disk. None when cancelled."""
     rows = readable_rows(index)
     total = len(index) if rows is None else len(rows)
     window_from = max(0, total - capacity)
     window_rows = np.arange(window_from, total) if rows is None else rows[window_from:]
-    first_window_row = int(window_rows[0]) if len(window_rows) else len(index)
-    older = np.flatnonzero(name_table_mask(index, history_names)[:first_window_row])
-    wanted = np.concatenate([older, window_rows]).astype(np.int64)
-    state = RunState()
-    apply = state.apply
     window: list[Event] = []
-    with collector_paused():  # the kept window lives on; the rest is freed as it goes
-        for start in range(0, len(wanted), chunk):
-            part = wanted[start:start + chunk]
-            events = decode_rows(index, part)
-            for event in events:
-                apply(event)
-            if start + len(part) > len(older):
-                window.extend(events[max(0, len(older) - start):])
+    with collector_paused():  # the window lives on: no point scanning it
+        for start in range(0, len(window_rows), chunk):
+            window.extend(decode_rows(index, window_rows[start:start + chunk]))
             if cancelled is not None and cancelled():
                 return None
             time.sleep(0)
-    state.events_seen = total  # the readings left out count too
-    return state, DiskEventLog(index, capacity, window, rows)
+    return DiskEventLog(index, capacity, window, rows)
+
+
+def history_state(log: DiskEventLog, *, cancelled: Callable[[], bool] | None = None,
+                  chunk: int = 4000) -> RunState | None:
+    """The run's `RunState` over its whole history: the older events `history_names` keeps, decoded from
+    disk a chunk at a time, then every event of the log's window. None when cancelled."""
+    index = log.index
+    first_window_row = int(log.row_numbers(np.array([log.base]))[0]) if log.base < log.total else len(index)
+    older = np.flatnonzero(name_table_mask(index, history_names)[:first_window_row])
+    state = RunState()
+    apply = state.apply
+    with collector_paused():  # what is decoded is freed as it goes
+        for start in range(0, len(older), chunk):
+            for event in decode_rows(index, older[start:start + chunk]):
+                apply(event)
+            if cancelled is not None and cancelled():
+                return None
+            time.sleep(0)
+        for seq in range(log.base, log.total):
+            apply(log.get(seq))
+    state.events_seen = log.total  # the readings left out count too
+    return state

@@ -187,6 +187,9 @@ class MonitorApp(App[str | None]):
                     source.loaded()
                     self.call_from_thread(self._swap_in, *result, True)
                     continue
+                if stage == "log":  # every event navigable before the panes' history is in
+                    self.call_from_thread(lambda log=result: self._swap_in(self.state, log, False))
+                    continue
                 painted = threading.Event()
                 self.call_from_thread(self._show_end, result, painted, stage == "end")
                 painted.wait(2.0)  # the history's decoding holds the GIL: let the end reach the screen first
@@ -212,10 +215,11 @@ class MonitorApp(App[str | None]):
         for pane in (self.training_pane, self.system_pane, self.plugins_pane):
             pane.state = state
             pane.redraw_all()
-        matcher = self.log_index.matcher
-        self.log_index = log
-        log.set_filter(matcher)
-        self.monitor.filter_older(log)
+        if log is not self.log_index:  # the same log again (its history came in): its filter stands
+            matcher = self.log_index.matcher
+            self.log_index = log
+            log.set_filter(matcher)
+            self.monitor.filter_older(log)
         view.events_log = log
         view.clear_caches()
         view.sync()

@@ -20,7 +20,7 @@ from kbert_tui.events.index import index_dir, open_index
 from kbert_tui.events.store import EventLogReader, read_events
 from kbert_tui.remote import rank_logs
 from kbert_tui.state.ranks import MergedLogReader
-from kbert_tui.state.replay_load import end_from_index, load_all, load_end, load_indexed
+from kbert_tui.state.replay_load import end_from_index, history_state, indexed_log, load_all, load_end
 
 __all__ = ["EventSource", "ReplaySource", "LiveSource", "StaticSource"]
 
@@ -193,8 +193,9 @@ class ReplaySource(EventSource):
     def end_first_stages(self, capacity: int, cancelled: Callable[[], bool]) -> Iterator[tuple[str, Any]]:
         """For a worker thread, what to show of the recording, in order: ("glance", EndView) — a big log
         without a saved index: its tail's state while the index is built (progress in `describe`);
-        ("end", EndView) — the run's end, milestones and all; ("history", (RunState, EventLog)) — the
-        whole history behind it (through the index: every event navigable, the older ones read from disk).
+        ("end", EndView) — the run's end, milestones and all; through the index, ("log", DiskEventLog) —
+        every event navigable, the older ones read from disk; ("history", (RunState, EventLog)) — the
+        panes' whole history behind it.
         A multi-rank run is merged and decoded as before (its ranks have one index each)."""
         files = self.reader.files
         index = None
@@ -210,12 +211,18 @@ class ReplaySource(EventSource):
         if index is None:
             yield "end", load_end(files, capacity)
             result = load_all(iter(self.reader), capacity, cancelled=cancelled)
-        else:
-            self.unreadable = index.unreadable()
-            yield "end", end_from_index(index, capacity)
-            result = load_indexed(index, capacity, cancelled=cancelled)
-        if result is not None:
-            yield "history", result
+            if result is not None:
+                yield "history", result
+            return
+        self.unreadable = index.unreadable()
+        yield "end", end_from_index(index, capacity)
+        log = indexed_log(index, capacity, cancelled=cancelled)
+        if log is None:
+            return
+        yield "log", log  # every event navigable now; the panes' history follows
+        state = history_state(log, cancelled=cancelled)
+        if state is not None:
+            yield "history", (state, log)
 
     def loaded(self) -> None:
         """The monitor read the whole file itself (end first, kbert_tui.state.replay_load)."""
