@@ -429,10 +429,11 @@ def _compare(args: argparse.Namespace) -> int:
 
     if len(args.runs) < 2:
         return _error("compare needs two or more runs (run directories or events files)")
+    interactive = args.format is None and sys.stdout.isatty()  # the view draws loss curves: every batch
     records = []
     for run in args.runs:
         try:
-            record = load_run(resolve_run(run).events_path)
+            record = load_run(resolve_run(run).events_path, curves=interactive)
         except OSError as error:  # resolve_run's messages name the path; open()'s carry it in .filename
             return _error(f"{run}: {_os_problem(error)}" if error.filename else str(error))
         if record.run_id is None and not record.steps:
@@ -440,7 +441,7 @@ def _compare(args: argparse.Namespace) -> int:
             return _error(f"{run}: not a run's events log ({what})")
         records.append(record)
     label_runs(records)
-    if args.format is None and sys.stdout.isatty():
+    if interactive:
         from kbert_tui.tui.compare import CompareApp
 
         CompareApp(records).run()

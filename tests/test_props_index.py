@@ -21,7 +21,11 @@ from kbert_tui.events._index_build import COLUMNS, NameTable, index_block, index
 from kbert_tui.events.index import open_index
 from kbert_tui.events.store import read_events
 
+from kbert_tui.events._codec import encode_event
+from kbert_tui.state.compare import compare_table, load_run, render_table
 from test_props_readers import BASE, NAMES, logs, records, spelled
+from test_props_resume import interrupted
+from test_props_resume import reference as resume_reference
 
 
 def _text_columns(columns: Any, names: NameTable) -> dict[str, list[Any]]:
@@ -79,8 +83,8 @@ def test_a_plain_block_takes_arrows_path(monkeypatch):
         raise AssertionError("fell back to the reference")
 
     monkeypatch.setattr(_index_build, "index_reference", refuse)
-    block = b"".join(b'{"id": "e%d", "name": "t.b", "timestamp": "2026-01-01T00:00:0%d.5+00:00", "data": {"step": %d}}\n'
-                     % (i, i, i) for i in range(5))
+    line = b'{"id": "e%d", "name": "t.b", "timestamp": "2026-01-01T00:00:0%d.5+00:00", "data": {"step": %d}}\n'
+    block = b"".join(line % (i, i, i) for i in range(5))
     assert index_block(block, 10, NameTable()).arrays["step"].tolist() == list(range(5))
 
 
@@ -151,3 +155,28 @@ def test_a_query_through_the_index_finds_what_the_plain_scan_finds(tmp_path_fact
 def _seen(events: list[Any]) -> list[tuple[Any, ...]]:
     """Events as read (a line without an id gets a fresh one at each read: ids are left out)."""
     return [(e.name, e.timestamp, e.source, e.correlation_id, repr(e.data), e.metadata) for e in events]
+
+
+# -- compare's table through the index ---------------------------------------------------------------
+
+ODD_LINES = [b"", b"not json\n",
+             b'{"name": "training.batch_completed", "timestamp": "2026-01-01T00:00:00+00:00", "data": {"step": "x"}}\n']
+
+
+@given(resumed=st.booleans(), killed_at=st.integers(1, 20), back=st.integers(0, 21), paused=st.booleans(),
+       loss=st.sampled_from([None, "nan", 0.5, "x"]), extra=st.sampled_from(ODD_LINES))
+def test_compare_reads_the_same_table_through_the_index(tmp_path_factory, resumed, killed_at, back, paused, loss,
+                                                        extra):
+    """The table `kbert-tui compare` prints, from the index's few lines, equals the one from every line
+    (a run killed and resumed, paused, with odd lines among its events)."""
+    events = interrupted(resume_reference(), killed_at, max(0, killed_at - back)) if resumed else resume_reference()
+    last_batch = max(i for i, e in enumerate(events) if e.name == "training.batch_completed")
+    events[last_batch].data["loss"] = loss  # maybe a batch the record does not take: it reads back further
+    lines = [encode_event(e).encode() for e in events]
+    if paused:
+        cut = len(lines) // 2
+        lines[cut:cut] = [b'{"id": "p", "name": "training.paused", "timestamp": "2026-01-01T00:00:00+00:00", '
+                          b'"data": {"step": 3}}\n', extra]
+    path = _write(tmp_path_factory.mktemp("cmp"), b"".join(lines) + extra)
+    tables = [render_table(compare_table([load_run(path, "r", curves=curves)]), "json") for curves in (True, False)]
+    assert tables[0] == tables[1]
