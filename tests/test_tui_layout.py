@@ -215,3 +215,16 @@ def test_the_screenshots_in_docs_tui_md_are_this_tests_snapshots():
     for image in images:
         path = (docs.parent / unquote(image)).resolve()
         assert path.is_file() and path.parent.name == "test_tui_layout", image
+
+
+async def test_a_terminal_resized_from_120x40_to_80x24_takes_the_narrow_layout_at_once():
+    app = live_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await typed_filter_and_cursor(pilot)
+        assert app.system_pane.display and app.plugins_pane.display
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause(0.2)
+        assert app.monitor.narrow and not app.system_pane.display and not app.plugins_pane.display
+        problems = check_screen(app, (80, 24), "running")
+        app.source._ended.set()
+    assert not problems, "\n".join(problems)

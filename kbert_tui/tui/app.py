@@ -232,7 +232,8 @@ class MonitorApp(App[str | None]):
 
     def on_resize(self, event: Any) -> None:
         if self.monitor.is_mounted:
-            self.monitor.apply_width(self.size.width)  # under a modal too
+            # the event's size: this handler runs before Textual's own, so self.size is still the old one
+            self.monitor.apply_width(event.size.width)  # under a modal too
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Keys that do nothing in the current mode are neither offered in the footer nor run."""
