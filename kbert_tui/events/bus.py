@@ -563,12 +563,12 @@ class EventBus(Inbox):
         if self._store is not None:
             if not self._closed:
                 await self.flush()
-            reader = read_events(self._store.path) if self._store.path.exists() else None
-            if reader is None:
+            if not self._store.path.exists():
                 return []
-            query = EventQuery().correlation_id(correlation_id)
-            found = await asyncio.to_thread(query.run_chunks, reader.chunks(), reader.skip, time_order=False)
-            self.last_query_skipped = reader.malformed
+            index = await asyncio.to_thread(open_index, self._store.path)
+            found = await asyncio.to_thread(EventQuery().correlation_id(correlation_id).run_index, index,
+                                            time_order=False)
+            self.last_query_skipped = index.unreadable()
             return found
         return [e for e in self._history if e.correlation_id == correlation_id]
 
