@@ -9,6 +9,7 @@ own correlation id; mostly training.batch_completed and system samples, few mile
 `json.dumps` with its default separators (`{"id": "…", "name": …}`, not this project's compact layout),
 and each run again in a folder of its own for `compare`. 10M events are ~3 GB. For each size, in turn:
 
+- end on screen, first open: `kbert-tui replay LOG` once with no index beside the log (see below);
 - index: the sidecar index built on first open (`kbert_tui.events.index.open_index`, on a fresh link to
   the log, so nothing is cached), MB/s of log; then opened again where it is cached;
 - end on screen: `kbert-tui replay LOG` and toolong on the same file in tmux (160x48), launch → the last
@@ -18,7 +19,8 @@ and each run again in a folder of its own for `compare`. 10M events are ~3 GB. F
 - queries: `EventBus.query_events` by name (~1% of events), time range (1%), correlation id (one run of
   ten), step range (~1%, where EventQuery has one); the monitor's free-text `o` search in a worker thread;
   each with the loop's longest stall meanwhile (5 ms ticker); hit counts checked against the generator's;
-- compare: `kbert-tui compare` over the ten runs (together the size's events).
+- compare: `kbert-tui compare --format json` over the ten runs (together the size's events), first with no
+  index beside them, then with; and in-process the reading its interactive view does (every batch, curves).
 
 Then the writer's persisted throughput now beside `kbert_tui.events` as of --writer-baseline (before the
 index). Prints a markdown table, writes everything to --out (JSON). toolong pins textual<0.59: install it in
@@ -237,6 +239,16 @@ def run_dirs(log: Path) -> list[Path]:
 
 # -- index -------------------------------------------------------------------------------------------
 
+def _remove_index(log: Path) -> bool:
+    """Take away the index beside `log`, if this tree keeps one (False: it doesn't)."""
+    try:
+        from kbert_tui.events.index import index_dir
+    except ImportError:
+        return False
+    shutil.rmtree(index_dir(log), ignore_errors=True)
+    return True
+
+
 def measure_index(log: Path, events: int) -> dict[str, Any]:
     """The sidecar index: built cold on a fresh link to the log (nothing cached beside it), then opened
     where the log is (built there first if it wasn't yet: untimed), then opened again (cached)."""
@@ -327,26 +339,34 @@ def measure_queries(log: Path, plan: dict[str, dict[str, Any]]) -> dict[str, Any
 # -- compare -----------------------------------------------------------------------------------------
 
 def measure_compare(log: Path, repeats: int) -> dict[str, Any]:
-    """`kbert-tui compare` over the log's runs (launch to exit), and the same reading in this process."""
-    runs = [str(p) for p in run_dirs(log)]
-    command = [str(Path(sys.executable).with_name("kbert-tui")), "compare", *runs, "--format", "json"]
-    launched: list[float] = []
-    inside: list[float] = []
-    for _ in range(repeats):
+    """`kbert-tui compare --format json` over the log's runs, launch to exit: first with no index beside
+    them (each built on the way), then `repeats` times with them; and in this process the reading the
+    table does (`load_run(curves=False)`) beside the reading the interactive view does (every batch)."""
+    logs = [run / "events.jsonl" for run in run_dirs(log)]
+    command = [str(Path(sys.executable).with_name("kbert-tui")), "compare", *map(str, logs), "--format", "json"]
+
+    def launch() -> float:
         started = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
-        launched.append(time.perf_counter() - started)
         if done.returncode:
             raise SystemExit(f"kbert-tui compare failed ({done.returncode}): {done.stderr[-2000:]}")
+        return time.perf_counter() - started
+
+    def read_all(curves: bool) -> float:
         gc.collect()
         started = time.perf_counter()
-        records = [load_run(Path(run) / "events.jsonl") for run in runs]
+        records = [load_run(path, curves=curves) for path in logs]
         label_runs(records)
         compare_table(records)
-        inside.append(time.perf_counter() - started)
-        del records
-    return {"runs": len(runs), "cli_s": round(statistics.median(launched), 3),
-            "in_process_s": round(statistics.median(inside), 3)}
+        return time.perf_counter() - started
+
+    first = round(launch(), 3) if all([_remove_index(path) for path in logs]) else None
+    launched = [launch() for _ in range(repeats)]
+    table_reads = [read_all(curves=False) for _ in range(repeats)]
+    curve_reads = [read_all(curves=True) for _ in range(repeats)]
+    return {"runs": len(logs), "cli_first_s": first, "cli_s": round(statistics.median(launched), 3),
+            "cli_each_s": [round(t, 3) for t in launched], "table_read_s": round(statistics.median(table_reads), 3),
+            "curves_read_s": round(statistics.median(curve_reads), 3)}
 
 
 # -- the writer --------------------------------------------------------------------------------------
@@ -384,12 +404,17 @@ def measure_size(root: Path, events: int, repeats: int, toolong: str | None,
     load_before = os.getloadavg()[0]
     log, meta = ensure_logs(root, events)
     row: dict[str, Any] = {"events": events, "file_mb": round(meta["bytes"] / 1e6, 1), "runs": len(meta["runs"])}
+    tmux = shutil.which("tmux") is not None
+    limit = max(60.0, 30 * meta["bytes"] / 1e9)
+    already = lingered.copy()
+    row["first_open_s"] = None
+    if tmux and _remove_index(log):
+        step("end on screen, the log's first open (no index beside it)")
+        row["first_open_s"] = end_state(log, 1, None, limit=limit, headless=False)["kbert_median_s"]
     step("index")
     row["index"] = measure_index(log, events)
     step("end on screen")
-    if shutil.which("tmux"):
-        limit = max(60.0, 30 * meta["bytes"] / 1e9)
-        already = lingered.copy()
+    if tmux:
         row["end"] = end_state(log, repeats, toolong, limit=limit, pane_rss=True)
         row["end"]["lingered"] = dict(lingered - already)  # processes that outlived their terminal: killed
     else:
@@ -413,6 +438,11 @@ def _query_cell(result: dict[str, Any]) -> str:
     return cell if result["hits"] == result["expected"] else cell + f" ≠ {result['expected']:,} expected"
 
 
+def _compare_cell(compare: dict[str, Any]) -> str:
+    first = "" if compare["cli_first_s"] is None else f", first {compare['cli_first_s']:.1f} s (indexing)"
+    return f"{compare['cli_s']:.2f} s{first}; curves {compare['curves_read_s']:.1f} s"
+
+
 def table(rows: list[dict[str, Any]], toolong: str | None) -> str:
     out = ["| events | log | end on screen: ours / toolong | RSS: ours, whole history / toolong | index build "
            "| by name | by time | by correlation id | by step | free text (`o`) | loop stall | compare 10 runs "
@@ -423,6 +453,8 @@ def table(rows: list[dict[str, Any]], toolong: str | None) -> str:
         if end.get("available", True):
             theirs = _s(end["toolong_median_s"]) if toolong else "not found"
             on_screen = f"{_s(end['kbert_median_s'])} / {theirs} s"
+            if row["first_open_s"] is not None:
+                on_screen += f" (first open {row['first_open_s']:.2f} s)"
             their_rss = f"{end['toolong_pane_rss_mb']:,.0f}" if end.get("toolong_pane_rss_mb") else "—"
             rss = f"{end['peak_rss_mb']:,.0f} / {their_rss} MB"
         else:
@@ -436,7 +468,7 @@ def table(rows: list[dict[str, Any]], toolong: str | None) -> str:
         out.append(f"| {row['events']:,} | {row['file_mb']:,.0f} MB | {on_screen} | {rss} | {built} "
                    f"| {_query_cell(q['name'])} | {_query_cell(q['time'])} | {_query_cell(q['correlation'])} "
                    f"| {_query_cell(q['step'])} | {text['s']:.2f} s ({text['mb_s']:,.0f} MB/s) | {stall:.0f} ms "
-                   f"| {compare['cli_s']:.2f} s ({compare['in_process_s']:.2f} s in-process) "
+                   f"| {_compare_cell(compare)} "
                    f"| {row['load'][0]:.1f}→{row['load'][1]:.1f} |")
     return "\n".join(out)
 
@@ -459,7 +491,8 @@ def main() -> int:
     args = parser.parse_args()
     sizes = args.sizes or ([20_000] if args.quick else [100_000, 1_000_000, 10_000_000])
     repeats = 1 if args.quick else max(1, args.repeats)
-    writer_events, writer_rounds = (5_000, 1) if args.quick else (args.writer_events, args.writer_rounds)
+    writer_events, writer_rounds = (5_000, min(1, args.writer_rounds)) if args.quick \
+        else (args.writer_events, args.writer_rounds)
     out = args.out or args.dir / "bench_scale.json"
     toolong = shutil.which(args.toolong)
     if toolong is None:

@@ -346,23 +346,24 @@ def bench_end_state(count: int, repeats: int, toolong: str | None) -> dict[str, 
 
 
 def end_state(path: Path, repeats: int, toolong: str | None, *, limit: float = 60.0,
-              pane_rss: bool = False) -> dict[str, object]:
+              pane_rss: bool = False, headless: bool = True) -> dict[str, object]:
     """Launch → the run's end on screen, for `kbert-tui replay` and for toolong on the same file, in
     turn, in the same tmux size. kbert-tui: the last event's time in the log and the last step in the
     Training pane; toolong: the last line's id (it shows raw lines). Both include process start.
-    `pane_rss`: on the first launch of each, also the settled RSS of the program in the pane."""
+    `pane_rss`: on the first launch of each, also the settled RSS of the program in the pane; `headless`:
+    then the whole history loaded headless, its time and peak RSS (`_replay_rss`)."""
     event_id, stamp, step = _last_event(path)
     kbert = str(Path(sys.executable).with_name("kbert-tui"))
     keeper = f"kbench-keep{os.getpid()}"  # the tmux server exits with its last session: keep one
     subprocess.run(["tmux", "new-session", "-d", "-s", keeper, "sleep 3600"], check=True)
     try:
-        return _end_state_runs(path, event_id, stamp, step, kbert, repeats, toolong, limit, pane_rss)
+        return _end_state_runs(path, event_id, stamp, step, kbert, repeats, toolong, limit, pane_rss, headless)
     finally:
         subprocess.run(["tmux", "kill-session", "-t", keeper], capture_output=True)
 
 
 def _end_state_runs(path: Path, event_id: str, stamp: str, step: int | None, kbert: str, repeats: int,
-                    toolong: str | None, limit: float, pane_rss: bool) -> dict[str, object]:
+                    toolong: str | None, limit: float, pane_rss: bool, headless: bool) -> dict[str, object]:
     ours: list[float] = []
     theirs: list[float] = []
     settled: dict[str, float | None] = {}
@@ -383,7 +384,7 @@ def _end_state_runs(path: Path, event_id: str, stamp: str, step: int | None, kbe
                                 then=measure_rss("toolong"))
             if got is not None:
                 theirs.append(got)
-    rss = _replay_rss(path)
+    rss = _replay_rss(path) if headless else {}
     return {"file_mb": round(path.stat().st_size / 1e6, 1), "kbert_s": ours, "toolong_s": theirs,
             "kbert_median_s": round(statistics.median(ours), 2) if ours else None,
             "toolong_median_s": round(statistics.median(theirs), 2) if theirs else None,
