@@ -18,7 +18,7 @@ from textual.widget import Widget
 
 from kbert_tui.events import Event
 from kbert_tui.events import catalog as ev
-from kbert_tui.tui import MonitorApp, ReplaySource
+from kbert_tui.tui import MonitorApp, ReplaySource, StaticSource
 from simulate import simulate_run
 from test_tui_app import FakeLive, write_log
 
@@ -228,3 +228,18 @@ async def test_a_terminal_resized_from_120x40_to_80x24_takes_the_narrow_layout_a
         problems = check_screen(app, (80, 24), "running")
         app.source._ended.set()
     assert not problems, "\n".join(problems)
+
+
+async def test_the_model_versus_baseline_row_is_shortened_never_silently_cut(settle):
+    events = long_run(finished=True)
+    for event in events:
+        if event.name == ev.TRAINING_COMPLETED:
+            event.data["final_metrics"]["encoder_val_accuracy"] = 0.998
+    app = MonitorApp(StaticSource(events))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        pane = app.training_pane
+        for width in (49, 40, 30):
+            row = next(line.plain for _, line in pane._rows(width, pane.pal) if line.plain.startswith("val_acc "))
+            assert len(row) <= width and (row.endswith("bag-of-words 0.750") or row.endswith("…")), row
+            assert width < 49 or row.endswith("0.750")  # 80x24's text column: shorter words, every figure whole

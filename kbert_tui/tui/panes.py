@@ -213,7 +213,11 @@ class TrainingPane(StatePane):
                 metrics = fit_pairs([p for p in pairs if p[0] != "train_loss"], width, pal.label, pal.value)
             rows.append((3, metrics))
         if versus := t.versus_baseline:
-            rows.append((3, Text(versus[: max(1, width)], pal.value)))
+            if len(versus) > width:  # shorter words before any figure is cut (and then with an ellipsis)
+                versus = versus.replace("(encoder ", "(enc ").replace(" · ", " vs ")
+            row = Text(versus, pal.value)
+            row.truncate(max(1, width), overflow="ellipsis")
+            rows.append((3, row))
 
         if t.status == "failed":
             err = Text("✖ ", pal.kind["error"])
