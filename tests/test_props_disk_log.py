@@ -7,7 +7,7 @@ import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kbert_tui.events import Event
@@ -60,3 +60,39 @@ def test_the_name_column_filter_equals_the_matcher_over_decoded_events(names: li
         assert log.older_complete  # answered from the column, no scan
         got = [log.get(log.seq_at(row)).id for row in range(len(log))]
     assert got == [event.id for event in events if matcher.matches(event)]
+
+
+texts = st.one_of(st.sampled_from(["Timeout", "loss", "é", "a\\b", "NULL", "none", "x-y.z_w", "\n", "\u2028"]),
+                  st.text(max_size=6))
+values = st.one_of(st.sampled_from([float("nan"), float("inf"), None, 10**20, 1e-05, True]), texts,
+                   st.floats(allow_nan=True), st.integers(-10**25, 10**25))
+
+
+@settings(max_examples=200)
+@given(st.lists(st.tuples(st.sampled_from(NAMES), st.dictionaries(texts, values, min_size=1, max_size=3)), min_size=4,
+                max_size=40),
+       st.sampled_from(["null", "none", "nu", "on", "nan", "infinity", "true", "e-", "é", "a\\b", "timeout", "x-y",
+                        ".", "completed"]),
+       st.integers(1, 3), st.booleans())
+def test_a_free_text_scan_of_the_older_lines_equals_the_matcher_over_decoded_events(
+        records: list[tuple[str, dict]], needle: str, capacity: int, ascii_only: bool):
+    events = [Event(name, data, timestamp=T0 + timedelta(seconds=i), source="t", correlation_id="r", id=f"e{i}")
+              for i, (name, data) in enumerate(records)]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "events.jsonl"
+        with open(path, "w", encoding="utf-8") as fh:
+            for event in events:  # json.dumps: NaN and Infinity as such, non-ASCII escaped or not
+                fh.write(json.dumps({"id": event.id, "name": event.name, "timestamp": event.timestamp.isoformat(),
+                                     "source": event.source, "correlation_id": event.correlation_id,
+                                     "data": event.data}, ensure_ascii=ascii_only).replace("Timeout", "\\u0054imeout")
+                         + "\n")  # another writer may escape any letter
+        result = load_indexed(open_index(path), capacity)
+        assert result is not None
+        _, log = result
+        matcher = parse_filter(json.dumps(needle) if "\\" in needle else needle)
+        log.set_filter(matcher)
+        *_, (found, done) = log.scan_older(matcher, every_s=0.0)
+        assert done and log.add_older(matcher, found, done)
+        decoded = [log.get(s) for s in range(log.total)]  # as the readers decode the lines
+        got = [log.seq_at(row) for row in range(len(log))]
+    assert got == [s for s, event in enumerate(decoded) if matcher.matches_alone(event)]

@@ -134,3 +134,19 @@ def test_an_older_events_neighbourhood_holds_its_thread(segmented: tuple[Path, l
     assert around.get(local).id == events[10].id and around.total == min(len(events), 10 + 2001)
     run = [around.get(s).id for s in around.scope(local, "run")]
     assert run == [e.id for e in events[:around.total] if e.correlation_id == events[10].correlation_id]
+
+
+def test_a_free_text_scan_finds_a_word_another_writer_spelled_with_escapes(tmp_path: Path):
+    events = list(simulate_run(epochs=2, steps_per_epoch=30, system_every=3))
+    events[5] = Event("plugin.message", {"message": "Timeout waiting"}, id="odd", source="plugin:x")
+    path = tmp_path / "foreign.jsonl"
+    write_foreign(path, events)
+    text = path.read_text(encoding="utf-8").replace("Timeout waiting", "\\u0054imeout waiting")
+    path.write_text(text, encoding="utf-8")  # the line holds no "timeout": the prefilter must still offer it
+    result = load_indexed(open_index(path), capacity=20)
+    assert result is not None
+    _, log = result
+    matcher = parse_filter("timeout")
+    log.set_filter(matcher)
+    *_, (found, done) = log.scan_older(matcher)
+    assert done and found.tolist() == [5]

@@ -13,6 +13,7 @@ Any other filter (free text, field comparisons, epoch:/step:) reads the lines on
 
 from __future__ import annotations
 
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -21,16 +22,19 @@ import numpy as np
 
 from kbert_tui.events import Event
 from kbert_tui.events._codec import decode_lines
+from kbert_tui.events._query import collector_paused
 from kbert_tui.events.index import LogIndex
 
 from .filter import _EVENT_NAME, _GLOB_CHARS, _OPERATORS, EventMatcher, _tokenize, event_text
 from .log_index import EventLog
 
-__all__ = ["DiskEventLog", "decode_rows", "name_only", "name_table_mask", "readable_rows"]
+__all__ = ["DiskEventLog", "decode_rows", "name_only", "name_table_mask", "readable_rows", "text_prefilter"]
 
 _CHUNK = 256  # older events decoded together when one of them is shown
 _CACHED_CHUNKS = 64  # chunks kept decoded (~16k events)
 _SCAN_CHUNK = 4000  # lines decoded per step of a filter's scan (the GIL is handed over between steps)
+_SCAN_BYTES = 4 << 20  # bytes of the log searched at a time for a free-text needle
+_PLAIN_NEEDLE = re.compile(r"^[a-z_.\-]+$")
 _NEIGHBOURHOOD = 2000  # events either side of an older one that `c` shows its thread among
 _CONNECTIVES = ("AND", "OR", "||", "|", "!", "(", ")")
 
@@ -179,24 +183,72 @@ class DiskEventLog(EventLog):
                    every_s: float = 0.25) -> Iterator[tuple[np.ndarray, bool]]:
         """For a worker thread: the older events `matcher` accepts on their own (epoch:/step: by their data,
         caused-by: none), read through the index a chunk at a time; yields (found so far, done) at most
-        every `every_s` seconds and once at the end. Stops early when `cancelled()`."""
-        base = self.base
+        every `every_s` seconds and once at the end. Stops early when `cancelled()`.
+
+        A free-text filter first looks for its needle in the raw lines (`text_prefilter`), so only lines
+        that may match are decoded."""
+        needle = text_prefilter(matcher)
+        chunks = self._older_chunks() if needle is None else self._candidate_chunks(needle)
         found: list[np.ndarray] = []
         reported = time.monotonic()
         matches = matcher.matches_alone
-        for first in range(0, base, _SCAN_CHUNK):
-            if cancelled is not None and cancelled():
-                return
-            seqs = np.arange(first, min(first + _SCAN_CHUNK, base))
-            events = decode_rows(self.index, self.row_numbers(seqs))
-            hits = [i for i, event in enumerate(events) if matches(event)]
-            if hits:
-                found.append(seqs[hits])
-            time.sleep(0)  # let the screen's thread run between chunks
-            if time.monotonic() - reported >= every_s:
-                reported = time.monotonic()
-                yield _joined(found), False
+        with collector_paused():  # what is decoded is freed as it goes: no collections over the window
+            for seqs in chunks:
+                if cancelled is not None and cancelled():
+                    return
+                if len(seqs):
+                    events = decode_rows(self.index, self.row_numbers(seqs))
+                    hits = [i for i, event in enumerate(events) if matches(event)]
+                    if hits:
+                        found.append(seqs[hits])
+                time.sleep(0)  # let the screen's thread run between chunks
+                if time.monotonic() - reported >= every_s:
+                    reported = time.monotonic()
+                    yield _joined(found), False
         yield _joined(found), True
+
+    def _older_chunks(self) -> Iterator[np.ndarray]:
+        for first in range(0, self.base, _SCAN_CHUNK):
+            yield np.arange(first, min(first + _SCAN_CHUNK, self.base))
+
+    def _candidate_chunks(self, needle: bytes) -> Iterator[np.ndarray]:
+        """Older sequence numbers whose lines hold `needle` (ASCII-lowercased) or a backslash, ascending,
+        a block of the file at a time (an empty array between blocks without any)."""
+        for first, segment in zip(self.index.starts.tolist(), self.index.segments, strict=False):
+            offsets = segment.columns["offset"]
+            if first >= self._first_window_row():
+                return
+            rows = min(len(offsets), self._first_window_row() - first)
+            with open(segment.log, "rb") as fh:
+                row = 0
+                while row < rows:
+                    start = int(offsets[row])
+                    stop_row = min(rows, int(np.searchsorted(offsets, start + _SCAN_BYTES, side="left")) or row + 1)
+                    stop_row = max(stop_row, row + 1)
+                    stop = int(offsets[stop_row - 1]) + int(segment.columns["length"][stop_row - 1])
+                    fh.seek(start)
+                    block = fh.read(stop - start).lower()
+                    hits = _line_hits(block, needle) + _line_hits(block, b"\\")
+                    if hits:
+                        local = np.searchsorted(offsets[row:stop_row], np.array(hits, np.int64) + start,
+                                                side="right") - 1 + row
+                        yield self._seqs_of(np.unique(local) + first)
+                    else:
+                        yield np.empty(0, np.int64)
+                    row = stop_row
+
+    def _first_window_row(self) -> int:
+        if self.base >= self.total:
+            return len(self.index)
+        return int(self.row_numbers(np.array([self.base]))[0])
+
+    def _seqs_of(self, rows: np.ndarray) -> np.ndarray:
+        """Sequence numbers of global `rows` (those of lines readers skip dropped)."""
+        if self._rows is None:
+            return rows
+        at = np.searchsorted(self._rows, rows)
+        keep = (at < len(self._rows)) & (self._rows[np.minimum(at, len(self._rows) - 1)] == rows)
+        return np.asarray(at[keep], np.int64)
 
     # -- visible rows --------------------------------------------------------------------------------
     def _window_rows(self) -> int:
@@ -242,6 +294,31 @@ class DiskEventLog(EventLog):
         if seq < self.base:
             return min(int(np.searchsorted(self._older, seq)), last)
         return min(self._before() + super().nearest_row(seq), last)
+
+
+def text_prefilter(matcher: EventMatcher) -> bytes | None:
+    """A needle every line of a matching event holds (ASCII-lowercased), when the filter is free text only
+    and its needle is letters, `_`, `.` or `-`: those read the same in the line as in `event_text` (a
+    line with a backslash may spell them with escapes: it is always a candidate). Not for a needle inside
+    `none` or `null` (a value written as one may be searched as the other)."""
+    needles = matcher.text_needles
+    if not needles or matcher.scopes:
+        return None
+    usable = [n for n in needles if _PLAIN_NEEDLE.match(n) and n not in "none" and n not in "null"]
+    return max(usable, key=len).encode() if usable else None
+
+
+def _line_hits(block: bytes, needle: bytes) -> list[int]:
+    """A position in each line of `block` that holds `needle` (one per line)."""
+    hits = []
+    at = block.find(needle)
+    while at >= 0:
+        hits.append(at)
+        end = block.find(b"\n", at)
+        if end < 0:
+            break
+        at = block.find(needle, end)
+    return hits
 
 
 def _joined(parts: list[np.ndarray]) -> np.ndarray:

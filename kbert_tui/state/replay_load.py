@@ -240,7 +240,7 @@ def indexed_log(index: LogIndex, capacity: int, *, cancelled: Callable[[], bool]
             if cancelled is not None and cancelled():
                 return None
             time.sleep(0)
-    return DiskEventLog(index, capacity, window, rows)
+        return DiskEventLog(index, capacity, window, rows)
 
 
 def history_state(log: DiskEventLog, *, cancelled: Callable[[], bool] | None = None,
