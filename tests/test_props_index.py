@@ -114,7 +114,8 @@ def test_the_index_has_a_row_per_line_and_names_exactly_what_readers_read(tmp_pa
     index = open_index(path)
     reader = read_events(path)
     events = list(reader)
-    names = np.array([""] + index.segments[0].names, object)[index.column("name")].tolist()
+    names = [n for segment in index.segments
+             for n in np.array([""] + segment.names, object)[np.asarray(segment.columns["name"])].tolist()]
     assert [n for n in names if n] == [e.name for e in events]
     assert index.unreadable() == reader.malformed and len(index) == len(events) + reader.malformed
 

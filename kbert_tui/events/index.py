@@ -354,20 +354,33 @@ def open_segment(log: str | os.PathLike[str], *, writable: bool | None = None,
 
     `writable=None` saves only when no live writer holds the log (its writer keeps the index itself).
     """
+    pieces = open_pieces(log, writable=writable, progress=progress)
+    if len(pieces) == 1:
+        return pieces[0]
+    saved, tail = pieces
+    columns = Columns.concat([Columns(dict(saved.columns)), Columns(dict(tail.columns))]).arrays
+    return SegmentIndex(saved.log, saved.folder, tail.names, columns, tail.end)
+
+
+def open_pieces(log: str | os.PathLike[str], *, writable: bool | None = None,
+                progress: BuildProgress | None = None) -> list[SegmentIndex]:
+    """`open_segment` without joining: the saved index (memory-mapped), then, where a live writer has
+    lines it has not indexed yet, those rows in memory as a second piece of the same file (joining them
+    would copy every column)."""
     path = Path(log)
     size = path.stat().st_size
     first = _read_first_line(path) if size else None
+    save = _may_save(path, writable)
     for folder in (index_dir(path), _cached_dir(path)):
         if folder.is_dir():
             trusted = _trusted(path, folder, size, first)
             if trusted is not None:
                 names, columns = trusted
                 covered = int(columns["offset"][-1]) + int(columns["length"][-1]) if len(columns["offset"]) else 0
-                segment = SegmentIndex(path, folder, names, columns, covered)
-                return _complete(segment, size, _may_save(path, writable), progress)
-            if _may_save(path, writable):
+                return _complete(SegmentIndex(path, folder, names, columns, covered), size, save, progress)
+            if save:
                 _remove(folder)
-    return _build(path, size, _may_save(path, writable), progress)
+    return _build(path, size, save, progress)
 
 
 def _may_save(log: Path, writable: bool | None) -> bool:
@@ -400,10 +413,14 @@ def _writer_alive(log: Path) -> bool:
         os.close(fd)
 
 
+Sink = Callable[[Columns, int], None]  # rows for the log up to a byte, as they are made
+
+
 def _index_range(path: Path, start: int, stop: int, names: NameTable, progress: BuildProgress | None,
-                 whole_lines: bool) -> tuple[Columns, int]:
-    """Rows for the lines in path[start:stop]; with `whole_lines`, a last line without its newline is left
-    out (the end it returns says where indexing stopped)."""
+                 whole_lines: bool, sink: Sink | None = None) -> tuple[Columns, int]:
+    """Rows for the lines in path[start:stop] (handed to `sink` block by block when given, so memory holds
+    one block's rows; else returned); with `whole_lines`, a last line without its newline is left out
+    (the end it returns says where indexing stopped)."""
     parts: list[Columns] = []
     if stop <= start:
         return Columns.empty(), start
@@ -418,25 +435,31 @@ def _index_range(path: Path, start: int, stop: int, names: NameTable, progress: 
                 limit = view.rfind(b"\n", position, stop) + 1 or position
                 if limit == position:
                     break
-            parts.append(index_block(view[position:limit], position, names))
+            rows = index_block(view[position:limit], position, names)
+            if sink is None:
+                parts.append(rows)
+            else:
+                sink(rows, limit)
             position = limit
             if progress is not None:
                 progress(position, stop)
     return Columns.concat(parts), position
 
 
-def _build(path: Path, size: int, save: bool, progress: BuildProgress | None) -> SegmentIndex:
+def _build(path: Path, size: int, save: bool, progress: BuildProgress | None) -> list[SegmentIndex]:
     names = NameTable()
-    columns, end = _index_range(path, 0, size, names, progress, whole_lines=save)
-    folder = _save(path, columns, names) if save and len(columns) else None
-    segment = SegmentIndex(path, folder, names.names, _load_columns(folder) if folder else columns.arrays, end)
-    return _complete(segment, size, False, None)
+    first = _read_first_line(path) if save else None
+    saved = _build_saved(path, first, names, progress) if first is not None else None
+    if saved is not None:
+        folder, end = saved
+        return _complete(SegmentIndex(path, folder, names.names, _load_columns(folder), end), size, False, None)
+    columns, end = _index_range(path, 0, size, names, progress, whole_lines=False)
+    return [SegmentIndex(path, None, names.names, columns.arrays, end)]
 
 
-def _save(path: Path, columns: Columns, names: NameTable) -> Path | None:
-    first = _read_first_line(path)
-    if first is None:
-        return None
+def _build_saved(path: Path, first: bytes, names: NameTable, progress: BuildProgress | None) -> tuple[Path, int] | None:
+    """Build the index straight into files (beside the log, else in the cache folder), a block at a time;
+    (its folder, the bytes it covers), or None when it can be saved nowhere."""
     for target in (index_dir(path), _cached_dir(path)):
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -445,45 +468,49 @@ def _save(path: Path, columns: Columns, names: NameTable) -> Path | None:
         except OSError:
             continue
         try:
-            for key in COLUMNS:
-                columns.arrays[key].tofile(_column_path(work, key))
-            (work / "names.jsonl").write_bytes(b"".join(orjson.dumps(n) + b"\n" for n in names.names))
             (work / "meta.json").write_bytes(orjson.dumps({"format": FORMAT, "first_line": _first_line_key(first)}))
+            (work / "names.jsonl").touch()
+            for key in COLUMNS:
+                _column_path(work, key).touch()
+            writer = IndexAppender(path, work, names, 0, 0, saved_names=0)
+            try:
+                _, end = _index_range(path, 0, path.stat().st_size, names, progress, whole_lines=True,
+                                      sink=writer.write)
+            finally:
+                writer.close()
             _remove(target)
             os.replace(work, target)
-            return target
+            return target, end
         except OSError:
             _remove(work)
     return None
 
 
-def _complete(segment: SegmentIndex, size: int, save: bool, progress: BuildProgress | None) -> SegmentIndex:
+def _complete(segment: SegmentIndex, size: int, save: bool, progress: BuildProgress | None) -> list[SegmentIndex]:
     """Index what the log holds past `segment.end`: its whole lines appended to the saved index when allowed,
-    the rest (a live writer's newest lines, a last line without its newline) in memory."""
+    the rest (a live writer's newest lines, a last line without its newline) in memory, as a second piece."""
     if segment.end >= size:
-        return segment
+        return [segment]
     names = NameTable(segment.names)
     if save and segment.folder is not None:
-        tail, end = _index_range(segment.log, segment.end, size, names, progress, whole_lines=True)
-        if len(tail):
+        try:
+            appender = IndexAppender(segment.log, segment.folder, names, len(segment), segment.end,
+                                     saved_names=len(segment.names))
+        except (OSError, ValueError):
+            appender = None
+        if appender is not None:
             try:
-                appender = IndexAppender(segment.log, segment.folder, names, len(segment), segment.end,
-                                         saved_names=len(segment.names))
-            except (OSError, ValueError):
-                appender = None
-            if appender is not None:
-                try:
-                    appender.write(tail, end)
-                except OSError as exc:
-                    appender.fail(str(exc))
-                appender.close()
-                if appender.failed is None:
-                    segment = SegmentIndex(segment.log, segment.folder, names.names, _load_columns(segment.folder), end)
-    if segment.end < size:
-        tail, end = _index_range(segment.log, segment.end, size, names, progress, whole_lines=False)
-        columns = Columns.concat([Columns(dict(segment.columns)), tail]).arrays
-        segment = SegmentIndex(segment.log, segment.folder, names.names, columns, end)
-    return segment
+                _, end = _index_range(segment.log, segment.end, size, names, progress, whole_lines=True,
+                                      sink=appender.write)
+            except OSError as exc:
+                appender.fail(str(exc))
+            appender.close()
+            if appender.failed is None:
+                segment = SegmentIndex(segment.log, segment.folder, names.names, _load_columns(segment.folder), end)
+    if segment.end >= size:
+        return [segment]
+    tail, end = _index_range(segment.log, segment.end, size, names, progress, whole_lines=False)
+    return [segment, SegmentIndex(segment.log, None, names.names, tail.arrays, end)]
 
 
 # -- the whole log ------------------------------------------------------------------------------------
@@ -504,7 +531,11 @@ class LogIndex:
 
     @property
     def total_bytes(self) -> int:
-        return sum(s.end for s in self.segments)
+        """Bytes of the log covered (a file in two pieces counts once)."""
+        ends: dict[Path, int] = {}
+        for segment in self.segments:
+            ends[segment.log] = max(ends.get(segment.log, 0), segment.end)
+        return sum(ends.values())
 
     def column(self, key: str) -> np.ndarray:
         """One column over every segment (a copy only when there are several)."""
@@ -602,6 +633,6 @@ def open_index(log: str | os.PathLike[str], *, progress: BuildProgress | None = 
     segments = []
     for file, size in zip(files, sizes, strict=False):
         report = None if progress is None else (lambda d, _t, base=done: progress(base + d, total))
-        segments.append(open_segment(file, progress=report))
+        segments.extend(open_pieces(file, progress=report))
         done += size
     return LogIndex(segments)
