@@ -12,7 +12,7 @@ from simulate import simulate_run
 from kbert_tui.events import Event
 from kbert_tui.events.index import open_index
 from kbert_tui.events.store import JsonlStore, read_events
-from kbert_tui.state import parse_filter
+from kbert_tui.state import EventLog, event_kind, parse_filter
 from kbert_tui.state.disk_log import DiskEventLog, name_only
 from kbert_tui.state.replay_load import end_from_index, load_all, load_end, load_indexed
 
@@ -150,3 +150,21 @@ def test_a_free_text_scan_finds_a_word_another_writer_spelled_with_escapes(tmp_p
     log.set_filter(matcher)
     *_, (found, done) = log.scan_older(matcher)
     assert done and found.tolist() == [5]
+
+
+def test_e_and_shift_e_find_errors_and_warnings_among_the_older_events(segmented: tuple[Path, list[Event]]):
+    path, events = segmented
+    result = load_indexed(open_index(path), capacity=100)
+    assert result is not None
+    _, log = result
+    plain = EventLog(len(events))
+    plain.extend(events)  # the reference: every event in memory
+    for matcher in (None, parse_filter("system.*"), parse_filter("!system.*")):
+        log.set_filter(matcher)
+        plain.set_filter(matcher)
+        for forward in (True, False):
+            for seq in (0, 1, 50, log.base - 1, log.base, len(events) // 2, len(events) - 1):
+                for limit in (None, len(events) // 3):
+                    assert log.problem_after(seq, forward=forward, limit=limit) == plain.problem_after(
+                        seq, forward=forward, limit=limit), (matcher and matcher.query, forward, seq, limit)
+    assert sum(event_kind(e) in ("error", "warning") for e in events) >= 2

@@ -21,12 +21,14 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from kbert_tui.events import Event
+from kbert_tui.events import catalog as ev
 from kbert_tui.events._codec import decode_lines
 from kbert_tui.events._query import collector_paused
 from kbert_tui.events.index import LogIndex
 
 from .filter import _EVENT_NAME, _GLOB_CHARS, _OPERATORS, EventMatcher, _tokenize, event_text
 from .log_index import EventLog
+from .summary import event_kind
 
 __all__ = ["DiskEventLog", "decode_rows", "name_only", "name_table_mask", "readable_rows", "text_prefilter"]
 
@@ -113,6 +115,7 @@ class DiskEventLog(EventLog):
         self._older = np.empty(0, np.int64)  # sequence numbers below `base` the filter shows, ascending
         self.older_complete = True  # False while a scan of the older events for the filter runs
         self._chunks: OrderedDict[int, list[Event]] = OrderedDict()
+        self._problems_older: np.ndarray | None = None
 
     @property
     def evicted(self) -> int:
@@ -249,6 +252,44 @@ class DiskEventLog(EventLog):
         at = np.searchsorted(self._rows, rows)
         keep = (at < len(self._rows)) & (self._rows[np.minimum(at, len(self._rows) - 1)] == rows)
         return np.asarray(at[keep], np.int64)
+
+    # -- errors and warnings (e / E) ----------------------------------------------------------------------
+    def problem_after(self, seq: int, *, forward: bool = True, limit: int | None = None) -> int | None:
+        """`EventLog.problem_after` over every event: the window's, then (or first) the older ones on disk."""
+        if forward:
+            if seq + 1 < self.base:
+                older = self._older_problems()
+                for candidate in older[np.searchsorted(older, seq + 1):].tolist():
+                    if limit is not None and candidate >= limit:
+                        return None
+                    if self.row_of(candidate) is not None:
+                        return int(candidate)
+            return super().problem_after(seq, forward=True, limit=limit)
+        found = super().problem_after(seq, forward=False, limit=limit) if seq > self.base else None
+        if found is not None:
+            return found
+        older = self._older_problems()
+        below = min(seq, self.base, seq if limit is None else limit)
+        for candidate in older[:np.searchsorted(older, below)][::-1].tolist():
+            if self.row_of(candidate) is not None:
+                return int(candidate)
+        return None
+
+    def _older_problems(self) -> np.ndarray:
+        """Older sequence numbers of errors and warnings (by name; a failed validation by its data)."""
+        if self._problems_older is None:
+            def by_name(name: str) -> bool:
+                return name != ev.DATA_VALIDATION_COMPLETED and event_kind(Event(name, {})) in ("error", "warning")
+
+            def older(mask: np.ndarray) -> np.ndarray:
+                return np.flatnonzero((mask if self._rows is None else mask[self._rows])[:self.base])
+
+            named = older(name_table_mask(self.index, by_name))
+            validations = older(name_table_mask(self.index, lambda name: name == ev.DATA_VALIDATION_COMPLETED))
+            events = decode_rows(self.index, self.row_numbers(validations))
+            failed = validations[[i for i, e in enumerate(events) if event_kind(e) == "error"]]
+            self._problems_older = np.union1d(named, failed).astype(np.int64)
+        return self._problems_older
 
     # -- visible rows --------------------------------------------------------------------------------
     def _window_rows(self) -> int:
