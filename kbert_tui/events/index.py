@@ -424,23 +424,29 @@ def _index_range(path: Path, start: int, stop: int, names: NameTable, progress: 
     parts: list[Columns] = []
     if stop <= start:
         return Columns.empty(), start
-    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as view:
+    with open(path, "rb") as fh:  # read, not mapped: a mapped 3 GB log would count its pages as ours
         position = start
         while position < stop:
-            limit = min(stop, position + _BUILD_BLOCK)
-            if limit < stop:
-                cut = view.rfind(b"\n", position, limit)
-                limit = cut + 1 if cut >= 0 else (view.find(b"\n", limit, stop) + 1 or stop)
-            elif whole_lines:
-                limit = view.rfind(b"\n", position, stop) + 1 or position
-                if limit == position:
+            block = os.pread(fh.fileno(), min(_BUILD_BLOCK, stop - position), position)
+            cut = block.rfind(b"\n") + 1
+            while not cut and position + len(block) < stop:  # a line longer than a block
+                more = os.pread(fh.fileno(), min(_BUILD_BLOCK, stop - position - len(block)), position + len(block))
+                if not more:
                     break
-            rows = index_block(view[position:limit], position, names)
+                cut = more.rfind(b"\n") + 1 and len(block) + more.rfind(b"\n") + 1
+                block += more
+            if not block:
+                break
+            if cut and (position + len(block) < stop or whole_lines):
+                block = block[:cut]
+            elif whole_lines or not cut and position + len(block) < stop:
+                break  # only the start of a line no newline ends yet
+            rows = index_block(block, position, names)
             if sink is None:
                 parts.append(rows)
             else:
-                sink(rows, limit)
-            position = limit
+                sink(rows, position + len(block))
+            position += len(block)
             if progress is not None:
                 progress(position, stop)
     return Columns.concat(parts), position
