@@ -243,3 +243,16 @@ async def test_the_model_versus_baseline_row_is_shortened_never_silently_cut(set
             row = next(line.plain for _, line in pane._rows(width, pane.pal) if line.plain.startswith("val_acc "))
             assert len(row) <= width and (row.endswith("bag-of-words 0.750") or row.endswith("…")), row
             assert width < 49 or row.endswith("0.750")  # 80x24's text column: shorter words, every figure whole
+
+
+async def test_a_stopped_runs_checkpoint_keeps_its_folder_name_at_80x24(settle):
+    events = long_run(finished=False)
+    last = events[-1]
+    path = "/home/someone/experiments/2026-01-01/a-long-run-directory/checkpoints/stopped-step-12340136"
+    stopped = dataclasses.replace(last, name=ev.TRAINING_STOPPED, id="sim-stopped", data={
+        "epoch": 3, "step": FIRST_STEP + 136, "reason": "user", "checkpoint_path": path})
+    app = MonitorApp(StaticSource([*events, stopped]))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        training = region_text(screen_cells(app), app.training_pane)
+        assert "■ stopped (user) /" in training and "…/stopped-step-12340136" in training, training

@@ -16,7 +16,7 @@ from kbert_tui.state import PluginInfo, RunState, format_number, printable
 from kbert_tui.state.chart import ChartSettings, LossCurve, readout, smoothed
 
 from .chart import Line, braille_chart, raw_line
-from .render import Palette, bar, duration, fit_pairs, palette, sparkline
+from .render import Palette, bar, duration, fit_pairs, middle_cut, palette, sparkline
 
 __all__ = ["TrainingPane", "SystemPane", "PluginsPane"]
 
@@ -224,8 +224,10 @@ class TrainingPane(StatePane):
             err.append(t.error or "failed", pal.kind["error"])
             rows.append((0, err))
         elif t.status == "stopped":
-            rows.append((2, Text(f"■ stopped ({t.stop_reason or 'user'}) checkpoint {t.checkpoint_path or '—'}",
-                                 pal.kind["warning"])))
+            where = t.checkpoint_path or "—"
+            lead = f"■ stopped ({t.stop_reason or 'user'}) " + ("checkpoint " if len(where) < width - 40 else "")
+            where = middle_cut(where, max(12, width - len(lead)))  # keeps the checkpoint folder's name
+            rows.append((2, Text(lead + where, pal.kind["warning"])))
         elif t.status == "completed":
             note = "✔ completed" + (" (stopped early)" if t.stopped_early else "")
             if t.restored_epoch is not None:

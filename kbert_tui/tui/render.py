@@ -157,12 +157,15 @@ def duration(seconds: float | None) -> str:
 
 
 def middle_cut(text: str, width: int) -> str:
-    """`text` in at most `width` cells, its middle replaced by `…` (a path keeps its file name, a query its end)."""
+    """`text` in at most `width` cells, its middle replaced by `…` (a path keeps its last name whole where it
+    can: `/home/…/checkpoints/stopped-step-350`)."""
     if cell_len(text) <= width:
         return text
     if width <= 1:
         return "…"[:max(0, width)]
     tail = (width - 1) // 2
+    if "/" in text:
+        tail = max(tail, min(width - 2, cell_len(text.rsplit("/", 1)[-1]) + 1))
     head = width - 1 - tail
     return set_cell_size(text, head) + "…" + _last_cells(text, tail)
 
