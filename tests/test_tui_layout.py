@@ -256,3 +256,17 @@ async def test_a_stopped_runs_checkpoint_keeps_its_folder_name_at_80x24(settle):
         await settle(pilot)
         training = region_text(screen_cells(app), app.training_pane)
         assert "■ stopped (user) /" in training and "…/stopped-step-12340136" in training, training
+
+
+async def test_the_loss_row_keeps_every_figure_whole_beside_the_chart(settle):
+    events = list(simulate_run(epochs=1, steps_per_epoch=20))
+    for event in events:  # the demo's figures, resumed at 80x24: tiny loss, four-digit samples/s
+        if event.name == ev.TRAINING_BATCH_COMPLETED:
+            event.data.update(loss=9.708e-04)
+            event.data["metrics"].update(learning_rate=2.531e-04, grad_norm=0.01852, samples_per_sec=1018.4)
+    app = MonitorApp(StaticSource(events))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        pane = app.training_pane
+        row = next(line.plain for _, line in pane._rows(49, pane.pal) if "sps" in line.plain)
+        assert "…" not in row and row.endswith("sps 1,018"), row

@@ -179,7 +179,8 @@ class TrainingPane(StatePane):
         def num(value: float | None) -> str:
             return format_number(value) if value is not None else "—"
 
-        sps = f"{t.samples_per_sec:,.1f}" if t.samples_per_sec is not None else "—"
+        rate = t.samples_per_sec
+        sps = "—" if rate is None else f"{rate:,.0f}" if rate >= 1000 else f"{rate:,.1f}"  # 4 digits: no tenths
         rows.append((1, fit_pairs([("loss", "loss", num(t.loss)), ("lr", "lr", num(t.learning_rate)),
                                    ("gnorm", "gn", num(t.grad_norm)), ("samples/s", "sps", sps)],
                                   width, pal.label, pal.value)))
