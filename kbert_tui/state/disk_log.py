@@ -226,14 +226,15 @@ class DiskEventLog(EventLog):
                 row = 0
                 while row < rows:
                     start = int(offsets[row])
-                    stop_row = min(rows, int(np.searchsorted(offsets, start + _SCAN_BYTES, side="left")) or row + 1)
+                    # the key in the column's own type: a Python int would have numpy convert all 10M offsets
+                    stop_row = min(rows, int(np.searchsorted(offsets, np.uint64(start + _SCAN_BYTES), side="left")))
                     stop_row = max(stop_row, row + 1)
                     stop = int(offsets[stop_row - 1]) + int(segment.columns["length"][stop_row - 1])
                     fh.seek(start)
                     block = fh.read(stop - start).lower()
                     hits = _line_hits(block, needle) + _line_hits(block, b"\\")
                     if hits:
-                        local = np.searchsorted(offsets[row:stop_row], np.array(hits, np.int64) + start,
+                        local = np.searchsorted(offsets[row:stop_row], np.array(hits, np.uint64) + np.uint64(start),
                                                 side="right") - 1 + row
                         yield self._seqs_of(np.unique(local) + first)
                     else:

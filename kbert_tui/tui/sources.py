@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kbert_tui.events import Event
-from kbert_tui.events.index import index_dir, open_index
+from kbert_tui.events.index import open_index
 from kbert_tui.events.store import EventLogReader, read_events
 from kbert_tui.remote import rank_logs
 from kbert_tui.state.ranks import MergedLogReader
@@ -24,7 +24,7 @@ from kbert_tui.state.replay_load import end_from_index, history_state, indexed_l
 
 __all__ = ["EventSource", "ReplaySource", "LiveSource", "StaticSource"]
 
-GLANCE_BYTES = 64 << 20  # a log this big without a saved index shows its tail first, while the index is built
+GLANCE_BYTES = 64 << 20  # a log this big shows its tail's state first, while its index is checked or built
 
 
 class EventSource:
@@ -191,8 +191,8 @@ class ReplaySource(EventSource):
         return " · ".join(parts)
 
     def end_first_stages(self, capacity: int, cancelled: Callable[[], bool]) -> Iterator[tuple[str, Any]]:
-        """For a worker thread, what to show of the recording, in order: ("glance", EndView) — a big log
-        without a saved index: its tail's state while the index is built (progress in `describe`);
+        """For a worker thread, what to show of the recording, in order: ("glance", EndView) — a big log:
+        its tail's state while the index is checked, or built (progress in `describe`);
         ("end", EndView) — the run's end, milestones and all; through the index, ("log", DiskEventLog) —
         every event navigable, the older ones read from disk; ("history", (RunState, EventLog)) — the
         panes' whole history behind it.
@@ -200,7 +200,7 @@ class ReplaySource(EventSource):
         files = self.reader.files
         index = None
         if not isinstance(self.reader, MergedLogReader):
-            if self.total_bytes >= GLANCE_BYTES and not all(index_dir(f).is_dir() for f in files):
+            if self.total_bytes >= GLANCE_BYTES:  # even a saved index takes a second to check at 10M events
                 self.via_index = True
                 yield "glance", load_end(files, capacity, milestones=False)
             try:
