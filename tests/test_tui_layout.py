@@ -270,3 +270,12 @@ async def test_the_loss_row_keeps_every_figure_whole_beside_the_chart(settle):
         pane = app.training_pane
         row = next(line.plain for _, line in pane._rows(49, pane.pal) if "sps" in line.plain)
         assert "…" not in row and row.endswith("sps 1,018"), row
+
+
+async def test_a_filtered_row_leads_with_the_compared_field_and_does_not_repeat_it():
+    app = live_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await typed_filter_and_cursor(pilot)
+        rows = [r for r in region_text(screen_cells(app), app.log_view).splitlines() if "batch_completed" in r]
+        assert rows and all(row.count("loss=") == 1 and " step 1234" in row for row in rows), rows[:3]
+        app.source._ended.set()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
 from rich.style import Style
@@ -284,9 +286,16 @@ class LogView(ScrollView, can_focus=True):
                 segments.append(Segment(lead, base + pal.kind["warning"] + cursor))
                 rest -= cell_len(lead)
         text = self.summary(seq, event)
+        if matcher is not None and matcher.fields:  # the row leads with these already
+            text = _without_keys(text, {path[-1] for path in matcher.fields})
         summary_style = kind_style if kind in ("error", "warning") else base + pal.kind["other"]
         segments.append(Segment(_fit(text, rest), base + summary_style + cursor))
         return Strip(segments).crop_extend(0, width, base + cursor)  # measured, so an overlong row is cut
+
+
+def _without_keys(summary: str, keys: set[str]) -> str:
+    """The summary without its `key=value` pairs for `keys`."""
+    return re.sub(rf"(?<![\w.])(?:{'|'.join(map(re.escape, keys))})=\S+ ?", "", summary).strip()
 
 
 def _fit(text: str, width: int) -> str:
