@@ -13,7 +13,8 @@ from kbert_tui.events import Event
 from kbert_tui.events.index import open_index
 from kbert_tui.events.store import JsonlStore, read_events
 from kbert_tui.state import EventLog, event_kind, parse_filter
-from kbert_tui.state.disk_log import DiskEventLog, name_only
+from kbert_tui.state import disk_log
+from kbert_tui.state.disk_log import DiskEventLog, name_only, read_lines
 from kbert_tui.state.replay_load import end_from_index, load_all, load_end, load_indexed
 
 
@@ -168,3 +169,18 @@ def test_e_and_shift_e_find_errors_and_warnings_among_the_older_events(segmented
                     assert log.problem_after(seq, forward=forward, limit=limit) == plain.problem_after(
                         seq, forward=forward, limit=limit), (matcher and matcher.query, forward, seq, limit)
     assert sum(event_kind(e) in ("error", "warning") for e in events) >= 2
+
+
+def test_reading_lines_by_spans_gives_what_the_index_maps(segmented: tuple[Path, list[Event]],
+                                                          monkeypatch: pytest.MonkeyPatch):
+    path, events = segmented
+    index = open_index(path)
+    rng = np.random.default_rng(7)
+    for size in (1, 5, 300, len(events)):
+        rows = np.sort(rng.choice(len(index), size=size, replace=False))
+        assert read_lines(index, rows) == index.lines(rows)
+    monkeypatch.setattr(disk_log, "_SPAN_MAX", 1000)  # many small spans
+    monkeypatch.setattr(disk_log, "_SPAN_GAP", 0)
+    rows = np.sort(rng.choice(len(index), size=400, replace=False))
+    assert read_lines(index, rows) == index.lines(rows)
+    assert read_lines(index, np.empty(0, np.int64)) == []
