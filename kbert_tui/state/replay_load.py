@@ -10,8 +10,14 @@ few of them. `load_end` reads
   batches, bus.*, system warnings/bottlenecks/gpu_unavailable;
 
 and reduces milestones, then the tail, into a `RunState` (the loss curve then covers the tail only).
-`load_all` then decodes everything in order into a complete `RunState` and `EventLog`, reporting
-progress; both are plain functions the monitor runs on a worker thread.
+`load_all` then decodes everything in order into a complete `RunState` and `EventLog` (a multi-rank
+run, or a log whose index can't be opened).
+
+Through the log's index (kbert_tui.events.index) no line is searched: `end_from_index` finds the
+milestones by their name ids and the tail by the lengths column; `indexed_log` decodes the newest
+`capacity` events into a `DiskEventLog` (every event navigable, the older ones read from disk when
+shown); `history_state` decodes only the older events the panes keep (`history_names`) into the run's
+`RunState`. All are plain functions the monitor runs on a worker thread.
 """
 
 from __future__ import annotations
