@@ -19,6 +19,8 @@ and each run again in a folder of its own for `compare`. 10M events are ~3 GB. F
 - queries: `EventBus.query_events` by name (~1% of events), time range (1%), correlation id (one run of
   ten), step range (~1%, where EventQuery has one); the monitor's free-text `o` search in a worker thread;
   each with the loop's longest stall meanwhile (5 ms ticker); hit counts checked against the generator's;
+- the monitor's `/` filter over every event of a replay, held as replay holds them: by name (~1%), and
+  free text, the older events scanned in a worker thread (its stall too);
 - compare: `kbert-tui compare --format json` over the ten runs (together the size's events), first with no
   index beside them, then with; and in-process the reading its interactive view does (every batch, curves).
 
@@ -58,7 +60,7 @@ from kbert_tui.events import EventBus, EventQuery  # noqa: E402
 from kbert_tui.events import catalog as ev  # noqa: E402
 from kbert_tui.state import parse_filter  # noqa: E402
 from kbert_tui.state.compare import compare_table, label_runs, load_run  # noqa: E402
-from kbert_tui.state.log_index import search_older  # noqa: E402
+from kbert_tui.state.log_index import DEFAULT_CAPACITY, search_older  # noqa: E402
 from simulate import simulate_run  # noqa: E402
 
 GENERATOR = 1  # the files' layout: a log written by another version is written anew
@@ -336,6 +338,49 @@ def measure_queries(log: Path, plan: dict[str, dict[str, Any]]) -> dict[str, Any
     return out
 
 
+# -- the monitor's filter over a replay ------------------------------------------------------------
+
+def measure_filters(log: Path, plan: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The `/` filter of `kbert-tui replay` over every event, held as replay holds them (`indexed_log`: the
+    newest DEFAULT_CAPACITY decoded, the older ones on disk behind the index): by name, and by free text
+    (older events scanned in a worker thread, as the monitor does, the loop's stall meanwhile)."""
+    try:
+        from kbert_tui.events.index import open_index
+        from kbert_tui.state.replay_load import indexed_log
+    except ImportError:
+        return {"available": False}
+    held = indexed_log(open_index(log), DEFAULT_CAPACITY)
+    assert held is not None
+    gc.collect()
+    started = time.perf_counter()
+    held.set_filter(parse_filter(plan["name"]["name"]))
+    by_name = {"s": round(time.perf_counter() - started, 3), "hits": len(held), "expected": plan["name"]["hits"]}
+    gc.collect()
+    elapsed, rows, stall = asyncio.run(_filter_text(held, plan["text"]["text"]))
+    return {"available": True, "name": by_name,
+            "text": {"s": round(elapsed, 3), "hits": rows, "mb_s": round(log.stat().st_size / 1e6 / elapsed, 1),
+                     "stall_ms": round(stall * 1000, 1)}}
+
+
+async def _filter_text(held: Any, text: str) -> tuple[float, int, float]:
+    """(seconds, rows shown, the loop's longest stall) of a free-text `/` filter over `held`."""
+    from bench_bus import StallMeter
+
+    matcher = parse_filter(text)
+
+    def scan() -> None:
+        for found, done in held.scan_older(matcher):
+            if done:
+                held.add_older(matcher, found, done)
+
+    async with StallMeter() as meter:
+        started = time.perf_counter()
+        held.set_filter(matcher)  # the window, on the loop
+        await asyncio.to_thread(scan)
+        elapsed = time.perf_counter() - started
+    return elapsed, len(held), meter.worst
+
+
 # -- compare -----------------------------------------------------------------------------------------
 
 def measure_compare(log: Path, repeats: int) -> dict[str, Any]:
@@ -421,6 +466,8 @@ def measure_size(root: Path, events: int, repeats: int, toolong: str | None,
         row["end"] = {"available": False}
     step("queries")
     row["queries"] = measure_queries(log, meta["queries"])
+    step("the monitor's filter")
+    row["filters"] = measure_filters(log, meta["queries"])
     step("compare")
     row["compare"] = measure_compare(log, repeats)
     row["load"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
@@ -445,9 +492,9 @@ def _compare_cell(compare: dict[str, Any]) -> str:
 
 def table(rows: list[dict[str, Any]], toolong: str | None) -> str:
     out = ["| events | log | end on screen: ours / toolong | RSS: ours, whole history / toolong | index build "
-           "| by name | by time | by correlation id | by step | free text (`o`) | loop stall | compare 10 runs "
-           "| load |",
-           "|---:|---:|---|---|---|---|---|---|---|---|---:|---|---|"]
+           "| by name | by time | by correlation id | by step | `/` name filter | `/` free text | `o` free text "
+           "| loop stall | compare 10 runs | load |",
+           "|---:|---:|---|---|---|---|---|---|---|---|---|---|---:|---|---|"]
     for row in rows:
         end, index, q, compare = row["end"], row["index"], row["queries"], row["compare"]
         if end.get("available", True):
@@ -463,11 +510,21 @@ def table(rows: list[dict[str, Any]], toolong: str | None) -> str:
             else "index: not available"
         if index.get("records_ok") is False:
             built += f" ≠ {index['records']:,} records"
-        stall = max(r.get("stall_ms", 0.0) for r in q.values())
+        filters = row["filters"]
+        stall = max(r.get("stall_ms", 0.0) for r in [*q.values(), *filters.values()] if isinstance(r, dict))
         text = q["text"]
+        if filters["available"]:
+            by_name, scan = filters["name"], filters["text"]
+            name_filter = f"{by_name['s']:.2f} s ({by_name['hits']:,})"
+            if by_name["hits"] != by_name["expected"]:
+                name_filter += f" ≠ {by_name['expected']:,} expected"
+            text_filter = f"{scan['s']:.2f} s ({scan['mb_s']:,.0f} MB/s)"
+        else:
+            name_filter = text_filter = "no index"
         out.append(f"| {row['events']:,} | {row['file_mb']:,.0f} MB | {on_screen} | {rss} | {built} "
                    f"| {_query_cell(q['name'])} | {_query_cell(q['time'])} | {_query_cell(q['correlation'])} "
-                   f"| {_query_cell(q['step'])} | {text['s']:.2f} s ({text['mb_s']:,.0f} MB/s) | {stall:.0f} ms "
+                   f"| {_query_cell(q['step'])} | {name_filter} | {text_filter} "
+                   f"| {text['s']:.2f} s ({text['mb_s']:,.0f} MB/s) | {stall:.0f} ms "
                    f"| {_compare_cell(compare)} "
                    f"| {row['load'][0]:.1f}→{row['load'][1]:.1f} |")
     return "\n".join(out)
