@@ -83,9 +83,12 @@ def _encoder(metrics: dict[str, Any]) -> str:
 def _started(d: dict[str, Any], baseline: str | None) -> None:
     raw = d.get("blas")
     blas = raw if isinstance(raw, dict) else {"name": raw}
-    print(f"training {shown(d.get('model_type', '?'))} ({_count(d.get('num_parameters'))} parameters) on "
-          f"{shown(d.get('device', '?'))}, BLAS {shown(blas.get('summary') or blas.get('name'))}: "
-          f"{_count(d.get('total_epochs'))} epochs × {_count(d.get('steps_per_epoch'))} steps", flush=True)
+    what = (f"training {shown(d.get('model_type', '?'))} ({_count(d.get('num_parameters'))} parameters) on "
+            f"{shown(d.get('device', '?'))}: {_count(d.get('total_epochs'))} epochs × "
+            f"{_count(d.get('steps_per_epoch'))} steps")
+    library = f"BLAS {shown(blas.get('summary') or blas.get('name'))}"
+    together = f"{what}, {library}"
+    print(together if len(together) <= LINE_WIDTH else f"{what}\n  {library}", flush=True)
     if blas.get("hint"):
         print(f"note: {shown(blas['hint'])}", file=sys.stderr, flush=True)
 
@@ -133,8 +136,11 @@ def _completed(d: dict[str, Any], baseline: str | None) -> None:
     score += f" · {baseline}" if score and baseline else ""
     restored = (f", weights of epoch {_count(d['restored_epoch'])} (best {shown(best.get('metric'))})"
                 if d.get("restored_epoch") else "")
-    extra = f"; predictions → {shown(d['predictions_path'])}" if d.get("predictions_path") else ""
-    print(f"completed in {number(d.get('total_duration'), 1)} s{score}{restored}{extra}", flush=True)
+    line = f"completed in {number(d.get('total_duration'), 1)} s{score}{restored}"
+    if d.get("predictions_path"):  # a path may be long: on its own line past LINE_WIDTH
+        extra = f"predictions → {shown(d['predictions_path'])}"
+        line = f"{line}; {extra}" if len(line) + 2 + len(extra) <= LINE_WIDTH else f"{line}\n  {extra}"
+    print(line, flush=True)
 
 
 def _stopped(d: dict[str, Any], baseline: str | None) -> None:
