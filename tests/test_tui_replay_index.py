@@ -90,6 +90,13 @@ def test_the_title_shows_how_far_and_how_fast_the_index_is_built(foreign: tuple[
     assert "indexing 43% · " in source.describe() and " MB/s" in source.describe()
     source.index_progress(1000, 1000)
     assert "indexing" not in source.describe() and "read" not in source.describe()
+    stages = source.end_first_stages(100, lambda: False)
+    assert [next(stages)[0], next(stages)[0]] == ["end", "log"]
+    assert "history" not in source.describe()
+    assert next(stages)[0] == "history"  # its decoding reported how far it got
+    assert source.history_done == 1.0 and "history 100%" in source.describe()
+    source.loaded()
+    assert "history" not in source.describe() and "end of file" in source.describe()
 
 
 async def test_filters_reach_every_event_and_enter_and_c_open_an_old_one(foreign: tuple[Path, list[Event]]):

@@ -249,10 +249,11 @@ def indexed_log(index: LogIndex, capacity: int, *, cancelled: Callable[[], bool]
         return DiskEventLog(index, capacity, window, rows)
 
 
-def history_state(log: DiskEventLog, *, cancelled: Callable[[], bool] | None = None,
-                  chunk: int = 4000) -> RunState | None:
+def history_state(log: DiskEventLog, *, cancelled: Callable[[], bool] | None = None, chunk: int = 4000,
+                  progress: Callable[[int, int], None] | None = None) -> RunState | None:
     """The run's `RunState` over its whole history: the older events `history_names` keeps, decoded from
-    disk a chunk at a time, then every event of the log's window. None when cancelled."""
+    disk a chunk at a time, then every event of the log's window. None when cancelled. `progress(done,
+    total)` hears how many of the older events are in."""
     index = log.index
     first_window_row = int(log.row_numbers(np.array([log.base]))[0]) if log.base < log.total else len(index)
     older = np.flatnonzero(name_table_mask(index, history_names)[:first_window_row])
@@ -264,6 +265,8 @@ def history_state(log: DiskEventLog, *, cancelled: Callable[[], bool] | None = N
                 apply(event)
             if cancelled is not None and cancelled():
                 return None
+            if progress is not None:
+                progress(min(len(older), start + chunk), len(older))
             time.sleep(0)
         for seq in range(log.base, log.total):
             apply(log.get(seq))

@@ -146,6 +146,7 @@ class ReplaySource(EventSource):
         self.indexing: tuple[int, int, float] | None = None  # (bytes indexed, bytes to index, when it began)
         self.unreadable: int | None = None  # lines skipped, counted by the log's index (the reader never ran)
         self.via_index = False  # the monitor reads the log through its index, not through `reader`
+        self.history_done: float | None = None  # how much of the panes' history is in (through the index)
 
     async def start(self, inbox: deque[Event]) -> None:
         self._thread = threading.Thread(target=self._run, args=(inbox,), name="kbert-replay", daemon=True)
@@ -165,6 +166,9 @@ class ReplaySource(EventSource):
     def malformed(self) -> int:
         return self.reader.malformed if self.unreadable is None else self.unreadable
 
+    def _history_progress(self, done: int, total: int) -> None:
+        self.history_done = done / max(1, total)
+
     def index_progress(self, done: int, total: int) -> None:
         """The log's index is being built (a worker calls this): the title shows how far, how fast."""
         began = self.indexing[2] if self.indexing is not None else time.monotonic()
@@ -181,6 +185,8 @@ class ReplaySource(EventSource):
             done, total, began = self.indexing
             rate = done / max(1e-6, time.monotonic() - began) / 1e6
             parts.append(f"indexing {100 * done // max(1, total)}% · {rate:.0f} MB/s")
+        elif self.history_done is not None and not self._done:
+            parts.append(f"history {100 * self.history_done:.0f}%")
         elif self.total_bytes and not self._done and not self.via_index:
             parts.append(f"{min(100.0, 100.0 * self.reader.bytes_read / self.total_bytes):.0f}% read")
         parts.append(f"speed {self.speed:g}×" if self.speed else "fast")
@@ -220,7 +226,7 @@ class ReplaySource(EventSource):
         if log is None:
             return
         yield "log", log  # every event navigable now; the panes' history follows
-        state = history_state(log, cancelled=cancelled)
+        state = history_state(log, cancelled=cancelled, progress=self._history_progress)
         if state is not None:
             yield "history", (state, log)
 
