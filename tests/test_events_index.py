@@ -225,3 +225,16 @@ async def test_query_events_narrows_through_the_index_and_agrees_with_a_full_sca
 def test_correlation_hash_is_stable_and_never_zero():
     assert correlation_hash(None) == 0 and correlation_hash("run-1") == correlation_hash("run-1") != 0
     assert NO_VALUE == np.iinfo(np.int64).min
+
+
+def test_the_offsets_check_holds_across_its_chunks():
+    from kbert_tui.events.index import _ascending
+
+    lengths = np.full(7, 5, np.uint32)
+    offsets = np.arange(0, 35, 5, dtype=np.uint64)
+    for chunk in (1, 2, 3, 100):
+        assert _ascending(offsets, lengths, chunk)
+        for row in range(1, 7):  # a line overlapping the one before, at any place relative to the chunks
+            bad = offsets.copy()
+            bad[row] -= np.uint64(1)
+            assert not _ascending(bad, lengths, chunk), (chunk, row)

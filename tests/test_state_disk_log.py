@@ -171,16 +171,22 @@ def test_e_and_shift_e_find_errors_and_warnings_among_the_older_events(segmented
     assert sum(event_kind(e) in ("error", "warning") for e in events) >= 2
 
 
-def test_reading_lines_by_spans_gives_what_the_index_maps(segmented: tuple[Path, list[Event]],
-                                                          monkeypatch: pytest.MonkeyPatch):
+def test_reading_lines_by_spans_gives_the_files_lines(segmented: tuple[Path, list[Event]],
+                                                      monkeypatch: pytest.MonkeyPatch):
+    from kbert_tui.events import index as index_module
+    from kbert_tui.events.store import segment_paths
+
     path, events = segmented
     index = open_index(path)
+    plain = [line.strip() for file in segment_paths(path) for line in file.read_bytes().split(b"\n") if line.strip()]
     rng = np.random.default_rng(7)
     for size in (1, 5, 300, len(events)):
         rows = np.sort(rng.choice(len(index), size=size, replace=False))
-        assert read_lines(index, rows) == index.lines(rows)
-    monkeypatch.setattr(disk_log, "_SPAN_MAX", 1000)  # many small spans
-    monkeypatch.setattr(disk_log, "_SPAN_GAP", 0)
+        assert read_lines(index, rows) == [plain[r] for r in rows.tolist()]
+    monkeypatch.setattr(index_module, "_SPAN_MAX", 1000)  # many small spans
+    monkeypatch.setattr(index_module, "_SPAN_GAP", 0)
     rows = np.sort(rng.choice(len(index), size=400, replace=False))
-    assert read_lines(index, rows) == index.lines(rows)
+    assert read_lines(index, rows) == [plain[r] for r in rows.tolist()]
+    shuffled = rng.permutation(rows)
+    assert index.lines(shuffled) == [plain[r] for r in shuffled.tolist()]  # any order, answered in that order
     assert read_lines(index, np.empty(0, np.int64)) == []

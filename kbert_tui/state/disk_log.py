@@ -13,7 +13,6 @@ Any other filter (free text, field comparisons, epoch:/step:) reads the lines on
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections import OrderedDict
@@ -37,8 +36,6 @@ __all__ = ["DiskEventLog", "decode_rows", "name_only", "name_table_mask", "read_
 _CHUNK = 256  # older events decoded together when one of them is shown
 _CACHED_CHUNKS = 64  # chunks kept decoded (~16k events)
 _SCAN_CHUNK = 4000  # lines decoded per step of a filter's scan (the GIL is handed over between steps)
-_SPAN_GAP = 64 << 10  # rows this close are read in one go
-_SPAN_MAX = 4 << 20
 _SCAN_BYTES = 4 << 20  # bytes of the log searched at a time for a free-text needle
 _PLAIN_NEEDLE = re.compile(r"^[a-z_.\-]+$")
 _NEIGHBOURHOOD = 2000  # events either side of an older one that `c` shows its thread among
@@ -87,25 +84,8 @@ def readable_rows(index: LogIndex) -> np.ndarray | None:
 
 
 def read_lines(index: LogIndex, rows: np.ndarray) -> list[bytes]:
-    """The lines (stripped) at ascending global `rows`, read with plain reads of the spans they lie in:
-    no map of the whole file, whose touched pages (readahead around every sparse row) would count in the
-    process's RSS — ~1 GB for the milestones of a 10M-event log."""
-    lines: list[bytes] = []
-    for segment, local in index.locate(np.asarray(rows, np.int64)):
-        offsets = segment.columns["offset"][local].astype(np.int64)
-        ends = offsets + segment.columns["length"][local]
-        # a new span where the next line starts past _SPAN_GAP after the last one's end, or in the next
-        # _SPAN_MAX block of the file (a span never reads much more than that)
-        breaks = np.flatnonzero((offsets[1:] - ends[:-1] > _SPAN_GAP)
-                                | (offsets[1:] // _SPAN_MAX != offsets[:-1] // _SPAN_MAX)) + 1
-        with open(segment.log, "rb") as fh:
-            fd = fh.fileno()
-            for first, stop in zip([0, *breaks.tolist()], [*breaks.tolist(), len(local)], strict=True):
-                base = int(offsets[first])
-                span = os.pread(fd, int(ends[stop - 1]) - base, base)
-                lines.extend(span[o - base:e - base].strip()
-                             for o, e in zip(offsets[first:stop].tolist(), ends[first:stop].tolist(), strict=True))
-    return lines
+    """The lines (stripped) at ascending global `rows` (`LogIndex.lines`: plain reads of the spans they lie in)."""
+    return index.lines(np.asarray(rows, np.int64))
 
 
 def decode_rows(index: LogIndex, rows: np.ndarray) -> list[Event]:
