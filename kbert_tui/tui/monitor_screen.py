@@ -368,7 +368,7 @@ class MonitorScreen(Screen[None]):
         evicted = self._app.log_index.evicted
         path = self._app.source.events_path
         if not evicted:
-            self.notify("every event is in memory: nothing older on disk", timeout=3)
+            self.notify("every event of the log is already in the view: nothing older to search", timeout=3)
             return
         if path is None or not path.exists():
             self.notify("there is no events file to search", timeout=3)
