@@ -201,7 +201,8 @@ def test_a_headless_run_says_which_test_column_gave_the_ids(tmp_path, capsys):
     assert run_headless(config, None) == 0
     out = capsys.readouterr().out
     assert "predictions.csv takes its ids from the test file's 'Id' column (data.id_column is not set)" in out
-    assert "val_acc" in out.splitlines()[-2] and "(encoder " in out
+    completed = next(line for line in out.splitlines() if line.startswith("completed in"))
+    assert "val_acc" in completed and "(encoder " in out
 
 
 def test_a_best_epoch_from_before_a_resume_comes_back_from_its_checkpoint(tmp_path, recording_bus):
