@@ -78,8 +78,9 @@ class ExitGuard:
     """Ends the process `grace` seconds after the run ended, unless it has exited by itself by then."""
 
     def __init__(self, *, grace: float = 5.0, busy: Callable[[], list[str]] = list,
-                 last_words: Callable[[], Any] | None = None) -> None:
+                 last_words: Callable[[], Any] | None = None, what: str = "the run ended") -> None:
         self.grace = grace
+        self._what = what
         self._busy = busy
         self._last_words = last_words  # run before the exit, after the log is closed (session.json's final state)
         self._code = 1
@@ -122,7 +123,7 @@ class ExitGuard:
             if self._last_words is not None:
                 self._last_words()
             what = "; ".join(busy) if busy else "the event loop (no bus handler was busy)"
-            print(f"kbert-tui: the run ended {self.grace:g} s ago but the process could not finish; "
+            print(f"kbert-tui: {self._what} {self.grace:g} s ago but the process could not finish; "
                   f"gave up waiting for {what}. The event log is closed.", file=sys.stderr, flush=True)
         finally:  # after SIGHUP the terminal is gone and the print raises: the process must end all the same
             os._exit(self._code)

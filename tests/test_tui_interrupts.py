@@ -90,3 +90,37 @@ def test_a_crash_in_the_monitor_exits_1_with_one_line(monkeypatch, capsys):
     assert err.startswith("kbert-tui: error: the monitor failed: ZeroDivisionError: float division by zero "
                           "(traceback: ")
     assert "ZeroDivisionError" in Path(err.split("traceback: ")[1].rstrip(")\n")).read_text()
+
+
+def test_a_replay_stuck_after_its_terminal_hung_up_still_ends(tmp_path):
+    """After SIGHUP Textual can block for good writing to the terminal that went away (its writer thread's
+    full queue): a replay or attach must not be left behind. Here the app's run never returns at all."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    log = tmp_path / "events.jsonl"
+    log.write_text('{"name": "training.started", "timestamp": "2026-01-01T00:00:00+00:00", "data": {}}\n')
+    script = textwrap.dedent(f"""
+        import sys, threading
+        from kbert_tui import tui
+        from kbert_tui.tui.app import MonitorApp
+
+        def run_forever(self, *args, **kwargs):
+            print("running", flush=True)
+            threading.Event().wait()  # as if blocked on the dead terminal: never returns
+
+        MonitorApp.run = run_forever
+        sys.exit(tui.run_replay(tui.open_replay({str(log)!r})))
+    """)
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None and child.stdout.readline().strip() == "running"
+    started = time.monotonic()
+    child.send_signal(signal.SIGHUP)
+    try:
+        assert child.wait(timeout=15) == 128 + signal.SIGHUP
+    finally:
+        child.kill()
+    assert time.monotonic() - started < 10

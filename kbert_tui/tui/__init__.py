@@ -26,8 +26,20 @@ def open_replay(path: str, *, speed: float | None = None) -> ReplaySource:
 
 def run_replay(source: ReplaySource) -> int:
     """`kbert-tui replay PATH`: show the recording in the monitor until the user quits."""
-    app = MonitorApp(source)
-    return _run_app(app) or EXIT_OK
+    return _run_viewer(MonitorApp(source)) or EXIT_OK
+
+
+def _run_viewer(app: MonitorApp) -> int | None:
+    """`_run_app` for a monitor that only reads (replay, attach): a stop signal also arms an exit guard, since
+    after SIGHUP Textual can block for good writing to the terminal that went away (its writer thread's
+    queue is full): the process then ends by itself 3 s later instead of being left behind."""
+    from kbert_tui.lifecycle import ExitGuard, signal_exit
+
+    guard = ExitGuard(grace=3.0, what="asked to stop")
+    try:
+        return _run_app(app, lambda signum: guard.arm(signal_exit(signum)))
+    finally:
+        guard.disarm()
 
 
 def _run_app(app: MonitorApp, at_once: Callable[[int], Any] | None = None) -> int | None:
@@ -93,4 +105,4 @@ def monitor_run(config: Any, *, output_dir: str | None = None,
 def run_attached(source: EventSource) -> int:
     """`kbert-tui attach …`: the monitor on a run another process writes; quitting (Ctrl-C too) leaves
     the run alone."""
-    return _run_app(MonitorApp(source)) or EXIT_OK
+    return _run_viewer(MonitorApp(source)) or EXIT_OK
