@@ -14,6 +14,7 @@ from kbert_tui.events import Event
 from kbert_tui.events.index import open_index
 from kbert_tui.state import parse_filter
 from kbert_tui.state.disk_log import name_only
+from kbert_tui.state.log_index import _search_indexed, search_decoding
 from kbert_tui.state.replay_load import load_indexed
 
 NAMES = ["training.started", "training.batch_completed", "training.epoch_completed", "system.cpu_usage",
@@ -96,3 +97,36 @@ def test_a_free_text_scan_of_the_older_lines_equals_the_matcher_over_decoded_eve
         decoded = [log.get(s) for s in range(log.total)]  # as the readers decode the lines
         got = [log.seq_at(row) for row in range(len(log))]
     assert got == [s for s, event in enumerate(decoded) if matcher.matches_alone(event)]
+
+
+words = st.sampled_from(["Timeout", "loss", "x-y", "a\\b", "é", "null", "completed"])
+
+
+@settings(max_examples=100)
+@given(st.lists(st.tuples(st.sampled_from(NAMES), st.dictionaries(words, st.one_of(words, values), min_size=1,
+                                                                  max_size=3)), min_size=1, max_size=40),
+       st.sampled_from([None, "timeout", "x-y", "completed", "é", "a\\b", "null", "training.*", "!system.*",
+                        "name:model.forward_pass OR plugin.*", "loss OR timeout"]),
+       st.integers(0, 45), st.integers(1, 12), st.lists(st.integers(0, 40), max_size=4))
+def test_the_indexed_o_search_equals_decoding_every_event(records: list[tuple[str, dict]], query: str | None,
+                                                         count: int, capacity: int, junk: list[int]):
+    events = [Event(name, data, timestamp=T0 + timedelta(seconds=i), source="t", correlation_id="r", id=f"e{i}")
+              for i, (name, data) in enumerate(records)]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "events.jsonl"
+        with open(path, "w", encoding="utf-8") as fh:
+            for i, event in enumerate(events):
+                if i in junk:
+                    fh.write("{not json\n")
+                fh.write(json.dumps({"id": event.id, "name": event.name, "timestamp": event.timestamp.isoformat(),
+                                     "source": event.source, "correlation_id": event.correlation_id,
+                                     "data": event.data}).replace("Timeout", "\\u0054imeout") + "\n")
+        matcher = parse_filter(json.dumps(query) if query and "\\" in query else query) if query else None
+        indexed = _search_indexed(path, count, matcher, capacity, None)
+        plain = search_decoding(path, count, matcher, capacity)
+    assert indexed and plain  # neither cancelled, and the index was there
+    (found, matched, _), (expected, expected_matched, _) = indexed, plain
+    assert matched == expected_matched
+    assert (found.total, found.base) == (expected.total, expected.base)
+    assert [found.get(s).id for s in range(found.base, found.total)] == \
+        [expected.get(s).id for s in range(expected.base, expected.total)]

@@ -31,7 +31,7 @@ from .log_index import EventLog
 from .summary import event_kind
 
 __all__ = ["DiskEventLog", "decode_rows", "name_only", "name_table_mask", "read_lines", "readable_rows",
-           "text_prefilter"]
+           "scan_rows", "text_prefilter"]
 
 _CHUNK = 256  # older events decoded together when one of them is shown
 _CACHED_CHUNKS = 64  # chunks kept decoded (~16k events)
@@ -191,74 +191,8 @@ class DiskEventLog(EventLog):
     def scan_older(self, matcher: EventMatcher, *, cancelled: Callable[[], bool] | None = None,
                    every_s: float = 0.25) -> Iterator[tuple[np.ndarray, bool]]:
         """For a worker thread: the older events `matcher` accepts on their own (epoch:/step: by their data,
-        caused-by: none), read through the index a chunk at a time; yields (found so far, done) at most
-        every `every_s` seconds and once at the end. Stops early when `cancelled()`.
-
-        A free-text filter first looks for its needle in the raw lines (`text_prefilter`), so only lines
-        that may match are decoded."""
-        needle = text_prefilter(matcher)
-        chunks = self._older_chunks() if needle is None else self._candidate_chunks(needle)
-        found: list[np.ndarray] = []
-        reported = time.monotonic()
-        matches = matcher.matches_alone
-        with collector_paused():  # what is decoded is freed as it goes: no collections over the window
-            for seqs in chunks:
-                if cancelled is not None and cancelled():
-                    return
-                if len(seqs):
-                    events = decode_rows(self.index, self.row_numbers(seqs))
-                    hits = [i for i, event in enumerate(events) if matches(event)]
-                    if hits:
-                        found.append(seqs[hits])
-                time.sleep(0)  # let the screen's thread run between chunks
-                if time.monotonic() - reported >= every_s:
-                    reported = time.monotonic()
-                    yield _joined(found), False
-        yield _joined(found), True
-
-    def _older_chunks(self) -> Iterator[np.ndarray]:
-        for first in range(0, self.base, _SCAN_CHUNK):
-            yield np.arange(first, min(first + _SCAN_CHUNK, self.base))
-
-    def _candidate_chunks(self, needle: bytes) -> Iterator[np.ndarray]:
-        """Older sequence numbers whose lines hold `needle` (ASCII-lowercased) or a backslash, ascending,
-        a block of the file at a time (an empty array between blocks without any)."""
-        for first, segment in zip(self.index.starts.tolist(), self.index.segments, strict=False):
-            offsets = segment.columns["offset"]
-            if first >= self._first_window_row():
-                return
-            rows = min(len(offsets), self._first_window_row() - first)
-            with open(segment.log, "rb") as fh:
-                row = 0
-                while row < rows:
-                    start = int(offsets[row])
-                    # the key in the column's own type: a Python int would have numpy convert all 10M offsets
-                    stop_row = min(rows, int(np.searchsorted(offsets, np.uint64(start + _SCAN_BYTES), side="left")))
-                    stop_row = max(stop_row, row + 1)
-                    stop = int(offsets[stop_row - 1]) + int(segment.columns["length"][stop_row - 1])
-                    fh.seek(start)
-                    block = fh.read(stop - start).lower()
-                    hits = _line_hits(block, needle) + _line_hits(block, b"\\")
-                    if hits:
-                        local = np.searchsorted(offsets[row:stop_row], np.array(hits, np.uint64) + np.uint64(start),
-                                                side="right") - 1 + row
-                        yield self._seqs_of(np.unique(local) + first)
-                    else:
-                        yield np.empty(0, np.int64)
-                    row = stop_row
-
-    def _first_window_row(self) -> int:
-        if self.base >= self.total:
-            return len(self.index)
-        return int(self.row_numbers(np.array([self.base]))[0])
-
-    def _seqs_of(self, rows: np.ndarray) -> np.ndarray:
-        """Sequence numbers of global `rows` (those of lines readers skip dropped)."""
-        if self._rows is None:
-            return rows
-        at = np.searchsorted(self._rows, rows)
-        keep = (at < len(self._rows)) & (self._rows[np.minimum(at, len(self._rows) - 1)] == rows)
-        return np.asarray(at[keep], np.int64)
+        caused-by: none), as `scan_rows` finds them."""
+        yield from scan_rows(self.index, self._rows, self.base, matcher, cancelled=cancelled, every_s=every_s)
 
     # -- errors and warnings (e / E) ----------------------------------------------------------------------
     def problem_after(self, seq: int, *, forward: bool = True, limit: int | None = None) -> int | None:
@@ -342,6 +276,82 @@ class DiskEventLog(EventLog):
         if seq < self.base:
             return min(int(np.searchsorted(self._older, seq)), last)
         return min(self._before() + super().nearest_row(seq), last)
+
+
+def scan_rows(index: LogIndex, rows: np.ndarray | None, stop: int, matcher: EventMatcher, *,
+              cancelled: Callable[[], bool] | None = None, every_s: float = 0.25) -> Iterator[tuple[np.ndarray, bool]]:
+    """For a worker thread: the sequence numbers below `stop` whose events `matcher` accepts on their own
+    (`rows` maps sequence numbers to `index` rows; None: the same), read through the index a chunk at a
+    time; yields (found so far, done) at most every `every_s` seconds and once at the end. Stops early
+    (without a last yield) when `cancelled()`.
+
+    A free-text filter first looks for its needle in the raw lines (`text_prefilter`), so only lines
+    that may match are decoded."""
+    needle = text_prefilter(matcher)
+    chunks = _seq_chunks(stop) if needle is None else _candidate_chunks(index, rows, stop, needle)
+    found: list[np.ndarray] = []
+    reported = time.monotonic()
+    matches = matcher.matches_alone
+    with collector_paused():  # what is decoded is freed as it goes: no collections over the window
+        for seqs in chunks:
+            if cancelled is not None and cancelled():
+                return
+            if len(seqs):
+                events = decode_rows(index, seqs if rows is None else rows[seqs])
+                hits = [i for i, event in enumerate(events) if matches(event)]
+                if hits:
+                    found.append(seqs[hits])
+            time.sleep(0)  # let the screen's thread run between chunks
+            if time.monotonic() - reported >= every_s:
+                reported = time.monotonic()
+                yield _joined(found), False
+    yield _joined(found), True
+
+
+def _seq_chunks(stop: int) -> Iterator[np.ndarray]:
+    for first in range(0, stop, _SCAN_CHUNK):
+        yield np.arange(first, min(first + _SCAN_CHUNK, stop))
+
+
+def _candidate_chunks(index: LogIndex, rows: np.ndarray | None, stop: int, needle: bytes) -> Iterator[np.ndarray]:
+    """Sequence numbers below `stop` whose lines hold `needle` (ASCII-lowercased) or a backslash, ascending,
+    a block of the file at a time (an empty array between blocks without any)."""
+    if rows is None:
+        stop_row = min(stop, len(index))
+    else:
+        stop_row = len(index) if stop >= len(rows) else int(rows[stop])
+    for first, segment in zip(index.starts.tolist(), index.segments, strict=False):
+        offsets = segment.columns["offset"]
+        if first >= stop_row:
+            return
+        count = min(len(offsets), stop_row - first)
+        with open(segment.log, "rb") as fh:
+            row = 0
+            while row < count:
+                start = int(offsets[row])
+                # the key in the column's own type: a Python int would have numpy convert all 10M offsets
+                end_row = min(count, int(np.searchsorted(offsets, np.uint64(start + _SCAN_BYTES), side="left")))
+                end_row = max(end_row, row + 1)
+                end = int(offsets[end_row - 1]) + int(segment.columns["length"][end_row - 1])
+                fh.seek(start)
+                block = fh.read(end - start).lower()
+                hits = _line_hits(block, needle) + _line_hits(block, b"\\")
+                if hits:
+                    local = np.searchsorted(offsets[row:end_row], np.array(hits, np.uint64) + np.uint64(start),
+                                            side="right") - 1 + row
+                    yield _seqs_of(rows, np.unique(local) + first)
+                else:
+                    yield np.empty(0, np.int64)
+                row = end_row
+
+
+def _seqs_of(rows: np.ndarray | None, found: np.ndarray) -> np.ndarray:
+    """Sequence numbers of global rows `found` (those of lines readers skip dropped)."""
+    if rows is None:
+        return found
+    at = np.searchsorted(rows, found)
+    keep = (at < len(rows)) & (rows[np.minimum(at, len(rows) - 1)] == found)
+    return np.asarray(at[keep], np.int64)
 
 
 def text_prefilter(matcher: EventMatcher) -> bytes | None:

@@ -13,6 +13,7 @@ import time
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
+from typing import Literal
 
 from kbert_tui.events import Event
 from kbert_tui.events._query import collector_paused
@@ -22,9 +23,10 @@ from .filter import EventMatcher, event_text, event_texts
 from .summary import event_kind
 from .threads import RunThreads
 
-__all__ = ["DEFAULT_CAPACITY", "EventLog", "search_older"]
+__all__ = ["DEFAULT_CAPACITY", "EventLog", "search_decoding", "search_older"]
 
 DEFAULT_CAPACITY = 100_000
+_DECODE_CHUNK = 4000  # events `o` decodes at a time (the GIL is handed over between)
 
 
 class EventLog:
@@ -300,11 +302,64 @@ def search_older(path: str | os.PathLike[str], count: int, matcher: EventMatcher
     window), the ones `matcher` accepts on their own, the newest `capacity` of them in an EventLog; with
     how many matched and how many lines could not be read. None when cancelled.
 
-    The log is decoded ~1 MB at a time and the GIL handed over between chunks, so the screen keeps
-    turning while it runs.
+    Through the log's index (the live writer keeps one; another's log gets it built) where there is one:
+    a name-only filter reads the name column, free text looks for its needle in the raw lines and decodes
+    only those that hold it (`disk_log.scan_rows`). Else every event is decoded ~1 MB at a time. Either
+    way the GIL is handed over between chunks, so the screen keeps turning while it runs.
     """
     with collector_paused():  # the events found live on; the rest are freed as they go
+        indexed = _search_indexed(path, count, matcher, capacity, cancelled)
+    if indexed is not False:
+        return indexed
+    return search_decoding(path, count, matcher, capacity, cancelled=cancelled)
+
+
+def search_decoding(path: str | os.PathLike[str], count: int, matcher: EventMatcher | None, capacity: int, *,
+                    cancelled: Callable[[], bool] | None = None) -> tuple[EventLog, int, int] | None:
+    """`search_older` by decoding every event (the reference the indexed search is tested against)."""
+    with collector_paused():  # the events found live on; the rest are freed as they go
         return _search(read_events(path), count, matcher, capacity, cancelled)
+
+
+def _search_indexed(path: str | os.PathLike[str], count: int, matcher: EventMatcher | None, capacity: int,
+                    cancelled: Callable[[], bool] | None) -> tuple[EventLog, int, int] | None | Literal[False]:
+    """`search_older` through the index; False when the log has none."""
+    import numpy as np
+
+    from kbert_tui.events.index import open_index
+
+    from .disk_log import decode_rows, name_only, name_table_mask, readable_rows, scan_rows
+
+    try:
+        index = open_index(path)
+    except (OSError, ValueError):
+        return False
+    rows = readable_rows(index)
+    readable = len(index) if rows is None else len(rows)
+    count = min(count, readable)  # the index covers the whole file as it was opened, as the plain reader reads it
+    stop_row = len(index) if rows is None or count >= len(rows) else int(rows[count])
+    if matcher is None:
+        found = np.arange(count, dtype=np.int64)
+    elif name_only(matcher):
+        matches = matcher.matches
+        mask = name_table_mask(index, lambda name: matches(Event(name, {}), str))
+        found = np.flatnonzero((mask if rows is None else mask[rows])[:count])
+    else:
+        last = [report for report in scan_rows(index, rows, count, matcher, cancelled=cancelled) if report[1]]
+        if not last:
+            return None  # cancelled
+        found = last[0][0]
+    if cancelled is not None and cancelled():
+        return None
+    newest = found[-capacity:]
+    out = EventLog(capacity)
+    out.skip(len(found) - len(newest))
+    for first in range(0, len(newest), _DECODE_CHUNK):
+        chunk = newest[first:first + _DECODE_CHUNK]
+        out.extend(decode_rows(index, chunk if rows is None else rows[chunk]))
+        time.sleep(0)  # let the screen's thread run between chunks
+    unreadable = 0 if rows is None else stop_row - count
+    return out, len(found), unreadable
 
 
 def _search(reader: EventLogReader, count: int, matcher: EventMatcher | None, capacity: int,
