@@ -16,8 +16,6 @@ from itertools import islice
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from ._codec import decode_lines
 from ._event import Event
 from ._patterns import compile_pattern, validate_pattern
@@ -269,6 +267,8 @@ class EventQuery:
         """`run` over a log through its index: the columns choose the candidate lines (name, time, step,
         correlation id), only those are read and decoded, then checked exactly. In time order, reading
         stops once `limit` matches are found."""
+        import numpy as np
+
         rows = index.select(patterns=self._patterns, start=self._start, end=self._end, steps=self._steps,
                             correlation_id=self._correlation_id)
         if time_order and len(rows):

@@ -30,7 +30,6 @@ from ._patterns import compile_pattern, validate_pattern
 from ._query import EventQuery
 from ._subscription import Repeats, Subscription, handler_name
 from ._watch import LoopWatch
-from .index import open_index
 from .store import JsonlStore, PersistenceError, read_events
 from . import catalog as ev
 
@@ -565,6 +564,8 @@ class EventBus(Inbox):
                 await self.flush()
             if not self._store.path.exists():
                 return []
+            from .index import open_index
+
             index = await asyncio.to_thread(open_index, self._store.path)
             found = await asyncio.to_thread(EventQuery().correlation_id(correlation_id).run_index, index,
                                             time_order=False)
@@ -583,6 +584,8 @@ class EventBus(Inbox):
             if not self._store.path.exists():
                 return []
             if query.narrows_by_index():
+                from .index import open_index
+
                 index = await asyncio.to_thread(open_index, self._store.path)
                 found = await asyncio.to_thread(query.run_index, index)
                 self.last_query_skipped = index.unreadable()

@@ -23,12 +23,14 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._codec import decode_lines, encode_event_bytes
 from ._event import Event
 from . import catalog as ev
-from .index import IndexAppender
+
+if TYPE_CHECKING:
+    from .index import IndexAppender
 
 try:
     import fcntl
@@ -325,7 +327,7 @@ class JsonlStore:
             raise
         self._fd = fd
         self._size = size
-        self._index = IndexAppender.start(self.path) if self._keep_index else None
+        self._index = _start_index(self.path) if self._keep_index else None
         existing = segment_paths(self.path)[:-1]
         self._next_segment = 1 + max((_segment_number(self.path, p) for p in existing), default=0)
 
@@ -342,7 +344,7 @@ class JsonlStore:
             self.rotations += 1
         self._fd = _open_append(self.path)
         self._size = 0
-        self._index = IndexAppender.start(self.path) if self._keep_index else None
+        self._index = _start_index(self.path) if self._keep_index else None
 
     def _run(self) -> None:
         try:
@@ -481,6 +483,12 @@ class JsonlStore:
                 self.on_status(name, data)
             except Exception:  # noqa: BLE001 - a report must never stop the writer
                 pass
+
+
+def _start_index(path: Path) -> IndexAppender | None:
+    from .index import IndexAppender  # numpy and Arrow load with the first log written, not with the package
+
+    return IndexAppender.start(path)
 
 
 class _NotRegularFile(OSError):
