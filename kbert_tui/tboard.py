@@ -4,7 +4,7 @@ Reading uses TensorBoard's own `EventFileLoader` (the `tensorboard` package): it
 itself runs, reads every record (no reservoir sampling, unlike `EventAccumulator` and TensorBoard's CSV
 download, tensorboard#4047), and migrates old `simple_value` scalars and TF2 tensor scalars to one form.
 Writing uses tensorboardX's `SummaryWriter`, the maintained stand-alone writer (numpy and protobuf only).
-Both come with the `tensorboard` extra; parquet needs pyarrow (the same extra).
+Both come with the `tensorboard` extra; parquet is written by pyarrow, a dependency (the log index uses it).
 
 An imported run directory holds an events.jsonl like any other: `training.started` (config records the
 source and the tag taken as the loss curve), a `training.batch_completed` per step holding the loss tag,
@@ -266,11 +266,9 @@ def export_run(events_path: Path, fmt: str, output: Path) -> int:
             writer.writerow(columns)
             writer.writerows(("" if v is None else v for v in row) for row in rows)
     elif fmt == "parquet":
-        try:
-            import pyarrow as pa  # type: ignore[import-untyped]
-            import pyarrow.parquet as pq  # type: ignore[import-untyped]
-        except ImportError:
-            raise ImportProblem(f"parquet needs pyarrow ({_INSTALL})") from None
+        import pyarrow as pa  # type: ignore[import-untyped]
+        import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
         output.parent.mkdir(parents=True, exist_ok=True)
         table = pa.table({name: [row[i] for row in rows] for i, name in enumerate(columns)},
                          schema=pa.schema([("step", pa.int64()), ("epoch", pa.int64()), ("kind", pa.string()),
