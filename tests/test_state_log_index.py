@@ -94,3 +94,26 @@ def test_free_text_filter_uses_cached_text():
     log.set_filter(parse_filter("full"))
     assert len(log) == 1 and log.event_at(0).id == "x1"
     assert log.text(log.seq_at(0)).startswith("plugin.error")
+
+
+def test_a_filter_with_a_budget_judges_one_chunk_now_and_the_rest_later():
+    """The monitor's `/` over a 100k window: the call on the loop judges one chunk (the rest in later ticks,
+    the rows found so far showing), and ends with the rows a whole re-scan finds."""
+    from kbert_tui.state import log_index
+
+    events = [Event("training.batch_completed" if i % 7 else "system.cpu_usage",
+                    {"step": i, "note": "slow disk" if i % 1000 == 0 else "ok"}, timestamp=T0, id=f"e{i}")
+              for i in range(100_000)]
+    whole, sliced = EventLog(100_000), EventLog(100_000)
+    whole.extend(events)
+    sliced.extend(events)
+    for query in ("slow", "system.* step>50000", "epoch:1"):
+        whole.set_filter(parse_filter(query))
+        sliced.set_filter(parse_filter(query), budget_s=0.0)
+        first = [sliced.seq_at(r) for r in range(len(sliced))]
+        assert sliced.filter_pending and all(seq < log_index._FILTER_CHUNK for seq in first)
+        calls = 1
+        while not sliced.filter_more(0.0):
+            calls += 1
+        assert calls + 1 == -(-100_000 // log_index._FILTER_CHUNK)  # one chunk a call, the last one included
+        assert [sliced.seq_at(r) for r in range(len(sliced))] == [whole.seq_at(r) for r in range(len(whole))]

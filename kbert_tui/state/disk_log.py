@@ -163,10 +163,10 @@ class DiskEventLog(EventLog):
         return local, seq - first
 
     # -- the filter ----------------------------------------------------------------------------------
-    def set_filter(self, matcher: EventMatcher | None) -> None:
+    def set_filter(self, matcher: EventMatcher | None, *, budget_s: float | None = None) -> None:
         """The window as `EventLog` filters it; older events by the name column when the filter only
         names events, else none until `add_older` brings what `scan_older` finds."""
-        super().set_filter(matcher)
+        super().set_filter(matcher, budget_s=budget_s)
         self._older = np.empty(0, np.int64)
         self.older_complete = True
         if self.matcher is None or not self.base:

@@ -26,6 +26,7 @@ from .threads import RunThreads
 __all__ = ["DEFAULT_CAPACITY", "EventLog", "search_decoding", "search_older"]
 
 DEFAULT_CAPACITY = 100_000
+_FILTER_CHUNK = 2048  # window events a filter judges between looks at the clock
 _DECODE_CHUNK = 4000  # events `o` decodes at a time (the GIL is handed over between)
 
 
@@ -45,6 +46,7 @@ class EventLog:
         self._problems = array("q")  # sequence numbers of error/warning events, ascending
         self._pstart = 0
         self._warm = 0  # texts below this sequence number are built (see warm_text)
+        self._judged = 0  # with a filter: the window's events below this sequence number are judged
         self.threads = RunThreads(capacity)
         self._desc_cache: tuple[tuple[int, int], set[int]] | None = None
 
@@ -94,8 +96,10 @@ class EventLog:
             self._problems.append(seq)
         self.threads.add(seq, event)
         matcher = self.matcher
-        if matcher is not None and self._matches_seq(matcher, seq, event, lambda: self.text(seq)):
-            self._matches.append(seq)
+        if matcher is not None and self._judged >= seq:  # else `filter_more` comes to it in order
+            self._judged = seq + 1
+            if self._matches_seq(matcher, seq, event, lambda: self.text(seq)):
+                self._matches.append(seq)
         if seq >= self.capacity:
             self._trim()
         return seq
@@ -140,24 +144,50 @@ class EventLog:
         return end - start
 
     # -- filter ------------------------------------------------------------------------------------
-    def set_filter(self, matcher: EventMatcher | None) -> None:
-        """Show only events `matcher` accepts (None or an empty matcher shows all); re-scans the window."""
+    def set_filter(self, matcher: EventMatcher | None, *, budget_s: float | None = None) -> None:
+        """Show only events `matcher` accepts (None or an empty matcher shows all); re-scans the window,
+        all of it now, or for about `budget_s` seconds and the rest in later `filter_more` calls (oldest
+        first: the rows found so far show meanwhile)."""
         self.matcher = matcher if matcher else None
         self._matches = array("q")
         self._mstart = 0
-        if self.matcher is None:
-            return
+        self._judged = self.base
+        if self.matcher is not None:
+            self.filter_more(budget_s)
+
+    @property
+    def filter_pending(self) -> bool:
+        """Whether some of the window's events still wait to be judged by the filter (see `filter_more`)."""
+        return self.matcher is not None and self._judged < self.total
+
+    def filter_more(self, budget_s: float | None = None) -> bool:
+        """Judge the window's events the filter has not yet, oldest first, `_FILTER_CHUNK` at a time, for
+        about `budget_s` seconds (None: all of them); returns whether all are judged."""
+        deadline = None if budget_s is None else time.perf_counter() + budget_s
+        while self.filter_pending:
+            start = max(self._judged, self.base)
+            end = min(self.total, start + _FILTER_CHUNK)
+            self._judge(start, end)
+            self._judged = end
+            if deadline is not None and time.perf_counter() >= deadline:
+                break
+        return not self.filter_pending
+
+    def _judge(self, start: int, end: int) -> None:
+        """Add the sequence numbers start..end-1 the filter accepts to the matches."""
         matcher = self.matcher
+        assert matcher is not None
         ring, cap = self._ring, self.capacity
         out = self._matches
-        seqs: Iterable[int] = range(self.base, self.total)
+        seqs: Iterable[int] = range(start, end)
         if matcher.scopes:
-            seqs = self._scoped(matcher)
+            seqs = [seq for seq in seqs if self._in_scope(matcher, seq)]
         if not matcher.has_predicates:
             out.extend(seqs)
             return
         if matcher.uses_text:
-            self.warm_text(self.total)
+            if self._warm < end:
+                self.warm_text(end - max(self._warm, self.base))
             texts = self._text
             needles = matcher.text_needles
             if needles is not None:  # only free text: search the cached texts without calling the matcher
@@ -176,10 +206,6 @@ class EventLog:
             for seq in seqs:
                 if matches(ring[seq % cap], _no_text):  # type: ignore[arg-type]
                     out.append(seq)
-
-    def _scoped(self, matcher: EventMatcher) -> list[int]:
-        """The window's seqs that pass the filter's epoch/step/caused-by terms (ascending)."""
-        return [seq for seq in range(self.base, self.total) if self._in_scope(matcher, seq)]
 
     def _in_scope(self, matcher: EventMatcher, seq: int) -> bool:
         threads = self.threads

@@ -39,7 +39,7 @@ from kbert_tui.events import catalog as ev
 
 from .keys import bindings, palette_commands
 from .log_view import LogView
-from .monitor_screen import MonitorScreen
+from .monitor_screen import FILTER_SLICE_S, MonitorScreen
 from .panes import PluginsPane, SystemPane, TrainingPane
 from .screens import ConfirmScreen, HelpScreen
 from .sources import EventSource, ReplaySource
@@ -218,7 +218,7 @@ class MonitorApp(App[str | None]):
         if log is not self.log_index:  # the same log again (its history came in): its filter stands
             matcher = self.log_index.matcher
             self.log_index = log
-            log.set_filter(matcher)
+            log.set_filter(matcher, budget_s=FILTER_SLICE_S)  # the rest tick by tick (`_drain`)
             self.monitor.filter_older(log)
         view.events_log = log
         view.clear_caches()
@@ -287,6 +287,7 @@ class MonitorApp(App[str | None]):
         if self._stopped_ingest:
             return
         moved = self._ingest(DRAIN_BUDGET_S) if self.inbox else 0
+        self.monitor.filter_more()  # a filter still judging the window: another slice
         if self.state.notifications != self._notified:
             self._rule_notification()
         if moved:

@@ -41,6 +41,7 @@ __all__ = ["NARROW", "WIDE", "MonitorScreen"]
 
 WIDE = 120  # from here the plugins pane sits beside the log
 NARROW = 100  # below this one top pane at a time (1 Training / 2 System) and t swaps the log for Plugins
+FILTER_SLICE_S = 0.01  # a filter judges the window for about this long per tick: the loop never stalls on it
 _ORDER = {key.action: i for i, key in reversed(list(enumerate(KEYS))) if key.action}
 
 
@@ -59,6 +60,7 @@ class MonitorScreen(Screen[None]):
         self.filter_error: str | None = None  # the bad filter's message while it shows
         self._last_status = ""
         self._filter_timer: Timer | None = None
+        self._filter_keep: tuple[int | None, int | None] = (None, None)  # (the event to keep, where it was put)
 
     def compose(self) -> ComposeResult:
         app: MonitorApp = self.app  # type: ignore[assignment]
@@ -154,7 +156,8 @@ class MonitorScreen(Screen[None]):
         if log.evicted:
             parts.append(f"{log.evicted:,} older on disk" + (f" in {path}" if path else ""))
         if log.filtered:
-            searching = "" if getattr(log, "older_complete", True) else " so far, searching older events…"
+            searching = ("" if getattr(log, "older_complete", True) else " so far, searching older events…") or (
+                " so far, searching…" if log.filter_pending else "")
             parts.append(f"filter '{query}': {len(log):,} match{searching}")
         parts.append("FOLLOW" if view.follow else "follow off")
         if view.frozen_at is not None:
@@ -261,14 +264,33 @@ class MonitorScreen(Screen[None]):
         self._show_filter_error(None)
         view = self.log_view
         keep = view.selected_seq()
-        self._app.log_index.set_filter(matcher)
+        self._app.log_index.set_filter(matcher, budget_s=FILTER_SLICE_S)  # the rest in `filter_more`, tick by tick
         self.filter_older(self._app.log_index)
         view.reset_filter(keep)
+        self._filter_keep = (keep, view.selected_seq())
         self.filter_query = query
         return True
 
+    def filter_more(self) -> None:
+        """A tick: judge more of the window for a filter set in slices; once done, the event the cursor was
+        on when it was set goes back under it (unless the cursor has moved since)."""
+        log = self._app.log_index
+        if not log.filter_pending:
+            return
+        view = self.log_view
+        if not log.filter_more(FILTER_SLICE_S):
+            view.sync()
+            return
+        keep, placed = self._filter_keep
+        if not view.follow and keep is not None and view.selected_seq() == placed:
+            view.reset_filter(keep)
+        else:
+            view.sync()
+        self.update_status()
+
     def filter_older(self, log: EventLog) -> None:
         """A whole recording's older events on disk: scan them for a filter the index can't answer."""
+        self._filter_keep = (None, None)  # a new log or filter: nothing to put back under the cursor
         if isinstance(log, DiskEventLog) and log.matcher is not None and not log.older_complete:
             self._scan_older(log, log.matcher)
 
