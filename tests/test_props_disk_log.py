@@ -106,7 +106,9 @@ words = st.sampled_from(["Timeout", "loss", "x-y", "a\\b", "é", "null", "comple
 @given(st.lists(st.tuples(st.sampled_from(NAMES), st.dictionaries(words, st.one_of(words, values), min_size=1,
                                                                   max_size=3)), min_size=1, max_size=40),
        st.sampled_from([None, "timeout", "x-y", "completed", "é", "a\\b", "null", "training.*", "!system.*",
-                        "name:model.forward_pass OR plugin.*", "loss OR timeout"]),
+                        "name:model.forward_pass OR plugin.*", "loss OR timeout", "timeout training.*",
+                        "x-y !system.*", "completed step>2", "epoch:1 timeout", "(timeout OR loss) x-y",
+                        "!timeout", "!(x-y completed)"]),
        st.integers(0, 45), st.integers(1, 12), st.lists(st.integers(0, 40), max_size=4))
 def test_the_indexed_o_search_equals_decoding_every_event(records: list[tuple[str, dict]], query: str | None,
                                                          count: int, capacity: int, junk: list[int]):

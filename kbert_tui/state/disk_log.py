@@ -355,12 +355,12 @@ def _seqs_of(rows: np.ndarray | None, found: np.ndarray) -> np.ndarray:
 
 
 def text_prefilter(matcher: EventMatcher) -> bytes | None:
-    """A needle every line of a matching event holds (ASCII-lowercased), when the filter is free text only
-    and its needle is letters, `_`, `.` or `-`: those read the same in the line as in `event_text` (a
-    line with a backslash may spell them with escapes: it is always a candidate). Not for a needle inside
-    `none` or `null` (a value written as one may be searched as the other)."""
-    needles = matcher.text_needles
-    if not needles or matcher.scopes:
+    """A needle every line of a matching event holds (ASCII-lowercased): one of the filter's free-text terms
+    ANDed with the rest (`required_needles`) that is letters, `_`, `.` or `-`: those read the same in the
+    line as in `event_text` (a line with a backslash may spell them with escapes: it is always a candidate).
+    Not for a needle inside `none` or `null` (a value written as one may be searched as the other)."""
+    needles = matcher.required_needles
+    if not needles:
         return None
     usable = [n for n in needles if _PLAIN_NEEDLE.match(n) and n not in "none" and n not in "null"]
     return max(usable, key=len).encode() if usable else None

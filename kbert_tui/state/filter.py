@@ -286,6 +286,9 @@ class EventMatcher:
 
     text_needles: tuple[str, ...] | None = None
     """Set when the filter is only free-text terms ANDed: the needles, each to be found in `event_text`."""
+    required_needles: tuple[str, ...] = ()
+    """Needles every event the filter accepts holds in its `event_text`: its free-text terms ANDed with the
+    rest (none under an OR); a search on disk looks for them in the raw lines before decoding any."""
 
     def __bool__(self) -> bool:
         return bool(self._predicates or self.scopes)
@@ -412,6 +415,7 @@ def parse_filter(query: str) -> EventMatcher:
     matcher = EventMatcher(query, predicates, parser.uses_text, tuple(parser.fields), tuple(scopes),
                            tuple(parser.names))
     texts = [p for p in predicates if isinstance(p, _Text)]
+    matcher.required_needles = tuple(p.needle for p in texts)  # `predicates` are ANDed (an OR is one predicate)
     if predicates and len(texts) == len(predicates):
         matcher.text_needles = tuple(p.needle for p in texts)
     return matcher
