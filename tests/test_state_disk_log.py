@@ -13,7 +13,6 @@ from kbert_tui.events import Event
 from kbert_tui.events.index import open_index
 from kbert_tui.events.store import JsonlStore, read_events
 from kbert_tui.state import EventLog, event_kind, parse_filter
-from kbert_tui.state import disk_log
 from kbert_tui.state.disk_log import DiskEventLog, name_only, read_lines
 from kbert_tui.state.replay_load import end_from_index, load_all, load_end, load_indexed
 
@@ -190,3 +189,28 @@ def test_reading_lines_by_spans_gives_the_files_lines(segmented: tuple[Path, lis
     shuffled = rng.permutation(rows)
     assert index.lines(shuffled) == [plain[r] for r in shuffled.tolist()]  # any order, answered in that order
     assert read_lines(index, np.empty(0, np.int64)) == []
+
+
+@pytest.mark.parametrize("query", [None, "system.*", "loss", "cpu training.*", "loss<2"])
+def test_o_on_a_live_rotating_log_through_its_index_equals_decoding_every_event(tmp_path: Path, query: str | None):
+    from kbert_tui.state.log_index import _search_indexed, search_decoding
+
+    events = two_runs()
+    path = tmp_path / "events.jsonl"
+    store = JsonlStore(path, max_file_size_mb=0.1)  # still open: the writer holds the log and keeps its index
+    try:
+        for event in events:
+            store.append(event)
+        assert store.wait_written(timeout=30)
+        assert len(read_events(path).files) > 2
+        matcher = parse_filter(query) if query else None
+        count = len(events) - 100  # those that left a 100-event window
+        indexed = _search_indexed(path, count, matcher, 100, None)
+        plain = search_decoding(path, count, matcher, 100)
+    finally:
+        store.close()
+    assert indexed and plain
+    (found, matched, _), (expected, expected_matched, _) = indexed, plain
+    assert matched == expected_matched and matched
+    assert [found.get(s).id for s in range(found.base, found.total)] == \
+        [expected.get(s).id for s in range(expected.base, expected.total)]
