@@ -61,6 +61,7 @@ class MonitorScreen(Screen[None]):
         self._last_status = ""
         self._filter_timer: Timer | None = None
         self._filter_keep: tuple[int | None, int | None] = (None, None)  # (the event to keep, where it was put)
+        self._filter_chained = False  # a slice of the filter waits for the next frame
 
     def compose(self) -> ComposeResult:
         app: MonitorApp = self.app  # type: ignore[assignment]
@@ -280,6 +281,9 @@ class MonitorScreen(Screen[None]):
         view = self.log_view
         if not log.filter_more(FILTER_SLICE_S):
             view.sync()
+            if not self._filter_chained:  # the next slice after this frame, not a whole tick later
+                self._filter_chained = True
+                self.call_after_refresh(self._filter_chain)
             return
         keep, placed = self._filter_keep
         if not view.follow and keep is not None and view.selected_seq() == placed:
@@ -287,6 +291,10 @@ class MonitorScreen(Screen[None]):
         else:
             view.sync()
         self.update_status()
+
+    def _filter_chain(self) -> None:
+        self._filter_chained = False
+        self.filter_more()
 
     def filter_older(self, log: EventLog) -> None:
         """A whole recording's older events on disk: scan them for a filter the index can't answer."""
