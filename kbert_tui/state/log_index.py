@@ -3,7 +3,8 @@
 Every event gets a sequence number (0, 1, 2, … in arrival order). The window keeps the newest
 `capacity` events in a ring; older ones are counted (`evicted`) and stay in the events file on disk.
 With a filter set, an index of matching sequence numbers is kept up to date as events arrive, so the
-view is always "row i of the visible rows" in O(1).
+view is always "row i of the visible rows" in O(1). A new filter may judge the window a slice at a time
+(`set_filter(budget_s=)`, then `filter_more` per frame): the monitor's loop never waits on a whole window.
 """
 
 from __future__ import annotations
