@@ -637,7 +637,7 @@ class LogIndex:
         return result
 
 
-_SPAN_GAP = 64 << 10  # lines closer than this are read in one span...
+_SPAN_GAP = 8 << 10  # lines closer than this are read in one span (a syscall costs about what copying 8 KB does)...
 _SPAN_MAX = 4 << 20  # ...of at most about this many bytes
 
 
