@@ -579,7 +579,7 @@ def main() -> int:
     print(table(results["sizes"], toolong))
     for row in results["sizes"]:
         for command, count in row["end"].get("lingered", {}).items():
-            print(f"\n{size_label(row['events'])}: {count} of the launches of `{command}` still ran 3 s after "
+            print(f"\n{size_label(row['events'])}: {count} of the launches of `{command}` still ran 6 s after "
                   f"tmux closed their terminal (killed)")
     if "writer" in results:
         writer = results["writer"]

@@ -326,9 +326,10 @@ def _pane_tree(session: str) -> list[psutil.Process]:
 lingered: Counter[str] = Counter()  # command -> processes it left running after its terminal closed
 
 
-def _reap(command: str, processes: list[psutil.Process], grace: float = 3.0) -> None:
+def _reap(command: str, processes: list[psutil.Process], grace: float = 6.0) -> None:
     """Kill what `command` left running `grace` seconds after its terminal closed (it would load the
-    machine under the next measurement), and say so."""
+    machine under the next measurement), and say so. 6 s: past kbert-tui's own 3 s exit guard after a
+    hang-up, so a count here is a process that would have stayed."""
     _, alive = psutil.wait_procs(processes, timeout=grace)
     for process in alive:
         try:
