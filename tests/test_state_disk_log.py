@@ -172,7 +172,7 @@ def test_e_and_shift_e_find_errors_and_warnings_among_the_older_events(segmented
 
 def test_reading_lines_by_spans_gives_the_files_lines(segmented: tuple[Path, list[Event]],
                                                       monkeypatch: pytest.MonkeyPatch):
-    from kbert_tui.events import index as index_module
+    from kbert_tui.events import _log_index as index_module
     from kbert_tui.events.store import segment_paths
 
     path, events = segmented
